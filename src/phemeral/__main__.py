@@ -1,0 +1,5 @@
+"""`python -m phemeral` runs the CLI."""
+
+from phemeral.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""The vocabulary shared by every stage, as plain immutable values (no I/O here).
+
+Glossary (also in docs/architecture.md):
+
+- **Project**: a named app people deploy; has environments, settings, a repository.
+- **Environment**: a named target inside a project (``production`` first); has branches mapped
+  to it, domains, variables, and a *current* deployment.
+- **Deployment**: one version of the code in one environment; status ``building`` →
+  ``successful`` | ``failed``. Its id is a DNS label and its own domain.
+- **Build**: the work that turns a deployment's source into a release (detect, install, verify).
+- **Release**: the immutable, runnable result of a build: source + venv + start command + env.
+- **Instance**: one running process set of a release (scaled to zero = no instance).
+- **Domain**: a host name that routes to a deployment (its own) or to an environment's current.
+
+The contracts between stages live here too: `BuildJob` → builder → `BuildResult` (with its
+`Release`) → runtime → `Upstream` for the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal, Protocol
+
+
+class DeploymentStatus(StrEnum):
+    BUILDING = "building"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+
+
+class TriggerKind(StrEnum):
+    PUSH = "push"
+    MANUAL = "manual"
+
+
+class StartCommandSource(StrEnum):
+    CUSTOM = "custom"
+    AUTODETECTED = "autodetected"
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """How the autodetected default command serves the app; lets the runtime pre-load it.
+
+    ``target`` is ``module:attribute`` (``module:factory`` when ``factory``), importable from the
+    release's working directory; ``interface`` picks the server (ASGI → uvicorn, WSGI → gunicorn).
+    """
+
+    framework: Literal["fastapi", "flask", "django"]
+    interface: Literal["asgi", "wsgi"]
+    target: str
+    factory: bool = False
+    server: Literal["uvicorn", "gunicorn"] = "uvicorn"
+    django_settings_module: str | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """An immutable, runnable artifact; written as ``release.json`` inside ``path``.
+
+    ``path`` is the release directory (built in place, never moved, since venvs are not
+    relocatable): it holds ``src/`` (the project source), ``.venv/`` and ``release.json``.
+    ``workdir`` is the project root inside ``src/``; the start command runs there with
+    ``.venv/bin`` first on PATH and ``$PORT`` set. ``app`` is None for custom commands.
+    """
+
+    deployment_id: str
+    project: str
+    environment: str
+    path: Path
+    workdir: Path
+    venv: Path
+    python_version: str
+    start_command: str
+    start_command_source: StartCommandSource
+    app: AppSpec | None
+    env: Mapping[str, str] = field(default_factory=dict)
+    uid: int | None = None  # host uid the app runs as (None: the platform's own, non-root only)
+    lock_hash: str | None = None  # hash of the resolved dependency set, shared across releases
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """A gzipped tar uploaded by `phemeral deploy`, waiting at ``path``."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """A commit of a repository; ``token`` (if any) authenticates https fetches."""
+
+    url: str
+    commit: str
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectOverrides:
+    """Project settings that win over detection."""
+
+    root_dir: str | None = None
+    python_version: str | None = None
+    package_manager: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything the builder needs for one deployment; it never reads the database."""
+
+    deployment_id: str
+    project: str
+    environment: str
+    source: ArchiveSource | GitSource
+    overrides: ProjectOverrides
+    custom_start_command: str | None
+    env: Mapping[str, str]
+    release_dir: Path  # where the release is built in place
+    uid: int | None = None
+
+
+class BuildLog(Protocol):
+    """Where the builder writes its stage lines; the sink stamps each with the time."""
+
+    def write(self, stage: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    release: Release
+    detection: Mapping[str, object]  # the JSON `phemeral detect --json` prints, plus sources
+
+
+@dataclass(frozen=True)
+class BuildLogLine:
+    deployment_id: str
+    stage: str
+    timestamp: datetime
+    message: str
+
+
+LogStream = Literal["stdout", "stderr", "router", "system"]
+
+
+@dataclass(frozen=True)
+class RuntimeLogLine:
+    deployment_id: str
+    instance: str
+    stream: LogStream
+    timestamp: datetime
+    message: str
+
+
+class RuntimeLogSink(Protocol):
+    """Receives runtime log lines in batches; must not block for long."""
+
+    def write(self, lines: list[RuntimeLogLine]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where the router sends a deployment's requests: a TCP address or a Unix socket path."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    unix_path: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """Process state of a deployment, reported apart from its status (never changes it)."""
+
+    instances: int  # running instance sets (0 = scaled to zero)
+    state: Literal["stopped", "dormant", "starting", "running", "stopping", "crashed", "backoff"]
+    tier: Literal["none", "template", "running"] = "none"  # what is resident when idle
+    idle_memory_kb: int = 0  # memory held while scaled to zero (template cost), USS
+    last_wake_at: datetime | None = None
+    last_wake_ms: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None

@@ -1,0 +1,147 @@
+"""Platform configuration, read once into a frozen `Settings`.
+
+This is the only module that reads `os.environ`. `load_settings` takes the environment and the
+command-line overrides as arguments, validates every value and names the key in its error, so
+the rest of the code receives plain typed values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from phemeral.errors import ConfigError
+
+ENV_PREFIX = "PHEMERAL_"
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """XDG data home on Linux: ``$XDG_DATA_HOME/phemeral`` or ``~/.local/share/phemeral``."""
+    xdg = environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path(environ.get("HOME", "/root")) / ".local" / "share"
+    return base / "phemeral"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `phemeral serve` needs to know, validated."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_domain: str = "phemeral.localhost"
+    database_url: str | None = None  # None: SQLite file in data_dir
+    idle_timeout: float = 300.0  # seconds without requests before instances stop
+    boot_timeout: float = 60.0  # seconds a new instance has to answer on $PORT
+    build_timeout: float = 900.0  # wall-clock limit of one build
+    build_concurrency: int = 2  # builds running at once; the rest wait as "queued"
+    build_memory_mb: int = 4096
+    app_memory_mb: int = 512  # per instance
+    app_pids_max: int = 256
+    max_upload_mb: int = 200
+    allow_local_repos: bool = False  # git sources from local paths / file:// URLs
+    python_paths: tuple[Path, ...] = ()  # extra interpreters or folders to search
+    install_missing_python: bool = False  # let uv install a missing interpreter
+    sandbox: str = "auto"  # auto | bwrap | none
+    runtime_log_cap: int = 20_000  # runtime log lines kept per deployment
+    github_api_url: str = "https://api.github.com"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def database_uri(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'phemeral.db'}"
+
+    def url_for_label(self, label: str) -> str:
+        """The public URL of a deployment or environment domain label."""
+        port = "" if self.port in (80, 443) else f":{self.port}"
+        return f"http://{label}.{self.base_domain}{port}"
+
+
+_CASTS: dict[str, Any] = {
+    "data_dir": Path,
+    "host": str,
+    "port": int,
+    "base_domain": str,
+    "database_url": str,
+    "idle_timeout": float,
+    "boot_timeout": float,
+    "build_timeout": float,
+    "build_concurrency": int,
+    "build_memory_mb": int,
+    "app_memory_mb": int,
+    "app_pids_max": int,
+    "max_upload_mb": int,
+    "runtime_log_cap": int,
+    "github_api_url": str,
+    "sandbox": str,
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _cast(key: str, raw: object) -> object:
+    if key in ("allow_local_repos", "install_missing_python"):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{key.upper()} must be true or false, not {raw!r}")
+    if key == "python_paths":
+        if isinstance(raw, tuple):
+            return raw
+        return tuple(Path(p) for p in str(raw).split(os.pathsep) if p)
+    cast = _CASTS[key]
+    try:
+        return cast(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{ENV_PREFIX}{key.upper()} has an invalid value {raw!r}") from exc
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Build `Settings` from ``PHEMERAL_*`` variables, then command-line overrides (which win).
+
+    Overrides whose value is None are ignored, so CLI options can pass their defaults through.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    names = {f.name for f in fields(Settings)} - {"extra"}
+    for name in names:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _cast(name, raw)
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in names:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _cast(name, raw)
+    values.setdefault("data_dir", default_data_dir(env))
+    settings = Settings(**values)  # type: ignore[arg-type]
+    return validate(settings)
+
+
+def validate(settings: Settings) -> Settings:
+    """Check ranges and formats; return the settings with normalised values."""
+    if not 0 < settings.port < 65536:
+        raise ConfigError(f"port must be between 1 and 65535, not {settings.port}")
+    base = settings.base_domain.strip().lower().rstrip(".")
+    labels = base.split(".")
+    if not base or any(not lab or len(lab) > 63 for lab in labels):
+        raise ConfigError(f"base domain {settings.base_domain!r} is not a valid domain name")
+    for name in ("idle_timeout", "boot_timeout", "build_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name.replace('_', '-')} must be positive")
+    if settings.build_concurrency < 1:
+        raise ConfigError("build concurrency must be at least 1")
+    if settings.sandbox not in ("auto", "bwrap", "none"):
+        raise ConfigError(f"sandbox must be auto, bwrap or none, not {settings.sandbox!r}")
+    return replace(settings, base_domain=base, data_dir=settings.data_dir.expanduser().absolute())
