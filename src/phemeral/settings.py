@@ -118,12 +118,12 @@ def load_settings(
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
             values[name] = _cast(name, raw)
-    for name, raw in (overrides or {}).items():
-        if raw is None:
+    for name, value in (overrides or {}).items():
+        if value is None:
             continue
         if name not in names:
             raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _cast(name, raw)
+        values[name] = _cast(name, value)
     values.setdefault("data_dir", default_data_dir(env))
     settings = Settings(**values)  # type: ignore[arg-type]
     return validate(settings)
