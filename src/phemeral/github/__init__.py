@@ -1,0 +1,6 @@
+"""Push to deploy: GitHub webhook verification, event decisions and commit statuses.
+
+``signature`` and ``events`` are pure (bytes and headers in, values out); ``statuses`` is the
+thin shell that reports commit statuses back to GitHub; ``phemeral.api.webhooks`` wires them to
+the HTTP API and the deployment use-cases.
+"""

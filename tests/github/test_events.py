@@ -1,0 +1,193 @@
+"""Delivery decisions (W4), repository matching and branch mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from phemeral.errors import InvalidInput
+from phemeral.github.events import (
+    MAX_BODY_BYTES,
+    Ignored,
+    Malformed,
+    Pong,
+    PushEvent,
+    Repository,
+    environments_for_branch,
+    parse_delivery,
+    repository_matches,
+    too_large,
+)
+from phemeral.github.repository import github_full_name, repository_key, validate_repo_url
+
+SHA = "a" * 40
+
+
+def push(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ref": "refs/heads/main",
+        "before": "b" * 40,
+        "after": SHA,
+        "created": False,
+        "deleted": False,
+        "forced": False,
+        "repository": {
+            "full_name": "Octo/Hello",
+            "html_url": "https://github.com/Octo/Hello",
+            "clone_url": "https://github.com/Octo/Hello.git",
+            "ssh_url": "git@github.com:Octo/Hello.git",
+        },
+        "pusher": {"name": "octocat", "email": "o@example.com"},
+        "head_commit": {"id": SHA, "message": "Fix the thing"},
+    }
+    body.update(changes)
+    return body
+
+
+def decide(event: str, payload: object, ctype: str = "application/json") -> object:
+    return parse_delivery(event, "guid-1", json.dumps(payload).encode(), ctype)
+
+
+def test_push_to_branch() -> None:
+    decision = decide("push", push())
+    assert isinstance(decision, PushEvent)
+    assert (decision.branch, decision.after, decision.pusher) == ("main", SHA, "octocat")
+    assert decision.full_name == "Octo/Hello"
+    assert decision.head_commit_message == "Fix the thing"
+    assert decision.delivery_id == "guid-1"
+
+
+def test_branch_with_slashes_and_null_head_commit() -> None:
+    decision = decide("push", push(ref="refs/heads/feature/x", head_commit=None, created=True))
+    assert isinstance(decision, PushEvent)
+    assert decision.branch == "feature/x"
+    assert decision.head_commit_message is None
+    assert decision.created
+
+
+def test_form_encoded_payload() -> None:
+    body = urlencode({"payload": json.dumps(push())}).encode()
+    decision = parse_delivery("push", "g", body, "application/x-www-form-urlencoded")
+    assert isinstance(decision, PushEvent)
+
+
+def test_ping_and_unsupported_events() -> None:
+    assert isinstance(decide("ping", {"zen": "Keep it simple.", "hook_id": 7}), Pong)
+    ignored = decide("issues", {"action": "opened"})
+    assert isinstance(ignored, Ignored)
+    assert ignored.status == 202
+    assert "issues" in ignored.reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (push(ref="refs/tags/v1.0"), "tag push"),
+        (push(deleted=True, after="0" * 40), "deleted"),
+        (push(after="0" * 40), "deleted"),
+        (push(ref="refs/pull/1/head"), "not a branch"),
+    ],
+)
+def test_pushes_that_deploy_nothing(payload: dict[str, Any], why: str) -> None:
+    decision = decide("push", payload)
+    assert isinstance(decision, Ignored)
+    assert why in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("event", "delivery", "body", "ctype"),
+    [
+        ("push", "g", b"{not json", "application/json"),
+        ("push", "g", b"\xff\xfe", "application/json"),
+        ("push", "g", b"[1, 2]", "application/json"),
+        ("push", "g", b"payload=%7B", "application/x-www-form-urlencoded"),
+        ("push", "g", json.dumps(push()).encode(), "text/plain"),
+        ("push", "g", json.dumps(push(after="zz")).encode(), "application/json"),
+        ("push", "g", json.dumps(push(ref=None)).encode(), "application/json"),
+        ("push", "g", b"[" * 100_000 + b"]" * 100_000, "application/json"),
+        (None, "g", b"{}", "application/json"),
+        ("push", None, b"{}", "application/json"),
+        ("push", "x\n", b"{}", "application/json"),
+    ],
+)
+def test_malformed(event: str | None, delivery: str | None, body: bytes, ctype: str) -> None:
+    decision = parse_delivery(event, delivery, body, ctype)
+    assert isinstance(decision, Malformed)
+    assert decision.status == 400
+
+
+def test_size_limit() -> None:
+    assert not too_large(None)
+    assert not too_large(str(MAX_BODY_BYTES))
+    assert too_large(str(MAX_BODY_BYTES + 1))
+    assert too_large("-1")
+    assert too_large("lots")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/octo/hello",
+        "https://github.com/Octo/Hello.git",
+        "https://github.com/octo/hello/",
+        "http://github.com/octo/hello",
+        "git@github.com:octo/hello.git",
+        "ssh://git@github.com/octo/hello.git",
+        "ssh://git@github.com:22/Octo/Hello",
+        "git://github.com/octo/hello.git",
+    ],
+)
+def test_url_forms_name_the_same_repository(url: str) -> None:
+    assert repository_key(url) == "github.com/octo/hello"
+    assert github_full_name(url) is not None
+    assert repository_matches(url, Repository("Octo/Hello", ()))
+    assert repository_matches(url, Repository(None, ("git@github.com:Octo/Hello.git",)))
+
+
+def test_other_repositories_do_not_match() -> None:
+    repo = Repository("octo/hello", ("https://github.com/octo/hello",))
+    assert not repository_matches("https://github.com/octo/hello-world", repo)
+    assert not repository_matches("https://gitlab.com/octo/hello", repo)
+    assert not repository_matches(None, repo)
+    assert not repository_matches("https://github.com/octo/hello", Repository(None, ()))
+    # full_name matching applies to github.com URLs only
+    assert not repository_matches("https://git.example.com/octo/hello", repo)
+
+
+def test_local_repositories_match_by_path() -> None:
+    assert repository_key("/srv/repos/app/") == "file:///srv/repos/app"
+    assert repository_key("file:///srv/repos/app") == "file:///srv/repos/app"
+    repo = Repository("octo/app", ("file:///srv/repos/app",))
+    assert repository_matches("/srv/repos/app", repo)
+    assert not repository_matches("/srv/repos/other", repo)
+
+
+def test_validate_repo_url() -> None:
+    assert (
+        validate_repo_url(" https://github.com/o/r ", allow_local=False) == "https://github.com/o/r"
+    )
+    assert validate_repo_url("git@github.com:o/r.git", allow_local=False)
+    assert validate_repo_url("/srv/repo", allow_local=True) == "/srv/repo"
+    for bad, why in [
+        ("/srv/repo", "allow-local-repos"),
+        ("file:///srv/repo", "allow-local-repos"),
+        ("ftp://example.com/r", "not supported"),
+        ("https://user:pw@github.com/o/r", "credentials"),
+        ("https://tok@github.com/o/r", "credentials"),
+        ("--upload-pack=x", "must not start"),
+        ("https://github.com/", "not a repository"),
+        ("", "empty"),
+    ]:
+        with pytest.raises(InvalidInput, match=why):
+            validate_repo_url(bad, allow_local=False)
+
+
+def test_branch_mapping() -> None:
+    mapping = {"production": ["main"], "staging": ["develop", "release/*"], "preview": []}
+    assert environments_for_branch("main", mapping) == ["production"]
+    assert environments_for_branch("release/1.2", mapping) == ["staging"]
+    assert environments_for_branch("mainline", mapping) == []
+    assert environments_for_branch("feature", mapping) == []
