@@ -11,13 +11,16 @@ import pytest
 from phemeral.errors import InvalidInput
 from phemeral.github.events import (
     MAX_BODY_BYTES,
+    HookProject,
     Ignored,
     Malformed,
     Pong,
     PushEvent,
     Repository,
+    Target,
     environments_for_branch,
     parse_delivery,
+    plan_push,
     repository_matches,
     too_large,
 )
@@ -191,3 +194,19 @@ def test_branch_mapping() -> None:
     assert environments_for_branch("release/1.2", mapping) == ["staging"]
     assert environments_for_branch("mainline", mapping) == []
     assert environments_for_branch("feature", mapping) == []
+
+
+def test_plan_push() -> None:
+    decision = decide("push", push(ref="refs/heads/develop"))
+    assert isinstance(decision, PushEvent)
+    mine = HookProject("api", "https://github.com/octo/hello", {"production": ["main"]})
+    other = HookProject("web", "https://github.com/octo/web", {"production": ["develop"]})
+    staging = HookProject("api2", "git@github.com:octo/hello.git", {"staging": ["develop"]})
+    ignored = plan_push(decision, [mine, other])
+    assert isinstance(ignored, Ignored)
+    assert "'develop' is not mapped" in ignored.reason
+    assert "main → production" in ignored.reason
+    assert plan_push(decision, [mine, other, staging]) == [Target("api2", "staging")]
+    nothing = plan_push(decision, [other])
+    assert isinstance(nothing, Ignored)
+    assert "is not the repository configured for web" in nothing.reason

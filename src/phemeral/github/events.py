@@ -209,3 +209,47 @@ def branch_matches(branch: str, patterns: Iterable[str]) -> bool:
 def environments_for_branch(branch: str, mapping: Mapping[str, Sequence[str]]) -> list[str]:
     """Names of the environments whose mapped branches include ``branch``, sorted."""
     return sorted(env for env, patterns in mapping.items() if branch_matches(branch, patterns))
+
+
+@dataclass(frozen=True)
+class HookProject:
+    """A project whose webhook secret verified the delivery, with what routing needs."""
+
+    name: str
+    repo_url: str | None
+    branches: Mapping[str, Sequence[str]]  # environment name → mapped branch patterns
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployment a push creates: this project, this environment."""
+
+    project: str
+    environment: str
+
+
+def plan_push(push: PushEvent, projects: Sequence[HookProject]) -> list[Target] | Ignored:
+    """The deployments a push creates among the projects that verified it, or why none."""
+    repo_name = push.full_name or (push.repository.urls[0] if push.repository.urls else "?")
+    connected = [p for p in projects if repository_matches(p.repo_url, push.repository)]
+    if not connected:
+        names = ", ".join(sorted(p.name for p in projects)) or "no project"
+        return Ignored(f"repository {repo_name} is not the repository configured for {names}")
+    targets = [
+        Target(p.name, env)
+        for p in sorted(connected, key=lambda p: p.name)
+        for env in environments_for_branch(push.branch, p.branches)
+    ]
+    if targets:
+        return targets
+    mapped = "; ".join(
+        f"{p.name}: "
+        + (
+            ", ".join(
+                f"{' '.join(pats)} → {env}" for env, pats in sorted(p.branches.items()) if pats
+            )
+            or "none"
+        )
+        for p in sorted(connected, key=lambda p: p.name)
+    )
+    return Ignored(f"branch {push.branch!r} is not mapped to an environment (mapped: {mapped})")
