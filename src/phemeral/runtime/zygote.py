@@ -1,0 +1,435 @@
+"""A pre-loaded template process that forks ready-to-serve app servers on demand.
+
+Run BY PATH with a release's own venv python (standard library only: it cannot import
+phemeral, and it must run on every Python a release may use, 3.8 included)::
+
+    .venv/bin/python zygote.py CONTROL_FD
+
+``CONTROL_FD`` is an inherited ``AF_UNIX``/``SOCK_SEQPACKET`` socket. Every message is one JSON
+object; requests carry an ``id`` echoed in the reply, and file descriptors travel with
+``SCM_RIGHTS``. Requests:
+
+- ``{"op": "preload", "modules": [...]}``: import framework modules (shared template level).
+- ``{"op": "load", "spec": {...}, "argv": [...], "workdir": ..., "env": {...}}``: import the
+  app and the server named in ``spec`` (an AppSpec as JSON), parse the server command line in
+  ``argv`` exactly as the server would, build its configuration and warm the app with one
+  in-process request. Replies ``{"ok": true, "workers": N}`` or ``{"ok": false, "error": ...}``.
+- ``{"op": "fork_template"}`` + fds ``[control, stdout, stderr]``: fork a child that becomes a
+  template of its own on the new control socket (a per-deployment template forked from a
+  shared framework one). Replies ``{"ok": true, "pid": P}``.
+- ``{"op": "serve", "workers": N}`` + fds ``[listener, stdout, stderr]``: fork N children that
+  serve on the already bound and listening socket. Replies ``{"ok": true, "pids": [...]}``.
+
+Events (no ``id``): ``{"event": "exit", "pid": P, "code": C, "signal": S}`` when a child ends.
+The template exits when its control socket closes; its children then run on until stopped.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import errno
+import importlib
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+MAX_MESSAGE = 1 << 20
+MAX_FDS = 8
+WARMUP_PATH = "/__phemeral_warmup__"
+# Imported lazily on a first real request (thread pools, lifespan); import them before forking.
+ASGI_LAZY_MODULES = ["anyio._backends._asyncio", "anyio.to_thread", "uvicorn.lifespan.on"]
+
+
+class Template:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.server: str | None = None
+        self.app: Any = None
+        self.config: Any = None  # uvicorn Config or gunicorn application object
+        self.workers = 1
+        self.children: set[int] = set()
+
+    # -- messaging -------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        ancillary = []
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        try:
+            self.control.sendmsg([data], ancillary)
+        except OSError as exc:  # the runtime went away; nothing left to tell
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise
+
+    def receive(self) -> tuple[dict[str, Any] | None, list[int]]:
+        size = array.array("i").itemsize * MAX_FDS
+        data, ancdata, _flags, _addr = self.control.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(size))
+        fds: list[int] = []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[: len(payload) - (len(payload) % received.itemsize)])
+                fds.extend(received)
+        if not data:
+            return None, fds
+        return json.loads(data), fds
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sel = selectors.DefaultSelector()
+        sel.register(self.control, selectors.EVENT_READ, "control")
+        sel.register(wake_r, selectors.EVENT_READ, "signal")
+        try:
+            while True:
+                for key, _ in sel.select():
+                    if key.data == "signal":
+                        try:
+                            os.read(wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        self.reap()
+                        continue
+                    message, fds = self.receive()
+                    if message is None:
+                        return
+                    self.dispatch(message, fds, (wake_r, wake_w))
+        finally:
+            sel.close()
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            self.send({"event": "exit", "pid": pid, "code": code, "signal": sig})
+
+    def dispatch(self, message: dict[str, Any], fds: list[int], own: tuple[int, int]) -> None:
+        op = message.get("op")
+        reply: dict[str, Any] = {"id": message.get("id")}
+        try:
+            if op == "preload":
+                reply["failed"] = preload(message.get("modules", []))
+                reply["ok"] = True
+            elif op == "load":
+                self.load(message)
+                reply.update(ok=True, workers=self.workers, server=self.server)
+            elif op == "fork_template":
+                reply.update(ok=True, pid=self.fork_template(fds, own))
+            elif op == "serve":
+                workers = int(message.get("workers") or self.workers)
+                reply.update(ok=True, pids=self.serve(fds, workers, own))
+            else:
+                reply.update(ok=False, error="unknown operation %r" % (op,))
+        except BaseException:  # report it to the runtime; the template itself stays usable
+            reply.update(ok=False, error=traceback.format_exc())
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.send(reply)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, message: dict[str, Any]) -> None:
+        spec = message["spec"]
+        workdir = message.get("workdir")
+        if workdir:
+            os.chdir(workdir)
+            if workdir not in sys.path:
+                sys.path.insert(0, workdir)
+        for key, value in (message.get("env") or {}).items():
+            os.environ[key] = value
+        if spec.get("django_settings_module"):
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", spec["django_settings_module"])
+        argv = [str(a) for a in message.get("argv") or []]
+        self.server = spec.get("server") or ("uvicorn" if spec["interface"] == "asgi" else "gunicorn")
+        if self.server == "uvicorn":
+            self.load_uvicorn(spec, argv)
+        elif self.server == "gunicorn":
+            self.load_gunicorn(spec, argv)
+        else:
+            raise ValueError("unsupported server %r" % (self.server,))
+
+    def load_uvicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
+        uv_main = importlib.import_module("uvicorn.main")
+        uv_config = importlib.import_module("uvicorn.config")
+        import inspect
+
+        args = [a for a in argv[1:] if a]
+        if spec["target"] not in args:
+            args.append(spec["target"])
+        ctx = uv_main.main.make_context("uvicorn", args, auto_envvar_prefix="UVICORN")
+        params = dict(ctx.params)
+        if params.get("app_dir") is not None and params["app_dir"] not in sys.path:
+            sys.path.insert(0, params["app_dir"])
+        if params.get("headers"):
+            params["headers"] = [h.split(":", 1) for h in params["headers"]]
+        self.workers = int(params.get("workers") or os.environ.get("WEB_CONCURRENCY") or 1)
+        app = import_target(spec["target"], bool(spec.get("factory") or params.get("factory")))
+        accepted = set(inspect.signature(uv_config.Config.__init__).parameters)
+        skip = {"self", "app", "host", "port", "uds", "fd", "workers", "factory", "app_dir"}
+        skip |= {name for name in accepted if name.startswith("reload")}
+        kwargs = {k: v for k, v in params.items() if k in accepted and k not in skip}
+        config = uv_config.Config(app, **kwargs)
+        config.load()
+        self.app, self.config = app, config
+        warm_asgi(config.loaded_app)
+        preload(ASGI_LAZY_MODULES)
+
+    def load_gunicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
+        wsgiapp = importlib.import_module("gunicorn.app.wsgiapp")
+        target = spec["target"] + ("()" if spec.get("factory") else "")
+        args = [a for a in argv[1:] if a]
+        if target not in args:
+            args.append(target)  # a command naming its own app keeps it (first positional wins)
+        saved = sys.argv
+        sys.argv = ["gunicorn", *args]
+        try:
+            application = wsgiapp.WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn")
+        except SystemExit as exc:
+            raise RuntimeError("gunicorn refused its command line: %s" % (args,)) from exc
+        finally:
+            sys.argv = saved
+        application.cfg.set("preload_app", True)
+        self.app = application.wsgi()
+        self.config = application
+        self.workers = int(application.cfg.workers)
+        warm_wsgi(self.app)
+
+    # -- forking ---------------------------------------------------------------------------
+
+    def fork_template(self, fds: list[int], own: tuple[int, int]) -> int:
+        control_fd, out_fd, err_fd = fds[:3]
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[control_fd])
+                child = Template(socket.socket(fileno=control_fd))
+                child.run()
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                flush_and_exit(code)
+        self.children.add(pid)
+        return pid
+
+    def serve(self, fds: list[int], workers: int, own: tuple[int, int]) -> list[int]:
+        if self.server is None:
+            raise RuntimeError("no app is loaded in this template")
+        listen_fd, out_fd, err_fd = fds[:3]
+        pids = []
+        for _ in range(max(1, workers)):
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    os.setpgid(0, 0)
+                    after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[listen_fd])
+                    if self.server == "uvicorn":
+                        serve_uvicorn(self.config, listen_fd)
+                    else:
+                        code = serve_gunicorn(self.config, self.app, listen_fd)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    flush_and_exit(code)
+            self.children.add(pid)
+            pids.append(pid)
+        return pids
+
+
+def preload(modules: list[str]) -> list[str]:
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a module that needs app settings cannot be preloaded; skip it
+            failed.append(name)
+    return failed
+
+
+def import_target(target: str, factory: bool) -> Any:
+    module_name, _, attr = target.partition(":")
+    module: Any = importlib.import_module(module_name)
+    obj = module
+    for part in (attr or "app").split("."):
+        obj = getattr(obj, part)
+    return obj() if factory else obj
+
+
+def warm_asgi(app: Any) -> None:
+    """One in-process request through the full middleware stack (not the user's views)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": WARMUP_PATH,
+        "raw_path": WARMUP_PATH.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"user-agent", b"phemeral-warmup")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def once() -> None:
+        await app(scope, receive, send)
+
+    try:
+        asyncio.run(asyncio.wait_for(once(), 5))
+    except Exception:  # warming is best effort; a failing warm-up must not fail the boot
+        pass
+    asyncio.set_event_loop(None)
+
+
+def warm_wsgi(app: Any) -> None:
+    import io
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": WARMUP_PATH,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    try:
+        result = app(environ, lambda status, headers, exc_info=None: None)
+        for _ in result:
+            pass
+        if hasattr(result, "close"):
+            result.close()
+    except Exception:  # best effort, as for ASGI
+        pass
+
+
+def after_fork(control_fd: int, own: tuple[int, int], out_fd: int, err_fd: int, keep: list[int]) -> None:
+    """Post-fork hygiene: own signals, own output, fresh randomness, no inherited fds."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    keep_set = {0, 1, 2, *keep}
+    for fd in (control_fd, *own, out_fd, err_fd):
+        if fd not in keep_set:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    try:
+        open_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        open_fds = []
+    for fd in open_fds:
+        if fd not in keep_set:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    random.seed()
+
+
+def serve_uvicorn(config: Any, listen_fd: int) -> None:
+    server_mod = importlib.import_module("uvicorn.server")
+    sock = socket.socket(fileno=listen_fd)
+    server = server_mod.Server(config)
+    server.run(sockets=[sock])
+
+
+def serve_gunicorn(application: Any, app: Any, listen_fd: int) -> int:
+    """One gunicorn worker (the configured worker class) on the passed socket, no arbiter."""
+    sock_mod = importlib.import_module("gunicorn.sock")
+    cfg = application.cfg
+    log = cfg.logger_class(cfg)
+    probe = socket.socket(fileno=os.dup(listen_fd))
+    family = probe.family
+    name = probe.getsockname()
+    probe.close()
+    if family == socket.AF_UNIX:
+        listener = sock_mod.UnixSocket(name, cfg, log, fd=listen_fd)
+    elif family == socket.AF_INET6:
+        listener = sock_mod.TCP6Socket(name, cfg, log, fd=listen_fd)
+    else:
+        listener = sock_mod.TCPSocket(name, cfg, log, fd=listen_fd)
+    application.wsgi = lambda: app
+    worker = cfg.worker_class(1, os.getppid(), [listener], application, cfg.timeout / 2.0, cfg, log)
+    cfg.post_fork(None, worker)
+    worker.pid = os.getpid()
+    worker.init_process()
+    return 0
+
+
+def flush_and_exit(code: int) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code if isinstance(code, int) else 1)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: zygote.py CONTROL_FD", file=sys.stderr)
+        return 2
+    control = socket.socket(fileno=int(argv[1]))
+    Template(control).run()
+    return 0
+
+
+if __name__ == "__main__":
+    # Its own directory must not shadow the app's modules.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]
+    sys.exit(main(sys.argv))
