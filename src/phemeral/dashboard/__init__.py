@@ -1,0 +1,6 @@
+"""The web dashboard: server-rendered pages over the control plane's HTTP API.
+
+`routes.create_router(settings, admin_token)` gives the FastAPI router the control-plane app
+includes at ``/`` (the API stays under ``/api``). `session` signs cookies and CSRF tokens,
+`present` turns API values into what a page shows, `control` calls the API in-process.
+"""
