@@ -1,0 +1,46 @@
+"""Signed sessions and CSRF tokens: forged, expired or cross-session values are refused."""
+
+from phemeral.dashboard.session import (
+    csrf_token,
+    csrf_valid,
+    issue_session,
+    read_session,
+    session_key,
+    token_matches,
+)
+
+KEY = session_key("admin-token-1")
+NOW = 1_800_000_000.0
+
+
+def test_a_session_reads_back_until_it_expires() -> None:
+    cookie = issue_session(KEY, "nonce1", NOW, ttl=60)
+    session = read_session(KEY, cookie, NOW + 59)
+    assert session is not None and session.nonce == "nonce1"
+    assert read_session(KEY, cookie, NOW + 60) is None
+
+
+def test_a_tampered_or_foreign_cookie_is_refused() -> None:
+    cookie = issue_session(KEY, "nonce1", NOW, ttl=60)
+    expires, nonce, mac = cookie.split(".")
+    assert read_session(KEY, f"{int(expires) + 999}.{nonce}.{mac}", NOW) is None
+    assert read_session(KEY, f"{expires}.other.{mac}", NOW) is None
+    assert read_session(session_key("another-token"), cookie, NOW) is None
+    for junk in ("", "x", "a.b", "a.b.c.d", f"nope.{nonce}.{mac}"):
+        assert read_session(KEY, junk, NOW) is None
+
+
+def test_csrf_tokens_are_bound_to_their_session() -> None:
+    token = csrf_token(KEY, "nonce1")
+    assert csrf_valid(KEY, "nonce1", token)
+    assert not csrf_valid(KEY, "nonce2", token)
+    assert not csrf_valid(KEY, "nonce1", token[:-1] + ("0" if token[-1] != "0" else "1"))
+    assert not csrf_valid(KEY, "nonce1", None)
+    assert not csrf_valid(KEY, None, token)
+    assert not csrf_valid(session_key("another-token"), "nonce1", token)
+
+
+def test_token_comparison() -> None:
+    assert token_matches("abc", "abc")
+    assert not token_matches("abd", "abc")
+    assert not token_matches("ab", "abc")
