@@ -1,0 +1,186 @@
+"""The tables of the control plane (SQLAlchemy 2 declarative models).
+
+Changing a column means adding an Alembic migration in ``store/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+LogId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    uid: Mapped[int] = mapped_column(Integer, unique=True)  # per-app OS user, 20000 + n
+    repo_url: Mapped[str | None] = mapped_column(Text)
+    root_dir: Mapped[str | None] = mapped_column(Text)
+    start_command: Mapped[str | None] = mapped_column(Text)  # the saved custom start command
+    python_version: Mapped[str | None] = mapped_column(String(16))
+    package_manager: Mapped[str | None] = mapped_column(String(16))
+    webhook_secret: Mapped[str | None] = mapped_column(Text)  # encrypted
+    repo_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(20))
+    branches: Mapped[list[str]] = mapped_column(JSON, default=list)
+    current_deployment_id: Mapped[str | None] = mapped_column(String(12))  # no FK: a cycle
+    last_push_seq: Mapped[int] = mapped_column(Integer, default=0)  # counter of pushes received
+    promoted_push_seq: Mapped[int] = mapped_column(Integer, default=0)  # newest push made current
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Domain(Base):
+    """An environment domain label; unique across the whole platform."""
+
+    __tablename__ = "domains"
+
+    label: Mapped[str] = mapped_column(String(63), primary_key=True)
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), index=True
+    )
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_project_created", "project_id", "created_at", "id"),
+        Index("ix_deployments_environment_created", "environment_id", "created_at", "id"),
+        Index("ix_deployments_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(String(16))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(Text)
+    pusher: Mapped[str | None] = mapped_column(Text)
+    delivery_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    push_seq: Mapped[int | None] = mapped_column(Integer)
+    promote_on_success: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(Text)
+    custom_start_command: Mapped[str | None] = mapped_column(Text)  # snapshot at creation
+    start_command: Mapped[str | None] = mapped_column(Text)
+    start_command_source: Mapped[str | None] = mapped_column(String(16))
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # detection snapshot
+    env_snapshot: Mapped[str] = mapped_column(Text)  # encrypted JSON object
+    release: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the Release, for restarts
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Promotion(Base):
+    """One move of an environment's current pointer: who, when, from, to, why."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=True)
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), index=True
+    )
+    from_deployment_id: Mapped[str | None] = mapped_column(String(12))
+    to_deployment_id: Mapped[str] = mapped_column(String(12))
+    actor: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EnvVar(Base):
+    __tablename__ = "env_vars"
+    __table_args__ = (UniqueConstraint("environment_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text)  # encrypted, secret or not
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BuildLogRow(Base):
+    __tablename__ = "build_log_lines"
+    __table_args__ = (Index("ix_build_log_deployment", "deployment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(32))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class RuntimeLogRow(Base):
+    __tablename__ = "runtime_log_lines"
+    __table_args__ = (Index("ix_runtime_log_deployment", "deployment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    instance: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(16))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

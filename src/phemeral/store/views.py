@@ -1,0 +1,275 @@
+"""The read side: JSON-ready views of projects, environments, deployments, logs and audits.
+
+Lists page by keyset (the sort key of the last item returned), so a page boundary never moves
+when rows are inserted meanwhile: deployments newest first by (created_at, id), log lines by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from phemeral.errors import InvalidInput, NotFound
+from phemeral.models import InstanceState
+from phemeral.secrets import SecretBox
+from phemeral.settings import Settings
+from phemeral.store.cursor import clamp_limit, decode_cursor, encode_cursor
+from phemeral.store.schema import (
+    BuildLogRow,
+    Deployment,
+    Domain,
+    Environment,
+    EnvVar,
+    Project,
+    Promotion,
+    RuntimeLogRow,
+)
+
+Json = dict[str, Any]
+MASK = "••••••"
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def project_view(s: Session, project: Project, settings: Settings) -> Json:
+    envs = s.scalars(
+        select(Environment).where(Environment.project_id == project.id).order_by(Environment.id)
+    )
+    return {
+        "name": project.name,
+        "uid": project.uid,
+        "repo_url": project.repo_url,
+        "root_dir": project.root_dir,
+        "start_command": project.start_command,
+        "python_version": project.python_version,
+        "package_manager": project.package_manager,
+        "has_webhook_secret": project.webhook_secret is not None,
+        "has_repo_token": project.repo_token is not None,
+        "created_at": iso(project.created_at),
+        "environments": [environment_view(s, env, project, settings) for env in envs],
+    }
+
+
+def environment_view(s: Session, env: Environment, project: Project, settings: Settings) -> Json:
+    domains = s.scalars(
+        select(Domain).where(Domain.environment_id == env.id).order_by(Domain.is_default.desc())
+    )
+    return {
+        "name": env.name,
+        "project": project.name,
+        "branches": list(env.branches),
+        "domains": [
+            {"label": d.label, "url": settings.url_for_label(d.label), "default": d.is_default}
+            for d in domains
+        ],
+        "current_deployment_id": env.current_deployment_id,
+        "created_at": iso(env.created_at),
+    }
+
+
+def deployment_view(
+    s: Session, d: Deployment, settings: Settings, instances: InstanceState | None = None
+) -> Json:
+    project = s.get_one(Project, d.project_id)
+    env = s.get_one(Environment, d.environment_id)
+    state = instances or InstanceState(instances=0, state="stopped")
+    return {
+        "id": d.id,
+        "project": project.name,
+        "environment": env.name,
+        "status": d.status,
+        "failure_reason": d.failure_reason,
+        "url": settings.url_for_label(d.id),
+        "trigger": {
+            "kind": d.trigger,
+            "commit": d.commit_sha,
+            "branch": d.branch,
+            "pusher": d.pusher,
+            "delivery_id": d.delivery_id,
+            "push_sequence": d.push_seq,
+            "by": d.created_by,
+        },
+        "commit": d.commit_sha,
+        "settings": d.settings,
+        "start_command": d.start_command,
+        "start_command_source": d.start_command_source,
+        "is_current": env.current_deployment_id == d.id,
+        "instances": {
+            "instances": state.instances,
+            "state": state.state,
+            "tier": state.tier,
+            "last_wake_at": iso(state.last_wake_at),
+            "last_wake_ms": state.last_wake_ms,
+            "restarts": state.restarts,
+            "last_exit": state.last_exit,
+        },
+        "created_at": iso(d.created_at),
+        "started_at": iso(d.started_at),
+        "finished_at": iso(d.finished_at),
+    }
+
+
+def list_deployments(
+    s: Session,
+    project: Project,
+    settings: Settings,
+    *,
+    environment: Environment | None,
+    cursor: str | None,
+    limit: int | None,
+    instances: Callable[[str], InstanceState] | None = None,
+) -> Json:
+    """Newest first; ``next_cursor`` is None on the last page."""
+    size = clamp_limit(limit)
+    query = select(Deployment).where(Deployment.project_id == project.id)
+    if environment is not None:
+        query = query.where(Deployment.environment_id == environment.id)
+    if cursor:
+        created, last_id = decode_cursor(cursor, str, str)
+        try:
+            when = datetime.fromisoformat(str(created))
+        except ValueError as exc:
+            raise InvalidInput("cursor is not valid; use next_cursor as given") from exc
+        query = query.where(
+            or_(
+                Deployment.created_at < when,
+                and_(Deployment.created_at == when, Deployment.id < last_id),
+            )
+        )
+    rows = list(
+        s.scalars(
+            query.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(size + 1)
+        )
+    )
+    page = rows[:size]
+    next_cursor = None
+    if len(rows) > size:
+        last = page[-1]
+        next_cursor = encode_cursor(last.created_at.isoformat(), last.id)
+    return {
+        "items": [
+            deployment_view(s, d, settings, instances(d.id) if instances else None) for d in page
+        ],
+        "next_cursor": next_cursor,
+    }
+
+
+def build_log_page(
+    s: Session, deployment_id: str, *, cursor: str | None, limit: int | None
+) -> Json:
+    """Oldest first, as a build reads; the cursor continues after the last line returned."""
+    size = clamp_limit(limit, default=500, maximum=5000)
+    query = select(BuildLogRow).where(BuildLogRow.deployment_id == deployment_id)
+    if cursor:
+        (after,) = decode_cursor(cursor, int)
+        query = query.where(BuildLogRow.id > after)
+    rows = list(s.scalars(query.order_by(BuildLogRow.id).limit(size)))
+    return {
+        "lines": [
+            {"timestamp": iso(r.timestamp), "stage": r.stage, "message": r.message} for r in rows
+        ],
+        # Always a cursor when there were lines: a live build keeps adding after it.
+        "next_cursor": encode_cursor(rows[-1].id) if rows else cursor,
+    }
+
+
+def runtime_log_page(
+    s: Session,
+    deployment_id: str,
+    *,
+    cursor: str | None,
+    limit: int | None,
+    order: str = "desc",
+    stream: str | None = None,
+    q: str | None = None,
+) -> Json:
+    """Newest first by default (``order=asc`` for oldest first), filtered by stream and text."""
+    if order not in ("asc", "desc"):
+        raise InvalidInput("order must be asc or desc")
+    size = clamp_limit(limit, default=100, maximum=1000)
+    query = select(RuntimeLogRow).where(RuntimeLogRow.deployment_id == deployment_id)
+    if stream:
+        query = query.where(RuntimeLogRow.stream == stream)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(RuntimeLogRow.message.ilike(pattern, escape="\\"))
+    if cursor:
+        (after,) = decode_cursor(cursor, int)
+        query = query.where(
+            RuntimeLogRow.id < after if order == "desc" else RuntimeLogRow.id > after
+        )
+    key = RuntimeLogRow.id.desc() if order == "desc" else RuntimeLogRow.id
+    rows = list(s.scalars(query.order_by(key).limit(size + 1)))
+    page = rows[:size]
+    more = len(rows) > size
+    return {
+        "lines": [
+            {
+                "timestamp": iso(r.timestamp),
+                "stream": r.stream,
+                "instance": r.instance,
+                "message": r.message,
+            }
+            for r in page
+        ],
+        "next_cursor": encode_cursor(page[-1].id) if page and (more or order == "asc") else None,
+    }
+
+
+def promotions_view(s: Session, env: Environment) -> list[Json]:
+    rows = s.scalars(
+        select(Promotion).where(Promotion.environment_id == env.id).order_by(Promotion.id.desc())
+    )
+    return [
+        {
+            "at": iso(p.created_at),
+            "actor": p.actor,
+            "from": p.from_deployment_id,
+            "to": p.to_deployment_id,
+            "reason": p.reason,
+        }
+        for p in rows
+    ]
+
+
+def variables_view(s: Session, env: Environment, box: SecretBox) -> list[Json]:
+    """Secret values are never shown; plain ones are."""
+    rows = s.scalars(select(EnvVar).where(EnvVar.environment_id == env.id).order_by(EnvVar.key))
+    return [
+        {
+            "key": v.key,
+            "value": MASK if v.secret else box.decrypt(v.value),
+            "secret": v.secret,
+            "updated_at": iso(v.updated_at),
+        }
+        for v in rows
+    ]
+
+
+def get_project(s: Session, name: str) -> Project:
+    project = s.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        raise NotFound(f"no project named {name!r}")
+    return project
+
+
+def get_environment(s: Session, project: Project, name: str) -> Environment:
+    env = s.scalar(
+        select(Environment).where(Environment.project_id == project.id, Environment.name == name)
+    )
+    if env is None:
+        raise NotFound(f"project {project.name} has no environment named {name!r}")
+    return env
+
+
+def get_deployment(s: Session, deployment_id: str) -> Deployment:
+    d = s.get(Deployment, deployment_id) if len(deployment_id) <= 12 else None
+    if d is None:
+        raise NotFound(f"no deployment with id {deployment_id!r}")
+    return d
