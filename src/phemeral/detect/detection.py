@@ -1,0 +1,58 @@
+"""The result of detection: every decision, where it came from, and the warnings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from phemeral.models import AppSpec
+
+
+@dataclass(frozen=True)
+class Detection:
+    root_dir: str  # POSIX, relative to the detected path; "." for the path itself
+    python_version: str  # "3.12"
+    python_version_source: str  # ".python-version", "pyproject.toml", "platform default", …
+    package_manager: str  # "uv" | "poetry" | "pip"
+    framework: str  # "fastapi" | "flask" | "django"
+    entrypoint: str  # "main:app", "app:create_app()", "mysite.wsgi:application"
+    start_command: str
+    app_spec: AppSpec
+    warnings: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # decision → "file:line"
+    missing_server: str | None = None  # a server package the build must add
+    app_dir: str = ""  # directory (relative to root_dir) the entry module is imported from
+
+    def to_json(self) -> dict[str, object]:
+        """The object ``phemeral detect --json`` prints (the documented keys first)."""
+        return {
+            "root_dir": self.root_dir,
+            "python_version": self.python_version,
+            "python_version_source": self.python_version_source,
+            "package_manager": self.package_manager,
+            "framework": self.framework,
+            "entrypoint": self.entrypoint,
+            "start_command": self.start_command,
+            "warnings": list(self.warnings),
+            "sources": dict(self.sources),
+            "missing_server": self.missing_server,
+            "interface": self.app_spec.interface,
+            "server": self.app_spec.server,
+            "app_dir": self.app_dir,
+            "django_settings_module": self.app_spec.django_settings_module,
+        }
+
+    def summary(self) -> str:
+        """A readable multi-line report (the CLI's and the build log's)."""
+        where = self.sources
+        lines = [
+            f"root dir         {self.root_dir}  ({where.get('root_dir', '')})",
+            f"python           {self.python_version}  ({where.get('python_version', '')})",
+            f"package manager  {self.package_manager}  ({where.get('package_manager', '')})",
+            f"framework        {self.framework}  ({where.get('framework', '')})",
+            f"entry point      {self.entrypoint}  ({where.get('entrypoint', '')})",
+            f"start command    {self.start_command}",
+        ]
+        if self.missing_server:
+            lines.append(f"server           {self.missing_server} (added by the build)")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Which framework the project uses and where its application object is.
+
+Framework names come from the production dependencies; the code confirms them: Django needs
+``manage.py`` and ``django``; FastAPI and Flask need an application object found in the AST.
+When several frameworks are dependencies, the one whose application object ranks best wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from phemeral.detect.dependencies import Dependencies
+from phemeral.detect.django import detect_django
+from phemeral.detect.entrypoint import AppCandidate, describe_candidates, scan_entrypoints
+from phemeral.detect.project import ProjectFiles
+from phemeral.detect.tree import SourceTree
+from phemeral.errors import DetectionError
+from phemeral.models import AppSpec
+
+FRAMEWORKS = ("django", "fastapi", "flask")
+ASGI_SERVERS = ("uvicorn",)
+
+
+@dataclass
+class AppDecision:
+    framework: str
+    framework_source: str
+    entrypoint: str  # display form: "main:app" / "app:create_app()"
+    entrypoint_source: str
+    spec: AppSpec
+    app_dir: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _files(deps: Dependencies) -> str:
+    return ", ".join(deps.files) or "no dependency file"
+
+
+def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> AppDecision:
+    direct = [f for f in FRAMEWORKS if f in deps.direct]
+    present = direct or [f for f in FRAMEWORKS if f in deps.resolved]
+
+    def source_of(framework: str) -> str:
+        return deps.direct.get(framework) or (deps.files[-1] if deps.files else "")
+
+    if "django" in present and project.has_manage_py:
+        asgi_hint = deps.has("channels") or deps.has("daphne")
+        found = detect_django(tree, project.directory, asgi_hint)
+        spec = AppSpec(
+            framework="django",
+            interface="asgi" if found.interface == "asgi" else "wsgi",
+            target=found.target,
+            server="uvicorn" if found.interface == "asgi" else "gunicorn",
+            django_settings_module=found.settings_module,
+        )
+        return AppDecision(
+            "django",
+            source_of("django"),
+            found.target,
+            found.source,
+            spec,
+            "",
+            [
+                f"Django settings: {found.settings_module} ({found.settings_source})",
+                *found.warnings,
+            ],
+        )
+
+    scan = scan_entrypoints(tree, project.directory)
+    usable = [c for c in scan.candidates if c.framework in present]
+    if not usable:
+        raise DetectionError(
+            _no_app_message(
+                project, deps, present, scan.candidates, scan.hidden, scan.files_scanned
+            )
+        )
+    best = usable[0]
+    ties = [c for c in usable[1:] if c.rank() == best.rank() and c.target != best.target]
+    if ties:
+        raise DetectionError(
+            "Several application objects are equally good entry points: "
+            f"{describe_candidates([best, *ties])}. Keep one, name the one to serve `app`, or "
+            "set a custom start command."
+        )
+    warnings: list[str] = []
+    others = [f for f in present if f != best.framework and f != "django"]
+    if others:
+        warnings.append(
+            f"{', '.join(others)} is also a dependency; serving the {best.framework} app "
+            f"{best.target} found in {best.file}"
+        )
+    if "django" in present:
+        warnings.append("django is a dependency but there is no manage.py; not treated as Django")
+    return AppDecision(
+        best.framework,
+        source_of(best.framework),
+        f"{best.target}()" if best.factory else best.target,
+        f"{best.file}:{best.line}",
+        _spec(best),
+        best.app_dir,
+        warnings,
+    )
+
+
+def _spec(candidate: AppCandidate) -> AppSpec:
+    asgi = candidate.framework == "fastapi"
+    return AppSpec(
+        framework="fastapi" if asgi else "flask",
+        interface="asgi" if asgi else "wsgi",
+        target=candidate.target,
+        factory=candidate.factory,
+        server="uvicorn" if asgi else "gunicorn",
+    )
+
+
+def _no_app_message(
+    project: ProjectFiles,
+    deps: Dependencies,
+    present: list[str],
+    candidates: list[AppCandidate],
+    hidden: list[str],
+    scanned: list[str],
+) -> str:
+    where = project.directory or "the project root"
+    if "django" in present:
+        return (
+            f"django is a dependency ({deps.direct.get('django', _files(deps))}) but {where} has "
+            "no manage.py. Looked for manage.py next to the dependency files; found none. Commit "
+            "manage.py (`django-admin startproject` creates it) or set root_dir to its folder."
+        )
+    if candidates:
+        frameworks = sorted({c.framework for c in candidates})
+        return (
+            f"Found {describe_candidates(candidates[:5])}, but {' and '.join(frameworks)} is not "
+            f"in the dependencies ({_files(deps)}). Add it there."
+        )
+    if not present:
+        seen = sorted(deps.direct)[:12]
+        return (
+            "No supported framework. Looked for fastapi, flask or django among the production "
+            f"dependencies in {_files(deps)}; found "
+            f"{', '.join(seen) if seen else 'no dependencies'}. Add your framework there (Phemeral "
+            "serves FastAPI, Flask and Django apps), or set a custom start command."
+        )
+    names = " or ".join(f"`app = {'FastAPI' if f == 'fastapi' else 'Flask'}()`" for f in present)
+    detail = f" Seen: {'; '.join(hidden)}." if hidden else ""
+    files = ", ".join(scanned[:10]) or "no Python file mentioning it"
+    return (
+        f"{' and '.join(present)} is a dependency, but no application object was found. Looked "
+        f"for a module-level {names}, or a create_app()/make_app() factory, in {files}.{detail} "
+        "Define the app at module level (servers import the module; code under "
+        '`if __name__ == "__main__":` never runs), or set a custom start command.'
+    )
