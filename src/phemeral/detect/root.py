@@ -75,7 +75,7 @@ def decide_root(tree: SourceTree, override: str | None) -> RootDecision:
     if len(candidates) == 1:
         return RootDecision(
             candidates[0],
-            f"{candidates[0]} (the only Python project in the repository)",
+            "the only Python project within 2 levels",
             workspace,
             [f"project root is {candidates[0]}/ (the only Python project found)"],
         )
