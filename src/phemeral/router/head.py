@@ -1,0 +1,357 @@
+"""Strict HTTP/1.1 message heads (pure): validate what clients send, read what apps answer.
+
+Parser libraries accept inputs that let two HTTP implementations disagree about where a request
+ends or which host it is for (request smuggling, Host confusion). So every request head is
+checked here first, against RFC 9112, and refused with the status to answer (always followed by
+closing the connection) when it is ambiguous:
+
+- conflicting ``Content-Length`` and ``Transfer-Encoding``, duplicate or non-digit
+  ``Content-Length``, ``Transfer-Encoding`` not ending in ``chunked`` or sent with HTTP/1.0;
+- missing or duplicate ``Host`` on HTTP/1.1, a Host with userinfo or invalid characters;
+- obsolete line folding, bare CR or LF, NUL or other control characters, spaces before the colon;
+- oversized heads (431) and long targets (414);
+- absolute-form targets: the authority is the host, the target forwarded in origin-form.
+
+What comes out is a `RequestHead` whose ``forward_headers`` are the end-to-end header lines only
+(hop-by-hop and client-supplied ``X-Forwarded-*``/``Forwarded``/``X-Real-IP`` removed), so the
+proxy re-frames every request it forwards and never relays a client's raw head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_TARGET_BYTES = 8 * 1024
+MAX_HEADER_LINE = 8 * 1024
+MAX_HEADERS = 100
+
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGITS = frozenset(b"0123456789")
+# Field values: visible ASCII, SP, HTAB and obs-text (bytes >= 0x80 are opaque to us).
+_BAD_VALUE = frozenset(range(0x20)) - {0x09} | {0x7F}
+_BAD_TARGET = frozenset(range(0x21)) | frozenset(range(0x7F, 0x100))
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The request is refused: answer ``status`` and close the connection."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes  # origin-form (or ``*``), ready to forward
+    version: int  # 10 or 11
+    host: bytes | None  # raw host to route on (Host value, or the absolute-form authority)
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool  # the client allows another request on this connection
+    upgrade: bytes | None  # ``websocket`` when the client asks for a WebSocket upgrade
+    forward_headers: bytes  # end-to-end header lines, each ending in CRLF
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """Index just past the blank line ending a head, -1 when incomplete, -2 on a bare LF."""
+    end = buffer.find(b"\r\n\r\n")
+    if end >= 0:
+        return end + 4
+    if b"\n\n" in buffer or b"\r\r" in buffer:
+        return -2
+    return -1
+
+
+def parse_request_head(head: bytes) -> RequestHead | Reject:
+    """Validate one request head (request line to blank line, CRLFs included)."""
+    if len(head) > MAX_HEAD_BYTES:
+        return Reject(431, "request head too large")
+    if b"\x00" in head:
+        return Reject(400, "NUL byte in request head")
+    lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else None
+    if lines is None:
+        return Reject(400, "request head does not end with CRLF CRLF")
+    request_line = lines[0]
+    if b"\r" in request_line or b"\n" in request_line:
+        return Reject(400, "bare CR or LF in request line")
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        if len(request_line) > MAX_TARGET_BYTES:
+            return Reject(414, "request target too long")
+        return Reject(400, "malformed request line")
+    method, target, version_text = parts
+    if not method or not _TOKEN.issuperset(method):
+        return Reject(400, "malformed method")
+    if version_text == b"HTTP/1.1":
+        version = 11
+    elif version_text == b"HTTP/1.0":
+        version = 10
+    elif version_text.startswith(b"HTTP/"):
+        return Reject(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    else:
+        return Reject(400, "malformed request line")
+    if len(target) > MAX_TARGET_BYTES:
+        return Reject(414, "request target too long")
+    if not target or not _BAD_TARGET.isdisjoint(target):
+        return Reject(400, "invalid characters in request target")
+    if method == b"CONNECT":
+        return Reject(405, "CONNECT is not supported")
+    authority: bytes | None = None
+    if target[0] != 0x2F:  # not "/"
+        if target == b"*":
+            if method != b"OPTIONS":
+                return Reject(400, "asterisk-form is only valid for OPTIONS")
+        else:
+            scheme, sep, rest = target.partition(b"://")
+            if not sep or scheme.lower() not in (b"http", b"https"):
+                return Reject(400, "request target must be origin-form or http(s) absolute-form")
+            cut = len(rest)
+            for stop in (b"/", b"?", b"#"):
+                index = rest.find(stop)
+                if 0 <= index < cut:
+                    cut = index
+            authority = rest[:cut]
+            path = rest[cut:]
+            if not authority or b"@" in authority:
+                return Reject(400, "invalid authority in request target")
+            if path.startswith(b"?"):
+                path = b"/" + path
+            target = path or b"/"
+            if target.startswith(b"#"):
+                target = b"/"
+
+    if len(lines) - 1 > MAX_HEADERS:
+        return Reject(431, "too many header fields")
+    hosts: list[bytes] = []
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    upgrade_value: bytes | None = None
+    kept: list[bytes] = []
+    for index in range(1, len(lines)):
+        line = lines[index]
+        if len(line) > MAX_HEADER_LINE:
+            return Reject(431, "header field too large")
+        if not line:
+            return Reject(400, "empty header line")
+        first = line[0]
+        if first == 0x20 or first == 0x09:
+            return Reject(400, "obsolete line folding")
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            return Reject(400, "malformed header field")
+        if not _TOKEN.issuperset(name):
+            return Reject(400, "invalid header field name")
+        value = value.strip(b" \t")
+        if not _BAD_VALUE.isdisjoint(value):
+            return Reject(400, "invalid character in header field value")
+        lname = name.lower()
+        if lname not in _HOP_BY_HOP:
+            kept.append(line)
+            continue
+        if lname == b"host":
+            hosts.append(value)
+        elif lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"transfer-encoding":
+            codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif lname == b"connection":
+            connection.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif lname == b"upgrade":
+            upgrade_value = value
+
+    if len(hosts) > 1:
+        return Reject(400, "more than one Host header")
+    host: bytes | None = hosts[0] if hosts else None
+    if host is not None and (not host or b"@" in host or b"," in host):
+        return Reject(400, "invalid Host header")
+    if version == 11 and host is None:
+        return Reject(400, "HTTP/1.1 request without Host")
+    if authority is not None:
+        host = authority
+
+    content_length: int | None = None
+    chunked = False
+    if codings:
+        if version == 10:
+            return Reject(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+        if lengths:
+            return Reject(400, "both Content-Length and Transfer-Encoding")
+        if codings[-1] != b"chunked":
+            return Reject(400, "Transfer-Encoding must end with chunked")
+        if codings != [b"chunked"]:
+            return Reject(501, "only the chunked transfer coding is supported")
+        chunked = True
+    elif lengths:
+        if len(lengths) > 1:
+            return Reject(400, "more than one Content-Length")
+        text = lengths[0]
+        if not text or len(text) > 18 or not _DIGITS.issuperset(text):
+            return Reject(400, "invalid Content-Length")
+        content_length = int(text)
+
+    keep_alive = b"close" not in connection if version == 11 else False
+    upgrade = None
+    if (
+        upgrade_value is not None
+        and b"upgrade" in connection
+        and upgrade_value.lower() == b"websocket"
+        and version == 11
+    ):
+        upgrade = b"websocket"
+    if connection:
+        # Fields named in Connection are hop-by-hop too.
+        named = {c for c in connection if c and c not in (b"close", b"keep-alive", b"upgrade")}
+        if named:
+            kept = [line for line in kept if line.partition(b":")[0].lower() not in named]
+    forward = b"\r\n".join(kept) + b"\r\n" if kept else b""
+    return RequestHead(
+        method=method,
+        target=target,
+        version=version,
+        host=host,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        upgrade=upgrade,
+        forward_headers=forward,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    version: int
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool  # the app allows reusing its connection
+    clean: bool  # no hop-by-hop fields: the head can be relayed byte for byte
+    lines: list[bytes]  # status line then header lines (without CRLF), for re-serialising
+
+
+_RESPONSE_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
+)
+
+
+def parse_response_head(head: bytes) -> ResponseHead | None:
+    """Read an app's response head; None when it is malformed (the proxy answers 502)."""
+    if b"\x00" in head or not head.endswith(b"\r\n\r\n"):
+        return None
+    lines = head[:-4].split(b"\r\n")
+    status_line = lines[0]
+    if len(status_line) < 12 or status_line[:7] != b"HTTP/1." or status_line[8:9] != b" ":
+        return None
+    minor = status_line[7:8]
+    if minor not in (b"0", b"1"):
+        return None
+    code = status_line[9:12]
+    if not _DIGITS.issuperset(code) or (len(status_line) > 12 and status_line[12:13] != b" "):
+        return None
+    version = 11 if minor == b"1" else 10
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    clean = True
+    for index in range(1, len(lines)):
+        line = lines[index]
+        if not line or line[0] in (0x20, 0x09) or b"\r" in line or b"\n" in line:
+            return None
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _TOKEN.issuperset(name):
+            return None
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.append(value.strip(b" \t"))
+        elif lname == b"transfer-encoding":
+            codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif lname in _RESPONSE_HOP:
+            clean = False
+            if lname == b"connection":
+                connection.extend(c.strip(b" \t").lower() for c in value.split(b","))
+    content_length: int | None = None
+    chunked = False
+    if codings:
+        if codings[-1] != b"chunked":
+            return None  # would be close-delimited with an encoding we cannot frame
+        chunked = True
+        if lengths:
+            clean = False  # Content-Length is dropped when Transfer-Encoding is present
+    elif lengths:
+        if len(set(lengths)) != 1:
+            return None
+        text = lengths[0]
+        if not text or len(text) > 18 or not _DIGITS.issuperset(text):
+            return None
+        content_length = int(text)
+    keep_alive = b"close" not in connection if version == 11 else b"keep-alive" in connection
+    return ResponseHead(
+        status=int(code),
+        version=version,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        clean=clean,
+        lines=lines,
+    )
+
+
+def rebuild_response_head(
+    head: ResponseHead,
+    *,
+    close: bool,
+    upgrade: bool = False,
+    dechunk: bool = False,
+    version: int = 11,
+) -> bytes:
+    """Serialise ``head`` without hop-by-hop fields, adding our own Connection field if needed.
+
+    ``dechunk`` drops the framing fields: the body is relayed decoded and delimited by closing
+    the connection (for HTTP/1.0 clients, which cannot read chunked bodies).
+    """
+    out = [head.lines[0]]
+    for line in head.lines[1:]:
+        lname = line.partition(b":")[0].lower()
+        if lname in _RESPONSE_HOP:
+            if upgrade and lname == b"upgrade":
+                out.append(line)
+            continue
+        if lname == b"content-length" and head.chunked:
+            continue
+        if dechunk and lname == b"transfer-encoding":
+            continue
+        out.append(line)
+    if upgrade:
+        out.append(b"connection: upgrade")
+    elif close:
+        out.append(b"connection: close")
+    elif version == 10:
+        out.append(b"connection: keep-alive")
+    return b"\r\n".join(out) + b"\r\n\r\n"

@@ -1,0 +1,775 @@
+"""The proxy itself: asyncio protocols for client and upstream connections (the thin shell).
+
+Decisions are made by the pure modules (`head`, `chunked`, `table`, `pages`); this module moves
+bytes. One request is in flight per client connection at a time: pipelined requests wait in the
+connection's buffer until the previous response is complete, which keeps them in order.
+
+Request heads are always re-serialised from the validated `RequestHead`; request bodies are
+forwarded by exact ``Content-Length`` count or decoded and re-chunked. Response heads from the
+app pass through byte for byte when they carry no hop-by-hop fields, response bodies by exact
+count or validated chunk framing, so a hello-world response is one ``write`` each way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from phemeral.errors import BootFailed, RuntimeFailure
+from phemeral.models import DeploymentStatus, Upstream
+from phemeral.router.access_log import AccessLog, access_message
+from phemeral.router.backends import Backends, WakeBusy, WakeGate, WakeTimeout
+from phemeral.router.chunked import LAST_CHUNK, ChunkedDecoder, ChunkError, encode_chunk
+from phemeral.router.head import (
+    MAX_HEAD_BYTES,
+    Reject,
+    RequestHead,
+    find_head_end,
+    parse_request_head,
+    parse_response_head,
+    rebuild_response_head,
+)
+from phemeral.router.pages import named_page, reject_page
+from phemeral.router.pool import UpstreamPool
+from phemeral.router.table import NO_HOST, ControlPlane, DeploymentTarget, RouteTable
+
+if TYPE_CHECKING:
+    from phemeral.models import RoutingSnapshot
+
+log = logging.getLogger(__name__)
+
+CONTROL_KEY = "\x00control-plane"
+BUFFER_LIMIT = 1024 * 1024  # early request body / pipelined bytes held before pausing reads
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+# Deadline kinds (checked by the router's sweeper once per second).
+_NONE, _HEAD, _KEEPALIVE, _FIRST_BYTE, _IDLE = range(5)
+# Upstream response states.
+_R_IDLE, _R_HEAD, _R_LENGTH, _R_CHUNKED, _R_EOF, _R_TUNNEL = range(6)
+
+
+@dataclass(frozen=True)
+class RouterLimits:
+    """Timeouts (seconds) and bounds of the router."""
+
+    header_timeout: float = 15.0  # a request head must arrive within this
+    keepalive_timeout: float = 75.0  # idle client connections are closed after this
+    connect_timeout: float = 5.0  # connecting to an app → 504
+    first_byte_timeout: float = 60.0  # request sent, no response head → 504
+    idle_timeout: float = 120.0  # a streaming exchange with no bytes either way is cut
+    tunnel_idle_timeout: float = 3600.0  # WebSocket tunnels with no bytes either way
+    wake_queue_limit: int = 256  # requests held per deployment while it starts
+    wake_deadline: float = 30.0  # how long a held request waits for the start
+    pool_max_idle: int = 128  # idle upstream connections kept per backend
+    pool_idle_timeout: float = 4.0  # below uvicorn's 5 s keep-alive, to avoid reuse races
+    forwarded_proto: str = "http"
+
+
+class Router:
+    """Shared state of all connections: route table, pools, wake gate, access log."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        snapshot: RoutingSnapshot,
+        backends: Backends,
+        control_plane: Upstream,
+        access_log: AccessLog,
+        limits: RouterLimits,
+    ) -> None:
+        self.loop = loop
+        self.table = RouteTable(snapshot)
+        self.backends = backends
+        self.control_plane = control_plane
+        self.access_log = access_log
+        self.limits = limits
+        self.pool = UpstreamPool(
+            loop, max_idle=limits.pool_max_idle, idle_timeout=limits.pool_idle_timeout
+        )
+        self.gate = WakeGate(
+            backends, queue_limit=limits.wake_queue_limit, deadline=limits.wake_deadline
+        )
+        self.connections: set[ClientConnection] = set()
+        self.proto_header = b"x-forwarded-proto: " + limits.forwarded_proto.encode() + b"\r\n"
+
+    def update(self, snapshot: RoutingSnapshot) -> None:
+        """Swap the route table; requests already routed keep their upstream."""
+        self.table = RouteTable(snapshot)
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.deadline and now > conn.deadline:
+                conn.on_deadline()
+        self.pool.sweep(now)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to an app (or the control plane); carries one exchange at a time."""
+
+    def __init__(self, pool: UpstreamPool, key: str) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self.state = _R_IDLE
+        self.buf = bytearray()
+        self.left = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.dechunk = False
+        self.reusable = False
+        self.got_bytes = False
+
+    # asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        client = self.client
+        self.client = None
+        if client is None:
+            self.pool.discard(self.key, self)
+            return
+        state = self.state
+        self.state = _R_IDLE
+        if state == _R_EOF:
+            client.response_done(self, reusable=False, close=True)
+        elif state == _R_TUNNEL:
+            client.abort()
+        elif state == _R_HEAD and not self.got_bytes:
+            client.upstream_closed_early(self)
+        else:
+            client.upstream_failed(self)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.set_read_pause(1, True)
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.set_read_pause(1, False)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # exchange ----------------------------------------------------------------------------
+
+    def begin(self, client: ClientConnection, reused: bool) -> None:
+        self.client = client
+        self.reused = reused
+        self.state = _R_HEAD
+        self.got_bytes = False
+        self.buf.clear()
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:  # bytes on an idle connection: the app broke framing
+            self.close()
+            return
+        self.got_bytes = True
+        client.deadline = client.router.loop.time() + client.idle_limit
+        state = self.state
+        if state == _R_TUNNEL:
+            client.write(data)
+            return
+        if state == _R_HEAD:
+            if self.buf:
+                self.buf += data
+                data = bytes(self.buf)
+                self.buf.clear()
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > _MAX_RESPONSE_HEAD:
+                    self._broken()
+                else:
+                    self.buf += data
+                return
+            end += 4
+            head = parse_response_head(data[:end])
+            if head is None:
+                self._broken()
+                return
+            status = head.status
+            request = client.request
+            assert request is not None
+            if status < 200:
+                if status == 101:
+                    if request.upgrade is None:
+                        self._broken()
+                        return
+                    client.status = 101
+                    self.state = _R_TUNNEL
+                    self.reusable = False
+                    client.write(rebuild_response_head(head, close=False, upgrade=True))
+                    client.start_tunnel()
+                    if end < len(data):
+                        client.write(data[end:])
+                    return
+                client.write(data[:end])  # 100 Continue and other interim responses
+                if end < len(data):
+                    self.data_received(data[end:])
+                return
+            client.status = status
+            no_body = request.method == b"HEAD" or status == 204 or status == 304
+            client_close = not request.keep_alive
+            if no_body:
+                state = _R_IDLE
+            elif head.chunked:
+                state = _R_CHUNKED
+                self.decoder = ChunkedDecoder()
+                self.dechunk = request.version == 10
+                client_close = client_close or self.dechunk
+            elif head.content_length is not None:
+                state = _R_LENGTH
+                self.left = head.content_length
+            else:
+                state = _R_EOF
+                client_close = True
+            self.reusable = head.keep_alive and state != _R_EOF
+            client.close_after = client_close
+            rest_len = len(data) - end
+            if head.clean and not client_close:
+                if state == _R_LENGTH and rest_len == self.left:
+                    client.write(data)  # the common case: whole response in one piece
+                    self.state = _R_IDLE
+                    client.response_done(self, reusable=self.reusable, close=False)
+                    return
+                client.write(data[:end])
+            else:
+                client.write(
+                    rebuild_response_head(
+                        head, close=client_close, dechunk=self.dechunk, version=request.version
+                    )
+                )
+            if state == _R_IDLE:
+                self.state = _R_IDLE
+                if rest_len:
+                    self.reusable = False
+                client.response_done(self, reusable=self.reusable, close=client_close)
+                return
+            self.state = state
+            if not rest_len:
+                return
+            data = data[end:]
+        if state == _R_LENGTH:
+            left = self.left
+            size = len(data)
+            if size < left:
+                self.left = left - size
+                client.write(data)
+                return
+            client.write(data if size == left else data[:left])
+            self.left = 0
+            self.state = _R_IDLE
+            if size > left:
+                self.reusable = False
+            client.response_done(self, reusable=self.reusable, close=client.close_after)
+        elif state == _R_CHUNKED:
+            decoder = self.decoder
+            assert decoder is not None
+            try:
+                pieces, used = decoder.feed(data)
+            except ChunkError:
+                self._broken()
+                return
+            if self.dechunk:
+                for piece in pieces:
+                    client.write(piece)
+            else:
+                client.write(data if used == len(data) else data[:used])
+            if decoder.done:
+                self.state = _R_IDLE
+                if used < len(data):
+                    self.reusable = False
+                client.response_done(self, reusable=self.reusable, close=client.close_after)
+        elif state == _R_EOF:
+            client.write(data)
+        else:  # bytes after the response was complete
+            self.close()
+
+    def _broken(self) -> None:
+        """The app sent something that is not HTTP/1.1: drop the connection, 502 if possible."""
+        client = self.client
+        self.client = None
+        self.state = _R_IDLE
+        self.close()
+        if client is not None:
+            client.upstream_failed(self)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: reads request heads, routes them, relays the exchange."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.closed = False
+        self.deadline = 0.0
+        self.deadline_kind = _NONE
+        self.idle_limit = router.limits.idle_timeout
+        self.forwarded = b""
+        self.read_paused = 0
+        self.writing_paused = False
+        # current exchange
+        self.request: RequestHead | None = None
+        self.key = ""
+        self.deployment_id: str | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_head = b""
+        self.connecting: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []
+        self.early_size = 0
+        self.body_left = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.body_done = True
+        self.status = 0
+        self.sent = 0
+        self.started = 0.0
+        self.wake_ms: float | None = None
+        self.close_after = False
+        self.tunnel = False
+        self.retried = False
+
+    # asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else "unknown"
+        self.forwarded = (
+            b"x-forwarded-for: " + str(address).encode() + b"\r\n" + self.router.proto_header
+        )
+        self.router.connections.add(self)
+        self._set_deadline(_KEEPALIVE, self.router.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.router.connections.discard(self)
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        upstream = self.upstream
+        if upstream is not None:
+            # The client left: cancel the app's request by closing its connection.
+            self.upstream = None
+            upstream.client = None
+            upstream.close()
+        if self.request is not None:
+            self._finish(self.status or 499)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            upstream = self.upstream
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.write(data)
+                self.deadline = self.router.loop.time() + self.idle_limit
+            return
+        if self.request is not None and not self.body_done:
+            self._feed_body(data)
+            return
+        buf = self.buf
+        if self.request is None and not buf:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0 and end + 4 == len(data) and data[0] != 0x0D:
+                self._on_head(data)
+                return
+            self._set_deadline(_HEAD, self.router.limits.header_timeout)
+        buf += data
+        if self.request is None:
+            self._process()
+        elif len(buf) > BUFFER_LIMIT:
+            self.set_read_pause(2, True)
+
+    # request side ------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Start the next request held in the buffer, if its head is complete."""
+        buf = self.buf
+        while buf[:2] == b"\r\n":  # empty lines before a request line are allowed
+            del buf[:2]
+        if not buf:
+            return
+        end = find_head_end(buf)
+        if end == -1:
+            if len(buf) > MAX_HEAD_BYTES:
+                self._reject(431, "request head too large")
+            return
+        if end == -2:
+            self._reject(400, "bare LF in request head")
+            return
+        head = bytes(buf[:end])
+        del buf[:end]
+        self._on_head(head)
+
+    def _on_head(self, raw: bytes) -> None:
+        parsed = parse_request_head(raw)
+        if isinstance(parsed, Reject):
+            self._reject(parsed.status, parsed.reason)
+            return
+        router = self.router
+        host = parsed.host
+        route = NO_HOST if host is None else router.table.resolve_raw(host)
+        if route is None:
+            self._reject(400, "invalid Host header")
+            return
+        if type(route) is DeploymentTarget:
+            status = route.status
+            if status is not DeploymentStatus.SUCCESSFUL:
+                self._local(parsed, "building" if status is DeploymentStatus.BUILDING else "failed")
+                return
+            deployment_id: str | None = route.deployment_id
+            key = route.deployment_id
+        elif type(route) is ControlPlane:
+            deployment_id = None
+            key = CONTROL_KEY
+        else:
+            self._local(parsed, route.reason)  # type: ignore[union-attr]
+            return
+        assert host is not None
+        self.request = parsed
+        self.key = key
+        self.deployment_id = deployment_id
+        self.started = router.loop.time()
+        self.status = 0
+        self.sent = 0
+        self.wake_ms = None
+        self.close_after = not parsed.keep_alive
+        self.retried = False
+        if parsed.chunked:
+            framing = b"transfer-encoding: chunked\r\n"
+            self.decoder = ChunkedDecoder()
+            self.body_done = False
+        elif parsed.content_length is not None:
+            framing = b"content-length: %d\r\n" % parsed.content_length
+            self.body_left = parsed.content_length
+            self.body_done = parsed.content_length == 0
+        else:
+            framing = b""
+            self.body_done = True
+        if parsed.upgrade is not None:
+            framing += b"connection: upgrade\r\nupgrade: websocket\r\n"
+        self.upstream_head = b"".join(
+            (
+                parsed.method,
+                b" ",
+                parsed.target,
+                b" HTTP/1.1\r\nhost: ",
+                host,
+                b"\r\n",
+                parsed.forward_headers,
+                self.forwarded,
+                b"x-forwarded-host: ",
+                host,
+                b"\r\n",
+                framing,
+                b"\r\n",
+            )
+        )
+        if deployment_id is not None:
+            router.backends.request_started(deployment_id)
+        conn = router.pool.take(key)
+        if conn is not None:
+            self._attach(conn, reused=True)
+        else:
+            self.deadline = 0.0
+            self.connecting = router.loop.create_task(self._connect())
+        if not self.body_done and self.buf:
+            rest = bytes(self.buf)
+            self.buf.clear()
+            self._feed_body(rest)
+
+    def _feed_body(self, data: bytes) -> None:
+        decoder = self.decoder
+        if decoder is None:
+            left = self.body_left
+            size = len(data)
+            if size <= left:
+                self._send_body(data)
+                self.body_left = left - size
+                if size == left:
+                    self.body_done = True
+                return
+            self._send_body(data[:left])
+            self.body_left = 0
+            self.body_done = True
+            self.buf += data[left:]
+        else:
+            try:
+                pieces, used = decoder.feed(data)
+            except ChunkError as exc:
+                self.close_after = True
+                if self.status == 0:
+                    self._fail_with(reject_page(400, exc.message), 400)
+                else:
+                    self.abort()
+                return
+            for piece in pieces:
+                if piece:
+                    self._send_body(encode_chunk(piece))
+            if decoder.done:
+                self._send_body(LAST_CHUNK)
+                self.body_done = True
+                self.decoder = None
+                if used < len(data):
+                    self.buf += data[used:]
+        if self.body_done and len(self.buf) > BUFFER_LIMIT:
+            self.set_read_pause(2, True)
+
+    def _send_body(self, piece: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(piece)
+            if self.status == 0:
+                self._set_deadline(_FIRST_BYTE, self.router.limits.first_byte_timeout)
+        else:
+            self.early.append(piece)
+            self.early_size += len(piece)
+            if self.early_size > BUFFER_LIMIT:
+                self.set_read_pause(2, True)
+
+    async def _connect(self) -> None:
+        router = self.router
+        deployment_id = self.deployment_id
+        try:
+            if deployment_id is None:
+                upstream = router.control_plane
+            else:
+                started = router.loop.time()
+                upstream = await router.gate.upstream_for(deployment_id)
+                waited = (router.loop.time() - started) * 1000
+                if waited >= 1.0:
+                    self.wake_ms = waited
+            conn = await asyncio.wait_for(
+                router.pool.connect(self.key, upstream, UpstreamConnection),
+                router.limits.connect_timeout,
+            )
+        except WakeBusy:
+            self._fail("waking-busy")
+        except WakeTimeout:
+            self._fail("waking-timeout")
+        except BootFailed as exc:
+            log.warning("deployment %s failed to start: %s", deployment_id, exc)
+            self._fail("unavailable")
+        except RuntimeFailure:
+            self._fail("unavailable")
+        except TimeoutError:
+            self._fail("connect-timeout")
+        except OSError:
+            self._fail("connect-failed")
+        except Exception:
+            log.exception("could not reach the upstream of %s", deployment_id or "control plane")
+            self._fail("connect-failed")
+        else:
+            if self.closed or self.request is None:
+                conn.close()
+            else:
+                self._attach(conn, reused=False)
+        finally:
+            self.connecting = None
+
+    def _attach(self, conn: UpstreamConnection, *, reused: bool) -> None:
+        self.upstream = conn
+        conn.begin(self, reused)
+        transport = conn.transport
+        assert transport is not None
+        if self.writing_paused:
+            transport.pause_reading()
+        transport.write(self.upstream_head)
+        if self.early:
+            transport.writelines(self.early)
+            self.early = []
+            self.early_size = 0
+            self.set_read_pause(2, False)
+        self._set_deadline(_FIRST_BYTE, self.router.limits.first_byte_timeout)
+
+    # response side -----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.sent += len(data)
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+
+    def start_tunnel(self) -> None:
+        self.tunnel = True
+        self.idle_limit = self.router.limits.tunnel_idle_timeout
+        self._set_deadline(_IDLE, self.idle_limit)
+        upstream = self.upstream
+        if self.buf and upstream is not None and upstream.transport is not None:
+            upstream.transport.write(bytes(self.buf))
+            self.buf.clear()
+
+    def response_done(self, upstream: UpstreamConnection, *, reusable: bool, close: bool) -> None:
+        """The app's response is complete; recycle its connection and take the next request."""
+        router = self.router
+        self.upstream = None
+        upstream.client = None
+        if self.writing_paused and upstream.transport is not None:
+            upstream.transport.resume_reading()
+        if reusable and self.body_done and not upstream.closed:
+            router.pool.put(self.key, upstream)
+        else:
+            upstream.close()
+        status = self.status
+        self._finish(status)
+        if close or self.close_after or not self.body_done or self.closed:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._set_deadline(_KEEPALIVE, router.limits.keepalive_timeout)
+        if self.read_paused:
+            self.set_read_pause(3, False)
+        if self.buf:
+            self._process()
+
+    def upstream_closed_early(self, upstream: UpstreamConnection) -> None:
+        """A reused connection closed before answering: retry once on a fresh one if safe."""
+        request = self.request
+        if (
+            upstream.reused
+            and not self.retried
+            and request is not None
+            and not request.has_body
+            and request.upgrade is None
+        ):
+            self.retried = True
+            self.upstream = None
+            self.deadline = 0.0
+            self.connecting = self.router.loop.create_task(self._connect())
+            return
+        self.upstream_failed(upstream)
+
+    def upstream_failed(self, upstream: UpstreamConnection) -> None:
+        self.upstream = None
+        if self.status == 0 and self.sent == 0:
+            self._fail("upstream-error")
+        else:
+            self.abort()
+
+    def _finish(self, status: int) -> None:
+        """Account for the end of an exchange (in-flight count, access log)."""
+        request = self.request
+        if request is None:
+            return
+        self.request = None
+        self.tunnel = False
+        self.idle_limit = self.router.limits.idle_timeout
+        deployment_id = self.deployment_id
+        if deployment_id is None:
+            return
+        router = self.router
+        router.backends.request_finished(deployment_id)
+        duration = (router.loop.time() - self.started) * 1000
+        router.access_log.add(
+            deployment_id,
+            access_message(
+                request.method, request.target, status, self.sent, duration, self.wake_ms
+            ),
+        )
+
+    # local answers and errors ------------------------------------------------------------
+
+    def _local(self, request: RequestHead, name: str) -> None:
+        """Answer with one of our pages; keep the connection only when no body must be skipped."""
+        close = not request.keep_alive or request.has_body
+        _, page = named_page(name, close=close)
+        self.write(page)
+        if close:
+            self._close()
+        else:
+            self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
+            if self.buf:
+                self._process()
+
+    def _reject(self, status: int, reason: str) -> None:
+        self.write(reject_page(status, reason))
+        self._close()
+
+    def _fail(self, name: str) -> None:
+        status, page = named_page(name, close=True)
+        self._fail_with(page, status)
+
+    def _fail_with(self, page: bytes, status: int) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.client = None
+            upstream.close()
+        if self.closed:
+            return
+        self.status = status
+        self.write(page)
+        self._finish(status)
+        self._close()
+
+    def abort(self) -> None:
+        """Cut the client connection mid-response (the app failed after sending bytes)."""
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.client = None
+            upstream.close()
+        self._finish(self.status or 502)
+        if self.transport is not None:
+            self.transport.abort() if self.status == 0 else self.transport.close()
+
+    def _close(self) -> None:
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.transport.close()
+
+    # flow control and deadlines ----------------------------------------------------------
+
+    def set_read_pause(self, reason: int, on: bool) -> None:
+        before = self.read_paused
+        after = before | reason if on else before & ~reason
+        self.read_paused = after
+        transport = self.transport
+        if transport is None or self.closed or bool(before) == bool(after):
+            return
+        if after:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _set_deadline(self, kind: int, seconds: float) -> None:
+        self.deadline_kind = kind
+        self.deadline = self.router.loop.time() + seconds
+
+    def on_deadline(self) -> None:
+        kind = self.deadline_kind
+        self.deadline = 0.0
+        if self.request is None:
+            if kind == _HEAD and self.buf:
+                self._reject(408, "request head not received in time")
+            else:
+                self._close()
+        elif self.status == 0 and self.upstream is not None:
+            self._fail("first-byte-timeout")
+        else:
+            self.abort()
