@@ -101,9 +101,9 @@ class ControlPlane:
         return _items(body)
 
     async def webhook_secret(self, project: str) -> str | None:
-        body = await self._call("GET", f"/api/projects/{_seg(project)}/webhook-secret")
+        body = await self._call("GET", f"/api/projects/{_seg(project)}/webhook")
         if isinstance(body, dict):
-            value = body.get("webhook_secret")
+            value = body.get("secret")
             return str(value) if value else None
         return None
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,9 +39,11 @@ from phemeral.dashboard.session import (
     session_key,
     token_matches,
 )
-from phemeral.errors import NotFound, PhemeralError
+from phemeral.errors import ConfigError, NotFound, PhemeralError
 from phemeral.settings import Settings
 
+# A file name, not a secret: the server writes the token there on first start (phemeral.api.auth).
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105
 RECENT_DEPLOYMENTS = 10
 PAGE_SIZE = 20
 RUNTIME_PAGE_SIZE = 100
@@ -82,10 +85,14 @@ def _static(name: str) -> bytes:
     return (resources.files("phemeral.dashboard") / "static" / name).read_bytes()
 
 
-def create_router(settings: Settings, admin_token: str | Callable[[], str]) -> APIRouter:
+def create_router(
+    settings: Settings, admin_token: str | Callable[[], str] | None = None
+) -> APIRouter:
     """The dashboard's routes. ``admin_token`` is the token (or a function reading it) that
-    signs people in; the same token authenticates the dashboard's in-process API calls."""
-    pages = _Pages(settings, admin_token)
+    signs people in; the same token authenticates the dashboard's in-process API calls. By
+    default it is read from ``{data_dir}/admin-token``, which the server writes on first start.
+    """
+    pages = _Pages(settings, admin_token or AdminTokenFile(settings.data_dir / ADMIN_TOKEN_FILE))
     router = APIRouter(include_in_schema=False)
     add = router.add_api_route
     add("/", pages.home, methods=["GET"])
@@ -105,6 +112,25 @@ def create_router(settings: Settings, admin_token: str | Callable[[], str]) -> A
     add("/deployments/{deployment_id}/runtime-log/events", pages.runtime_events, methods=["GET"])
     add("/_dashboard/{asset}", pages.asset, methods=["GET"])
     return router
+
+
+class AdminTokenFile:
+    """Reads the admin token file, again only when it changes (replacing it signs people out)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[float, str] | None = None
+
+    def __call__(self) -> str:
+        try:
+            mtime = self.path.stat().st_mtime
+            if self._seen is None or self._seen[0] != mtime:
+                self._seen = (mtime, self.path.read_text().strip())
+        except OSError as exc:
+            raise ConfigError(f"cannot read the admin token at {self.path}: {exc}") from exc
+        if not self._seen[1]:
+            raise ConfigError(f"the admin token file {self.path} is empty")
+        return self._seen[1]
 
 
 class _Pages:
@@ -420,6 +446,7 @@ class _Pages:
         q: str = "",
         cursor: str = "",
         trail: str = "",
+        limit: int = RUNTIME_PAGE_SIZE,
     ) -> Response:
         session = self.session(request)
         if session is None:
@@ -431,7 +458,7 @@ class _Pages:
             rt_lines, older = await api.runtime_log(
                 deployment_id,
                 cursor=cursor or None,
-                limit=RUNTIME_PAGE_SIZE,
+                limit=max(10, min(limit, 1000)),
                 order="desc",
                 stream=stream or None,
                 text=q or None,
@@ -440,9 +467,10 @@ class _Pages:
             return self.error_page(request, session, exc)
         finally:
             await api.aclose()
-        newer_query, older_query = present.log_pages(
-            {"stream": stream, "q": q}, cursor, trail, older
-        )
+        filters = {"stream": stream, "q": q}
+        if limit != RUNTIME_PAGE_SIZE:
+            filters["limit"] = str(limit)
+        newer_query, older_query = present.log_pages(filters, cursor, trail, older)
         return self.render(
             request,
             "deployment.html",
@@ -460,6 +488,7 @@ class _Pages:
                 "lines": rt_lines,
                 "stream": stream,
                 "q": q,
+                "limit": filters.get("limit"),
                 "newer_query": newer_query,
                 "older_query": older_query,
             },

@@ -1,0 +1,180 @@
+"""The dashboard over plain HTTP against a real server: sign-in, CSRF refusal, auth redirects,
+escaping of user content, and the pages reading real data made through the real API."""
+
+from __future__ import annotations
+
+import html
+import uuid
+
+import httpx
+import pytest
+
+from tests.dashboard.conftest import Server, csrf_of, sign_in, tar_gz, upload, wait_finished
+
+pytestmark = pytest.mark.slow
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def browser_like(server: Server) -> httpx.Client:
+    client = server.anonymous()
+    response = sign_in(client, server.token)
+    assert response.status_code == 303
+    return client
+
+
+@pytest.fixture
+def project(server: Server) -> str:
+    name = _name("web")
+    with server.api() as api:
+        response = api.post("/api/projects", json={"name": name})
+        assert response.status_code == 201, response.text
+    return name
+
+
+def test_pages_redirect_to_sign_in_and_back(server: Server) -> None:
+    client = server.anonymous()
+    for path in ("/", "/projects", "/projects/x", "/deployments/abc"):
+        response = client.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/login"), path
+    response = client.get("/projects/x?tab=1")
+    assert response.headers["location"] == "/login?next=%2Fprojects%2Fx%3Ftab%3D1"
+    response = sign_in(client, server.token, "/projects/x?tab=1")
+    assert response.headers["location"] == "/projects/x?tab=1"
+    # the live streams refuse strangers too
+    assert server.anonymous().get("/deployments/abc/build-log/events").status_code == 401
+
+
+def test_sign_in_refuses_wrong_tokens_and_forged_forms(server: Server) -> None:
+    client = server.anonymous()
+    form = client.get("/login")
+    token = csrf_of(form.text)
+    wrong = client.post("/login", data={"token": server.token + "x", "csrf_token": token})
+    assert wrong.status_code == 401
+    assert "That token is not valid." in wrong.text
+    assert "phemeral_session" not in client.cookies
+
+    stranger = server.anonymous()  # a post from another site carries no login cookie
+    forged = stranger.post("/login", data={"token": server.token, "csrf_token": token})
+    assert forged.status_code == 403
+    assert "phemeral_session" not in stranger.cookies
+
+    client.get("/login")
+    good = sign_in(client, server.token)
+    assert good.status_code == 303
+    cookie = good.headers["set-cookie"].lower()
+    assert "phemeral_session=" in cookie
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+    assert client.get("/projects").status_code == 200
+
+
+def test_forms_without_a_valid_csrf_token_change_nothing(
+    server: Server, browser_like: httpx.Client, project: str
+) -> None:
+    for token in (None, "0" * 64):
+        data = {"start_command": "evil serve", "root_dir": ""}
+        if token:
+            data["csrf_token"] = token
+        response = browser_like.post(f"/projects/{project}/settings", data=data)
+        assert response.status_code == 403
+        assert "security token" in response.text
+    with server.api() as api:
+        assert api.get(f"/api/projects/{project}").json()["start_command"] is None
+    # a token from another session is no good either
+    other = server.anonymous()
+    sign_in(other, server.token)
+    foreign = csrf_of(other.get(f"/projects/{project}").text)
+    response = browser_like.post(
+        f"/projects/{project}/settings",
+        data={"start_command": "evil serve", "csrf_token": foreign},
+    )
+    assert response.status_code == 403
+    assert browser_like.post("/logout").status_code == 403
+    assert browser_like.get("/projects").status_code == 200  # still signed in
+
+
+def test_settings_form_saves_and_says_it_applies_to_new_deployments(
+    server: Server, browser_like: httpx.Client, project: str
+) -> None:
+    page = browser_like.get(f"/projects/{project}")
+    assert page.status_code == 200
+    assert "Applies to new deployments only" in page.text
+    response = browser_like.post(
+        f"/projects/{project}/settings",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "start_command": "uvicorn app:app --port $PORT",
+            "root_dir": "",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/projects/{project}?notice=saved"
+    with server.api() as api:
+        assert api.get(f"/api/projects/{project}").json()["start_command"] == (
+            "uvicorn app:app --port $PORT"
+        )
+    page = browser_like.get(response.headers["location"])
+    assert "Settings saved." in page.text
+    assert 'value="uvicorn app:app --port $PORT"' in page.text
+    # clearing it goes back to the autodetected default
+    browser_like.post(
+        f"/projects/{project}/settings",
+        data={"csrf_token": csrf_of(page.text), "start_command": "  ", "root_dir": ""},
+    )
+    with server.api() as api:
+        assert api.get(f"/api/projects/{project}").json()["start_command"] is None
+
+
+def test_user_content_is_escaped(server: Server, browser_like: httpx.Client, project: str) -> None:
+    page = browser_like.get(f"/projects/{project}")
+    browser_like.post(
+        f"/projects/{project}/settings",
+        data={"csrf_token": csrf_of(page.text), "start_command": HOSTILE, "root_dir": ""},
+    )
+    page = browser_like.get(f"/projects/{project}")
+    assert HOSTILE not in page.text
+    assert html.escape(HOSTILE, quote=True) in page.text
+
+
+def test_signing_out_ends_the_session(server: Server, browser_like: httpx.Client) -> None:
+    page = browser_like.get("/projects")
+    response = browser_like.post("/logout", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303
+    assert browser_like.get("/projects").status_code == 303
+
+
+def test_unknown_things_are_404_pages(browser_like: httpx.Client) -> None:
+    for path in ("/projects/nope-nope", "/deployments/zzzzzzzz", "/projects/nope/deployments"):
+        response = browser_like.get(path)
+        assert response.status_code == 404, path
+        assert "Not found" in response.text
+        assert response.headers["content-type"].startswith("text/html")
+
+
+def test_a_failed_build_shows_its_failing_stage(server: Server, browser_like: httpx.Client) -> None:
+    name = _name("broken")
+    archive = tar_gz({"README.md": "no python here\n", "notes/<b>bold</b>.txt": "x\n"})
+    with server.api() as api:
+        d = upload(api, name, archive)
+        d = wait_finished(api, str(d["id"]))
+    assert d["status"] == "failed"
+    page = browser_like.get(f"/deployments/{d['id']}")
+    assert page.status_code == 200
+    assert 'class="badge badge-failed">failed</span>' in page.text
+    assert 'class="stage failed"' in page.text
+    assert "failed here" in page.text
+    assert "<b>bold</b>" not in page.text  # file names reach the page escaped, if at all
+    # the project, its deployments list (with filters) and environment pages read the same data
+    listing = browser_like.get(f"/projects/{name}/deployments?status=failed")
+    assert d["id"] in listing.text
+    assert d["id"] not in browser_like.get(f"/projects/{name}/deployments?status=successful").text
+    assert browser_like.get(f"/projects/{name}").status_code == 200
+    env = browser_like.get(f"/projects/{name}/environments/production")
+    assert env.status_code == 200
+    assert "No successful deployments yet." in env.text
