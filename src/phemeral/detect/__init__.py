@@ -111,6 +111,7 @@ def detect_tree(
             "framework": app.framework_source,
             "entrypoint": app.entrypoint_source,
             "start_command": f"{app.framework} default: {spec.interface.upper()} → {spec.server}",
+            **app.extra_sources,
         },
         missing_server=missing,
         app_dir=app.app_dir,

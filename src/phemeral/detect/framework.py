@@ -30,6 +30,7 @@ class AppDecision:
     spec: AppSpec
     app_dir: str
     warnings: list[str] = field(default_factory=list)
+    extra_sources: dict[str, str] = field(default_factory=dict)
 
 
 def _files(deps: Dependencies) -> str:
@@ -60,10 +61,8 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
             found.source,
             spec,
             "",
-            [
-                f"Django settings: {found.settings_module} ({found.settings_source})",
-                *found.warnings,
-            ],
+            found.warnings,
+            {"django_settings_module": found.settings_source},
         )
 
     scan = scan_entrypoints(tree, project.directory)
