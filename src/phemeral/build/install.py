@@ -1,0 +1,335 @@
+"""Install a project's production dependencies into a fresh venv, per its package manager.
+
+- ``uv``: ``uv sync --locked --no-default-groups --no-editable`` into the release's venv; a
+  stale ``uv.lock`` fails the build ("run `uv lock`").
+- ``poetry``: the locked main set as hashed pins (`phemeral.build.poetry`), installed with
+  ``uv pip install --require-hashes --no-deps``, then the project itself (non-editable) unless
+  ``package-mode = false``. Poetry itself never runs.
+- ``pip``: ``uv pip install -r requirements.txt``; for a ``[project]`` table without a lock,
+  ``uv pip install .`` (with a build backend) or its dependencies only (without one).
+
+Every command runs sandboxed as the app uid with the network shared. uv's cache is shared by
+every build of the same app uid (one tenant never installs what another could have planted);
+a cache key of lock + interpreter + platform says in the log whether the cache hit, and why not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import sys
+import sysconfig
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from phemeral.build import poetry
+from phemeral.build.runner import BuildContext, StepResult, run
+from phemeral.errors import BuildError
+
+STAGE = "install"
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    manager: str  # uv | poetry | pip
+    project_dir: Path  # absolute, inside the release's src/
+    python: Path  # the base interpreter
+    python_version: str  # 3.12.1
+    venv: Path
+    cache_dir: Path  # this app's uv cache
+    keys_dir: Path  # cache keys known to be warm, and each project's last key
+    project: str
+    extra_packages: tuple[str, ...] = ()  # e.g. ("uvicorn",) when the start command needs it
+    lock_root: Path | None = None  # where uv.lock lives (a workspace root) if not project_dir
+    home: Path = Path("/nonexistent")  # a scratch HOME for the tools, removed after the build
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    key: str
+    parts: Mapping[str, str]
+
+
+def find_uv() -> Path:
+    """The uv binary the builder runs: the one installed with Phemeral, else a real one on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "uv", Path(sys.prefix) / "bin" / "uv"]
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if directory and "shims" not in Path(directory).parts:
+            candidates.append(Path(directory) / "uv")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate.resolve()
+    raise BuildError("uv is not installed (scripts/bootstrap installs it)", stage=STAGE)
+
+
+def platform_tag() -> str:
+    return f"{sys.platform}-{platform.machine()}"
+
+
+def input_files(plan: InstallPlan) -> list[Path]:
+    """The files whose content decides the installed set, per manager."""
+    d = plan.project_dir
+    if plan.manager == "uv":
+        root = plan.lock_root or d
+        return [root / "uv.lock", d / "pyproject.toml"]
+    if plan.manager == "poetry":
+        return [d / "poetry.lock", d / "pyproject.toml"]
+    reqs = sorted(d.glob("requirements*.txt")) + sorted(d.glob("requirements/*.txt"))
+    return [*reqs, d / "pyproject.toml", d / "setup.py", d / "setup.cfg"]
+
+
+def cache_key(
+    manager: str,
+    files: Mapping[str, bytes],
+    python_version: str,
+    platform_name: str,
+    extras: Sequence[str],
+) -> CacheKey:
+    """Content address of an install's inputs (pure)."""
+    parts: dict[str, str] = {
+        "manager": manager,
+        "python": python_version,
+        "platform": platform_name,
+    }
+    for name, data in sorted(files.items()):
+        parts[f"file:{name}"] = hashlib.sha256(data).hexdigest()[:16]
+    parts["extras"] = ",".join(sorted(extras))
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return CacheKey(key=digest[:32], parts=parts)
+
+
+def explain_miss(current: CacheKey, previous: Mapping[str, str] | None) -> str:
+    """Why this install cannot reuse the previous build's download set (pure)."""
+    if previous is None:
+        return "first build of this project with this cache"
+    reasons = []
+    for name in sorted(set(current.parts) | set(previous)):
+        before, now = previous.get(name), current.parts.get(name)
+        if before == now:
+            continue
+        if name.startswith("file:"):
+            label = name[5:]
+            if before is None:
+                reasons.append(f"{label} was added")
+            elif now is None:
+                reasons.append(f"{label} was removed")
+            else:
+                reasons.append(f"{label} changed")
+        elif name == "python":
+            reasons.append(f"Python changed from {before} to {now}")
+        elif name == "extras":
+            reasons.append(f"added servers changed ({before or 'none'} → {now or 'none'})")
+        else:
+            reasons.append(f"{name} changed from {before} to {now}")
+    return ", ".join(reasons) or "the cache was cleared"
+
+
+def _read_inputs(plan: InstallPlan) -> dict[str, bytes]:
+    out = {}
+    for path in input_files(plan):
+        if path.is_file() and not path.is_symlink():
+            out[path.relative_to(plan.project_dir.parent).as_posix()] = path.read_bytes()
+    return out
+
+
+def _key_paths(plan: InstallPlan, key: CacheKey) -> tuple[Path, Path]:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", plan.project)
+    return plan.keys_dir / f"{key.key}.warm", plan.keys_dir / f"project-{safe}.json"
+
+
+def _env(plan: InstallPlan) -> dict[str, str]:
+    env = {
+        "HOME": str(plan.home),
+        "XDG_CACHE_HOME": str(plan.home / ".cache"),
+        "XDG_CONFIG_HOME": str(plan.home / ".config"),
+        "UV_CACHE_DIR": str(plan.cache_dir),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_NO_PROGRESS": "1",
+        "UV_LINK_MODE": "hardlink",
+        "UV_PROJECT_ENVIRONMENT": str(plan.venv),
+        "UV_SYSTEM_CERTS": "1",
+        "UV_NATIVE_TLS": "1",
+        "VIRTUAL_ENV": str(plan.venv),
+        "PATH": f"{plan.venv}/bin:/usr/local/bin:/usr/bin:/bin",
+    }
+    if Path("/etc/ssl/certs/ca-certificates.crt").exists():
+        env["SSL_CERT_FILE"] = "/etc/ssl/certs/ca-certificates.crt"
+    return env
+
+
+async def install(plan: InstallPlan, ctx: BuildContext) -> str:
+    """Create the venv and install; returns the cache key (the release's ``lock_hash``)."""
+    uv = str(find_uv())
+    env = _env(plan)
+    ro = [Path(uv)]
+    rw = [plan.cache_dir]
+    key = cache_key(
+        plan.manager, _read_inputs(plan), plan.python_version, platform_tag(), plan.extra_packages
+    )
+    warm, last = _key_paths(plan, key)
+    previous = _load_json(last)
+    if warm.exists():
+        ctx.log.write(
+            STAGE, f"cache hit: the same dependency set was installed before (key {key.key[:12]})"
+        )
+    else:
+        ctx.log.write(
+            STAGE, f"cache miss because {explain_miss(key, previous)} (key {key.key[:12]})"
+        )
+
+    async def uv_run(
+        args: list[str], *, cwd: Path | None = None, quiet: bool = False
+    ) -> StepResult:
+        return await run(
+            ctx, STAGE, [uv, *args], chdir=cwd or plan.project_dir, env=env, share_net=True,
+            ro=ro, rw=rw, quiet=quiet,
+        )  # fmt: skip
+
+    created = await uv_run(
+        ["venv", "--quiet", "--no-project", "--python", str(plan.python), str(plan.venv)]
+    )
+    _check(created, "creating the virtual environment failed", ctx)
+    python = str(plan.venv / "bin" / "python")
+    if plan.manager == "uv":
+        ctx.log.write(
+            STAGE,
+            "uv sync --locked --no-default-groups --no-editable "
+            "(production dependencies from uv.lock)",
+        )
+        synced = await uv_run(
+            ["sync", "--locked", "--no-default-groups", "--no-editable", "--python", python]
+        )
+        _check(synced, "uv sync failed", ctx)
+    elif plan.manager == "poetry":
+        await _install_poetry(plan, ctx, uv_run, python)
+    else:
+        await _install_pip(plan, ctx, uv_run, python)
+    if plan.extra_packages:
+        ctx.log.write(
+            STAGE,
+            f"adding {', '.join(plan.extra_packages)}: the start command needs it and the "
+            "project does not depend on it",
+        )
+        added = await uv_run(["pip", "install", "--python", python, *plan.extra_packages])
+        _check(added, f"installing {', '.join(plan.extra_packages)} failed", ctx)
+    frozen = await uv_run(["pip", "freeze", "--python", python], quiet=True)
+    if frozen.ok:
+        pins = [line for line in frozen.output if "==" in line or " @ " in line]
+        ctx.log.write(STAGE, f"installed {len(pins)} packages: {', '.join(pins)}")
+    plan.keys_dir.mkdir(parents=True, exist_ok=True)
+    warm.touch()
+    last.write_text(json.dumps(dict(key.parts), sort_keys=True))
+    return key.key
+
+
+async def _install_poetry(
+    plan: InstallPlan, ctx: BuildContext, uv_run: _UvRun, python: str
+) -> None:
+    lock = plan.project_dir / "poetry.lock"
+    pyproject = plan.project_dir / "pyproject.toml"
+    if not lock.is_file():
+        # no lock: poetry-core builds the project and uv resolves its dependencies afresh
+        ctx.log.write(
+            STAGE, "no poetry.lock: installing the project with its declared dependencies"
+        )
+        result = await uv_run(["pip", "install", "--python", python, "."])
+        _check(result, "installing the project failed", ctx)
+        return
+    chosen = poetry.plan(lock.read_text(), pyproject.read_text(), plan.python_version)
+    ctx.log.write(
+        STAGE, f"poetry.lock: {len(chosen.packages)} packages in the main group, installed by hash"
+    )
+    requirements = plan.venv.parent / ".poetry-requirements.txt"
+    requirements.write_text(chosen.requirements_text())
+    if ctx.uid is not None:
+        os.chown(requirements, ctx.uid, ctx.uid)
+    try:
+        if chosen.packages:
+            result = await uv_run(
+                ["pip", "install", "--python", python, "--require-hashes", "--no-deps",
+                 "-r", str(requirements)]
+            )  # fmt: skip
+            _check(result, "installing the locked packages failed", ctx)
+    finally:
+        requirements.unlink(missing_ok=True)
+    if chosen.install_root:
+        ctx.log.write(STAGE, "installing the project itself (non-editable)")
+        result = await uv_run(["pip", "install", "--python", python, "--no-deps", "."])
+        _check(result, "installing the project failed", ctx)
+    else:
+        ctx.log.write(STAGE, "package-mode = false: the project itself is not installed")
+
+
+async def _install_pip(plan: InstallPlan, ctx: BuildContext, uv_run: _UvRun, python: str) -> None:
+    d = plan.project_dir
+    requirements = d / "requirements.txt"
+    pyproject = d / "pyproject.toml"
+    if requirements.is_file():
+        ctx.log.write(STAGE, "uv pip install -r requirements.txt")
+        result = await uv_run(["pip", "install", "--python", python, "-r", "requirements.txt"])
+    elif pyproject.is_file() and "[build-system]" in pyproject.read_text():
+        ctx.log.write(STAGE, "uv pip install . (the project, non-editable, with its dependencies)")
+        result = await uv_run(["pip", "install", "--python", python, "."])
+    elif pyproject.is_file():
+        ctx.log.write(
+            STAGE, "uv pip install -r pyproject.toml (no build backend: dependencies only)"
+        )
+        result = await uv_run(["pip", "install", "--python", python, "-r", "pyproject.toml"])
+    elif (d / "setup.py").is_file() or (d / "setup.cfg").is_file():
+        ctx.log.write(STAGE, "uv pip install . (setup.py)")
+        result = await uv_run(["pip", "install", "--python", python, "."])
+    else:
+        ctx.log.write(STAGE, "no dependencies declared")
+        return
+    _check(result, "installing dependencies failed", ctx)
+
+
+class _UvRun(Protocol):  # the shape of the local uv_run closure
+    async def __call__(
+        self, args: list[str], *, cwd: Path | None = None, quiet: bool = False
+    ) -> StepResult: ...
+
+
+_STALE = re.compile(r"needs to be updated|lockfile .* out of date|--locked", re.IGNORECASE)
+_UNRESOLVABLE = re.compile(
+    r"No solution found|not found in the package registry|Because .* and you require|"
+    r"no version of|Distribution not found",
+    re.IGNORECASE,
+)
+
+
+def classify_failure(what: str, output: str) -> str:
+    """A message for people from a failed install's output (pure)."""
+    tail = "\n".join(output.strip().splitlines()[-25:])
+    if "needs to be updated" in output or (_STALE.search(output) and "uv.lock" in output):
+        return (
+            "uv.lock is out of date with pyproject.toml; run `uv lock` and commit uv.lock\n" + tail
+        )
+    if _UNRESOLVABLE.search(output):
+        return f"the dependencies cannot be resolved:\n{tail}"
+    if "hash" in output.lower() and "mismatch" in output.lower():
+        return f"a downloaded file does not match the hash in the lock:\n{tail}"
+    return f"{what}:\n{tail}"
+
+
+def _check(result: StepResult, what: str, ctx: BuildContext) -> None:
+    if result.ok:
+        return
+    if ctx.cgroup is not None and ctx.cgroup.oom_killed():
+        raise BuildError(
+            f"{what}: the build ran out of memory (limit {ctx.memory_mb} MiB)", stage=STAGE
+        )
+    raise BuildError(classify_failure(what, "\n".join(result.output)), stage=STAGE)
+
+
+def _load_json(path: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None

@@ -1,0 +1,338 @@
+"""The build: a deployment's source becomes a release, one logged stage at a time.
+
+    source → detect → python → install → verify → release
+
+Every stage writes its own lines to the build log and raises `BuildError(stage=…)` with a reason
+people can act on. Untrusted work (fetching, installing, importing) runs sandboxed as the app
+uid under the build's cgroup and wall-clock limit; on failure or timeout the whole process tree
+is killed and the half-built release directory removed. ``release.json`` is written last and
+atomically, so nothing half-built is ever served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+from phemeral import sandbox
+from phemeral.build import archive, git, install, interpreters, release, verify
+from phemeral.build.runner import BuildContext
+from phemeral.detect import Detection, detect, resolve_start_command
+from phemeral.errors import BuildError, BuildTimeout, PhemeralError
+from phemeral.models import (
+    ArchiveSource,
+    BuildJob,
+    BuildLog,
+    BuildResult,
+    Release,
+    StartCommandSource,
+)
+from phemeral.sandbox import Cgroup
+from phemeral.settings import Settings
+
+DEFAULT_PYTHON = "3.12"
+
+
+class _Stage:
+    """Which stage is running, so a failure or timeout is attributed to it."""
+
+    def __init__(self, log: BuildLog) -> None:
+        self.name = "source"
+        self.log = log
+        self.started = time.monotonic()
+
+    def enter(self, name: str, headline: str) -> None:
+        self.name = name
+        self.started = time.monotonic()
+        self.log.write(name, headline)
+
+    def done(self, message: str) -> None:
+        self.log.write(self.name, f"{message} ({time.monotonic() - self.started:.1f} s)")
+
+
+async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult:
+    """Build ``job`` in place at ``job.release_dir``; returns the release, or raises BuildError."""
+    stage = _Stage(log)
+    started = time.monotonic()
+    if job.uid is None and sandbox.is_root():
+        raise BuildError("refusing to build as root: the project has no app uid", stage="source")
+    ctx = BuildContext(
+        log=log,
+        uid=job.uid,
+        deadline=started + settings.build_timeout,
+        timeout=settings.build_timeout,
+        use_bwrap=False,
+        memory_mb=settings.build_memory_mb,
+    )
+    try:
+        ctx.use_bwrap = sandbox.resolve_use_bwrap(settings.sandbox)
+        if Cgroup.supported():
+            ctx.cgroup = Cgroup(f"build-{job.deployment_id}").create(
+                memory_mb=settings.build_memory_mb, pids_max=4096
+            )
+        async with asyncio.timeout(settings.build_timeout):
+            result = await _stages(job, settings, ctx, stage)
+        log.write("release", f"build finished in {time.monotonic() - started:.1f} s")
+        return result
+    except TimeoutError:
+        _cleanup_failed(job, ctx)
+        error = BuildTimeout(
+            f"the build ran past its {settings.build_timeout:.0f} s limit and was stopped",
+            stage=stage.name,
+        )
+        log.write(stage.name, f"build failed: {error.message}")
+        raise error from None
+    except BuildError as exc:
+        _cleanup_failed(job, ctx)
+        log.write(exc.stage, f"build failed: {exc.message}")
+        raise
+    except PhemeralError as exc:
+        _cleanup_failed(job, ctx)
+        log.write(stage.name, f"build failed: {exc.message}")
+        raise BuildError(exc.message, stage=stage.name) from exc
+    except asyncio.CancelledError:
+        _cleanup_failed(job, ctx)
+        raise
+    finally:
+        if ctx.cgroup is not None:
+            await asyncio.to_thread(ctx.cgroup.remove)
+        shutil.rmtree(job.release_dir / ".home", ignore_errors=True)
+
+
+async def _stages(
+    job: BuildJob, settings: Settings, ctx: BuildContext, stage: _Stage
+) -> BuildResult:
+    release_dir = job.release_dir
+    src = release_dir / "src"
+    venv = release_dir / ".venv"
+    home = release_dir / ".home"
+
+    # 1. Source ---------------------------------------------------------------------------
+    stage.enter("source", _describe_source(job))
+    await asyncio.to_thread(_prepare_dirs, settings.data_dir, release_dir, job.uid, [venv, home])
+    ctx.rw_binds = [src, venv, home]
+    if isinstance(job.source, ArchiveSource):
+        limits = archive.ArchiveLimits(max_bytes=max(1 << 30, settings.max_upload_mb << 22))
+        stats = await asyncio.to_thread(archive.unpack, job.source.path, src, limits)
+        await asyncio.to_thread(_chown_tree, src, job.uid)
+    else:
+        await git.fetch(job.source, src, ctx, allow_local=settings.allow_local_repos)
+        stats = await asyncio.to_thread(_measure, src)
+    stage.done(f"source ready: {stats.describe()}")
+    ctx.check_deadline("source")
+
+    # 2. Detect ---------------------------------------------------------------------------
+    stage.enter("detect", "detecting the project")
+    pythons = await asyncio.to_thread(interpreters.discover_pythons, settings.python_paths)
+    minors = [p.minor for p in pythons]
+    default = DEFAULT_PYTHON if DEFAULT_PYTHON in minors or not minors else minors[-1]
+    detection = await asyncio.to_thread(
+        lambda: detect(
+            src, overrides=job.overrides, available_versions=minors, default_version=default
+        )
+    )
+    for line in detection.summary().splitlines():
+        ctx.log.write("detect", line)
+    command, command_source = resolve_start_command(job.custom_start_command, detection)
+    ctx.log.write("detect", f"start command ({command_source.value}): {command}")
+    workdir = (src / detection.root_dir).resolve()
+    if workdir != src.resolve() and src.resolve() not in workdir.parents:
+        raise BuildError(
+            f"root directory {detection.root_dir!r} is outside the source", stage="detect"
+        )
+    stage.done("detection complete")
+
+    # 3. Python ---------------------------------------------------------------------------
+    stage.enter("python", f"looking for Python {detection.python_version}")
+    interpreter = interpreters.choose(pythons, detection.python_version)
+    if interpreter is None and settings.install_missing_python:
+        interpreter = await _install_python(detection.python_version, settings, ctx)
+    if interpreter is None:
+        have = ", ".join(minors) or "none"
+        raise BuildError(
+            f"Python {detection.python_version} (from {detection.python_version_source}) is not "
+            f"available on this server; available versions: {have}. Pin one of them in "
+            ".python-version, or set the project's python_version",
+            stage="python",
+        )
+    prefix = interpreter.path.resolve().parent.parent
+    ctx.ro_binds.append(prefix)
+    stage.done(f"using Python {interpreter.version} at {interpreter.path}")
+
+    # 4. Install --------------------------------------------------------------------------
+    stage.enter("install", f"installing dependencies with {detection.package_manager}")
+    cache_owner = str(job.uid) if job.uid is not None else "shared"
+    cache_dir = settings.data_dir / "cache" / "uv" / cache_owner
+    await asyncio.to_thread(_prepare_cache, settings.data_dir, cache_dir, job.uid)
+    extras = _extra_packages(detection, command, command_source)
+    plan = install.InstallPlan(
+        manager=detection.package_manager,
+        project_dir=workdir,
+        python=interpreter.path,
+        python_version=interpreter.version,
+        venv=venv,
+        cache_dir=cache_dir,
+        keys_dir=settings.data_dir / "cache" / "keys" / cache_owner,
+        project=job.project,
+        extra_packages=extras,
+        lock_root=_find_upwards(workdir, src, "uv.lock"),
+        home=home,
+    )
+    lock_hash = await install.install(plan, ctx)
+    stage.done("dependencies installed")
+
+    # 5. Verify ---------------------------------------------------------------------------
+    app = detection.app_spec if command_source is StartCommandSource.AUTODETECTED else None
+    stage.enter("verify", "checking the app imports in the built environment")
+    await verify.verify(
+        app, workdir=workdir, app_dir=detection.app_dir, venv=venv, user_env=job.env, ctx=ctx
+    )
+    stage.done("verified")
+
+    # 6. Release --------------------------------------------------------------------------
+    stage.enter("release", "recording the release")
+    built = Release(
+        deployment_id=job.deployment_id,
+        project=job.project,
+        environment=job.environment,
+        path=release_dir,
+        workdir=workdir,
+        venv=venv,
+        python_version=interpreter.version,
+        start_command=command,
+        start_command_source=command_source,
+        app=app,
+        env=dict(job.env),
+        uid=job.uid,
+        lock_hash=lock_hash,
+    )
+    await asyncio.to_thread(shutil.rmtree, home, True)
+    await asyncio.to_thread(release.write_release, built)
+    stage.done(f"release {job.deployment_id} ready: {command}")
+    payload = detection.to_json()
+    payload["start_command"] = command
+    payload["start_command_source"] = command_source.value
+    return BuildResult(release=built, detection=payload)
+
+
+def _describe_source(job: BuildJob) -> str:
+    if isinstance(job.source, ArchiveSource):
+        return "unpacking the uploaded archive"
+    return f"fetching {job.source.url} at {job.source.commit[:12]}"
+
+
+def _extra_packages(
+    detection: Detection, command: str, source: StartCommandSource
+) -> tuple[str, ...]:
+    server = detection.missing_server
+    if not server:
+        return ()
+    first = command.split()[0] if command.split() else ""
+    if source is StartCommandSource.AUTODETECTED or Path(first).name == server:
+        return (server,)
+    return ()
+
+
+def _find_upwards(start: Path, stop: Path, name: str) -> Path | None:
+    here = start
+    while True:
+        if (here / name).is_file():
+            return here
+        if here == stop or here.parent == here:
+            return None
+        here = here.parent
+
+
+async def _install_python(
+    minor: str, settings: Settings, ctx: BuildContext
+) -> interpreters.Interpreter | None:
+    """``uv python install`` (allowed by configuration); None when it cannot."""
+    ctx.log.write("python", f"Python {minor} is missing; installing it with uv")
+    proc = await asyncio.create_subprocess_exec(
+        str(install.find_uv()),
+        "python",
+        "install",
+        minor,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "manual"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    for line in out.decode("utf-8", "replace").splitlines()[-10:]:
+        ctx.log.write("python", line)
+    if proc.returncode != 0:
+        return None
+    found = await asyncio.to_thread(interpreters.discover_pythons, settings.python_paths)
+    return interpreters.choose(found, minor)
+
+
+# -- host-side file system work (trusted, runs in a worker thread) -----------------------------
+
+
+def _prepare_dirs(data_dir: Path, release_dir: Path, uid: int | None, owned: list[Path]) -> None:
+    """Release dir root-owned 0711 (the app cannot swap release.json); its parts owned by uid."""
+    if release_dir.exists():
+        raise BuildError(f"release directory {release_dir} already exists", stage="source")
+    release_dir.mkdir(parents=True, mode=0o711)
+    _make_traversable(data_dir, release_dir)
+    for path in owned:
+        path.mkdir(mode=0o755)
+        if uid is not None:
+            os.chown(path, uid, uid)
+
+
+def _make_traversable(data_dir: Path, leaf: Path) -> None:
+    """o+x on every directory from data_dir down to leaf (uid-dropped tools must reach it)."""
+    here = leaf
+    chain = []
+    while True:
+        chain.append(here)
+        if here == data_dir or here.parent == here:
+            break
+        here = here.parent
+    for directory in chain:
+        with contextlib.suppress(OSError):
+            mode = directory.stat().st_mode & 0o7777
+            if mode & 0o011 != 0o011:
+                directory.chmod(mode | 0o011)
+
+
+def _prepare_cache(data_dir: Path, cache_dir: Path, uid: int | None) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_traversable(data_dir, cache_dir.parent)
+    if uid is not None and cache_dir.stat().st_uid != uid:
+        os.chown(cache_dir, uid, uid)
+
+
+def _chown_tree(root: Path, uid: int | None) -> None:
+    if uid is None:
+        return
+    os.lchown(root, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(Path(dirpath) / name, uid, uid)
+
+
+def _measure(root: Path) -> archive.ArchiveStats:
+    files = 0
+    size = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in filenames:
+            path = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                size += path.lstat().st_size
+                files += 1
+    return archive.ArchiveStats(files=files, bytes=size)
+
+
+def _cleanup_failed(job: BuildJob, ctx: BuildContext) -> None:
+    """Kill what the build left running and remove the half-built release."""
+    if ctx.cgroup is not None:
+        ctx.cgroup.kill()
+    shutil.rmtree(job.release_dir, ignore_errors=True)

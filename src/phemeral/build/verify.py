@@ -1,0 +1,116 @@
+"""Import the app's entry point in the built venv, inside the sandbox, before anything serves it.
+
+A broken import fails the build with the traceback in the log instead of failing at the first
+request. Factories are called; Django is set up with the same ``DJANGO_SETTINGS_MODULE`` the
+runtime uses, and ``collectstatic --noinput`` runs when staticfiles and ``STATIC_ROOT`` are set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from phemeral.build.runner import BuildContext, run
+from phemeral.errors import BuildError
+from phemeral.models import AppSpec
+
+STAGE = "verify"
+MARK = "@@phemeral-verify@@"
+
+# Runs inside the sandbox with the release's interpreter; argv: target factory app_dir.
+_PROBE = r"""
+import importlib, json, os, sys, traceback
+target, factory, app_dir = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+sys.path.insert(0, os.path.abspath(app_dir))
+report = {"staticfiles": False}
+try:
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        import django
+        django.setup()
+        from django.conf import settings
+        report["staticfiles"] = (
+            "django.contrib.staticfiles" in settings.INSTALLED_APPS
+            and bool(getattr(settings, "STATIC_ROOT", None))
+        )
+    module_name, _, attr = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in (attr or "app").removesuffix("()").split("."):
+        obj = getattr(obj, part)
+    if factory:
+        obj = obj()
+    if not callable(obj):
+        raise TypeError(f"{target} is {type(obj).__name__}, not a callable web application")
+    report["type"] = type(obj).__module__ + "." + type(obj).__qualname__
+except BaseException:
+    traceback.print_exc()
+    sys.exit(3)
+print(MARK + json.dumps(report))
+""".replace("MARK", repr(MARK))
+
+
+def app_env(spec: AppSpec, user_env: Mapping[str, str], venv: Path) -> dict[str, str]:
+    """The environment the app sees at verify time, as at run time (pure)."""
+    env = dict(user_env)
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PATH"] = f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
+    env.setdefault("HOME", "/tmp")  # noqa: S108 (the sandbox's private tmpfs)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if spec.django_settings_module:
+        env.setdefault("DJANGO_SETTINGS_MODULE", spec.django_settings_module)
+    return env
+
+
+async def verify(
+    spec: AppSpec | None,
+    *,
+    workdir: Path,
+    app_dir: str,
+    venv: Path,
+    user_env: Mapping[str, str],
+    ctx: BuildContext,
+) -> None:
+    """Import-check the entry point (and collect Django static files); BuildError on failure."""
+    if spec is None:
+        ctx.log.write(STAGE, "custom start command: no entry point to import-check")
+        return
+    env = app_env(spec, user_env, venv)
+    python = str(venv / "bin" / "python")
+    target = spec.target
+    ctx.log.write(STAGE, f"importing {target}{' and calling the factory' if spec.factory else ''}")
+    result = await run(
+        ctx,
+        STAGE,
+        [python, "-c", _PROBE, target, "1" if spec.factory else "0", app_dir or "."],
+        chdir=workdir,
+        env=env,
+        quiet=True,
+    )
+    report_line = next((line for line in result.output if line.startswith(MARK)), None)
+    if not result.ok or report_line is None:
+        for line in result.output:
+            ctx.emit(STAGE, line)
+        last = next((line for line in reversed(result.output) if line.strip()), "no output")
+        raise BuildError(
+            f"importing the entry point {target} failed: {last.strip()} (traceback above)",
+            stage=STAGE,
+        )
+    for line in result.output:
+        if not line.startswith(MARK):
+            ctx.emit(STAGE, line)
+    report = json.loads(report_line[len(MARK) :])
+    ctx.log.write(STAGE, f"{target} imported: {report.get('type', 'callable')}")
+    if spec.framework == "django":
+        if not report.get("staticfiles"):
+            ctx.log.write(STAGE, "collectstatic skipped: staticfiles or STATIC_ROOT not configured")
+            return
+        ctx.log.write(STAGE, "python -m django collectstatic --noinput")
+        collected = await run(
+            ctx,
+            STAGE,
+            [python, "-m", "django", "collectstatic", "--noinput"],
+            chdir=workdir / app_dir if app_dir else workdir,
+            env=env,
+        )
+        if not collected.ok:
+            raise BuildError(f"collectstatic failed:\n{collected.tail(20)}", stage=STAGE)
