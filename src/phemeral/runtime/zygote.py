@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import errno
 import importlib
 import json
 import os
+import pathlib
 import random
 import selectors
 import signal
@@ -99,14 +101,13 @@ class Template:
             while True:
                 for key, _ in sel.select():
                     if key.data == "signal":
-                        try:
+                        with contextlib.suppress(BlockingIOError):
                             os.read(wake_r, 4096)
-                        except BlockingIOError:
-                            pass
                         self.reap()
                         continue
                     message, fds = self.receive()
                     if message is None:
+                        self.shutdown()
                         return
                     self.dispatch(message, fds, (wake_r, wake_w))
         finally:
@@ -138,20 +139,42 @@ class Template:
                 reply.update(ok=True, workers=self.workers, server=self.server)
             elif op == "fork_template":
                 reply.update(ok=True, pid=self.fork_template(fds, own))
+            elif op == "signal":
+                self.signal(message.get("pids") or [], int(message.get("signal", signal.SIGTERM)))
+                reply["ok"] = True
             elif op == "serve":
                 workers = int(message.get("workers") or self.workers)
                 reply.update(ok=True, pids=self.serve(fds, workers, own))
             else:
-                reply.update(ok=False, error="unknown operation %r" % (op,))
+                reply.update(ok=False, error=f"unknown operation {op!r}")
         except BaseException:  # report it to the runtime; the template itself stays usable
             reply.update(ok=False, error=traceback.format_exc())
         finally:
             for fd in fds:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.send(reply)
+
+    def signal(self, pids: list[int], sig: int) -> None:
+        """Signal served children and everything they started (each leads its own group)."""
+        for pid in pids:
+            if pid in self.children:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, sig)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """The runtime is gone: stop every child (TERM, then KILL after ``grace`` s)."""
+        import time
+
+        children = list(self.children)
+        self.signal(children, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.05)
+        self.signal(list(self.children), signal.SIGKILL)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -167,13 +190,15 @@ class Template:
         if spec.get("django_settings_module"):
             os.environ.setdefault("DJANGO_SETTINGS_MODULE", spec["django_settings_module"])
         argv = [str(a) for a in message.get("argv") or []]
-        self.server = spec.get("server") or ("uvicorn" if spec["interface"] == "asgi" else "gunicorn")
+        self.server = spec.get("server") or (
+            "uvicorn" if spec["interface"] == "asgi" else "gunicorn"
+        )
         if self.server == "uvicorn":
             self.load_uvicorn(spec, argv)
         elif self.server == "gunicorn":
             self.load_gunicorn(spec, argv)
         else:
-            raise ValueError("unsupported server %r" % (self.server,))
+            raise ValueError(f"unsupported server {self.server!r}")
 
     def load_uvicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
         uv_main = importlib.import_module("uvicorn.main")
@@ -210,9 +235,11 @@ class Template:
         saved = sys.argv
         sys.argv = ["gunicorn", *args]
         try:
-            application = wsgiapp.WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn")
+            application = wsgiapp.WSGIApplication(
+                "%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn"
+            )
         except SystemExit as exc:
-            raise RuntimeError("gunicorn refused its command line: %s" % (args,)) from exc
+            raise RuntimeError(f"gunicorn refused its command line: {args}") from exc
         finally:
             sys.argv = saved
         application.cfg.set("preload_app", True)
@@ -314,10 +341,9 @@ def warm_asgi(app: Any) -> None:
     async def once() -> None:
         await app(scope, receive, send)
 
-    try:
+    # Warming is best effort: a failing warm-up must not fail the boot.
+    with contextlib.suppress(Exception):
         asyncio.run(asyncio.wait_for(once(), 5))
-    except Exception:  # warming is best effort; a failing warm-up must not fail the boot
-        pass
     asyncio.set_event_loop(None)
 
 
@@ -348,11 +374,13 @@ def warm_wsgi(app: Any) -> None:
             pass
         if hasattr(result, "close"):
             result.close()
-    except Exception:  # best effort, as for ASGI
+    except Exception:  # noqa: S110 (best effort, as for ASGI)
         pass
 
 
-def after_fork(control_fd: int, own: tuple[int, int], out_fd: int, err_fd: int, keep: list[int]) -> None:
+def after_fork(
+    control_fd: int, own: tuple[int, int], out_fd: int, err_fd: int, keep: list[int]
+) -> None:
     """Post-fork hygiene: own signals, own output, fresh randomness, no inherited fds."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
@@ -364,20 +392,16 @@ def after_fork(control_fd: int, own: tuple[int, int], out_fd: int, err_fd: int, 
     keep_set = {0, 1, 2, *keep}
     for fd in (control_fd, *own, out_fd, err_fd):
         if fd not in keep_set:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
     try:
-        open_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+        open_fds = [int(p.name) for p in pathlib.Path("/proc/self/fd").iterdir()]
     except OSError:
         open_fds = []
     for fd in open_fds:
         if fd not in keep_set:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
     random.seed()
 
 
@@ -430,6 +454,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     # Its own directory must not shadow the app's modules.
-    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    here = pathlib.Path(__file__).resolve().parent
+    if sys.path and pathlib.Path(sys.path[0] or ".").resolve() == here:
         del sys.path[0]
     sys.exit(main(sys.argv))

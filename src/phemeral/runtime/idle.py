@@ -1,0 +1,52 @@
+"""When instances stop and templates go: pure decisions, every input (``now`` too) an argument."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def is_idle(last_request_at: float, in_flight: int, now: float, timeout: float) -> bool:
+    """A running deployment is idle once nothing is in flight and ``timeout`` s passed since
+    its last request (started or finished, whichever is later)."""
+    return in_flight == 0 and now - last_request_at >= timeout
+
+
+@dataclass(frozen=True)
+class DormantTemplate:
+    deployment_id: str
+    dormant_since: float  # when its last instance stopped (or it was loaded)
+    memory_kb: int  # USS held while dormant
+
+
+def templates_to_evict(
+    dormant: Iterable[DormantTemplate],
+    now: float,
+    ttl: float,
+    available_kb: int | None,
+    low_water_kb: int,
+) -> list[str]:
+    """Dormant templates to drop to the deep tier (nothing resident).
+
+    Every template dormant for ``ttl`` seconds goes; then, while the host's available memory is
+    under ``low_water_kb``, the longest-dormant of the rest go until enough would be freed.
+    """
+    items = sorted(dormant, key=lambda d: d.dormant_since)
+    evict = [d.deployment_id for d in items if now - d.dormant_since >= ttl]
+    if available_kb is None or available_kb >= low_water_kb:
+        return evict
+    freed = 0
+    for item in items:
+        if item.deployment_id in evict:
+            continue
+        if available_kb + freed >= low_water_kb:
+            break
+        evict.append(item.deployment_id)
+        freed += item.memory_kb
+    return evict
+
+
+def sweep_interval(idle_timeouts: Iterable[float], ceiling: float = 1.0) -> float:
+    """How often to look: a quarter of the shortest timeout, at most ``ceiling`` s."""
+    shortest = min(idle_timeouts, default=ceiling * 4)
+    return max(0.02, min(ceiling, shortest / 4))
