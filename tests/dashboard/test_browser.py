@@ -1,0 +1,245 @@
+"""The dashboard in a real browser (headless Chromium from Debian, driven by Playwright) against
+a real `phemeral serve`: sign in, deploy an example, watch its build log arrive live, page
+through its runtime logs and follow them, promote an older deployment and see the environment
+domain switch. Screenshots of the main pages land in test-output/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .harness import REPO, SCREENSHOTS, Server, pack_dir, upload, wait_finished
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# The example deployed end to end; a FastAPI one keeps the build small.
+EXAMPLE_CANDIDATES = ("fastapi-uv", "fastapi-pip", "fastapi", "flask-pip", "flask")
+
+
+def example_dir() -> Path:
+    examples = REPO / "examples"
+    for name in EXAMPLE_CANDIDATES:
+        if (examples / name).is_dir():
+            return examples / name
+    found = sorted(p for p in examples.glob("*") if p.is_dir()) if examples.is_dir() else []
+    if not found:
+        pytest.fail("examples/ has no project to deploy")
+    return found[0]
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def via_router(server: Server, url: str, path: str = "/") -> httpx.Response:
+    """A request to a deployment or environment domain through the one public port."""
+    host = httpx.URL(url).host
+    return httpx.get(
+        f"http://127.0.0.1:{server.port}{path}",
+        headers={"Host": f"{host}:{server.port}"},
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def context(browser: Any, server: Server) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(context: Any, server: Server) -> Any:
+    """A signed-in page; signing in is itself the first thing tested."""
+    p = context.new_page()
+    p.goto(server.dashboard_url + "/")
+    assert p.url.startswith(server.dashboard_url + "/login")
+    shot(p, "01-sign-in")
+    p.get_by_label("Token").fill("not-the-token")
+    p.get_by_role("button", name="Sign in").click()
+    assert p.get_by_role("alert").inner_text() == "That token is not valid."
+    p.get_by_label("Token").fill(server.token)
+    p.get_by_role("button", name="Sign in").click()
+    p.wait_for_url(server.dashboard_url + "/projects")
+    assert p.get_by_role("heading", name="Projects").is_visible()
+    return p
+
+
+@pytest.fixture(scope="module")
+def project(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    source = tmp_path_factory.mktemp("example") / "app"
+    shutil.copytree(example_dir(), source, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    return f"demo-{uuid.uuid4().hex[:5]}", source
+
+
+@pytest.fixture(scope="module")
+def first(page: Any, server: Server, project: tuple[str, Path]) -> dict[str, Any]:
+    """Deploy the example and watch the build log arrive live on the deployment page."""
+    name, source = project
+    with server.api() as api:
+        d = upload(api, name, pack_dir(source))
+    page.goto(f"{server.dashboard_url}/deployments/{d['id']}")
+    log = page.locator("#build-log")
+    assert log.get_attribute("data-live") == "true", "the build finished before the page opened"
+    # lines the server did not render arrive over SSE, appended without a reload
+    page.evaluate("window.__notReloaded = true")
+    before = page.locator("#build-log ol.log li").count()
+    page.wait_for_function(
+        f"document.querySelectorAll('#build-log ol.log li').length > {before}"
+        " && window.__notReloaded === true",
+        timeout=120_000,
+    )
+    shot(page, "03-build-log-live")
+    # when the build ends, the page reloads itself with the final status
+    page.wait_for_function(
+        "window.__notReloaded === undefined && document.querySelector('#status .badge')",
+        timeout=300_000,
+    )
+    status = page.locator("#status .badge").first.inner_text()
+    with server.api() as api:
+        final = wait_finished(api, str(d["id"]))
+    if status != "successful":
+        shot(page, "03-build-failed")
+    assert status == final["status"] == "successful", final.get("failure_reason")
+    assert page.locator("details.stage").count() >= 3
+    assert page.locator("details.stage.failed").count() == 0
+    shot(page, "04-deployment")
+    return final
+
+
+def test_sign_in_lands_on_projects(page: Any, server: Server) -> None:
+    page.goto(server.dashboard_url + "/projects")
+    assert page.get_by_role("heading", name="Projects").is_visible()
+    assert page.get_by_role("button", name="Sign out").is_visible()
+    shot(page, "02-projects")
+
+
+def test_projects_and_project_page(page: Any, server: Server, first: dict[str, Any]) -> None:
+    page.goto(server.dashboard_url + "/projects")
+    page.get_by_role("link", name=first["project"]).click()
+    assert page.get_by_role("heading", name=first["project"], level=1).is_visible()
+    assert page.get_by_text("Applies to new deployments only").is_visible()
+    assert page.get_by_role("link", name=first["id"]).first.is_visible()
+    shot(page, "02-project-page")
+    page.set_viewport_size({"width": 360, "height": 780})
+    shot(page, "02-project-360px")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the page scrolls sideways at 360 px ({width} px wide)"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_deployment_page_links_its_url_and_serves(
+    page: Any, server: Server, first: dict[str, Any]
+) -> None:
+    page.goto(f"{server.dashboard_url}/deployments/{first['id']}")
+    link = page.locator("#deployment-url")
+    assert link.get_attribute("href") == first["url"]
+    assert via_router(server, first["url"]).status_code == 200
+    assert page.get_by_text(first["start_command"]).first.is_visible()
+
+
+def test_runtime_logs_page_and_follow(page: Any, server: Server, first: dict[str, Any]) -> None:
+    marker = uuid.uuid4().hex[:8]
+    for n in range(25):
+        via_router(server, first["url"], f"/page-{marker}-{n:02d}")
+    deadline = time.monotonic() + 20
+    with server.api() as api:
+        while True:
+            lines = api.get(
+                f"/api/deployments/{first['id']}/logs/runtime", params={"q": marker, "limit": 50}
+            ).json()["lines"]
+            if len(lines) >= 25 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert len(lines) >= 25, "the router's access lines did not reach the runtime log"
+
+    page.goto(f"{server.dashboard_url}/deployments/{first['id']}?q={marker}&limit=10#runtime-logs")
+    rows = page.locator("#runtime-lines tr")
+    assert rows.count() == 10
+    newest = rows.first.inner_text()
+    assert f"page-{marker}-24" in newest
+    shot(page, "05-runtime-logs")
+    page.get_by_role("link", name="Older »").click()
+    assert f"page-{marker}-14" in page.locator("#runtime-lines tr").first.inner_text()
+    page.get_by_role("link", name="Older »").click()
+    assert f"page-{marker}-04" in page.locator("#runtime-lines tr").first.inner_text()
+    page.get_by_role("link", name="« Newer").click()
+    assert f"page-{marker}-14" in page.locator("#runtime-lines tr").first.inner_text()
+    page.get_by_role("link", name="« Newer").click()
+    assert f"page-{marker}-24" in page.locator("#runtime-lines tr").first.inner_text()
+
+    # filter by stream (the text filter stays): every row is a router line
+    page.get_by_label("Stream").select_option("router")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"stream=router"))
+    streams = page.locator("#runtime-lines tr td:nth-child(2)").all_inner_texts()
+    assert len(streams) == 10 and set(streams) == {"router"}
+
+    # follow live: a new request shows up without a reload
+    page.goto(f"{server.dashboard_url}/deployments/{first['id']}#runtime-logs")
+    page.evaluate("window.__notReloaded = true")
+    page.get_by_role("button", name="Follow live").click()
+    time.sleep(1.0)  # the follower starts from the newest line at the time it connects
+    via_router(server, first["url"], f"/live-{marker}")
+    page.wait_for_function(
+        f"document.querySelector('#runtime-lines tr')?.innerText.includes('live-{marker}')"
+        " && window.__notReloaded === true"
+    )
+    assert page.get_by_role("button", name="Stop following").get_attribute("aria-pressed") == (
+        "true"
+    )
+
+
+def test_promote_older_deployment_switches_the_environment_domain(
+    page: Any, server: Server, project: tuple[str, Path], first: dict[str, Any]
+) -> None:
+    name, source = project
+    with server.api() as api:
+        second = wait_finished(api, str(upload(api, name, pack_dir(source))["id"]))
+        assert second["status"] == "successful", second.get("failure_reason")
+        env = api.get(f"/api/projects/{name}/environments").json()["items"][0]
+    env_url = env["domains"][0]["url"]
+    assert env["current_deployment_id"] == second["id"]
+
+    page.goto(f"{server.dashboard_url}/projects/{name}/environments/production")
+    assert page.locator("#current-id").inner_text() == second["id"]
+    page.get_by_role("link", name=f"Make {first['id']} current").click()
+    assert page.get_by_role("heading", name=re.compile("current\\?")).is_visible()
+    shot(page, "06-confirm-promote")
+    page.get_by_label("Why (kept in the history)").fill("roll back from the browser test")
+    page.get_by_role("button", name="Confirm: make current").click()
+    page.wait_for_url(re.compile(r"/environments/production\?notice=promoted$"))
+    assert page.locator("#current-id").inner_text() == first["id"]
+    history = page.locator("table").first.inner_text()
+    assert "roll back from the browser test" in history
+    assert second["id"] in history and first["id"] in history
+    shot(page, "07-environment")
+
+    # the environment domain now reaches the first deployment: its access line lands there
+    probe = f"/probe-{uuid.uuid4().hex[:8]}"
+    assert via_router(server, env_url, probe).status_code < 500
+    with server.api() as api:
+        deadline = time.monotonic() + 20
+        while True:
+            hits = {
+                d["id"]: api.get(
+                    f"/api/deployments/{d['id']}/logs/runtime", params={"q": probe}
+                ).json()["lines"]
+                for d in (first, second)
+            }
+            if hits[first["id"]] or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert hits[first["id"]] and not hits[second["id"]]
+    page.goto(f"{server.dashboard_url}/deployments/{first['id']}?q={probe[1:]}#runtime-logs")
+    assert probe in page.locator("#runtime-lines").inner_text()
