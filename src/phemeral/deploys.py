@@ -379,7 +379,7 @@ def create_deployment(
     Returns ``(deployment, created)``: a push whose delivery id was seen before returns the
     deployment it created the first time, with ``created`` False.
     """
-    if (archive is None) == (trigger.kind == TriggerKind.PUSH):
+    if (archive is None) != (trigger.kind == TriggerKind.PUSH):
         raise InvalidInput("a manual deployment needs an archive; a push deployment a commit")
     with cp.store.write() as s:
         if trigger.delivery_id:

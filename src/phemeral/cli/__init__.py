@@ -14,3 +14,6 @@ def main() -> None:
 from phemeral.cli.detect import detect_command  # noqa: E402 - registration after the group
 
 main.add_command(detect_command)
+from phemeral.cli import control  # noqa: E402 - projects, environments, deployments, serve, …
+
+control.register(main)

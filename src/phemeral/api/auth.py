@@ -1,0 +1,84 @@
+"""Bearer tokens: stored as SHA-256 hashes, compared in constant time.
+
+The admin token is created on first start and written to ``{data_dir}/admin-token`` (0600).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from phemeral.errors import Unauthorized
+from phemeral.store.db import Store
+from phemeral.store.schema import ApiToken
+
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105  (a file name, not a secret)
+TOKEN_PREFIX = "phm_"  # noqa: S105  (a public prefix that marks tokens)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ensure_admin_token(store: Store, data_dir: Path) -> Path:
+    """Create the admin token on first start (file + hash); re-register it for a fresh database."""
+    path = data_dir / ADMIN_TOKEN_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    token = path.read_text().strip()
+    digest = hash_token(token)
+    with store.write() as s:
+        if s.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is None:
+            s.add(ApiToken(name="admin", token_hash=digest, created_at=datetime.now(UTC)))
+    return path
+
+
+class TokenChecker:
+    """Knows the token hashes; reloads them from the database when it sees an unknown one."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._known: dict[str, str] = {}
+
+    def _reload(self) -> None:
+        with self._store.read() as s:
+            known = {row.token_hash: row.name for row in s.scalars(select(ApiToken))}
+        with self._lock:
+            self._known = known
+
+    def actor(self, authorization: str | None) -> str:
+        """The token's name, or `Unauthorized` with a message that says what is wrong."""
+        if not authorization:
+            raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+        digest = hash_token(token.strip())
+        name = self._match(digest)
+        if name is None:
+            self._reload()
+            name = self._match(digest)
+        if name is None:
+            raise Unauthorized("the token is not valid for this server")
+        return name
+
+    def _match(self, digest: str) -> str | None:
+        with self._lock:
+            known = list(self._known.items())
+        found = None
+        for candidate, name in known:
+            if hmac.compare_digest(candidate, digest):
+                found = name
+        return found

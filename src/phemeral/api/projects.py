@@ -1,0 +1,150 @@
+"""Projects, environments, variables, promotions audit and the webhook secret."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from phemeral import deploys
+from phemeral.api.deps import CP, Actor
+from phemeral.store.schema import Project
+from phemeral.store.views import (
+    environment_view,
+    get_environment,
+    get_project,
+    project_view,
+    promotions_view,
+    variables_view,
+)
+
+router = APIRouter(tags=["projects"])
+Json = dict[str, Any]
+
+
+class ProjectCreate(BaseModel):
+    name: str
+    repo_url: str | None = None
+    root_dir: str | None = None
+    start_command: str | None = None
+    python_version: str | None = None
+    package_manager: str | None = None
+    webhook_secret: str | None = None
+    branch: str = "main"
+
+
+class ProjectPatch(BaseModel):
+    """Only the fields sent change; ``start_command: null`` clears the custom command."""
+
+    repo_url: str | None = None
+    root_dir: str | None = None
+    start_command: str | None = None
+    python_version: str | None = None
+    package_manager: str | None = None
+    webhook_secret: str | None = None
+    repo_token: str | None = None
+
+
+class EnvironmentCreate(BaseModel):
+    name: str
+    branches: list[str] = Field(default_factory=list)
+    domains: list[str] = Field(default_factory=list)
+
+
+class VariablesSet(BaseModel):
+    values: dict[str, str]
+    secret: bool = False
+
+
+class VariablesUnset(BaseModel):
+    keys: list[str]
+
+
+@router.post("/projects", status_code=201)
+def create_project(body: ProjectCreate, cp: CP, actor: Actor) -> Json:
+    """Create a project with its `production` environment; the webhook secret is shown once."""
+    project = deploys.create_project(cp, **body.model_dump())
+    with cp.store.read() as s:
+        view = project_view(s, get_project(s, project.name), cp.settings)
+    view["webhook_secret"] = deploys.webhook_secret(cp, project.name)
+    return view
+
+
+@router.get("/projects")
+def list_projects(cp: CP, actor: Actor) -> Json:
+    with cp.store.read() as s:
+        rows = s.scalars(select(Project).order_by(Project.name))
+        return {"items": [project_view(s, p, cp.settings) for p in rows]}
+
+
+@router.get("/projects/{name}")
+def show_project(name: str, cp: CP, actor: Actor) -> Json:
+    with cp.store.read() as s:
+        return project_view(s, get_project(s, name), cp.settings)
+
+
+@router.patch("/projects/{name}")
+def patch_project(name: str, body: ProjectPatch, cp: CP, actor: Actor) -> Json:
+    deploys.update_project(cp, name, body.model_dump(exclude_unset=True))
+    return show_project(name, cp, actor)
+
+
+@router.delete("/projects/{name}", status_code=204)
+async def delete_project(name: str, cp: CP, actor: Actor) -> Response:
+    ids = await asyncio.to_thread(deploys.delete_project, cp, name)
+    if cp.runtime is not None:
+        for deployment_id in ids:
+            await cp.runtime.retire(deployment_id)
+    return Response(status_code=204)
+
+
+@router.get("/projects/{name}/webhook")
+def show_webhook(name: str, cp: CP, actor: Actor) -> Json:
+    """The URL to paste into GitHub and the secret that signs deliveries."""
+    return {
+        "url": f"http://{cp.settings.base_domain}:{cp.settings.port}/api/webhooks/github",
+        "secret": deploys.webhook_secret(cp, name),
+    }
+
+
+@router.post("/projects/{name}/environments", status_code=201)
+def create_environment(name: str, body: EnvironmentCreate, cp: CP, actor: Actor) -> Json:
+    deploys.create_environment(cp, name, body.name, body.branches, body.domains)
+    with cp.store.read() as s:
+        project = get_project(s, name)
+        return environment_view(s, get_environment(s, project, body.name), project, cp.settings)
+
+
+@router.get("/projects/{name}/environments")
+def list_environments(name: str, cp: CP, actor: Actor) -> Json:
+    with cp.store.read() as s:
+        return {"items": project_view(s, get_project(s, name), cp.settings)["environments"]}
+
+
+@router.get("/projects/{name}/environments/{env}/promotions")
+def list_promotions(name: str, env: str, cp: CP, actor: Actor) -> Json:
+    """Every move of the environment's current pointer, newest first."""
+    with cp.store.read() as s:
+        return {"items": promotions_view(s, get_environment(s, get_project(s, name), env))}
+
+
+@router.get("/projects/{name}/environments/{env}/variables")
+def list_variables(name: str, env: str, cp: CP, actor: Actor) -> Json:
+    with cp.store.read() as s:
+        environment = get_environment(s, get_project(s, name), env)
+        return {"items": variables_view(s, environment, cp.box)}
+
+
+@router.post("/projects/{name}/environments/{env}/variables")
+def set_variables(name: str, env: str, body: VariablesSet, cp: CP, actor: Actor) -> Json:
+    keys = deploys.set_variables(cp, name, env, body.values, secret=body.secret)
+    return {"set": keys, "note": "applies to deployments created from now on"}
+
+
+@router.post("/projects/{name}/environments/{env}/variables/unset")
+def unset_variables(name: str, env: str, body: VariablesUnset, cp: CP, actor: Actor) -> Json:
+    keys = deploys.unset_variables(cp, name, env, body.keys)
+    return {"unset": keys, "note": "applies to deployments created from now on"}

@@ -1,0 +1,403 @@
+"""Commands that manage projects, environments, deployments, variables and logs over the API."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from phemeral.cli.client import Cli, api_command, out, status_text
+from phemeral.cli.serve import serve
+from phemeral.errors import InvalidInput, PhemeralError
+from phemeral.store.variables import parse_assignment
+
+
+def register(main: click.Group) -> None:
+    for command in (projects, environments, deployments, promote, logs, env, serve):
+        main.add_command(command)
+
+
+# ── projects ─────────────────────────────────────────────────────────────────────────────────
+
+
+@click.group()
+def projects() -> None:
+    """Create, inspect, change and delete projects."""
+
+
+@projects.command("create")
+@click.argument("name")
+@click.option("--repo", "repo_url", help="Git repository URL (push to deploy).")
+@click.option("--root-dir", help="Project root inside the repository.")
+@click.option("--start-command", help="Custom start command (default: autodetected).")
+@click.option("--python", "python_version", help="Python version override, e.g. 3.12.")
+@click.option("--package-manager", type=click.Choice(["uv", "poetry", "pip"]))
+@click.option("--webhook-secret", help="GitHub webhook secret (generated when not given).")
+@click.option("--branch", default="main", show_default=True, help="Branch of `production`.")
+@api_command
+def projects_create(cli: Cli, name: str, **fields: Any) -> None:
+    """Create project NAME with its `production` environment."""
+    body = {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+    project = cli.api.post("/projects", body)
+    webhook = cli.api.get(f"/projects/{name}/webhook")
+
+    def human() -> None:
+        out.print(f"[green]created[/] project [bold]{name}[/] (app uid {project['uid']})")
+        for e in project["environments"]:
+            urls = ", ".join(d["url"] for d in e["domains"])
+            out.print(f"  environment {e['name']}: {urls}")
+        out.print(f"  GitHub webhook: {webhook['url']}")
+        out.print(f"  webhook secret (shown once): {project['webhook_secret']}")
+
+    cli.emit(project, human)
+
+
+@projects.command("list")
+@api_command
+def projects_list(cli: Cli) -> None:
+    """List projects."""
+    data = cli.api.get("/projects")
+
+    def human() -> None:
+        table = Table("name", "environments", "repository", "start command")
+        for p in data["items"]:
+            envs = ", ".join(e["name"] for e in p["environments"])
+            table.add_row(p["name"], envs, p["repo_url"] or "—", p["start_command"] or "(auto)")
+        out.print(table)
+
+    cli.emit(data, human)
+
+
+@projects.command("show")
+@click.argument("name")
+@api_command
+def projects_show(cli: Cli, name: str) -> None:
+    """Show project NAME: settings, environments, domains, current deployments."""
+    p = cli.api.get(f"/projects/{name}")
+
+    def human() -> None:
+        out.print(f"[bold]{p['name']}[/]  (app uid {p['uid']})")
+        out.print(f"  repository:    {p['repo_url'] or '—'}")
+        out.print(f"  root dir:      {p['root_dir'] or '(autodetected)'}")
+        out.print(f"  start command: {p['start_command'] or '(autodetected)'}")
+        out.print(f"  python:        {p['python_version'] or '(autodetected)'}")
+        for e in p["environments"]:
+            out.print(f"  environment [bold]{e['name']}[/] branches={','.join(e['branches'])}")
+            out.print(f"    current: {e['current_deployment_id'] or '—'}")
+            for d in e["domains"]:
+                out.print(f"    {d['url']}")
+
+    cli.emit(p, human)
+
+
+@projects.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@api_command
+def projects_delete(cli: Cli, name: str, yes: bool) -> None:
+    """Delete project NAME and all its deployments."""
+    if not yes and not cli.json:
+        click.confirm(f"Delete project {name} and every deployment of it?", abort=True)
+    cli.api.delete(f"/projects/{name}")
+    cli.emit({"deleted": name}, lambda: out.print(f"[green]deleted[/] project {name}"))
+
+
+@projects.command("set")
+@click.argument("name")
+@click.option("--start-command", help="Custom start command for new deployments.")
+@click.option("--clear-start-command", is_flag=True, help="New deployments use the default.")
+@click.option("--root-dir")
+@click.option("--python", "python_version")
+@click.option("--package-manager", type=click.Choice(["uv", "poetry", "pip"]))
+@click.option("--repo", "repo_url")
+@click.option("--webhook-secret")
+@click.option("--repo-token", help="Access token for a private repository (stored encrypted).")
+@api_command
+def projects_set(cli: Cli, name: str, clear_start_command: bool, **fields: Any) -> None:
+    """Change project settings; start-command changes apply to new deployments only."""
+    body = {k: v for k, v in fields.items() if v is not None}
+    if clear_start_command:
+        if "start_command" in body:
+            raise InvalidInput("use either --start-command or --clear-start-command")
+        body["start_command"] = None
+    if not body:
+        raise InvalidInput("nothing to change: pass at least one option (see --help)")
+    p = cli.api.patch(f"/projects/{name}", body)
+
+    def human() -> None:
+        out.print(f"[green]updated[/] {name}: {', '.join(sorted(body))}")
+        if "start_command" in body:
+            out.print("  the start command applies to new deployments; existing ones keep theirs")
+
+    cli.emit(p, human)
+
+
+# ── environments ────────────────────────────────────────────────────────────────────────────
+
+
+@click.group()
+def environments() -> None:
+    """Environments of a project (production, staging, previews…)."""
+
+
+@environments.command("create")
+@click.argument("project")
+@click.argument("name")
+@click.option("--branch", "branches", multiple=True, help="Branch deployed here (repeatable).")
+@click.option("--domain", "domains", multiple=True, help="Extra subdomain (repeatable).")
+@api_command
+def environments_create(
+    cli: Cli, project: str, name: str, branches: tuple[str, ...], domains: tuple[str, ...]
+) -> None:
+    """Create environment NAME in PROJECT."""
+    body = {"name": name, "branches": list(branches), "domains": list(domains)}
+    e = cli.api.post(f"/projects/{project}/environments", body)
+
+    def human() -> None:
+        out.print(f"[green]created[/] environment {project}/{name}")
+        for d in e["domains"]:
+            out.print(f"  {d['url']}")
+
+    cli.emit(e, human)
+
+
+@environments.command("list")
+@click.argument("project")
+@api_command
+def environments_list(cli: Cli, project: str) -> None:
+    """List the environments of PROJECT."""
+    data = cli.api.get(f"/projects/{project}/environments")
+
+    def human() -> None:
+        table = Table("name", "branches", "current", "domains")
+        for e in data["items"]:
+            table.add_row(
+                e["name"],
+                ", ".join(e["branches"]) or "—",
+                e["current_deployment_id"] or "—",
+                "\n".join(d["url"] for d in e["domains"]),
+            )
+        out.print(table)
+
+    cli.emit(data, human)
+
+
+# ── deployments ─────────────────────────────────────────────────────────────────────────────
+
+
+@click.group()
+def deployments() -> None:
+    """List and inspect deployments."""
+
+
+@deployments.command("list")
+@click.argument("project")
+@click.option("--environment", "-e")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page.")
+@api_command
+def deployments_list(
+    cli: Cli, project: str, environment: str | None, limit: int, cursor: str | None
+) -> None:
+    """Deployments of PROJECT, newest first."""
+    data = cli.api.get(
+        f"/projects/{project}/deployments", environment=environment, limit=limit, cursor=cursor
+    )
+
+    def human() -> None:
+        table = Table("id", "env", "status", "trigger", "commit", "created")
+        for d in data["items"]:
+            trig = d["trigger"]
+            label = f"push {trig['branch']}" if trig["kind"] == "push" else "manual"
+            table.add_row(
+                d["id"],
+                d["environment"],
+                status_text(d["status"], d["is_current"]),
+                label,
+                (d["commit"] or "")[:10] or "—",
+                d["created_at"][:19].replace("T", " "),
+            )
+        out.print(table)
+        if data["next_cursor"]:
+            out.print(f"more: --cursor {data['next_cursor']}")
+
+    cli.emit(data, human)
+
+
+@deployments.command("show")
+@click.argument("deployment_id")
+@api_command
+def deployments_show(cli: Cli, deployment_id: str) -> None:
+    """Show one deployment (status, URL, start command and where it came from…)."""
+    d = cli.api.get(f"/deployments/{deployment_id}")
+
+    def human() -> None:
+        out.print(f"[bold]{d['id']}[/]  {d['project']}/{d['environment']}  ", end="")
+        out.print(status_text(d["status"], d["is_current"]))
+        if d["failure_reason"]:
+            out.print(f"  reason:  [red]{escape(d['failure_reason'])}[/]")
+        out.print(f"  url:     {d['url']}")
+        out.print(f"  trigger: {d['trigger']['kind']} {d['commit'] or ''}".rstrip())
+        source = d["start_command_source"] or "pending"
+        command = escape(d["start_command"] or "(decided by the build)")
+        out.print(f"  command: {command} ({source})")
+        inst = d["instances"]
+        out.print(f"  process: {inst['state']} ({inst['instances']} running)")
+        out.print(f"  created: {d['created_at']}  finished: {d['finished_at'] or '—'}")
+
+    cli.emit(d, human)
+
+
+@click.command()
+@click.argument("deployment_id")
+@click.option("--reason", help="Why (kept in the environment's history).")
+@api_command
+def promote(cli: Cli, deployment_id: str, reason: str | None) -> None:
+    """Make DEPLOYMENT_ID the current deployment of its environment (also: rollback)."""
+    d = cli.api.post(f"/deployments/{deployment_id}/promote", {"reason": reason})
+    move = d["promotion"]
+    cli.emit(
+        d,
+        lambda: out.print(
+            f"[green]{d['environment']}[/] now serves {move['to']} (was {move['from'] or '—'})"
+        ),
+    )
+
+
+# ── logs ────────────────────────────────────────────────────────────────────────────────────
+
+
+@click.command()
+@click.argument("deployment_id")
+@click.option("--build", "kind", flag_value="build", default=True, help="Build log (default).")
+@click.option("--runtime", "kind", flag_value="runtime", help="Runtime log of the app.")
+@click.option("--limit", type=int, help="Lines per page.")
+@click.option("--cursor", help="Continue from a previous page's cursor.")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming new lines.")
+@click.option("--stream", "stream_name", help="Runtime only: stdout, stderr, router, system.")
+@api_command
+def logs(
+    cli: Cli,
+    deployment_id: str,
+    kind: str,
+    limit: int | None,
+    cursor: str | None,
+    follow: bool,
+    stream_name: str | None,
+) -> None:
+    """Print the build or runtime log of DEPLOYMENT_ID.
+
+    With --follow --build, the exit code is 0 if the deployment succeeded and 1 if it failed.
+    """
+    base = f"/deployments/{deployment_id}/logs/{kind}"
+    if follow:
+        _follow(cli, base, kind, stream_name)
+        return
+    params: dict[str, Any] = {"limit": limit, "cursor": cursor}
+    if kind == "runtime":
+        params["stream"] = stream_name
+    page = cli.api.get(base, **params)
+    lines = page["lines"] if kind == "build" else list(reversed(page["lines"]))
+
+    def human() -> None:
+        for line in lines:
+            _print_line(line, kind)
+        if page["next_cursor"] and kind == "runtime":
+            out.print(f"[dim]older: --cursor {page['next_cursor']}[/]")
+
+    cli.emit(page, human)
+
+
+def _follow(cli: Cli, base: str, kind: str, stream_name: str | None) -> None:
+    params = {"stream": stream_name} if kind == "runtime" else {}
+    for event, data in cli.api.events(base + "/stream", **params):
+        if event == "end":
+            status = data["status"]
+            if not cli.json:
+                out.print(f"deployment {status_text(status)}")
+            if status != "successful":
+                raise PhemeralError(f"the deployment {status}")
+            return
+        if cli.json:
+            click.echo(json.dumps(data))
+        else:
+            _print_line(data, kind)
+
+
+def _print_line(line: dict[str, Any], kind: str) -> None:
+    when = line["timestamp"][11:23]
+    tag = line["stage"] if kind == "build" else line["stream"]
+    failed = kind == "build" and line["message"].startswith("failed")
+    message = escape(line["message"])
+    text = f"[red]{message}[/]" if failed else message
+    out.print(f"[dim]{when}[/] [cyan]{escape(tag):>8}[/] {text}")
+
+
+# ── environment variables ───────────────────────────────────────────────────────────────────
+
+
+@click.group()
+def env() -> None:
+    """Environment variables (apply to deployments created afterwards)."""
+
+
+@env.command("set")
+@click.argument("project")
+@click.argument("assignments", nargs=-1, required=True)
+@click.option("--environment", "-e", default="production", show_default=True)
+@click.option("--secret", is_flag=True, help="Write-only: the value is never shown again.")
+@api_command
+def env_set(
+    cli: Cli, project: str, assignments: tuple[str, ...], environment: str, secret: bool
+) -> None:
+    """Set KEY=VALUE pairs on PROJECT's environment."""
+    values = dict(parse_assignment(a) for a in assignments)
+    data = cli.api.post(
+        f"/projects/{project}/environments/{environment}/variables",
+        {"values": values, "secret": secret},
+    )
+    cli.emit(data, lambda: out.print(f"[green]set[/] {', '.join(data['set'])} ({data['note']})"))
+
+
+@env.command("unset")
+@click.argument("project")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--environment", "-e", default="production", show_default=True)
+@api_command
+def env_unset(cli: Cli, project: str, keys: tuple[str, ...], environment: str) -> None:
+    """Remove variables KEYS from PROJECT's environment."""
+    data = cli.api.post(
+        f"/projects/{project}/environments/{environment}/variables/unset", {"keys": list(keys)}
+    )
+    cli.emit(data, lambda: out.print(f"[green]unset[/] {', '.join(data['unset'])}"))
+
+
+@env.command("list")
+@click.argument("project")
+@click.option("--environment", "-e", default="production", show_default=True)
+@api_command
+def env_list(cli: Cli, project: str, environment: str) -> None:
+    """List variables (secret values masked)."""
+    data = cli.api.get(f"/projects/{project}/environments/{environment}/variables")
+
+    def human() -> None:
+        table = Table("key", "value", "secret")
+        for v in data["items"]:
+            table.add_row(v["key"], v["value"], "yes" if v["secret"] else "")
+        out.print(table)
+
+    cli.emit(data, human)
+
+
+def wait_for(cli: Cli, deployment_id: str, timeout: float = 900.0) -> dict[str, Any]:
+    """Poll until the deployment leaves `building` (for scripts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        d: dict[str, Any] = cli.api.get(f"/deployments/{deployment_id}")
+        if d["status"] != "building" or time.monotonic() > deadline:
+            return d
+        time.sleep(0.5)

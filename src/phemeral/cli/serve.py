@@ -1,0 +1,40 @@
+"""`phemeral serve`: run the platform in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from phemeral.errors import PhemeralError
+from phemeral.settings import load_settings
+
+
+@click.command("serve")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--base-domain", help="Domain whose subdomains reach deployments.")
+@click.option("--idle-timeout", type=float, help="Seconds idle before an app scales to zero.")
+@click.option("--database-url", help="postgresql+psycopg://… (default: SQLite in the data dir).")
+@click.option(
+    "--allow-local-repos", is_flag=True, default=None, help="Allow local paths as repositories."
+)
+def serve(**options: object) -> None:
+    """Run the API, builder, runtime and router on one port."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from phemeral.server import run
+
+    try:
+        settings = load_settings(overrides=options)
+        click.echo(f"data dir: {settings.data_dir}")
+        click.echo(f"listening on http://{settings.host}:{settings.port}")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(settings))
+    except PhemeralError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
