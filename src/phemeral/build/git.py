@@ -62,7 +62,12 @@ async def fetch(source: GitSource, dest: Path, ctx: BuildContext, *, allow_local
     private = work / ".git-fetch"
     private.mkdir(mode=0o700)
     config = private / "gitconfig"
-    config.write_text(_auth_config(source.token) if source.token else "")
+    config.write_text(
+        (_auth_config(source.token) if source.token else "")
+        # `-c safe.directory` does not reach the local upload-pack (git clears -c for it); the
+        # global file does, and a local repository is usually owned by another uid than ours.
+        + ("[safe]\n\tdirectory = *\n" if local is not None else "")
+    )
     config.chmod(0o600)
     dest.mkdir()
     _chown(ctx.uid, private, config, dest)
