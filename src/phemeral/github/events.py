@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,7 +20,8 @@ from urllib.parse import parse_qs
 from phemeral.github.repository import github_full_name, repository_key
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub does not send larger payloads
-MAX_DELIVERY_ID = 200
+MAX_DELIVERY_ID = 64  # GitHub sends a GUID (36 characters)
+MAX_SEQUENCE = 2**31 - 1  # push sequences are stored as 32-bit integers
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ZERO_SHA = re.compile(r"0+")
 _BRANCH_PREFIX = "refs/heads/"
@@ -74,6 +76,7 @@ class PushEvent:
     created: bool
     forced: bool
     head_commit_message: str | None
+    pushed_at: int | None = None  # GitHub's clock (epoch seconds) when the push happened
 
     @property
     def full_name(self) -> str | None:
@@ -148,6 +151,19 @@ def parse_delivery(
     return _push(delivery_id, data)
 
 
+def _pushed_at(repo: object) -> int | None:
+    value = repo.get("pushed_at") if isinstance(repo, dict) else None
+    if isinstance(value, str):
+        try:
+            value = int(datetime.fromisoformat(value).timestamp())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = int(value)
+    return seconds if 0 < seconds < MAX_SEQUENCE else None
+
+
 def _push(delivery_id: str, data: Mapping[str, Any]) -> Decision:
     ref = _text(data.get("ref"))
     if ref is None:
@@ -181,6 +197,7 @@ def _push(delivery_id: str, data: Mapping[str, Any]) -> Decision:
         created=data.get("created") is True,
         forced=data.get("forced") is True,
         head_commit_message=message,
+        pushed_at=_pushed_at(data.get("repository")),
     )
 
 
@@ -253,3 +270,17 @@ def plan_push(push: PushEvent, projects: Sequence[HookProject]) -> list[Target] 
         for p in sorted(connected, key=lambda p: p.name)
     )
     return Ignored(f"branch {push.branch!r} is not mapped to an environment (mapped: {mapped})")
+
+
+def push_sequence(pushed_at: int | None, received_at: datetime, parent_seq: int | None) -> int:
+    """The ordering number of a push among the pushes of one environment (newer = larger).
+
+    Deliveries arrive in any order, so the order they arrive in says nothing. The push's own
+    time on GitHub's clock (``repository.pushed_at``, else the time it was received) orders
+    pushes to the second; a push whose ``before`` is the commit of a known push (its parent)
+    always sorts after that one, even within the same second.
+    """
+    base = pushed_at if pushed_at is not None else int(received_at.timestamp())
+    if parent_seq is not None and parent_seq >= base:
+        base = parent_seq + 1
+    return min(base, MAX_SEQUENCE)

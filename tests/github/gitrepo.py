@@ -1,0 +1,104 @@
+"""Real git repositories on local paths, and the push deliveries GitHub would send for them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from phemeral.github.signature import sign
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Octo Cat",
+    "GIT_AUTHOR_EMAIL": "octo@example.com",
+    "GIT_COMMITTER_NAME": "Octo Cat",
+    "GIT_COMMITTER_EMAIL": "octo@example.com",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    )
+    return result.stdout.strip()
+
+
+def init_repo(path: Path, branch: str = "main") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", branch)
+    return path
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    """Write ``files`` and commit them; returns the new commit SHA."""
+    for name, text in files.items():
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def push_body(
+    repo: Path,
+    *,
+    before: str,
+    after: str,
+    branch: str = "main",
+    full_name: str = "octo/hello",
+    clone_url: str | None = None,
+    pushed_at: int | None = None,
+    **extra: Any,
+) -> bytes:
+    """The push payload GitHub sends (the fields Phemeral reads, plus realistic extras).
+
+    ``clone_url`` stands in for GitHub's own URL when the project is connected to a local path.
+    """
+    message = git(repo, "log", "-1", "--format=%s", after) if after.strip("0") else None
+    payload: dict[str, Any] = {
+        "ref": f"refs/heads/{branch}",
+        "before": before,
+        "after": after,
+        "created": before == "0" * 40,
+        "deleted": after == "0" * 40,
+        "forced": False,
+        "repository": {
+            "id": 1296269,
+            "name": full_name.split("/")[1],
+            "full_name": full_name,
+            "private": False,
+            "html_url": f"https://github.com/{full_name}",
+            "clone_url": clone_url or f"https://github.com/{full_name}.git",
+            "ssh_url": f"git@github.com:{full_name}.git",
+            "pushed_at": pushed_at if pushed_at is not None else int(time.time()),
+        },
+        "pusher": {"name": "octocat", "email": "octo@example.com"},
+        "sender": {"login": "octocat"},
+        "head_commit": {"id": after, "message": message} if message else None,
+        "commits": [],
+    }
+    payload.update(extra)
+    return json.dumps(payload).encode()
+
+
+def headers(
+    secret: str, body: bytes, *, event: str = "push", delivery: str | None = None
+) -> dict[str, str]:
+    return {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(secret, body),
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test",
+    }
