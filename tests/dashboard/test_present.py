@@ -12,6 +12,7 @@ from phemeral.dashboard.present import (
     log_pages,
     safe_next,
     setting_rows,
+    setting_warnings,
     trigger_summary,
 )
 
@@ -73,6 +74,11 @@ def test_setting_rows_read_both_snapshot_shapes() -> None:
         ("framework", "flask", "requirements.txt")
     ]
     assert setting_rows(None) == []
+    suffixed = {"python_version": "3.12", "python_version_source": "platform default"}
+    assert [(r.name, r.value, r.source) for r in setting_rows(suffixed)] == [
+        ("python_version", "3.12", "platform default")
+    ]
+    assert setting_warnings({"warnings": ["add gunicorn"], "x": 1}) == ["add gunicorn"]
 
 
 def test_environment_urls() -> None:

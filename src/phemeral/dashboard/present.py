@@ -177,22 +177,33 @@ class SettingRow:
 
 
 def setting_rows(settings: object) -> list[SettingRow]:
-    """Detected settings and where each came from, whatever nesting the snapshot uses:
-    ``{k: {"value": v, "source": s}}`` or ``{k: v, "sources": {k: s}}``."""
+    """Detected settings and where each came from, whatever shape the snapshot uses:
+    ``{k: {"value": v, "source": s}}``, ``{k: v, "sources": {k: s}}`` or ``{k: v,
+    "k_source": s}``. Warnings are left to `setting_warnings`."""
     if not isinstance(settings, Mapping):
         return []
     sources = settings.get("sources")
     sources = sources if isinstance(sources, Mapping) else {}
     rows: list[SettingRow] = []
     for key, value in settings.items():
-        if key == "sources":
+        if key in ("sources", "warnings"):
             continue
-        source = sources.get(key, "")
+        if key.endswith("_source") and key.removesuffix("_source") in settings:
+            continue
+        source = sources.get(key) or settings.get(f"{key}_source") or ""
         if isinstance(value, Mapping) and "value" in value:
             source = value.get("source", source)
             value = value["value"]
-        rows.append(SettingRow(name=str(key), value=_text(value), source=_text(source)))
+        rows.append(
+            SettingRow(name=str(key), value=_text(value), source=_text(source) if source else "")
+        )
     return rows
+
+
+def setting_warnings(settings: object) -> list[str]:
+    if isinstance(settings, Mapping) and isinstance(settings.get("warnings"), list):
+        return [str(w) for w in settings["warnings"]]
+    return []
 
 
 def _text(value: object) -> str:

@@ -477,6 +477,7 @@ class _Pages:
             session,
             d=d,
             settings_rows=present.setting_rows(d.get("settings")),
+            settings_warnings=present.setting_warnings(d.get("settings")),
             stages=present.group_stages(lines, str(d.get("status")), d.get("failure_reason")),
             build_cursor=build_cursor,
             build_seen=seen,
