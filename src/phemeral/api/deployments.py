@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from phemeral import deploys
 from phemeral.api.deps import CP, Actor
@@ -30,6 +30,8 @@ CHUNK = 1 << 20
 
 
 class PromoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     reason: str | None = None
 
 

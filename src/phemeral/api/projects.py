@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from phemeral import deploys
@@ -25,7 +25,13 @@ router = APIRouter(tags=["projects"])
 Json = dict[str, Any]
 
 
-class ProjectCreate(BaseModel):
+class Strict(BaseModel):
+    """Unknown fields are refused, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectCreate(Strict):
     name: str
     repo_url: str | None = None
     root_dir: str | None = None
@@ -36,7 +42,7 @@ class ProjectCreate(BaseModel):
     branch: str = "main"
 
 
-class ProjectPatch(BaseModel):
+class ProjectPatch(Strict):
     """Only the fields sent change; ``start_command: null`` clears the custom command."""
 
     repo_url: str | None = None
@@ -48,18 +54,18 @@ class ProjectPatch(BaseModel):
     repo_token: str | None = None
 
 
-class EnvironmentCreate(BaseModel):
+class EnvironmentCreate(Strict):
     name: str
     branches: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
 
 
-class VariablesSet(BaseModel):
+class VariablesSet(Strict):
     values: dict[str, str]
     secret: bool = False
 
 
-class VariablesUnset(BaseModel):
+class VariablesUnset(Strict):
     keys: list[str]
 
 
