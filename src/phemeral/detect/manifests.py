@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from phemeral.detect.lockscan import scan_poetry_lock, scan_uv_lock
 from phemeral.detect.requirements import Dependency, normalise
 from phemeral.detect.tree import SourceTree
 
@@ -47,6 +49,20 @@ def load_toml(
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         warnings.append(f"{path} is not valid TOML ({exc}); ignored")
         return None
+
+
+def load_lock(
+    tree: SourceTree,
+    path: str,
+    warnings: list[str],
+    scan: Callable[[str], dict[str, Any] | None],
+) -> tuple[dict[str, Any], str] | None:
+    """A lockfile through its fast scanner, or a full TOML parse if its layout is unusual."""
+    text = tree.read_text(path)
+    scanned = scan(text) if text is not None else None
+    if scanned is not None and text is not None:
+        return scanned, text
+    return load_toml(tree, path, warnings)
 
 
 def _table(value: object) -> dict[str, Any]:
@@ -151,7 +167,7 @@ def read_uv_lock(tree: SourceTree, directory: str, warnings: list[str]) -> Lockf
     path = join(directory, "uv.lock")
     if not tree.is_file(path):
         return None
-    loaded = load_toml(tree, path, warnings)
+    loaded = load_lock(tree, path, warnings, scan_uv_lock)
     if loaded is None:
         return Lockfile(path=path, kind="uv", packages=frozenset())
     data, text = loaded
@@ -210,7 +226,7 @@ def read_poetry_lock(tree: SourceTree, directory: str, warnings: list[str]) -> L
     path = join(directory, "poetry.lock")
     if not tree.is_file(path):
         return None
-    loaded = load_toml(tree, path, warnings)
+    loaded = load_lock(tree, path, warnings, scan_poetry_lock)
     if loaded is None:
         return Lockfile(path=path, kind="poetry", packages=frozenset())
     data, text = loaded

@@ -49,6 +49,17 @@ class ProjectFiles:
 
 
 def read_project(tree: SourceTree, directory: str) -> ProjectFiles:
+    """The project files of ``directory``, read once per tree."""
+    cache = tree.memo.setdefault("projects", {})
+    assert isinstance(cache, dict)
+    if directory not in cache:
+        cache[directory] = _read_project(tree, directory)
+    found = cache[directory]
+    assert isinstance(found, ProjectFiles)
+    return found
+
+
+def _read_project(tree: SourceTree, directory: str) -> ProjectFiles:
     warnings: list[str] = []
     requirements = parse_requirements(tree, join(directory, "requirements.txt"))
     if requirements is not None:

@@ -75,6 +75,7 @@ class SourceTree:
         self._text: dict[str, str | None] = {}
         self._real: dict[str, str | None] = {}
         self._listing: dict[str, list[tuple[str, bool]]] = {}
+        self.memo: dict[str, object] = {}  # per-tree caches of derived facts (parsed projects)
 
     # -- path resolution -------------------------------------------------------------------
 
