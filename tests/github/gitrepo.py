@@ -65,7 +65,10 @@ def push_body(
 
     ``clone_url`` stands in for GitHub's own URL when the project is connected to a local path.
     """
-    message = git(repo, "log", "-1", "--format=%s", after) if after.strip("0") else None
+    try:
+        message: str | None = git(repo, "log", "-1", "--format=%s", after)
+    except subprocess.CalledProcessError:  # a deletion, or a commit the repository lacks
+        message = None
     payload: dict[str, Any] = {
         "ref": f"refs/heads/{branch}",
         "before": before,

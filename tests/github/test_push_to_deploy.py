@@ -1,0 +1,334 @@
+"""Push to deploy end to end: a real `phemeral serve`, real git repositories on local paths,
+signed deliveries over HTTP, real builds; GitHub's statuses API is a local recording server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .fake_github import FakeGitHub, start_fake_github
+from .gitrepo import commit, headers, init_repo, push_body
+
+pytestmark = pytest.mark.slow
+
+APP = Path(__file__).resolve().parents[1] / "fixtures" / "build" / "uv_fastapi"
+ZERO = "0" * 40
+TOKEN = "ghp_e2e_token_never_in_logs_0123456789"
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    log: Path
+    github: FakeGitHub
+    repos: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.url}/api{path}", headers=self.auth, timeout=30, **kwargs
+        )
+
+    def deliver(
+        self, secret: str, body: bytes, *, delivery: str | None = None, event: str = "push"
+    ) -> httpx.Response:
+        sent = headers(secret, body, event=event, delivery=delivery)
+        return httpx.post(f"{self.url}/api/webhooks/github", content=body, headers=sent, timeout=30)
+
+    def deployments(self, project: str) -> list[dict[str, Any]]:
+        response = self.api("GET", f"/projects/{project}/deployments", params={"limit": 100})
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def wait(self, deployment_id: str, timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            d: dict[str, Any] = self.api("GET", f"/deployments/{deployment_id}").json()
+            if d["status"] != "building":
+                return d
+            time.sleep(0.3)
+        raise AssertionError(f"deployment {deployment_id} still building after {timeout} s")
+
+    def current(self, project: str, environment: str = "production") -> str | None:
+        envs = self.api("GET", f"/projects/{project}").json()["environments"]
+        [env] = [e for e in envs if e["name"] == environment]
+        current: str | None = env["current_deployment_id"]
+        return current
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    # Under /tmp with 0755 so the per-app uids that fetch and build can read the repositories.
+    root = Path(tempfile.mkdtemp(prefix="phemeral-gh-"))
+    root.chmod(0o755)
+    (root / "repos").mkdir(mode=0o755)
+    github = start_fake_github()
+    port = _free_port()
+    log = root / "server.log"
+    env = {
+        **os.environ,
+        "PHEMERAL_GITHUB_API_URL": github.url,
+        "PHEMERAL_LOG_LEVEL": "warning",
+        "PHEMERAL_BUILD_TIMEOUT": "240",
+    }
+    argv = [sys.executable, "-m", "phemeral", "serve", "--data-dir", str(root / "data")]
+    argv += ["--port", str(port), "--allow-local-repos"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        token = (root / "data" / "admin-token").read_text().strip()
+        yield Server(url, token, log, github, root / "repos")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        github.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def make_repo(server: Server, name: str) -> tuple[Path, list[str]]:
+    """A repository with two commits of a small FastAPI app, answering its version."""
+    repo = init_repo(server.repos / name)
+    files = {p.name: p.read_text() for p in APP.iterdir() if p.is_file()}
+    shas = []
+    for version in ("v1", "v2"):
+        files["main.py"] = files["main.py"].replace('{"hello": "uv"}', '{"version": "VERSION"}')
+        files["main.py"] = files["main.py"].replace("VERSION", version)
+        shas.append(commit(server.repos / name, files, f"release {version}"))
+        files["main.py"] = files["main.py"].replace(version, "VERSION")
+    return repo, shas
+
+
+def create_project(server: Server, name: str, repo: Path, secret: str) -> None:
+    response = server.api(
+        "POST", "/projects", json={"name": name, "repo_url": str(repo), "webhook_secret": secret}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["webhook_secret"] == secret
+
+
+def two_pushes(repo: Path, shas: list[str]) -> list[bytes]:
+    pushed = int(time.time())
+    return [
+        push_body(repo, before=ZERO, after=shas[0], clone_url=str(repo), pushed_at=pushed - 10),
+        push_body(repo, before=shas[0], after=shas[1], clone_url=str(repo), pushed_at=pushed),
+    ]
+
+
+def served_version(server: Server, project: str) -> str | None:
+    """What the environment domain serves, or None while the router is not wired into serve."""
+    host = f"{project}-production.phemeral.localhost"
+    response = httpx.get(f"{server.url}/", headers={"Host": host}, timeout=30)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        body = response.json()
+        if isinstance(body, dict) and "version" in body:
+            version: str = body["version"]
+            return version
+    return None
+
+
+def test_two_pushes_in_order_delivered_twice(server: Server) -> None:
+    repo, shas = make_repo(server, "inorder")
+    create_project(server, "inorder", repo, "secret-in-order")
+    patched = server.api("PATCH", "/projects/inorder", json={"repo_token": TOKEN})
+    assert patched.status_code == 200, patched.text
+    assert TOKEN not in patched.text
+    bodies = two_pushes(repo, shas)
+    guids = ["11111111-aaaa-4000-8000-000000000001", "11111111-aaaa-4000-8000-000000000002"]
+
+    started = time.monotonic()
+    first = [
+        server.deliver("secret-in-order", b, delivery=g) for b, g in zip(bodies, guids, strict=True)
+    ]
+    assert time.monotonic() - started < 10  # GitHub's delivery timeout, for both together
+    assert [r.status_code for r in first] == [201, 201], [r.text for r in first]
+    ids = [r.json()["deployments"][0]["id"] for r in first]
+    assert len(set(ids)) == 2
+
+    again = [
+        server.deliver("secret-in-order", b, delivery=g) for b, g in zip(bodies, guids, strict=True)
+    ]
+    assert [r.status_code for r in again] == [200, 200]
+    assert [r.json()["deployments"][0]["id"] for r in again] == ids
+    assert all(r.json()["status"] == "duplicate" for r in again)
+
+    done = [server.wait(i) for i in ids]
+    assert [d["status"] for d in done] == ["successful", "successful"], done
+    for d, sha in zip(done, shas, strict=True):
+        assert d["commit"] == sha
+        assert d["trigger"]["kind"] == "push"
+        assert d["trigger"]["branch"] == "main"
+        assert d["trigger"]["pusher"] == "octocat"
+    assert [d["trigger"]["delivery_id"] for d in done] == guids
+    assert len(server.deployments("inorder")) == 2
+    assert server.current("inorder") == ids[1]
+    version = served_version(server, "inorder")
+    assert version in (None, "v2")  # None: the router is not part of `serve` yet
+
+    # Commit statuses reached the (local) GitHub statuses endpoint: pending, then success.
+    deadline = time.monotonic() + 20
+    while len(server.github.statuses()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sent = server.github.statuses()
+    seen = {(r.path.rsplit("/", 1)[1], r.body["state"]) for r in sent}
+    assert seen == {(sha, state) for sha in shas for state in ("pending", "success")}
+    for r in sent:
+        assert r.path.startswith("/repos/octo/hello/statuses/")
+        assert r.headers["authorization"] == f"Bearer {TOKEN}"
+        assert r.body["target_url"].startswith(("http://" + ids[0], "http://" + ids[1]))
+    assert TOKEN not in server.log.read_text()
+
+
+def test_reverse_order_keeps_the_newer_commit_current(server: Server) -> None:
+    repo, shas = make_repo(server, "reverse")
+    create_project(server, "reverse", repo, "secret-reverse")
+    older, newer = two_pushes(repo, shas)
+
+    newer_id = server.deliver("secret-reverse", newer).json()["deployments"][0]["id"]
+    older_id = server.deliver("secret-reverse", older).json()["deployments"][0]["id"]
+    done = {i: server.wait(i) for i in (newer_id, older_id)}
+    assert all(d["status"] == "successful" for d in done.values()), done
+    assert server.current("reverse") == newer_id
+    older_view = server.api("GET", f"/deployments/{older_id}").json()
+    assert older_view["is_current"] is False
+    assert older_view["status"] == "successful"
+    assert served_version(server, "reverse") in (None, "v2")
+
+    # The older one stays promotable by hand (a rollback).
+    promoted = server.api("POST", f"/deployments/{older_id}/promote", json={"reason": "rollback"})
+    assert promoted.status_code == 200, promoted.text
+    assert server.current("reverse") == older_id
+
+
+def test_concurrent_identical_deliveries_create_one_deployment(server: Server) -> None:
+    repo, shas = make_repo(server, "concurrent")
+    create_project(server, "concurrent", repo, "secret-concurrent")
+    # A commit the repository does not have: the deployment is created, its build fails fast.
+    missing = "d" * 40
+    body = push_body(repo, before=shas[1], after=missing, clone_url=str(repo))
+    guid = "22222222-bbbb-4000-8000-000000000001"
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(
+            pool.map(lambda _: server.deliver("secret-concurrent", body, delivery=guid), range(10))
+        )
+    assert sorted(r.status_code for r in answers) == [200] * 9 + [201], [r.text for r in answers]
+    assert len({r.json()["deployments"][0]["id"] for r in answers}) == 1
+    [deployment] = server.deployments("concurrent")
+    done = server.wait(deployment["id"])
+    assert done["status"] == "failed"
+    assert missing[:12] in (done["failure_reason"] or "")
+    assert server.current("concurrent") is None
+
+
+def test_forged_and_modified_deliveries_are_refused(server: Server) -> None:
+    repo, shas = make_repo(server, "forged")
+    create_project(server, "forged", repo, "secret-forged")
+    body = push_body(repo, before=ZERO, after=shas[0], clone_url=str(repo))
+    genuine = headers("secret-forged", body)
+    url = f"{server.url}/api/webhooks/github"
+
+    forged = headers("not-the-secret", body)
+    modified = body.replace(shas[0].encode(), shas[1].encode())
+    assert modified != body
+    unsigned = {k: v for k, v in genuine.items() if k != "X-Hub-Signature-256"}
+    sha1_only = {**unsigned, "X-Hub-Signature": "sha1=" + "0" * 40}
+    upper = {**genuine, "X-Hub-Signature-256": genuine["X-Hub-Signature-256"].upper()}
+    cases = [
+        (body, forged),
+        (modified, genuine),  # a captured delivery replayed with a changed body
+        (body, unsigned),
+        (body, sha1_only),
+        (body, upper),
+    ]
+    for content, sent in cases:
+        response = httpx.post(url, content=content, headers=sent, timeout=30)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "unauthorized"
+    assert server.deployments("forged") == []
+
+
+def test_deliveries_that_deploy_nothing(server: Server) -> None:
+    repo, shas = make_repo(server, "quiet")
+    create_project(server, "quiet", repo, "secret-quiet")
+    url = f"{server.url}/api/webhooks/github"
+
+    def deliver(body: bytes, event: str = "push") -> httpx.Response:
+        return server.deliver("secret-quiet", body, event=event)
+
+    ping = deliver(b'{"zen": "Design for failure.", "hook_id": 1}', event="ping")
+    assert ping.status_code == 200
+    assert ping.json()["status"] == "pong"
+    assert "quiet" in ping.json()["projects"]
+
+    for body, event, why in [
+        (
+            push_body(repo, before=ZERO, after=shas[0], clone_url=str(repo), branch="feature"),
+            "push",
+            "not mapped",
+        ),
+        (push_body(repo, before=shas[0], after=ZERO, clone_url=str(repo)), "push", "deleted"),
+        (
+            push_body(repo, before=ZERO, after=shas[0], clone_url=str(repo), ref="refs/tags/v1"),
+            "push",
+            "tag push",
+        ),
+        (b'{"action": "opened"}', "issues", "not handled"),
+        (
+            push_body(repo, before=ZERO, after=shas[0], full_name="octo/elsewhere"),
+            "push",
+            "not the repository",
+        ),
+    ]:
+        response = deliver(body, event)
+        assert response.status_code == 202, response.text
+        assert why in response.json()["reason"]
+
+    invalid = deliver(b"{this is not json")
+    assert invalid.status_code == 400
+    assert invalid.json()["error"]["code"] == "invalid_payload"
+
+    huge = b"x" * (25 * 1024 * 1024 + 1)
+    too_big = httpx.post(url, content=huge, headers=headers("secret-quiet", b"{}"), timeout=60)
+    assert too_big.status_code == 413
+    assert server.deployments("quiet") == []
