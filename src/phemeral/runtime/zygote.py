@@ -56,6 +56,8 @@ class Template:
         self.app: Any = None
         self.config: Any = None  # uvicorn Config or gunicorn application object
         self.workers = 1
+        self.worker_class: Any = None
+        self.gunicorn_log: Any = None
         self.children: set[int] = set()
 
     # -- messaging -------------------------------------------------------------------------
@@ -246,6 +248,11 @@ class Template:
         self.app = application.wsgi()
         self.config = application
         self.workers = int(application.cfg.workers)
+        # Import the worker, its HTTP parser and the logger now, not in every forked child.
+        cfg = application.cfg
+        self.worker_class = cfg.worker_class
+        self.gunicorn_log = cfg.logger_class(cfg)
+        preload(["gunicorn.http", "gunicorn.http.wsgi", "gunicorn.workers.base"])
         warm_wsgi(self.app)
 
     # -- forking ---------------------------------------------------------------------------
@@ -282,7 +289,9 @@ class Template:
                     if self.server == "uvicorn":
                         serve_uvicorn(self.config, listen_fd)
                     else:
-                        code = serve_gunicorn(self.config, self.app, listen_fd)
+                        code = serve_gunicorn(
+                            self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log
+                        )
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
                 except BaseException:
@@ -412,11 +421,10 @@ def serve_uvicorn(config: Any, listen_fd: int) -> None:
     server.run(sockets=[sock])
 
 
-def serve_gunicorn(application: Any, app: Any, listen_fd: int) -> int:
+def serve_gunicorn(application: Any, app: Any, listen_fd: int, worker_class: Any, log: Any) -> int:
     """One gunicorn worker (the configured worker class) on the passed socket, no arbiter."""
     sock_mod = importlib.import_module("gunicorn.sock")
     cfg = application.cfg
-    log = cfg.logger_class(cfg)
     probe = socket.socket(fileno=os.dup(listen_fd))
     family = probe.family
     name = probe.getsockname()
@@ -428,7 +436,7 @@ def serve_gunicorn(application: Any, app: Any, listen_fd: int) -> int:
     else:
         listener = sock_mod.TCPSocket(name, cfg, log, fd=listen_fd)
     application.wsgi = lambda: app
-    worker = cfg.worker_class(1, os.getppid(), [listener], application, cfg.timeout / 2.0, cfg, log)
+    worker = worker_class(1, os.getppid(), [listener], application, cfg.timeout / 2.0, cfg, log)
     cfg.post_fork(None, worker)
     worker.pid = os.getpid()
     worker.init_process()

@@ -1,0 +1,114 @@
+"""The pure decisions of the runtime: lines, floods, backoff, idleness, command parsing."""
+
+from __future__ import annotations
+
+from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
+from phemeral.runtime.command import parse_server_command
+from phemeral.runtime.idle import DormantTemplate, is_idle, sweep_interval, templates_to_evict
+from phemeral.runtime.loglines import LineSplitter, RateLimiter, dropped_marker, split_long
+
+
+def test_lines_are_split_on_newlines_and_partial_lines_wait() -> None:
+    splitter = LineSplitter(limit=16)
+    assert splitter.feed(b"one\ntw") == ["one"]
+    assert splitter.feed(b"o\r\nthree\n") == ["two", "three"]
+    assert splitter.flush() == []
+    assert splitter.feed(b"tail") == []
+    assert splitter.flush() == ["tail"]
+
+
+def test_long_lines_are_cut_at_the_bound() -> None:
+    splitter = LineSplitter(limit=10)
+    assert splitter.feed(b"a" * 25 + b"\n") == ["a" * 10, "a" * 10, "a" * 5]
+    # An unterminated flood is cut too, so memory stays bounded.
+    assert splitter.feed(b"b" * 23) == ["b" * 10, "b" * 10]
+    assert splitter.flush() == ["bbb"]
+
+
+def test_cuts_never_split_a_utf8_character() -> None:
+    text = "é" * 10  # 2 bytes each
+    pieces = split_long(text.encode(), limit=5)
+    assert "".join(pieces) == text
+    assert all(len(p.encode()) <= 5 for p in pieces)
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_rate_limiter_admits_a_burst_then_the_rate_and_counts_drops() -> None:
+    limiter = RateLimiter(rate=10, burst=5)
+    admitted = [limiter.admit(now=100.0) for _ in range(8)]
+    assert admitted == [True] * 5 + [False] * 3
+    assert limiter.take_dropped() == 3
+    assert limiter.take_dropped() == 0
+    assert limiter.admit(now=100.15)  # 0.15 s at 10/s refills one token
+    assert not limiter.admit(now=100.15)
+    assert limiter.admit(now=101.0)
+    assert dropped_marker(3) == "[phemeral] 3 lines dropped (log rate limit)"
+    assert dropped_marker(1).startswith("[phemeral] 1 line dropped")
+
+
+def test_backoff_is_immediate_then_doubles_to_the_cap() -> None:
+    assert [restart_delay(n) for n in range(1, 8)] == [0, 10, 20, 40, 80, 160, 300]
+    assert restart_delay(30) == 300
+
+
+def test_backoff_schedule_and_reset_after_a_healthy_period() -> None:
+    history = CrashHistory()
+    history = record_crash(history, now=0.0, running_since=0.0)
+    assert history.crashes == 1 and may_start(history, 0.0)
+    history = record_crash(history, now=1.0, running_since=0.5)
+    assert history.crashes == 2
+    assert not may_start(history, 5.0) and may_start(history, 11.0)
+    history = record_crash(history, now=12.0, running_since=11.0)
+    assert history.retry_at == 32.0
+    # Ten minutes of healthy running forget the loop: the next crash restarts at once.
+    history = record_crash(history, now=2000.0, running_since=1000.0)
+    assert history.crashes == 1 and may_start(history, 2000.0)
+    assert history.total_restarts == 4
+
+
+def test_idle_needs_no_request_in_flight_and_the_timeout_elapsed() -> None:
+    assert not is_idle(last_request_at=100, in_flight=0, now=105, timeout=10)
+    assert is_idle(last_request_at=100, in_flight=0, now=110, timeout=10)
+    assert not is_idle(last_request_at=0, in_flight=1, now=1000, timeout=10)
+    assert sweep_interval([300, 0.4]) == 0.1
+    assert sweep_interval([]) == 1.0
+
+
+def test_templates_go_after_their_ttl_or_under_memory_pressure() -> None:
+    dormant = [
+        DormantTemplate("old", dormant_since=0, memory_kb=30_000),
+        DormantTemplate("mid", dormant_since=50, memory_kb=30_000),
+        DormantTemplate("new", dormant_since=90, memory_kb=30_000),
+    ]
+    assert templates_to_evict(dormant, now=100, ttl=60, available_kb=10**7, low_water_kb=1) == [
+        "old"
+    ]
+    # Short of memory: the longest dormant go first until enough would be freed.
+    assert templates_to_evict(
+        dormant, now=100, ttl=1000, available_kb=100_000, low_water_kb=150_000
+    ) == ["old", "mid"]
+
+
+def test_default_commands_split_into_pre_commands_and_server_argv() -> None:
+    parsed = parse_server_command(
+        "python manage.py migrate && gunicorn --bind 0.0.0.0:${PORT:-8000} mysite.wsgi", 8123
+    )
+    assert parsed is not None
+    assert parsed.pre_commands == ("python manage.py migrate",)
+    assert parsed.argv == ("gunicorn", "--bind", "0.0.0.0:8123", "mysite.wsgi")
+    uv = parse_server_command("python -m uvicorn main:app --host 0.0.0.0 --port $PORT", 9)
+    assert uv is not None and uv.server == "uvicorn" and uv.argv[:2] == ("uvicorn", "main:app")
+    factory = parse_server_command("gunicorn 'app:create_app()'", 1)
+    assert factory is not None and factory.argv == ("gunicorn", "app:create_app()")
+
+
+def test_commands_the_template_cannot_reproduce_run_as_given() -> None:
+    for command in (
+        "uvicorn main:app --reload",
+        "gunicorn app:app | tee log",
+        "hypercorn main:app",
+        "uvicorn main:app --workers $WEB_CONCURRENCY",
+        "gunicorn app:app; echo done",
+        "uvicorn main:app --uds /tmp/s",
+    ):
+        assert parse_server_command(command, 8000) is None, command

@@ -1,0 +1,446 @@
+"""The runtime with real releases, real venvs and real processes (sandboxed when root)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phemeral.errors import BootFailed, Unavailable
+from phemeral.models import Upstream
+from phemeral.runtime import procs
+from phemeral.runtime.supervisor import Runtime
+from phemeral.settings import Settings
+
+from .conftest import ListBuildLog, ListSink, make_release
+
+pytestmark = pytest.mark.slow
+
+
+async def get(upstream: Upstream, path: str = "/", timeout: float = 20) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    if b"chunked" in head.lower():
+        body = _dechunk(body)
+    return status, body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return out
+
+
+async def request(runtime: Runtime, deployment_id: str, path: str = "/") -> tuple[int, bytes]:
+    """What the router does: ensure running, count the request in flight, forward it."""
+    upstream = await runtime.ensure_running(deployment_id)
+    runtime.request_started(deployment_id)
+    try:
+        return await get(upstream, path)
+    finally:
+        runtime.request_finished(deployment_id)
+
+
+async def failed_request(runtime: Runtime, deployment_id: str, path: str) -> bool:
+    """True when the connection ended without an HTTP answer (the server process died)."""
+    try:
+        status, _ = await request(runtime, deployment_id, path)
+    except (OSError, ValueError, IndexError):
+        return True
+    return status == 0
+
+
+def run_with_runtime(
+    settings: Settings,
+    sink: ListSink,
+    body: Callable[[Runtime], Awaitable[None]],
+    **options: Any,
+) -> None:
+    async def main() -> None:
+        runtime = Runtime(settings, sink, **options)
+        await runtime.start()
+        try:
+            await body(runtime)
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("stack", ["fastapi", "flask", "django"])
+def test_boot_check_then_scale_to_zero_then_wake_from_the_template(
+    stack: str, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, f"{stack}-1", stack)
+    build_log = ListBuildLog()
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, build_log)
+        assert "the app answered on $PORT" in build_log.text()
+        state = runtime.instances(release.deployment_id)
+        assert state.instances == 1 and state.state == "running"
+        await runtime.sweep()  # not idle yet: it keeps running
+        assert runtime.instances(release.deployment_id).instances == 1
+        runtime.set_idle_timeout(release.deployment_id, 0.01)
+        await asyncio.sleep(0.05)
+        await runtime.sweep()
+        state = runtime.instances(release.deployment_id)
+        assert (state.instances, state.state, state.tier) == (0, "dormant", "template")
+        assert state.idle_memory_kb > 1000
+        runtime.set_idle_timeout(release.deployment_id, 300)
+        pids = set()
+        for _ in range(2):
+            status, body_bytes = await request(runtime, release.deployment_id)
+            assert status == 200
+            assert json.loads(body_bytes)["hello"] == stack
+            pids.add(json.loads(body_bytes)["pid"])
+            assert runtime.instances(release.deployment_id).state == "running"
+        assert len(pids) == 1  # the second request reused the running instance
+        await wait_until(lambda: "handled /" in sink.messages(release.deployment_id, "stdout"))
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_a_burst_of_100_first_requests_starts_exactly_one_instance(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "burst-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        results = await asyncio.gather(*(request(runtime, "burst-1") for _ in range(100)))
+        assert [status for status, _ in results] == [200] * 100
+        assert len({json.loads(b)["pid"] for _, b in results}) == 1
+        starts = [m for m in sink.messages("burst-1", "system") if m.startswith("stopping")]
+        assert starts == []
+        assert runtime.instances("burst-1").instances == 1
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_idle_instances_stop_and_the_next_request_wakes_a_new_one(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "idle-1", "flask")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release, idle_timeout=0.3)
+        await request(runtime, "idle-1")
+        # In flight: never idle, however long it takes.
+        runtime.request_started("idle-1")
+        await asyncio.sleep(1.0)
+        assert runtime.instances("idle-1").instances == 1
+        runtime.request_finished("idle-1")
+        await wait_until(lambda: runtime.instances("idle-1").state == "dormant", timeout=5)
+        assert runtime.instances("idle-1").instances == 0
+        await wait_until(lambda: any("(idle)" in m for m in sink.messages("idle-1", "system")))
+        status, _ = await request(runtime, "idle-1")
+        assert status == 200
+        assert runtime.instances("idle-1").instances == 1
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_retire_drains_the_request_in_flight_before_stopping(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "drain-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        slow = asyncio.create_task(request(runtime, "drain-1", "/slow?seconds=1.5"))
+        await wait_until(lambda: runtime.instances("drain-1").instances == 1)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await runtime.retire("drain-1")
+        status, payload = await slow
+        assert status == 200 and json.loads(payload) == {"slept": 1.5}
+        assert time.monotonic() - started >= 1.0  # it waited for the request
+        assert runtime.instances("drain-1").instances == 0
+        with pytest.raises(Unavailable):
+            await runtime.ensure_running("drain-1")
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_graceful_stop_lets_the_server_finish_a_request_after_sigterm(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "term-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release, idle_timeout=0.2)
+        upstream = await runtime.ensure_running("term-1")
+        # A request the router did not count (in-flight 0): idle stop sends SIGTERM while it
+        # runs, and uvicorn's graceful shutdown still answers it.
+        slow = asyncio.create_task(get(upstream, "/slow?seconds=1"))
+        await wait_until(lambda: runtime.instances("term-1").state == "stopping", timeout=5)
+        status, _ = await slow
+        assert status == 200
+        await wait_until(lambda: runtime.instances("term-1").instances == 0)
+
+    run_with_runtime(settings, sink, body, stop_timeout=5)
+
+
+def test_crashes_restart_immediately_then_back_off(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "crash-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        await request(runtime, "crash-1")
+        assert await failed_request(runtime, "crash-1", "/crash")
+        await wait_until(lambda: runtime.instances("crash-1").restarts == 1)
+        state = runtime.instances("crash-1")
+        assert state.last_exit == "exited with code 3"
+        # The first restart is immediate (the deployment was in use, so it restarts itself).
+        await wait_until(lambda: runtime.instances("crash-1").instances == 1)
+        status, _ = await request(runtime, "crash-1")
+        assert status == 200
+        assert await failed_request(runtime, "crash-1", "/crash")
+        await wait_until(lambda: runtime.instances("crash-1").restarts == 2)
+        assert runtime.instances("crash-1").state == "backoff"
+        with pytest.raises(Unavailable, match=r"crash-looping .* next restart in 10 s"):
+            await runtime.ensure_running("crash-1")
+        await wait_until(
+            lambda: any("crashed (exited with code 3)" in m for m in sink.messages("crash-1"))
+        )
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_a_custom_command_that_never_binds_fails_its_boot_check_with_its_output(
+    tmp_path: Path, data_dir: Path, sink: ListSink
+) -> None:
+    settings = Settings(data_dir=data_dir, boot_timeout=1.5)
+    release = make_release(
+        tmp_path,
+        "never-1",
+        "fastapi",
+        custom=True,
+        start_command="echo listening elsewhere; exec sleep 30",
+    )
+    build_log = ListBuildLog()
+
+    async def body(runtime: Runtime) -> None:
+        started = time.monotonic()
+        with pytest.raises(BootFailed, match=r"within 1\.5 s"):
+            await runtime.boot_check(release, build_log)
+        assert time.monotonic() - started < 8
+        assert "listening elsewhere" in build_log.text()
+        assert runtime.instances("never-1").instances == 0
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_an_app_that_crashes_on_import_fails_its_boot_check(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path,
+        "broken-1",
+        "fastapi",
+        files={"main.py": "import fastapi\nraise RuntimeError('missing DATABASE_URL')\n"},
+    )
+    build_log = ListBuildLog()
+
+    async def body(runtime: Runtime) -> None:
+        with pytest.raises(BootFailed, match="missing DATABASE_URL"):
+            await runtime.boot_check(release, build_log)
+        assert "boot check failed" in build_log.text()
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_a_custom_command_that_exits_fails_its_boot_check_with_the_exit_code(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path, "exit-1", "flask", custom=True, start_command="echo bad config >&2; exit 4"
+    )
+    build_log = ListBuildLog()
+
+    async def body(runtime: Runtime) -> None:
+        with pytest.raises(BootFailed, match="exited with code 4"):
+            await runtime.boot_check(release, build_log)
+        assert "bad config" in build_log.text()
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_custom_commands_run_as_given_with_port_and_environment(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path,
+        "custom-1",
+        "fastapi",
+        custom=True,
+        start_command='echo "greeting=$GREETING"; exec uvicorn main:app --port $PORT',
+        env={"GREETING": "hi"},
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        status, payload = await request(runtime, "custom-1")
+        assert status == 200 and json.loads(payload)["hello"] == "fastapi"
+        await wait_until(lambda: "greeting=hi" in sink.messages("custom-1", "stdout"))
+        assert runtime.instances("custom-1").tier == "running"
+        await runtime.retire("custom-1")
+        assert runtime.instances("custom-1").instances == 0
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_long_lines_are_split_and_floods_are_marked(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "logs-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        await request(runtime, "logs-1", "/long?n=40000")
+        await wait_until(lambda: any(len(m) > 1000 for m in sink.messages("logs-1", "stdout")))
+        await asyncio.sleep(0.2)
+        long_pieces = [m for m in sink.messages("logs-1", "stdout") if set(m) == {"x"}]
+        assert [len(m) for m in long_pieces] == [16384, 16384, 40000 - 2 * 16384]
+        await request(runtime, "logs-1", "/flood?n=20000")
+        await wait_until(
+            lambda: any("lines dropped" in m for m in sink.messages("logs-1", "system"))
+        )
+        await asyncio.sleep(0.3)
+        flood = [m for m in sink.messages("logs-1", "stdout") if m.startswith("flood line")]
+        assert 300 <= len(flood) < 2000  # the burst, then about 200 lines/s
+        dropped = sum(
+            int(m.split()[1]) for m in sink.messages("logs-1", "system") if "dropped" in m
+        )
+        assert len(flood) + dropped == 20000
+        line = next(x for x in sink.lines if x.message.startswith("flood line"))
+        assert line.instance.startswith("i-") and line.stream == "stdout"
+
+    run_with_runtime(settings, sink, body, log_rate=200, log_burst=300)
+
+
+def test_the_deep_tier_holds_nothing_and_still_wakes(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "deep-1", "flask")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release, idle_timeout=0.05)
+        await request(runtime, "deep-1")
+        await wait_until(lambda: runtime.instances("deep-1").state == "dormant")
+        await runtime.sweep()  # template_ttl=0.1 s: the dormant template goes
+        await asyncio.sleep(0.15)
+        await runtime.sweep()
+        state = runtime.instances("deep-1")
+        assert (state.tier, state.idle_memory_kb, state.state) == ("none", 0, "stopped")
+        status, _ = await request(runtime, "deep-1")
+        assert status == 200
+
+    run_with_runtime(settings, sink, body, template_ttl=0.1)
+
+
+def test_a_restarted_platform_replaces_what_the_last_run_left(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    template_release = make_release(tmp_path, "adopt-1", "fastapi")
+    custom_release = make_release(
+        tmp_path / "c",
+        "adopt-2",
+        "fastapi",
+        custom=True,
+        start_command="exec uvicorn main:app --port $PORT",
+    )
+
+    async def main() -> None:
+        first = Runtime(settings, sink)
+        await first.start()
+        for release in (template_release, custom_release):
+            first.register(release)
+            await request(first, release.deployment_id)
+        records = list((settings.data_dir / "runtime" / "records").glob("*.json"))
+        assert len(records) == 2
+        launchers = [json.loads(r.read_text())["pids"][0]["pid"] for r in records]
+        trees = {pid: [pid, *procs.descendants(pid)] for pid in launchers}
+        assert all(len(tree) >= 2 for tree in trees.values())
+        # The platform "dies" without stopping anything: a second runtime takes over.
+        second = Runtime(settings, sink)
+        await second.start()
+        try:
+            for tree in trees.values():
+                await wait_until(lambda t=tree: not any(procs.start_time(p) for p in t))
+            assert list((settings.data_dir / "runtime" / "records").glob("*.json")) == []
+            for release in (template_release, custom_release):
+                second.register(release)
+                status, _ = await request(second, release.deployment_id)
+                assert status == 200
+        finally:
+            await second.close()
+            for dep in first._deployments.values():
+                if dep.template is not None:
+                    await dep.template.close(timeout=1)
+            first.capture.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
+def test_a_memory_bomb_is_killed_by_its_limit_and_reported(
+    tmp_path: Path, data_dir: Path, sink: ListSink
+) -> None:
+    settings = Settings(data_dir=data_dir, boot_timeout=20, app_memory_mb=160)
+    release = make_release(tmp_path, "bomb-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        await request(runtime, "bomb-1")
+        assert await failed_request(runtime, "bomb-1", "/bomb")
+        await wait_until(lambda: runtime.instances("bomb-1").restarts == 1, timeout=20)
+        assert runtime.instances("bomb-1").last_exit == "killed: memory limit exceeded (160 MB)"
+        await wait_until(
+            lambda: any("memory limit exceeded" in m for m in sink.messages("bomb-1", "system"))
+        )
+        # Another deployment next to it is untouched and the bomb's template serves again.
+        await wait_until(lambda: runtime.instances("bomb-1").instances == 1, timeout=20)
+        status, _ = await request(runtime, "bomb-1")
+        assert status == 200
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_ensure_running_refuses_unknown_deployments(settings: Settings, sink: ListSink) -> None:
+    async def body(runtime: Runtime) -> None:
+        with pytest.raises(Unavailable):
+            await runtime.ensure_running("nope")
+        assert runtime.instances("nope").instances == 0
+
+    run_with_runtime(settings, sink, body)
