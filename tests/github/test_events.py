@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from phemeral.github.events import (
     environments_for_branch,
     parse_delivery,
     plan_push,
+    push_sequence,
     repository_matches,
     too_large,
 )
@@ -210,3 +212,26 @@ def test_plan_push() -> None:
     nothing = plan_push(decision, [other])
     assert isinstance(nothing, Ignored)
     assert "is not the repository configured for web" in nothing.reason
+
+
+def test_pushed_at_is_read_from_the_repository() -> None:
+    as_int = decide("push", push(repository={"full_name": "o/r", "pushed_at": 1_790_000_000}))
+    as_iso = decide(
+        "push", push(repository={"full_name": "o/r", "pushed_at": "2026-01-01T00:00:00Z"})
+    )
+    junk = decide("push", push(repository={"full_name": "o/r", "pushed_at": "yesterday"}))
+    assert isinstance(as_int, PushEvent) and as_int.pushed_at == 1_790_000_000
+    assert isinstance(as_iso, PushEvent) and as_iso.pushed_at == 1_767_225_600
+    assert isinstance(junk, PushEvent) and junk.pushed_at is None
+
+
+def test_push_sequence_orders_by_push_time_not_arrival() -> None:
+    received = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
+    older = push_sequence(1_790_000_000, received, None)
+    newer = push_sequence(1_790_000_060, received, None)
+    assert newer > older  # whichever arrives first
+    # no push time: the time it was received
+    assert push_sequence(None, received, None) == int(received.timestamp())
+    # same second: a push whose parent is known sorts after it
+    assert push_sequence(1_790_000_000, received, parent_seq=1_790_000_000) == 1_790_000_001
+    assert push_sequence(1_790_000_100, received, parent_seq=1_790_000_000) == 1_790_000_100
