@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -102,10 +103,9 @@ def test_cgroup_memory_limit_oom_and_kill(tmp_path: Path) -> None:
         assert result.returncode != 0
         assert group.oom_killed()
         sleeper = subprocess.Popen(group.join_argv() + sandbox.wrap(["sleep", "60"], spec))
-        for _ in range(100):
-            if group.pids():
-                break
-            sleeper.poll()
+        deadline = time.monotonic() + 5
+        while len(group.pids()) < 2 and time.monotonic() < deadline:  # bwrap + sleep joined
+            time.sleep(0.02)
         group.kill()
         assert sleeper.wait(timeout=10) != 0
         assert group.pids() == []

@@ -133,7 +133,7 @@ def _read_inputs(plan: InstallPlan) -> dict[str, bytes]:
     out = {}
     for path in input_files(plan):
         if path.is_file() and not path.is_symlink():
-            out[path.relative_to(plan.project_dir.parent).as_posix()] = path.read_bytes()
+            out[os.path.relpath(path, plan.project_dir)] = path.read_bytes()
     return out
 
 
@@ -150,7 +150,7 @@ def _env(plan: InstallPlan) -> dict[str, str]:
         "UV_CACHE_DIR": str(plan.cache_dir),
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",
-        "UV_LINK_MODE": "hardlink",
+        "UV_LINK_MODE": "copy",  # hardlinks cannot cross the sandbox's bind mounts
         "UV_PROJECT_ENVIRONMENT": str(plan.venv),
         "UV_SYSTEM_CERTS": "1",
         "UV_NATIVE_TLS": "1",
@@ -244,7 +244,7 @@ async def _install_poetry(
     ctx.log.write(
         STAGE, f"poetry.lock: {len(chosen.packages)} packages in the main group, installed by hash"
     )
-    requirements = plan.venv.parent / ".poetry-requirements.txt"
+    requirements = plan.home / "poetry-requirements.txt"
     requirements.write_text(chosen.requirements_text())
     if ctx.uid is not None:
         os.chown(requirements, ctx.uid, ctx.uid)

@@ -140,20 +140,22 @@ async def run(
             if not quiet:
                 ctx.emit(stage, line)
 
+    tasks = {asyncio.ensure_future(pump()), asyncio.ensure_future(proc.wait())}
     try:
-        await asyncio.wait_for(
-            asyncio.gather(pump(), proc.wait()), timeout=max(ctx.remaining(), 0.01)
-        )
-    except TimeoutError:
-        _kill_tree(ctx, proc.pid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        raise BuildTimeout(
-            f"the build ran past its {ctx.timeout:.0f} s limit and was stopped", stage=stage
-        ) from None
+        _, pending = await asyncio.wait(tasks, timeout=max(ctx.remaining(), 0.01))
     except asyncio.CancelledError:
         _kill_tree(ctx, proc.pid)
+        for task in tasks:
+            task.cancel()
         raise
+    if pending:
+        _kill_tree(ctx, proc.pid)
+        _, still = await asyncio.wait(pending, timeout=10)
+        for task in still:
+            task.cancel()
+        raise BuildTimeout(
+            f"the build ran past its {ctx.timeout:.0f} s limit and was stopped", stage=stage
+        )
     assert proc.returncode is not None
     return StepResult(returncode=proc.returncode, output=tail)
 

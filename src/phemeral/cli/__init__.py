@@ -17,3 +17,6 @@ main.add_command(detect_command)
 from phemeral.cli import control  # noqa: E402 - projects, environments, deployments, serve, …
 
 control.register(main)
+from phemeral.cli.deploy import deploy_command  # noqa: E402 - registration after the group
+
+main.add_command(deploy_command)

@@ -1,0 +1,133 @@
+"""Each way a build fails ends with a BuildError naming the stage and the reason, and leaves
+nothing half-built behind."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from buildkit import FIXTURES, ListLog, make_job
+
+from phemeral.build.pipeline import build
+from phemeral.errors import BuildError, BuildTimeout
+from phemeral.settings import Settings
+
+
+def _project(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "project"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _fail(project: Path, tmp_path: Path, settings: Settings) -> tuple[BuildError, ListLog, Path]:
+    job = make_job(project, tmp_path / "work", settings, project="broken")
+    log = ListLog()
+    with pytest.raises(BuildError) as caught:
+        asyncio.run(build(job, log, settings))
+    assert not job.release_dir.exists()  # nothing half-built remains
+    assert "build failed:" in log.text()
+    return caught.value, log, job.release_dir
+
+
+def test_no_python_project(tmp_path: Path, settings: Settings) -> None:
+    project = _project(tmp_path, {"README.md": "# not python\n", "index.html": "<p>hi</p>"})
+    error, _, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "detect"
+
+
+def test_missing_interpreter_lists_available(tmp_path: Path, settings: Settings) -> None:
+    project = _project(
+        tmp_path,
+        {
+            ".python-version": "3.14\n",
+            "requirements.txt": "flask\n",
+            "app.py": "from flask import Flask\napp = Flask(__name__)\n",
+        },
+    )
+    error, _, _ = _fail(project, tmp_path, settings)
+    assert error.stage in ("detect", "python")
+    assert "3.14" in error.message
+    assert "3.11" in error.message and "3.12" in error.message  # the versions this server has
+
+
+@pytest.mark.slow
+def test_unresolvable_dependency(tmp_path: Path, settings: Settings) -> None:
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "fastapi\nphemeral-no-such-package-xyz==1.0\n",
+            "main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+        },
+    )
+    error, _, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "install"
+    assert "cannot be resolved" in error.message
+    assert "phemeral-no-such-package-xyz" in error.message
+
+
+@pytest.mark.slow
+def test_stale_uv_lock(tmp_path: Path, settings: Settings) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(FIXTURES / "uv_fastapi", project)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('"uvicorn>=0.29"', '"uvicorn>=0.29", "httpx"')
+    )
+    error, _, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "install"
+    assert "run `uv lock`" in error.message
+
+
+@pytest.mark.slow
+def test_import_error_traceback_in_log(tmp_path: Path, settings: Settings) -> None:
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "fastapi\nuvicorn\n",
+            "main.py": (
+                "from fastapi import FastAPI\nimport helpers_that_do_not_exist\napp = FastAPI()\n"
+            ),
+        },
+    )
+    error, log, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "verify"
+    assert "helpers_that_do_not_exist" in error.message
+    assert "Traceback (most recent call last)" in log.text("verify")
+
+
+@pytest.mark.slow
+def test_timeout_kills_the_build(tmp_path: Path, settings: Settings) -> None:
+    # an in-tree build backend that never finishes: the install stage hangs until the limit
+    project = _project(
+        tmp_path,
+        {
+            "pyproject.toml": (
+                '[project]\nname = "slow"\nversion = "0"\ndependencies = ["fastapi"]\n'
+                '[build-system]\nrequires = []\nbuild-backend = "slow_backend"\n'
+                'backend-path = ["."]\n'
+            ),
+            "slow_backend.py": "import time\ntime.sleep(600)\n",
+            "main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+        },
+    )
+    quick = replace(settings, build_timeout=8)
+    started = time.monotonic()
+    error, log, _ = _fail(project, tmp_path, quick)
+    assert isinstance(error, BuildTimeout)
+    assert error.stage == "install"
+    assert time.monotonic() - started < 40
+    assert "limit" in log.text()
+    out = subprocess_run(["pgrep", "-f", "slow_backend"])
+    assert out == "", f"build processes survived: {out}"
+
+
+def subprocess_run(argv: list[str]) -> str:
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
