@@ -36,6 +36,8 @@
         last.open = true;
         var summary = el("summary");
         summary.appendChild(el("span", "stage-name", line.stage));
+        summary.appendChild(document.createTextNode(" "));
+        summary.appendChild(el("span", "muted", "started " + clock(line.timestamp)));
         last.appendChild(summary);
         last.appendChild(el("ol", "log"));
         stages.appendChild(last);
