@@ -5,7 +5,9 @@ signed deliveries over HTTP, real builds; GitHub's statuses API is a local recor
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -83,8 +85,12 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def running_server(database_url: str | None = None) -> Iterator[Server]:
+    """`phemeral serve` with local repositories allowed and GitHub's API on a local server."""
     # Under /tmp with 0755 so the per-app uids that fetch and build can read the repositories.
     root = Path(tempfile.mkdtemp(prefix="phemeral-gh-"))
     root.chmod(0o755)
@@ -100,6 +106,8 @@ def server() -> Iterator[Server]:
     }
     argv = [sys.executable, "-m", "phemeral", "serve", "--data-dir", str(root / "data")]
     argv += ["--port", str(port), "--allow-local-repos"]
+    if database_url:
+        argv += ["--database-url", database_url]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -125,6 +133,28 @@ def server() -> Iterator[Server]:
             proc.wait()
         github.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[Server]:
+    """The same server on a PostgreSQL database of its own (dropped afterwards)."""
+    import psycopg
+
+    name = "phemeral_github_" + secrets.token_hex(4)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with running_server(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}") as srv:
+            yield srv
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_repo(server: Server, name: str) -> tuple[Path, list[str]]:
@@ -241,7 +271,13 @@ def test_reverse_order_keeps_the_newer_commit_current(server: Server) -> None:
     assert server.current("reverse") == older_id
 
 
-def test_concurrent_identical_deliveries_create_one_deployment(server: Server) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_concurrent_identical_deliveries_create_one_deployment(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    server: Server = request.getfixturevalue("server" if backend == "sqlite" else "pg_server")
     repo, shas = make_repo(server, "concurrent")
     create_project(server, "concurrent", repo, "secret-concurrent")
     # A commit the repository does not have: the deployment is created, its build fails fast.
