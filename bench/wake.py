@@ -1,0 +1,195 @@
+"""Wake → first byte for scaled-to-zero deployments, through the router, per stack and tier.
+
+    .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15]
+
+It constructs hello-world FastAPI (uvicorn), Flask (gunicorn) and Django (gunicorn) releases
+on real venvs (built once with uv, cached like the runtime tests' ones), plus a custom start
+command (``uvicorn main:app --port $PORT`` run as given). A platform process (the runtime and
+the router, as `phemeral serve` wires them, sandboxed when root) serves them; this process is
+the client, so client and platform do not share an event loop.
+
+For each deployment and run: scale it to zero (stop the instance; the template stays dormant),
+then time one ``GET /`` through the router from ``connect`` to the first response byte.
+Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero state) and
+``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
+restart). Idle memory is the USS of each dormant template's process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BASE = "wake.bench"
+STACKS = ["fastapi", "flask", "django"]
+
+
+# -- platform side (a child process) ----------------------------------------------------------
+
+
+async def platform(workdir: Path) -> None:
+    from phemeral.models import DeploymentRoute, DeploymentStatus, RoutingSnapshot, Upstream
+    from phemeral.router.server import serve_router
+    from phemeral.runtime.supervisor import Runtime
+    from phemeral.settings import Settings
+    from tests.runtime.conftest import make_release
+
+    class NullSink:
+        def write(self, lines: list[object]) -> None:
+            pass
+
+    releases = {
+        f"{stack}-hello": make_release(workdir, f"{stack}-hello", stack) for stack in STACKS
+    }
+    releases["custom-hello"] = make_release(
+        workdir / "custom",
+        "custom-hello",
+        "fastapi",
+        custom=True,
+        start_command="exec uvicorn main:app --port $PORT",
+    )
+    settings = Settings(data_dir=workdir / "data", base_domain=BASE, boot_timeout=60)
+    runtime = Runtime(settings, NullSink())
+    await runtime.start()
+    deployments = {
+        did: DeploymentRoute(DeploymentStatus.SUCCESSFUL, "p", "production") for did in releases
+    }
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    router = await serve_router(
+        host="127.0.0.1",
+        port=0,
+        snapshot=RoutingSnapshot(BASE, deployments, {}),
+        backends=runtime,
+        control_plane=Upstream("127.0.0.1", 9),
+        log_sink=NullSink(),
+        sock=listener,
+    )
+
+    class Log:
+        def write(self, stage: str, message: str) -> None:
+            pass
+
+    for release in releases.values():
+        await runtime.boot_check(release, Log())
+    print(json.dumps({"port": listener.getsockname()[1]}), flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        op, did = line.split()
+        dep = runtime._deployments[did]
+        if op in ("idle", "deep"):
+            await runtime._stop_instance(dep, "bench")
+            if op == "deep":
+                await runtime.drop_template(did)
+            reply: dict[str, object] = {"ok": True}
+        else:
+            state = runtime.instances(did)
+            reply = {"tier": state.tier, "idle_memory_kb": state.idle_memory_kb}
+        print(json.dumps(reply), flush=True)
+    await router.close()
+    await runtime.close()
+
+
+# -- client side ------------------------------------------------------------------------------
+
+
+def first_byte_ms(port: int, host: str) -> float:
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(request)
+        first = conn.recv(65536)
+        elapsed = (time.perf_counter() - started) * 1000
+        data = first
+        while chunk := conn.recv(65536):
+            data += chunk
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"unexpected answer from {host}: {data[:200]!r}")
+    return elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--cold-runs", type=int, default=15)
+    parser.add_argument("--platform", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.platform:
+        asyncio.run(platform(Path(args.platform)))
+        return
+    with tempfile.TemporaryDirectory(prefix="phemeral-wake-") as tmp:
+        Path(tmp).chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--platform", tmp],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["port"]
+
+        def call(op: str, did: str) -> dict[str, object]:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(f"{op} {did}\n")
+            proc.stdin.flush()
+            result: dict[str, object] = json.loads(proc.stdout.readline())
+            return result
+
+        rows = []
+        plan = [(f"{s}-hello", "template", args.runs) for s in STACKS]
+        plan += [(f"{s}-hello", "deep", args.cold_runs) for s in STACKS]
+        plan += [("custom-hello", "custom command", args.cold_runs)]
+        memory: dict[str, object] = {}
+        for did, tier, runs in plan:
+            samples = []
+            for _ in range(runs + 2):
+                call("deep" if tier == "deep" else "idle", did)
+                if tier == "template" and did not in memory:
+                    memory[did] = call("state", did)["idle_memory_kb"]
+                time.sleep(0.05)
+                samples.append(first_byte_ms(port, f"{did}.{BASE}"))
+            samples = samples[2:]  # two warm-up wakes
+            rows.append((did, tier, samples))
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+    print(
+        f"wake → first byte through the router, ms ({os.cpu_count()} CPUs, "
+        f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'})"
+    )
+    print(f"{'deployment':<16} {'tier':<16} {'n':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
+    for did, tier, samples in rows:
+        print(
+            f"{did:<16} {tier:<16} {len(samples):>3} {statistics.median(samples):>7.1f} "
+            f"{percentile(samples, 90):>7.1f} {percentile(samples, 99):>7.1f} {max(samples):>7.1f}"
+        )
+    print("\nidle memory per scaled-to-zero deployment (dormant template tree, USS):")
+    for did, kb in memory.items():
+        print(f"  {did:<16} {int(kb) / 1024:6.1f} MiB")  # type: ignore[call-overload]
+    print("  deep tier: 0 MiB (nothing resident)")
+
+
+if __name__ == "__main__":
+    main()
