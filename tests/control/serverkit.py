@@ -122,3 +122,7 @@ def wait_done(api: httpx.Client, deployment_id: str, timeout: float = 180) -> di
             return body
         time.sleep(0.3)
     raise AssertionError(f"deployment {deployment_id} still building after {timeout} s")
+
+
+def database_uri(server: Server) -> str:
+    return server.database_url or f"sqlite:///{server.data_dir / 'phemeral.db'}"
