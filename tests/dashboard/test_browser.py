@@ -11,11 +11,16 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from phemeral.models import LogStream, RuntimeLogLine
+from phemeral.store import Store
+from phemeral.store.logs import LogWriter
 
 from .harness import REPO, SCREENSHOTS, Server, pack_dir, upload, wait_finished
 
@@ -185,57 +190,76 @@ def test_deployment_page_links_its_url_and_serves(
     assert page.get_by_text(first["start_command"]).first.is_visible()
 
 
-def test_runtime_logs_page_and_follow(page: Any, server: Server, first: dict[str, Any]) -> None:
-    require_router(server, first["url"])
-    marker = uuid.uuid4().hex[:8]
-    for n in range(25):
-        via_router(server, first["url"], f"/page-{marker}-{n:02d}")
-    deadline = time.monotonic() + 20
-    with server.api() as api:
-        while True:
-            lines = api.get(
-                f"/api/deployments/{first['id']}/logs/runtime", params={"q": marker, "limit": 50}
-            ).json()["lines"]
-            if len(lines) >= 25 or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
-    assert len(lines) >= 25, "the router's access lines did not reach the runtime log"
+def write_runtime_lines(
+    server: Server, deployment_id: str, lines: list[tuple[LogStream, str]]
+) -> None:
+    """Runtime log lines through the store's log writer, the sink the runtime itself writes to
+    (same SQLite database as the running server)."""
+    store = Store.connect(f"sqlite:///{server.data_dir / 'phemeral.db'}")
+    writer = LogWriter(store, runtime_log_cap=20_000)
+    try:
+        writer.write(
+            [
+                RuntimeLogLine(deployment_id, "web-1", stream, datetime.now(UTC), message)
+                for stream, message in lines
+            ]
+        )
+        writer.flush()
+    finally:
+        store.close()
 
-    page.goto(f"{server.dashboard_url}/deployments/{first['id']}?q={marker}&limit=10#runtime-logs")
-    rows = page.locator("#runtime-lines tr")
-    assert rows.count() == 10
-    newest = rows.first.inner_text()
-    assert f"page-{marker}-24" in newest
-    shot(page, "05-runtime-logs")
-    page.get_by_role("link", name="Older »").click()
-    assert f"page-{marker}-14" in page.locator("#runtime-lines tr").first.inner_text()
-    page.get_by_role("link", name="Older »").click()
-    assert f"page-{marker}-04" in page.locator("#runtime-lines tr").first.inner_text()
-    page.get_by_role("link", name="« Newer").click()
-    assert f"page-{marker}-14" in page.locator("#runtime-lines tr").first.inner_text()
-    page.get_by_role("link", name="« Newer").click()
-    assert f"page-{marker}-24" in page.locator("#runtime-lines tr").first.inner_text()
 
-    # filter by stream (the text filter stays): every row is a router line
-    page.get_by_label("Stream").select_option("router")
+def test_runtime_log_pages_filters_and_follow(
+    page: Any, server: Server, first: dict[str, Any]
+) -> None:
+    """Paging newer/older, the stream and text filters and live follow, over lines the runtime's
+    sink stored (independent of the router)."""
+    tag = uuid.uuid4().hex[:6]
+    streams: tuple[LogStream, ...] = ("stdout", "stderr", "stdout", "system")
+    write_runtime_lines(
+        server, first["id"], [(streams[n % 4], f"{tag} line {n:02d}") for n in range(30)]
+    )
+    page.goto(f"{server.dashboard_url}/deployments/{first['id']}?q={tag}&limit=10#runtime-logs")
+
+    def top() -> str:
+        return str(page.locator("#runtime-lines tr").first.inner_text())
+
+    assert page.locator("#runtime-lines tr").count() == 10
+    assert f"{tag} line 29" in top()
+    assert page.get_by_role("link", name="« Newer").count() == 0
+    page.get_by_role("link", name="Older »").click()
+    assert f"{tag} line 19" in top()
+    page.get_by_role("link", name="Older »").click()
+    assert f"{tag} line 09" in top()
+    assert page.get_by_role("link", name="Older »").count() == 0
+    shot(page, "05-runtime-logs-oldest-page")
+    page.get_by_role("link", name="« Newer").click()
+    assert f"{tag} line 19" in top()
+    page.get_by_role("link", name="« Newer").click()
+    assert f"{tag} line 29" in top()
+
+    page.get_by_label("Stream").select_option("stderr")
     page.get_by_role("button", name="Filter").click()
-    page.wait_for_url(re.compile(r"stream=router"))
-    streams = page.locator("#runtime-lines tr td:nth-child(2)").all_inner_texts()
-    assert len(streams) == 10 and set(streams) == {"router"}
+    page.wait_for_url(re.compile(r"stream=stderr"))
+    cells = page.locator("#runtime-lines tr td:nth-child(2)").all_inner_texts()
+    assert cells and set(cells) == {"stderr"}
+    assert f"{tag} line 29" in top()  # 29 % 4 == 1: stderr
+    shot(page, "05-runtime-logs")
 
-    # follow live: a new request shows up without a reload
-    page.goto(f"{server.dashboard_url}/deployments/{first['id']}#runtime-logs")
+    page.goto(f"{server.dashboard_url}/deployments/{first['id']}?q={tag}#runtime-logs")
     page.evaluate("window.__notReloaded = true")
     page.get_by_role("button", name="Follow live").click()
-    time.sleep(1.0)  # the follower starts from the newest line at the time it connects
-    via_router(server, first["url"], f"/live-{marker}")
-    page.wait_for_function(
-        f"document.querySelector('#runtime-lines tr')?.innerText.includes('live-{marker}')"
-        " && window.__notReloaded === true"
-    )
     assert page.get_by_role("button", name="Stop following").get_attribute("aria-pressed") == (
         "true"
     )
+    time.sleep(1.0)  # the follower starts from the newest line when it connects
+    write_runtime_lines(server, first["id"], [("stdout", f"{tag} arrived live <b>x</b>")])
+    page.wait_for_function(
+        f"document.querySelector('#runtime-lines tr')?.innerText.includes('{tag} arrived live')"
+        " && window.__notReloaded === true"
+    )
+    assert "<b>x</b>" in top()  # shown as text, never parsed as markup
+    page.get_by_role("button", name="Stop following").click()
 
 
 def env_domain(server: Server, name: str) -> tuple[str, str | None]:

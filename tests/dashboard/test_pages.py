@@ -172,8 +172,10 @@ def test_a_failed_build_shows_its_failing_stage(server: Server, browser_like: ht
     assert "<b>bold</b>" not in page.text  # file names reach the page escaped, if at all
     # the project, its deployments list (with filters) and environment pages read the same data
     listing = browser_like.get(f"/projects/{name}/deployments?status=failed")
-    assert d["id"] in listing.text
-    assert d["id"] not in browser_like.get(f"/projects/{name}/deployments?status=successful").text
+    assert str(d["id"]) in listing.text
+    assert (
+        str(d["id"]) not in browser_like.get(f"/projects/{name}/deployments?status=successful").text
+    )
     assert browser_like.get(f"/projects/{name}").status_code == 200
     env = browser_like.get(f"/projects/{name}/environments/production")
     assert env.status_code == 200
