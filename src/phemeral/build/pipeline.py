@@ -138,7 +138,8 @@ async def _stages(
     for line in detection.summary().splitlines():
         ctx.log.write("detect", line)
     command, command_source = resolve_start_command(job.custom_start_command, detection)
-    ctx.log.write("detect", f"start command ({command_source.value}): {command}")
+    if command_source is StartCommandSource.CUSTOM:
+        ctx.log.write("detect", f"start command (custom, from the project settings): {command}")
     workdir = (src / detection.root_dir).resolve()
     if workdir != src.resolve() and src.resolve() not in workdir.parents:
         raise BuildError(

@@ -1,0 +1,143 @@
+"""`phemeral deploy` against a real `phemeral serve`: live log, status, exit code, stored log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from buildkit import FIXTURES
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    data_dir = tmp_path_factory.mktemp("serve-data")
+    port = _free_port()
+    log = (data_dir.parent / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "phemeral",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PHEMERAL_LOG_LEVEL": "warning"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"serve exited; see {log.name}"
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield url, data_dir
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _cli(server: tuple[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
+    url, data_dir = server
+    return subprocess.run(
+        [sys.executable, "-m", "phemeral", *args, "--url", url, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_deploy_streams_log_and_succeeds(server: tuple[str, Path]) -> None:
+    result = _cli(server, "deploy", str(FIXTURES / "uv_fastapi"), "--project", "cli-uv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for stage in ("source", "detect", "python", "install", "verify", "release"):
+        assert f" {stage} " in out
+    assert "status  successful" in out
+    assert "url     http://" in out
+    deployment_id = out.split("id      ")[1].split()[0]
+    logs = _cli(server, "logs", deployment_id, "--build", "--json")
+    assert logs.returncode == 0, logs.stderr
+    lines = json.loads(logs.stdout)["lines"]
+    stages = {line["stage"] for line in lines}
+    assert {"source", "detect", "python", "install", "verify", "release"} <= stages
+    stamps = [datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")) for line in lines]
+    assert all(stamp.tzinfo is not None for stamp in stamps)
+    assert stamps == sorted(stamps)
+
+
+def test_deploy_json_and_failed_exit_status(server: tuple[str, Path], tmp_path: Path) -> None:
+    project = tmp_path / "broken-app"
+    project.mkdir()
+    (project / "requirements.txt").write_text("fastapi\nuvicorn\n")
+    (project / "main.py").write_text(
+        "import no_such_module_here\nfrom fastapi import FastAPI\napp = FastAPI()\n"
+    )
+    result = _cli(server, "deploy", str(project), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    body = json.loads(result.stdout)
+    assert body["status"] == "failed"
+    assert body["project"] == "broken-app"
+    assert body["environment"] == "production"
+    assert "no_such_module_here" in (body.get("failure_reason") or "")
+
+
+def test_deploy_of_git_checkout_ships_uncommitted_changes(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    repo = tmp_path / "gitapp"
+    shutil.copytree(FIXTURES / "pip_flask_factory", repo)
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / ".gitignore").write_text("local.env\n")
+    (repo / "local.env").write_text("SECRET=1\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    init = repo / "shop" / "__init__.py"
+    init.write_text(init.read_text().replace('"shop"', '"shop v2"'))
+    result = _cli(server, "deploy", str(repo), "--no-wait", "--json")
+    assert result.returncode == 0, result.stderr
+    deployment_id = json.loads(result.stdout)["id"]
+    url, data_dir = server
+    deadline = time.monotonic() + 300
+    token = (data_dir / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/api/deployments/{deployment_id}", headers=headers).json()
+        if status["status"] != "building":
+            break
+        time.sleep(0.5)
+    assert status["status"] == "successful", status
+    releases = list((data_dir / "apps").glob(f"*/releases/{deployment_id}/src"))
+    assert len(releases) == 1
+    src = releases[0]
+    assert "shop v2" in (src / "shop" / "__init__.py").read_text()  # uncommitted change shipped
+    assert not (src / "local.env").exists()  # ignored file left out
