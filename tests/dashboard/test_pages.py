@@ -3,6 +3,8 @@ escaping of user content, and the pages reading real data made through the real 
 
 from __future__ import annotations
 
+import html
+import re
 import uuid
 
 import httpx
@@ -180,3 +182,45 @@ def test_a_failed_build_shows_its_failing_stage(server: Server, browser_like: ht
     env = browser_like.get(f"/projects/{name}/environments/production")
     assert env.status_code == 200
     assert "No successful deployments yet." in env.text
+
+
+def test_webhook_secret_is_revealed_only_on_a_checked_post(
+    server: Server, browser_like: httpx.Client
+) -> None:
+    name = _name("hooked")
+    secret = "whsec-" + uuid.uuid4().hex
+    with server.api() as api:
+        response = api.post("/api/projects", json={"name": name, "webhook_secret": secret})
+        assert response.status_code == 201, response.text
+    page = browser_like.get(f"/projects/{name}")
+    assert secret not in page.text
+    assert "/api/webhooks/github" in page.text
+    refused = browser_like.post(f"/projects/{name}/webhook-secret", data={})
+    assert refused.status_code == 403 and secret not in refused.text
+    shown = browser_like.post(
+        f"/projects/{name}/webhook-secret", data={"csrf_token": csrf_of(page.text)}
+    )
+    assert shown.status_code == 200
+    assert secret in shown.text
+    assert shown.headers["cache-control"] == "no-store"
+
+
+def test_deployments_list_pages_older_and_newer(server: Server, browser_like: httpx.Client) -> None:
+    name = _name("paged")
+    with server.api() as api:
+        ids = [str(upload(api, name, tar_gz({"README.md": f"{n}\n"}))["id"]) for n in range(3)]
+        for deployment_id in ids:
+            wait_finished(api, deployment_id)
+    newest_first = list(reversed(ids))
+    first = browser_like.get(f"/projects/{name}/deployments?limit=2")
+    assert [i for i in newest_first if i in first.text] == newest_first[:2]
+    assert "« Newer" not in first.text
+    older_href = re.search(r'href="\?([^"]+)" rel="next"', first.text)
+    assert older_href
+    second = browser_like.get(f"/projects/{name}/deployments?" + html.unescape(older_href[1]))
+    assert [i for i in newest_first if i in second.text] == newest_first[2:]
+    assert 'rel="next"' not in second.text
+    newer_href = re.search(r'href="\?([^"]*)" rel="prev"', second.text)
+    assert newer_href
+    back = browser_like.get(f"/projects/{name}/deployments?" + html.unescape(newer_href[1]))
+    assert [i for i in newest_first if i in back.text] == newest_first[:2]

@@ -383,22 +383,28 @@ class _Pages:
         environment: str = "",
         status: str = "",
         cursor: str = "",
+        trail: str = "",
+        limit: int = PAGE_SIZE,
     ) -> Response:
         session = self.session(request)
         if session is None:
             return self.to_login(request)
+        limit = max(1, min(limit, 100))
         api = self.api(request)
         try:
             project = await api.project(name)
             envs = await api.environments(name)
             items, next_cursor = await self.filtered_deployments(
-                api, name, environment or None, status or None, cursor or None
+                api, name, environment or None, status or None, cursor or None, want=limit
             )
         except PhemeralError as exc:
             return self.error_page(request, session, exc)
         finally:
             await api.aclose()
         base = {"environment": environment, "status": status}
+        if limit != PAGE_SIZE:
+            base["limit"] = str(limit)
+        newer_query, older_query = present.log_pages(base, cursor, trail, next_cursor)
         return self.render(
             request,
             "deployments.html",
@@ -409,11 +415,10 @@ class _Pages:
             status=status,
             items=items,
             cursor=cursor,
-            next_cursor=next_cursor,
+            limit=limit if limit != PAGE_SIZE else None,
             first_query=urlencode({k: v for k, v in base.items() if v}),
-            next_query=urlencode({**{k: v for k, v in base.items() if v}, "cursor": next_cursor})
-            if next_cursor
-            else "",
+            newer_query=newer_query,
+            older_query=older_query,
             crumbs=[("Projects", "/projects"), (name, f"/projects/{name}"), ("Deployments", None)],
         )
 
