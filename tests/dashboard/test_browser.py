@@ -318,3 +318,19 @@ def test_the_environment_domain_follows_the_promotion(
     assert hits[older["id"]] and not hits[newer["id"]]
     page.goto(f"{server.dashboard_url}/deployments/{older['id']}?q={probe[1:]}#runtime-logs")
     assert probe in page.locator("#runtime-lines").inner_text()
+
+
+def test_redeploy_builds_the_same_source_again(
+    page: Any, server: Server, deployed: dict[str, dict[str, Any]]
+) -> None:
+    older = deployed["older"]
+    page.goto(f"{server.dashboard_url}/deployments/{older['id']}")
+    page.get_by_role("button", name="Redeploy").click()
+    page.wait_for_url(re.compile(r"/deployments/[a-z0-9]+$"))
+    new_id = page.url.rsplit("/", 1)[1]
+    assert new_id != older["id"]
+    with server.api() as api:
+        new = wait_finished(api, new_id)
+    assert new["status"] == "successful", new.get("failure_reason")
+    assert (new["project"], new["environment"]) == (older["project"], older["environment"])
+    assert new["trigger"]["by"] == "admin (dashboard)"

@@ -182,6 +182,14 @@ def test_a_failed_build_shows_its_failing_stage(server: Server, browser_like: ht
     env = browser_like.get(f"/projects/{name}/environments/production")
     assert env.status_code == 200
     assert "No successful deployments yet." in env.text
+    # a failed upload keeps no source: redeploying it is refused with the reason, not an error
+    assert 'action="/deployments/' + str(d["id"]) + '/redeploy"' not in page.text
+    assert browser_like.post(f"/deployments/{d['id']}/redeploy").status_code == 403
+    refused = browser_like.post(
+        f"/deployments/{d['id']}/redeploy", data={"csrf_token": csrf_of(page.text)}
+    )
+    assert refused.status_code == 409
+    assert "no longer kept" in refused.text
 
 
 def test_webhook_secret_is_revealed_only_on_a_checked_post(

@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from phemeral.dashboard import present
 from phemeral.dashboard.control import JSON, ControlPlane
+from phemeral.dashboard.redeploy import can_redeploy, redeploy
 from phemeral.dashboard.session import (
     LOGIN_COOKIE,
     LOGIN_TTL_SECONDS,
@@ -39,11 +40,13 @@ from phemeral.dashboard.session import (
     session_key,
     token_matches,
 )
-from phemeral.errors import ConfigError, NotFound, PhemeralError
+from phemeral.deploys import ControlPlane as ControlPlaneState
+from phemeral.errors import ConfigError, Conflict, NotFound, PhemeralError
 from phemeral.settings import Settings
 
 # A file name, not a secret: the server writes the token there on first start (phemeral.api.auth).
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105
+DASHBOARD_ACTOR = "admin (dashboard)"
 RECENT_DEPLOYMENTS = 10
 PAGE_SIZE = 20
 RUNTIME_PAGE_SIZE = 100
@@ -108,6 +111,7 @@ def create_router(
     add("/deployments/{deployment_id}", pages.deployment, methods=["GET"])
     add("/deployments/{deployment_id}/promote", pages.confirm_promote, methods=["GET"])
     add("/deployments/{deployment_id}/promote", pages.promote, methods=["POST"])
+    add("/deployments/{deployment_id}/redeploy", pages.redeploy, methods=["POST"])
     add("/deployments/{deployment_id}/build-log/events", pages.build_events, methods=["GET"])
     add("/deployments/{deployment_id}/runtime-log/events", pages.runtime_events, methods=["GET"])
     add("/_dashboard/{asset}", pages.asset, methods=["GET"])
@@ -488,7 +492,7 @@ class _Pages:
             build_seen=seen,
             build_truncated=len(lines) >= BUILD_LOG_MAX_LINES,
             build_shown=len(lines),
-            can_redeploy=False,
+            can_redeploy=can_redeploy((d.get("trigger") or {}).get("kind"), d.get("status")),
             js=True,
             rt={
                 "lines": rt_lines,
@@ -571,6 +575,21 @@ class _Pages:
             f"/projects/{d.get('project')}/environments/{d.get('environment')}?notice=promoted",
             status_code=303,
         )
+
+    async def redeploy(self, request: Request, deployment_id: str) -> Response:
+        session, fields = await self.checked_form(request)
+        if isinstance(fields, Response):
+            return fields
+        cp = getattr(request.app.state, "cp", None)
+        if not isinstance(cp, ControlPlaneState):
+            return self.error_page(
+                request, session, Conflict("this server cannot redeploy from the dashboard")
+            )
+        try:
+            new_id = await asyncio.to_thread(redeploy, cp, deployment_id, DASHBOARD_ACTOR)
+        except PhemeralError as exc:
+            return self.error_page(request, session, exc)
+        return RedirectResponse(f"/deployments/{new_id}", status_code=303)
 
     # environments -----------------------------------------------------------------------
 
