@@ -186,16 +186,21 @@ def two_pushes(repo: Path, shas: list[str]) -> list[bytes]:
     ]
 
 
-def served_version(server: Server, project: str) -> str | None:
-    """What the environment domain serves, or None while the router is not wired into serve."""
-    host = f"{project}-production.phemeral.localhost"
-    response = httpx.get(f"{server.url}/", headers={"Host": host}, timeout=30)
-    if response.headers.get("content-type", "").startswith("application/json"):
-        body = response.json()
-        if isinstance(body, dict) and "version" in body:
-            version: str = body["version"]
-            return version
-    return None
+NO_ROUTER = "no router"
+
+
+def served_version(server: Server, project: str) -> str:
+    """What the environment domain serves; `NO_ROUTER` while `serve` sends every host to the
+    control plane (it then answers its own health check there). Anything else must be the app.
+    """
+    host = {"Host": f"{project}-production.phemeral.localhost"}
+    health = httpx.get(f"{server.url}/api/health", headers=host, timeout=60)
+    if health.status_code == 200 and health.json().get("database") == "ok":
+        return NO_ROUTER
+    response = httpx.get(f"{server.url}/", headers=host, timeout=60)
+    assert response.status_code == 200, response.text
+    version: str = response.json()["version"]
+    return version
 
 
 def test_two_pushes_in_order_delivered_twice(server: Server) -> None:
@@ -233,8 +238,7 @@ def test_two_pushes_in_order_delivered_twice(server: Server) -> None:
     assert [d["trigger"]["delivery_id"] for d in done] == guids
     assert len(server.deployments("inorder")) == 2
     assert server.current("inorder") == ids[1]
-    version = served_version(server, "inorder")
-    assert version in (None, "v2")  # None: the router is not part of `serve` yet
+    assert served_version(server, "inorder") in (NO_ROUTER, "v2")
 
     # Commit statuses reached the (local) GitHub statuses endpoint: pending, then success.
     deadline = time.monotonic() + 20
@@ -263,7 +267,7 @@ def test_reverse_order_keeps_the_newer_commit_current(server: Server) -> None:
     older_view = server.api("GET", f"/deployments/{older_id}").json()
     assert older_view["is_current"] is False
     assert older_view["status"] == "successful"
-    assert served_version(server, "reverse") in (None, "v2")
+    assert served_version(server, "reverse") in (NO_ROUTER, "v2")
 
     # The older one stays promotable by hand (a rollback).
     promoted = server.api("POST", f"/deployments/{older_id}/promote", json={"reason": "rollback"})
@@ -368,3 +372,29 @@ def test_deliveries_that_deploy_nothing(server: Server) -> None:
     too_big = httpx.post(url, content=huge, headers=headers("secret-quiet", b"{}"), timeout=60)
     assert too_big.status_code == 413
     assert server.deployments("quiet") == []
+
+
+def test_projects_sharing_a_repository_each_verify_their_own_secret(server: Server) -> None:
+    repo, shas = make_repo(server, "shared")
+    create_project(server, "shared-a", repo, "secret-shared-a")
+    create_project(server, "shared-b", repo, "secret-shared-b")
+    missing = "e" * 40  # the builds fail fast; only who gets a deployment matters here
+    body = push_body(repo, before=shas[1], after=missing, clone_url=str(repo))
+
+    answer = server.deliver("secret-shared-b", body)
+    assert answer.status_code == 201, answer.text
+    assert [d["project"] for d in answer.json()["deployments"]] == ["shared-b"]
+    assert server.deployments("shared-a") == []
+    assert len(server.deployments("shared-b")) == 1
+
+    # `?project=` narrows the secrets tried to one project: the other's signature is refused.
+    narrowed = httpx.post(
+        f"{server.url}/api/webhooks/github?project=shared-a",
+        content=body,
+        headers=headers("secret-shared-b", body),
+        timeout=30,
+    )
+    assert narrowed.status_code == 401
+    assert server.deployments("shared-a") == []
+    for d in server.deployments("shared-b"):
+        server.wait(d["id"])
