@@ -131,3 +131,47 @@ def subprocess_run(argv: list[str]) -> str:
     import subprocess
 
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def test_hostile_upload_fails_at_source(tmp_path: Path, settings: Settings) -> None:
+    project = _project(tmp_path, {"main.py": "app = None\n"})
+    (project / "leak").symlink_to("/etc/shadow")
+    error, log, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "source"
+    assert "outside the project" in error.message
+    assert "root:" not in log.text()
+
+
+@pytest.mark.slow
+def test_build_code_cannot_see_platform_data(tmp_path: Path, settings: Settings) -> None:
+    secret = settings.data_dir / "phemeral.db"
+    secret.write_text("PLATFORM-SECRET")
+    secret.chmod(0o600)
+    other = settings.data_dir / "apps" / "other-tenant" / "env.json"
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_text("OTHER-TENANT")
+    targets = [str(secret), str(other), "/root/.pyenv/version", "/etc/shadow", "/etc/passwd"]
+    probe = (
+        "import os\n"
+        f"targets = {targets!r}\n"
+        "seen = [t for t in targets if os.path.exists(t)]\n"
+        "print('SEEN' if seen else 'HIDDEN', seen, 'uid', os.getuid(), flush=True)\n"
+        "raise SystemExit(1)\n"
+    )
+    project = _project(
+        tmp_path,
+        {
+            "pyproject.toml": (
+                '[project]\nname = "nosy"\nversion = "0"\ndependencies = ["fastapi"]\n'
+                '[build-system]\nrequires = []\nbuild-backend = "nosy_backend"\n'
+                'backend-path = ["."]\n'
+            ),
+            "nosy_backend.py": probe,
+            "main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+        },
+    )
+    error, log, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "install"
+    text = log.text("install")
+    assert "HIDDEN [] uid" in text, text
+    assert "PLATFORM-SECRET" not in text
