@@ -378,6 +378,7 @@ def test_projects_sharing_a_repository_each_verify_their_own_secret(server: Serv
     repo, shas = make_repo(server, "shared")
     create_project(server, "shared-a", repo, "secret-shared-a")
     create_project(server, "shared-b", repo, "secret-shared-b")
+    assert server.api("PATCH", "/projects/shared-b", json={"repo_token": TOKEN}).status_code == 200
     missing = "e" * 40  # the builds fail fast; only who gets a deployment matters here
     body = push_body(repo, before=shas[1], after=missing, clone_url=str(repo))
 
@@ -396,5 +397,21 @@ def test_projects_sharing_a_repository_each_verify_their_own_secret(server: Serv
     )
     assert narrowed.status_code == 401
     assert server.deployments("shared-a") == []
-    for d in server.deployments("shared-b"):
-        server.wait(d["id"])
+    [deployment] = server.deployments("shared-b")
+    assert server.wait(deployment["id"])["status"] == "failed"
+
+    # The failed build is reported to GitHub as a failure, with the deployment as its target.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        sent = [r for r in server.github.statuses() if r.path.endswith(missing)]
+        if any(r.body["state"] == "failure" for r in sent):
+            break
+        time.sleep(0.2)
+    assert [r.body["state"] for r in sent] == ["pending", "failure"]
+    port = server.url.rsplit(":", 1)[1]
+    assert sent[1].body["target_url"] == f"http://{deployment['id']}.phemeral.localhost:{port}"
+    assert (
+        sent[1]
+        .body["description"]
+        .startswith(f"Deployment {deployment['id']} to production failed")
+    )
