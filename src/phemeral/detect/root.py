@@ -16,6 +16,7 @@ from phemeral.errors import DetectionError
 
 NOT_PROJECTS = SKIP_DIRS | {"docs", "doc", "tests", "test", "examples", "example", "scripts"}
 MAX_DEPTH = 2
+MAX_DIRS_EXAMINED = 500  # folders looked at for candidates; huge trees stop early
 MANIFESTS = "requirements.txt, pyproject.toml ([project] or [tool.poetry]), uv.lock, poetry.lock"
 
 
@@ -67,11 +68,18 @@ def decide_root(tree: SourceTree, override: str | None) -> RootDecision:
     if override is not None or (_is_project(tree, "") and workspace is None):
         return RootDecision("", "project setting" if override is not None else "repository root")
     candidates: list[str] = []
+    budget = MAX_DIRS_EXAMINED
     for first in _subdirs(tree, ""):
+        budget -= 1
+        if budget < 0:
+            break
         if _is_project(tree, first):
             candidates.append(first)
             continue
-        candidates.extend(d for d in _subdirs(tree, first) if _is_project(tree, d))
+        for second in _subdirs(tree, first)[: max(budget, 0)]:
+            budget -= 1
+            if _is_project(tree, second):
+                candidates.append(second)
     if len(candidates) == 1:
         return RootDecision(
             candidates[0],
