@@ -334,3 +334,36 @@ def test_redeploy_builds_the_same_source_again(
     assert new["status"] == "successful", new.get("failure_reason")
     assert (new["project"], new["environment"]) == (older["project"], older["environment"])
     assert new["trigger"]["by"] == "admin (dashboard)"
+
+
+def test_works_with_javascript_off(
+    browser: Any, server: Server, deployed: dict[str, dict[str, Any]]
+) -> None:
+    """Sign in, read every main page and submit forms with scripts disabled, on a phone-sized
+    screen; only the live updates need JavaScript (their button is hidden without it)."""
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 360, "height": 740})
+    try:
+        p = ctx.new_page()
+        p.goto(server.dashboard_url + "/projects")
+        p.get_by_label("Token").fill(server.token)
+        p.get_by_role("button", name="Sign in").click()
+        p.wait_for_url(server.dashboard_url + "/projects")
+        d = deployed["older"]
+        p.goto(f"{server.dashboard_url}/projects/{d['project']}")
+        p.get_by_label("Custom start command").fill("gunicorn --bind 0.0.0.0:$PORT app:app")
+        p.get_by_role("button", name="Save settings").click()
+        assert "applies to new deployments only" in p.get_by_role("status").inner_text()
+        shot(p, "08-project-no-js-360px")
+        p.goto(f"{server.dashboard_url}/deployments/{d['id']}")
+        assert not p.get_by_role("button", name="Follow live").is_visible()
+        assert p.evaluate("document.documentElement.scrollWidth") <= 360
+        shot(p, "08-deployment-no-js-360px")
+        p.goto(f"{server.dashboard_url}/projects/{d['project']}/environments/production")
+        assert p.evaluate("document.documentElement.scrollWidth") <= 360
+        shot(p, "08-environment-no-js-360px")
+        p.get_by_role("button", name="Sign out").click()
+        p.wait_for_url(re.compile("/login"))
+    finally:
+        ctx.close()
+        with server.api() as api:
+            api.patch(f"/api/projects/{deployed['older']['project']}", json={"start_command": None})
