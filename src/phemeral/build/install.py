@@ -107,6 +107,9 @@ def explain_miss(current: CacheKey, previous: Mapping[str, str] | None) -> str:
     """Why this install cannot reuse the previous build's download set (pure)."""
     if previous is None:
         return "first build of this project with this cache"
+    if previous.get("manager") != current.parts.get("manager"):
+        before, now = previous.get("manager"), current.parts.get("manager")
+        return f"the package manager changed from {before} to {now}"
     reasons = []
     for name in sorted(set(current.parts) | set(previous)):
         before, now = previous.get(name), current.parts.get(name)
