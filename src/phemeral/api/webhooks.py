@@ -69,37 +69,78 @@ class _Candidate:
     token: str | None
 
 
-def _candidates(cp: ControlPlane, only: str | None) -> list[_Candidate]:
+@dataclass(frozen=True)
+class _Row:
+    project_id: int
+    name: str
+    repo_url: str | None
+    sealed_secret: str
+    sealed_token: str | None
+
+
+# Decrypted webhook secrets by their ciphertext: a delivery tries every project's secret, and
+# Fernet decryption per project per delivery would dominate the answer time.
+_OPENED: dict[str, str] = {}
+_OPENED_MAX = 10_000
+
+
+def _open(cp: ControlPlane, sealed: str) -> str:
+    plain = _OPENED.get(sealed)
+    if plain is None:
+        plain = cp.box.decrypt(sealed)
+        if len(_OPENED) >= _OPENED_MAX:
+            _OPENED.clear()
+        _OPENED[sealed] = plain
+    return plain
+
+
+def _rows(cp: ControlPlane, only: str | None) -> list[_Row]:
+    query = select(
+        Project.id, Project.name, Project.repo_url, Project.webhook_secret, Project.repo_token
+    ).where(Project.webhook_secret.is_not(None))
+    if only:
+        query = query.where(Project.name == only)
     with cp.store.read() as s:
-        query = select(Project).where(Project.webhook_secret.is_not(None))
-        if only:
-            query = query.where(Project.name == only)
-        out = []
-        for project in s.scalars(query.order_by(Project.name)):
-            assert project.webhook_secret is not None
-            envs = s.scalars(select(Environment).where(Environment.project_id == project.id))
-            hook = HookProject(
-                name=project.name,
-                repo_url=project.repo_url,
-                branches={env.name: list(env.branches or []) for env in envs},
-            )
-            token = cp.box.decrypt(project.repo_token) if project.repo_token else None
-            out.append(_Candidate(hook, cp.box.decrypt(project.webhook_secret), token))
-        return out
+        return [
+            _Row(project_id, name, repo_url, secret, token)
+            for project_id, name, repo_url, secret, token in s.execute(query.order_by(Project.name))
+            if secret is not None
+        ]
 
 
-def _verified(candidates: list[_Candidate], body: bytes, header: str | None) -> list[_Candidate]:
+def _verify(
+    cp: ControlPlane, only: str | None, body: bytes, header: str | None
+) -> list[_Candidate]:
+    """The projects whose webhook secret signed ``body``; `Unauthorized` when there are none."""
     if header is None:
         raise Unauthorized("missing X-Hub-Signature-256 header; deliveries must be signed")
     if not well_formed(header):
         raise Unauthorized(
             "malformed X-Hub-Signature-256 header (expected sha256= and 64 lowercase hex digits)"
         )
-    # Every candidate is checked (no early exit), so timing does not tell which one matched.
-    matched = [c for c in candidates if signature_matches(c.secret, body, header)]
+    rows = _rows(cp, only)
+    # Every project is checked (no early exit), so timing does not tell which one matched.
+    matched = [r for r in rows if signature_matches(_open(cp, r.sealed_secret), body, header)]
     if not matched:
         raise Unauthorized("X-Hub-Signature-256 does not match the webhook secret of any project")
-    return matched
+    with cp.store.read() as s:
+        ids = [r.project_id for r in matched]
+        branches: dict[int, dict[str, list[str]]] = {i: {} for i in ids}
+        envs = s.execute(
+            select(Environment.project_id, Environment.name, Environment.branches).where(
+                Environment.project_id.in_(ids)
+            )
+        )
+        for project_id, env, patterns in envs:
+            branches[project_id][env] = list(patterns or [])
+    return [
+        _Candidate(
+            HookProject(r.name, r.repo_url, branches[r.project_id]),
+            _open(cp, r.sealed_secret),
+            cp.box.decrypt(r.sealed_token) if r.sealed_token else None,
+        )
+        for r in matched
+    ]
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -129,8 +170,8 @@ async def github_webhook(request: Request, cp: CP) -> JSONResponse:
     if body is None:
         return _too_large()
     header = request.headers.get("x-hub-signature-256")
-    candidates = await asyncio.to_thread(_candidates, cp, request.query_params.get("project"))
-    verified = await asyncio.to_thread(_verified, candidates, body, header)
+    only = request.query_params.get("project")
+    verified = await asyncio.to_thread(_verify, cp, only, body, header)
 
     decision = parse_delivery(
         request.headers.get("x-github-event"),
