@@ -55,6 +55,10 @@ SNIPPETS = [
     'version = 1\nrequires-python = "nonsense"\n[[package]]\nname = "a"\n'
     'source = { virtual = "." }\ndependencies = [{ name = "a" }]\n',
     "3.12\n",
+    "version = 1\npackage = 3\n[metadata]\npython-versions = 7\n",
+    '[project]\nname = 1\nrequires-python = 3\nscripts = "x"\n[tool.uv]\nworkspace = 1\n',
+    "[packages]\nflask = 1\n[requires]\npython_version = 3.11\n",
+    '[tools]\npython = ["3.12", 1]\n',
     "\ufeffpython-3.11.2\r\n",
     "system\n",
     "from fastapi import FastAPI\napp = FastAPI()\n",

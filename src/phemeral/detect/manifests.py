@@ -69,6 +69,10 @@ def _table(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _pep508(spec: object, source: str) -> Dependency | None:
     if not isinstance(spec, str):
         return None
@@ -171,7 +175,7 @@ def read_uv_lock(tree: SourceTree, directory: str, warnings: list[str]) -> Lockf
     if loaded is None:
         return Lockfile(path=path, kind="uv", packages=frozenset())
     data, text = loaded
-    packages = [p for p in data.get("package", []) if isinstance(p, dict)]
+    packages = [p for p in _list(data.get("package")) if isinstance(p, dict)]
     by_name = {normalise(str(p.get("name", ""))): p for p in packages}
     roots = [
         p
@@ -231,7 +235,7 @@ def read_poetry_lock(tree: SourceTree, directory: str, warnings: list[str]) -> L
         return Lockfile(path=path, kind="poetry", packages=frozenset())
     data, text = loaded
     names: set[str] = set()
-    for package in data.get("package", []):
+    for package in _list(data.get("package")):
         if not isinstance(package, dict) or not isinstance(package.get("name"), str):
             continue
         groups = package.get("groups")

@@ -183,7 +183,7 @@ def decide_python_version(
         key=minor_key,
         reverse=True,
     )
-    default = exact_minor(default_version) or default_version
+    default = exact_minor(default_version) or available[0]
 
     pins: list[Pin] = []
     if override:
