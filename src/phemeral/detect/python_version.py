@@ -259,11 +259,16 @@ def decide_python_version(
     else:
         chosen = Pin(default, "platform default")
 
-    if chosen.source != "platform default" and available_versions and chosen.minor not in available:
+    if chosen.minor not in KNOWN_MINORS:
         raise DetectionError(
-            f"{_file_of(chosen.source)} asks for Python {chosen.minor}, which this platform does "
-            f"not have. Available: {', '.join(sorted(available, key=minor_key))}. "
-            f"Change {_file_of(chosen.source)} to one of them."
+            f"{_file_of(chosen.source)} asks for Python {chosen.minor}, which is not supported. "
+            f"Supported: {KNOWN_MINORS[0]}–{KNOWN_MINORS[-1]}; this platform has "
+            f"{', '.join(sorted(available, key=minor_key))}. Change {_file_of(chosen.source)}."
+        )
+    if available_versions and chosen.minor not in available:
+        warnings.append(
+            f"Python {chosen.minor} ({_file_of(chosen.source)}) is not installed on this platform "
+            f"(it has {', '.join(sorted(available, key=minor_key))}); the build tries to install it"
         )
     for other in pins[1:] + ([pipfile_pin] if pipfile_pin else []):
         if other is not chosen and other.minor != chosen.minor:
