@@ -40,6 +40,7 @@ class Server:
     log: Path
     github: FakeGitHub
     repos: Path
+    database: str | None = None  # the PostgreSQL database name, when on PostgreSQL
 
     @property
     def auth(self) -> dict[str, str]:
@@ -123,7 +124,8 @@ def running_server(database_url: str | None = None) -> Iterator[Server]:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         token = (root / "data" / "admin-token").read_text().strip()
-        yield Server(url, token, log, github, root / "repos")
+        database = database_url.rsplit("/", 1)[1] if database_url else None
+        yield Server(url, token, log, github, root / "repos", database)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -415,3 +417,34 @@ def test_projects_sharing_a_repository_each_verify_their_own_secret(server: Serv
         .body["description"]
         .startswith(f"Deployment {deployment['id']} to production failed")
     )
+
+
+@pytest.mark.postgres
+def test_database_down_answers_5xx_and_a_redelivery_then_deploys(pg_server: Server) -> None:
+    """W5: an event that cannot be stored is a 5xx (GitHub shows it; it can be redelivered)."""
+    import psycopg
+
+    server = pg_server
+    repo, shas = make_repo(server, "dbdown")
+    create_project(server, "dbdown", repo, "secret-dbdown")
+    missing = "f" * 40  # the build fails fast; only the record matters here
+    body = push_body(repo, before=shas[1], after=missing, clone_url=str(repo))
+    guid = "33333333-cccc-4000-8000-000000000001"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{server.database}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (server.database,),
+        )
+        try:
+            down = server.deliver("secret-dbdown", body, delivery=guid)
+        finally:
+            admin.execute(f'ALTER DATABASE "{server.database}" ALLOW_CONNECTIONS true')
+    assert down.status_code == 503, down.text
+    assert down.headers.get("retry-after")
+
+    again = server.deliver("secret-dbdown", body, delivery=guid)
+    assert again.status_code == 201, again.text
+    [deployment] = server.deployments("dbdown")
+    assert deployment["id"] == again.json()["deployments"][0]["id"]
+    server.wait(deployment["id"])
