@@ -205,3 +205,36 @@ def test_chunked_roundtrip_in_any_split(pieces: list[bytes], step: int) -> None:
 def test_bad_chunked_framing_is_refused(data: bytes) -> None:
     with pytest.raises(ChunkError):
         ChunkedDecoder().feed(data)
+
+
+_names = st.sampled_from(
+    [b"Host", b"host", b"HOST", b"Content-Length", b"Transfer-Encoding", b"Connection",
+     b"Upgrade", b"X-Forwarded-For", b"Forwarded", b"Accept", b"X-Custom", b"Te", b"Keep-Alive",
+     b"Cookie", b"X-Drop", b"Host ", b"Ho st"]
+)  # fmt: skip
+_values = st.sampled_from(
+    [b"a.example", b"5", b"chunked", b"close", b"keep-alive, X-Drop", b"websocket", b"u@a",
+     b"", b" spaced ", b"1.2.3.4", b"a, b", b"gzip, chunked", b"\x01", b"caf\xc3\xa9"]
+)  # fmt: skip
+
+
+@given(
+    st.sampled_from([b"GET", b"POST", b"HEAD", b"G\x01T"]),
+    st.sampled_from([b"/", b"/a?b=c", b"/\xff", b"*", b"http://b.example/x"]),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2"]),
+    st.lists(st.tuples(_names, _values), max_size=6),
+)
+def test_fast_path_agrees_with_the_line_by_line_parser(
+    method: bytes, target: bytes, version: bytes, fields: list[tuple[bytes, bytes]]
+) -> None:
+    from phemeral.router.head import _parse_request_general
+
+    raw = b"%s %s %s\r\n" % (method, target, version)
+    raw += b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n"
+    fast = parse_request_head(raw)
+    general = _parse_request_general(raw)
+    if isinstance(general, Reject):
+        assert isinstance(fast, Reject)
+        assert fast.status == general.status
+    else:
+        assert fast == general

@@ -1,9 +1,14 @@
-"""Access log lines, batched off the hot path into the runtime log sink."""
+"""Access log lines, batched off the hot path into the runtime log sink.
+
+A request only appends a tuple; the lines are formatted and handed to the sink every 250 ms
+(or every 512 lines), so the sink is never called per request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from phemeral.models import RuntimeLogLine, RuntimeLogSink
@@ -13,6 +18,9 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.25
 FLUSH_LINES = 512
 MAX_PENDING = 50_000
+
+# deployment id, wall time, method, target, status, bytes sent, duration ms, wake ms
+Record = tuple[str, float, bytes, bytes, int, int, float, float | None]
 
 
 def access_message(
@@ -32,32 +40,52 @@ def access_message(
 
 
 class AccessLog:
-    """Collects lines and hands them to the sink in batches, every 250 ms or 512 lines."""
+    """Collects records and hands them to the sink as `RuntimeLogLine` batches."""
 
     def __init__(self, sink: RuntimeLogSink | None, loop: asyncio.AbstractEventLoop) -> None:
         self._sink = sink
         self._loop = loop
-        self._pending: list[RuntimeLogLine] = []
+        self._pending: list[Record] = []
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, deployment_id: str, message: str) -> None:
-        if self._sink is None or len(self._pending) >= MAX_PENDING:
+    def add(
+        self,
+        deployment_id: str,
+        method: bytes,
+        target: bytes,
+        status: int,
+        sent: int,
+        duration_ms: float,
+        wake_ms: float | None,
+    ) -> None:
+        pending = self._pending
+        if self._sink is None or len(pending) >= MAX_PENDING:
             return
-        self._pending.append(
-            RuntimeLogLine(deployment_id, "router", "router", datetime.now(UTC), message)
+        pending.append(
+            (deployment_id, time.time(), method, target, status, sent, duration_ms, wake_ms)
         )
-        if len(self._pending) >= FLUSH_LINES:
-            self.flush()
-        elif self._timer is None:
+        if self._timer is None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self.flush)
+        elif len(pending) >= FLUSH_LINES:
+            self.flush()
 
     def flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        lines, self._pending = self._pending, []
-        if not lines or self._sink is None:
+        records, self._pending = self._pending, []
+        if not records or self._sink is None:
             return
+        lines = [
+            RuntimeLogLine(
+                deployment_id,
+                "router",
+                "router",
+                datetime.fromtimestamp(at, UTC),
+                access_message(method, target, status, sent, duration, wake),
+            )
+            for deployment_id, at, method, target, status, sent, duration, wake in records
+        ]
         try:
             self._sink.write(lines)
         except Exception:  # the sink is another part's; a failure there must not stop routing

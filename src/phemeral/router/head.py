@@ -19,6 +19,7 @@ proxy re-frames every request it forwards and never relays a client's raw head.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -62,8 +63,10 @@ class Reject:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
+    """A validated request head (treated as immutable; not frozen, which is slower to build)."""
+
     method: bytes
     target: bytes  # origin-form (or ``*``), ready to forward
     version: int  # 10 or 11
@@ -89,10 +92,83 @@ def find_head_end(buffer: bytes | bytearray) -> int:
     return -1
 
 
+_TOKEN_RE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_VALUE_RE = rb"[\t\x20-\x7e\x80-\xff]*"
+_FIELDS_RE = rb"((?:" + _TOKEN_RE + rb":" + _VALUE_RE + rb"\r\n)*)\r\n"
+# The common, well-formed case in one C-speed match: origin-form target, HTTP/1.x, fields that
+# are name:value lines with no obs-fold, bare CR/LF or control characters. Anything else goes
+# through `_parse_request_general`, which also says precisely what is wrong.
+_REQUEST_RE = re.compile(
+    rb"(" + _TOKEN_RE + rb") (/[\x21-\x7e]*) HTTP/1\.([01])\r\n" + _FIELDS_RE, re.DOTALL
+)
+
+
 def parse_request_head(head: bytes) -> RequestHead | Reject:
     """Validate one request head (request line to blank line, CRLFs included)."""
     if len(head) > MAX_HEAD_BYTES:
         return Reject(431, "request head too large")
+    match = _REQUEST_RE.fullmatch(head)
+    if match is None:
+        return _parse_request_general(head)
+    method, target, minor, fields = match.groups()
+    if len(target) > MAX_TARGET_BYTES:
+        return Reject(414, "request target too long")
+    if len(head) > MAX_HEADER_LINE and any(
+        len(line) > MAX_HEADER_LINE for line in fields.split(b"\r\n")
+    ):
+        return Reject(431, "header field too large")
+    if fields.count(b"\n") > MAX_HEADERS:
+        return Reject(431, "too many header fields")
+    hosts: list[bytes] = []
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    upgrade_value: bytes | None = None
+    lines = fields.split(b"\r\n")
+    lines.pop()  # after the last CRLF
+    dropped = 0
+    for index, line in enumerate(lines):
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name not in _HOP_BY_HOP:
+            continue
+        lines[index] = b""
+        dropped += 1
+        value = value.strip(b" \t")
+        if name == b"host":
+            hosts.append(value)
+        elif name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif name == b"connection":
+            connection.extend(c.strip(b" \t").lower() for c in value.split(b","))
+        elif name == b"upgrade":
+            upgrade_value = value
+    if not dropped:
+        forward = fields
+    elif dropped == len(lines):
+        forward = b""
+    elif dropped == 1 and not lines[0]:
+        forward = fields[fields.index(b"\r\n") + 2 :]  # Host first: the usual case
+    else:
+        forward = b"".join(line + b"\r\n" for line in lines if line)
+    return _conclude(
+        method,
+        target,
+        11 if minor == b"1" else 10,
+        None,
+        hosts,
+        lengths,
+        codings,
+        connection,
+        upgrade_value,
+        forward,
+    )
+
+
+def _parse_request_general(head: bytes) -> RequestHead | Reject:
+    """The line-by-line parser: absolute-form and asterisk-form targets, and precise reasons."""
     if b"\x00" in head:
         return Reject(400, "NUL byte in request head")
     lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else None
@@ -174,7 +250,7 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
             return Reject(400, "invalid character in header field value")
         lname = name.lower()
         if lname not in _HOP_BY_HOP:
-            kept.append(line)
+            kept.append(line + b"\r\n")
             continue
         if lname == b"host":
             hosts.append(value)
@@ -186,7 +262,33 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
             connection.extend(c.strip(b" \t").lower() for c in value.split(b","))
         elif lname == b"upgrade":
             upgrade_value = value
+    return _conclude(
+        method,
+        target,
+        version,
+        authority,
+        hosts,
+        lengths,
+        codings,
+        connection,
+        upgrade_value,
+        b"".join(kept),
+    )
 
+
+def _conclude(
+    method: bytes,
+    target: bytes,
+    version: int,
+    authority: bytes | None,
+    hosts: list[bytes],
+    lengths: list[bytes],
+    codings: list[bytes],
+    connection: list[bytes],
+    upgrade_value: bytes | None,
+    forward: bytes,
+) -> RequestHead | Reject:
+    """The checks on framing and Host shared by both parsers."""
     if len(hosts) > 1:
         return Reject(400, "more than one Host header")
     host: bytes | None = hosts[0] if hosts else None
@@ -196,7 +298,6 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
         return Reject(400, "HTTP/1.1 request without Host")
     if authority is not None:
         host = authority
-
     content_length: int | None = None
     chunked = False
     if codings:
@@ -216,7 +317,6 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
         if not text or len(text) > 18 or not _DIGITS.issuperset(text):
             return Reject(400, "invalid Content-Length")
         content_length = int(text)
-
     keep_alive = b"close" not in connection if version == 11 else False
     upgrade = None
     if (
@@ -230,72 +330,66 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
         # Fields named in Connection are hop-by-hop too.
         named = {c for c in connection if c and c not in (b"close", b"keep-alive", b"upgrade")}
         if named:
-            kept = [line for line in kept if line.partition(b":")[0].lower() not in named]
-    forward = b"\r\n".join(kept) + b"\r\n" if kept else b""
+            forward = b"".join(
+                line + b"\r\n"
+                for line in forward.split(b"\r\n")
+                if line and line.partition(b":")[0].lower() not in named
+            )
     return RequestHead(
-        method=method,
-        target=target,
-        version=version,
-        host=host,
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        upgrade=upgrade,
-        forward_headers=forward,
+        method, target, version, host, content_length, chunked, keep_alive, upgrade, forward
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseHead:
+    """An app's response head, as far as framing goes (treated as immutable)."""
+
     status: int
     version: int
     content_length: int | None
     chunked: bool
     keep_alive: bool  # the app allows reusing its connection
     clean: bool  # no hop-by-hop fields: the head can be relayed byte for byte
-    lines: list[bytes]  # status line then header lines (without CRLF), for re-serialising
+    raw: bytes  # the head as received, for re-serialising
 
 
 _RESPONSE_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
+_RESPONSE_RE = re.compile(
+    rb"HTTP/1\.([01]) ([0-9]{3})(?: " + _VALUE_RE + rb")?\r\n" + _FIELDS_RE, re.DOTALL
+)
+_RESPONSE_SPECIAL_RE = re.compile(
+    rb"\n(content-length|transfer-encoding|" + rb"|".join(sorted(_RESPONSE_HOP)) + rb"):([^\r]*)"
+)
 
 
 def parse_response_head(head: bytes) -> ResponseHead | None:
     """Read an app's response head; None when it is malformed (the proxy answers 502)."""
-    if b"\x00" in head or not head.endswith(b"\r\n\r\n"):
+    match = _RESPONSE_RE.fullmatch(head)
+    if match is None:
         return None
-    lines = head[:-4].split(b"\r\n")
-    status_line = lines[0]
-    if len(status_line) < 12 or status_line[:7] != b"HTTP/1." or status_line[8:9] != b" ":
-        return None
-    minor = status_line[7:8]
-    if minor not in (b"0", b"1"):
-        return None
-    code = status_line[9:12]
-    if not _DIGITS.issuperset(code) or (len(status_line) > 12 and status_line[12:13] != b" "):
-        return None
+    minor, code, fields = match.groups()
     version = 11 if minor == b"1" else 10
+    specials = _RESPONSE_SPECIAL_RE.findall(b"\n" + fields.lower())
+    if len(specials) == 1 and specials[0][0] == b"content-length":  # the usual response
+        text = specials[0][1].strip(b" \t")
+        if 0 < len(text) <= 18 and text.isdigit():
+            return ResponseHead(int(code), version, int(text), False, version == 11, True, head)
     lengths: list[bytes] = []
     codings: list[bytes] = []
     connection: list[bytes] = []
     clean = True
-    for index in range(1, len(lines)):
-        line = lines[index]
-        if not line or line[0] in (0x20, 0x09) or b"\r" in line or b"\n" in line:
-            return None
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not _TOKEN.issuperset(name):
-            return None
-        lname = name.lower()
-        if lname == b"content-length":
-            lengths.append(value.strip(b" \t"))
-        elif lname == b"transfer-encoding":
-            codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
-        elif lname in _RESPONSE_HOP:
+    for name, raw_value in specials:
+        value = raw_value.strip(b" \t")
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.extend(c.strip(b" \t") for c in value.split(b","))
+        else:
             clean = False
-            if lname == b"connection":
-                connection.extend(c.strip(b" \t").lower() for c in value.split(b","))
+            if name == b"connection":
+                connection.extend(c.strip(b" \t") for c in value.split(b","))
     content_length: int | None = None
     chunked = False
     if codings:
@@ -312,15 +406,7 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
             return None
         content_length = int(text)
     keep_alive = b"close" not in connection if version == 11 else b"keep-alive" in connection
-    return ResponseHead(
-        status=int(code),
-        version=version,
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        clean=clean,
-        lines=lines,
-    )
+    return ResponseHead(int(code), version, content_length, chunked, keep_alive, clean, head)
 
 
 def rebuild_response_head(
@@ -336,8 +422,9 @@ def rebuild_response_head(
     ``dechunk`` drops the framing fields: the body is relayed decoded and delimited by closing
     the connection (for HTTP/1.0 clients, which cannot read chunked bodies).
     """
-    out = [head.lines[0]]
-    for line in head.lines[1:]:
+    lines = head.raw[:-4].split(b"\r\n")
+    out = [lines[0]]
+    for line in lines[1:]:
         lname = line.partition(b":")[0].lower()
         if lname in _RESPONSE_HOP:
             if upgrade and lname == b"upgrade":

@@ -20,6 +20,7 @@ class UpstreamPool:
         self, loop: asyncio.AbstractEventLoop, *, max_idle: int, idle_timeout: float
     ) -> None:
         self._loop = loop
+        self.time = loop.time
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: dict[str, list[UpstreamConnection]] = {}
@@ -35,13 +36,13 @@ class UpstreamPool:
         return None
 
     def put(self, key: str, conn: UpstreamConnection) -> None:
-        idle = self._idle.setdefault(key, [])
-        if conn.closed:
-            return
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
         if len(idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = self._loop.time()
+        conn.idle_since = self.time()
         idle.append(conn)
 
     def discard(self, key: str, conn: UpstreamConnection) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from phemeral.errors import BootFailed, RuntimeFailure
 from phemeral.models import DeploymentStatus, Upstream
-from phemeral.router.access_log import AccessLog, access_message
+from phemeral.router.access_log import AccessLog
 from phemeral.router.backends import Backends, WakeBusy, WakeGate, WakeTimeout
 from phemeral.router.chunked import LAST_CHUNK, ChunkedDecoder, ChunkError, encode_chunk
 from phemeral.router.head import (
@@ -128,8 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
     # asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -167,20 +166,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     # exchange ----------------------------------------------------------------------------
 
-    def begin(self, client: ClientConnection, reused: bool) -> None:
-        self.client = client
-        self.reused = reused
-        self.state = _R_HEAD
-        self.got_bytes = False
-        self.buf.clear()
-
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is None:  # bytes on an idle connection: the app broke framing
             self.close()
             return
         self.got_bytes = True
-        client.deadline = client.router.loop.time() + client.idle_limit
+        client.deadline = self.pool.time() + client.idle_limit
         state = self.state
         if state == _R_TUNNEL:
             client.write(data)
@@ -243,7 +235,10 @@ class UpstreamConnection(asyncio.Protocol):
             rest_len = len(data) - end
             if head.clean and not client_close:
                 if state == _R_LENGTH and rest_len == self.left:
-                    client.write(data)  # the common case: whole response in one piece
+                    # The common case: the whole response in one piece, relayed as is.
+                    client.sent += len(data)
+                    if client.transport is not None:
+                        client.transport.write(data)
                     self.state = _R_IDLE
                     client.response_done(self, reusable=self.reusable, close=False)
                     return
@@ -347,8 +342,7 @@ class ClientConnection(asyncio.Protocol):
     # asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else "unknown"
         self.forwarded = (
@@ -594,7 +588,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _attach(self, conn: UpstreamConnection, *, reused: bool) -> None:
         self.upstream = conn
-        conn.begin(self, reused)
+        conn.client = self
+        conn.reused = reused
+        conn.state = _R_HEAD
+        conn.got_bytes = False
+        if conn.buf:
+            conn.buf.clear()
         transport = conn.transport
         assert transport is not None
         if self.writing_paused:
@@ -605,7 +604,8 @@ class ClientConnection(asyncio.Protocol):
             self.early = []
             self.early_size = 0
             self.set_read_pause(2, False)
-        self._set_deadline(_FIRST_BYTE, self.router.limits.first_byte_timeout)
+        self.deadline_kind = _FIRST_BYTE
+        self.deadline = self.router.loop.time() + self.router.limits.first_byte_timeout
 
     # response side -----------------------------------------------------------------------
 
@@ -635,13 +635,13 @@ class ClientConnection(asyncio.Protocol):
             router.pool.put(self.key, upstream)
         else:
             upstream.close()
-        status = self.status
-        self._finish(status)
+        self._finish(self.status)
         if close or self.close_after or not self.body_done or self.closed:
             if self.transport is not None:
                 self.transport.close()
             return
-        self._set_deadline(_KEEPALIVE, router.limits.keepalive_timeout)
+        self.deadline_kind = _KEEPALIVE
+        self.deadline = router.loop.time() + router.limits.keepalive_timeout
         if self.read_paused:
             self.set_read_pause(3, False)
         if self.buf:
@@ -684,12 +684,14 @@ class ClientConnection(asyncio.Protocol):
             return
         router = self.router
         router.backends.request_finished(deployment_id)
-        duration = (router.loop.time() - self.started) * 1000
         router.access_log.add(
             deployment_id,
-            access_message(
-                request.method, request.target, status, self.sent, duration, self.wake_ms
-            ),
+            request.method,
+            request.target,
+            status,
+            self.sent,
+            (router.loop.time() - self.started) * 1000,
+            self.wake_ms,
         )
 
     # local answers and errors ------------------------------------------------------------
