@@ -79,6 +79,10 @@ def context(browser: Any, server: Server) -> Iterator[Any]:
 def page(context: Any, server: Server) -> Any:
     """A signed-in page; signing in is itself the first thing tested."""
     p = context.new_page()
+    problems: list[str] = []
+    p.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    p.on("pageerror", lambda e: problems.append(str(e)))
+    p.__dict__["problems"] = problems  # read by test_no_console_errors
     p.goto(server.dashboard_url + "/")
     assert p.url.startswith(server.dashboard_url + "/login")
     shot(p, "01-sign-in")
@@ -89,6 +93,7 @@ def page(context: Any, server: Server) -> Any:
     p.get_by_role("button", name="Sign in").click()
     p.wait_for_url(server.dashboard_url + "/projects")
     assert p.get_by_role("heading", name="Projects").is_visible()
+    problems.clear()  # the refused sign-in above was answered 401 on purpose
     return p
 
 
@@ -118,15 +123,16 @@ def deployed(page: Any, server: Server, project: tuple[str, Path]) -> dict[str, 
     page.evaluate("window.__notReloaded = true")
     before = page.locator("#build-log ol.log li").count()
     page.wait_for_function(
-        f"document.querySelectorAll('#build-log ol.log li').length > {before}"
+        "n => document.querySelectorAll('#build-log ol.log li').length > n"
         " && window.__notReloaded === true",
+        arg=before,
         timeout=120_000,
     )
     stages = page.locator("#build-log details.stage").count()
     shot(page, "03-build-log-live")
     # when the build ends, the page reloads itself with the final status
     page.wait_for_function(
-        "window.__notReloaded === undefined && document.querySelector('#status .badge')",
+        "() => window.__notReloaded === undefined && !!document.querySelector('#status .badge')",
         timeout=300_000,
     )
     status = page.locator("#status .badge").first.inner_text()
@@ -255,8 +261,9 @@ def test_runtime_log_pages_filters_and_follow(
     time.sleep(1.0)  # the follower starts from the newest line when it connects
     write_runtime_lines(server, first["id"], [("stdout", f"{tag} arrived live <b>x</b>")])
     page.wait_for_function(
-        f"document.querySelector('#runtime-lines tr')?.innerText.includes('{tag} arrived live')"
-        " && window.__notReloaded === true"
+        "text => document.querySelector('#runtime-lines tr')?.innerText.includes(text)"
+        " && window.__notReloaded === true",
+        arg=f"{tag} arrived live",
     )
     assert "<b>x</b>" in top()  # shown as text, never parsed as markup
     page.get_by_role("button", name="Stop following").click()
@@ -367,3 +374,8 @@ def test_works_with_javascript_off(
         ctx.close()
         with server.api() as api:
             api.patch(f"/api/projects/{deployed['older']['project']}", json={"start_command": None})
+
+
+def test_no_console_errors(page: Any) -> None:
+    """No script error, blocked resource or policy violation on any page visited above."""
+    assert page.__dict__["problems"] == []

@@ -142,6 +142,8 @@ def test_user_content_is_escaped(server: Server, browser_like: httpx.Client, pro
     page = browser_like.get(f"/projects/{project}")
     assert HOSTILE not in page.text
     assert str(escape(HOSTILE)) in page.text
+    # and were anything to slip through, the policy lets no inline script run
+    assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
 def test_signing_out_ends_the_session(server: Server, browser_like: httpx.Client) -> None:

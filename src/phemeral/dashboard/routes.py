@@ -47,6 +47,11 @@ from phemeral.settings import Settings
 # A file name, not a secret: the server writes the token there on first start (phemeral.api.auth).
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105
 DASHBOARD_ACTOR = "admin (dashboard)"
+# Pages load only their own stylesheet and script: injected markup could not run anything.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 RECENT_DEPLOYMENTS = 10
 PAGE_SIZE = 20
 RUNTIME_PAGE_SIZE = 100
@@ -181,6 +186,8 @@ class _Pages:
         response = HTMLResponse(html, status_code=status_code)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
         return response
 
