@@ -1,9 +1,15 @@
 """`phemeral serve`: one process that runs the control plane and everything plugged into it.
 
-`run(settings, ...)` is the composition root: open the store (migrate, reconcile), create the
-admin token, start the log writer and the build queue, hand every release to the runtime,
-publish the routing snapshot, and serve the API. The builder, the runtime and snapshot
-listeners (the router's ``update``) are passed in, so wiring a part is one argument.
+Two pieces compose the process:
+
+- `control_plane(settings, builder=, runtime_factory=)` (async context manager): opens the store
+  (migrations, reconciliation of builds a previous process left `building`), creates the admin
+  token, starts the log writer, the build queue and the runtime (handing it every release), and
+  publishes the first routing snapshot; it closes them all in reverse on exit.
+- `serve_api(cp, ...)`: serves the HTTP API (plus any extra routers, e.g. the dashboard) with
+  uvicorn on a TCP port or a Unix socket until cancelled.
+
+`run(settings)` is the composition root `phemeral serve` calls.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter
 
 from phemeral.api import create_app
 from phemeral.api.auth import ensure_admin_token
@@ -27,11 +34,11 @@ from phemeral.deploys import (
     BuildQueue,
     ControlPlane,
     RuntimeControl,
-    SnapshotListener,
     publish,
     reconcile_after_restart,
     releases,
 )
+from phemeral.models import RuntimeLogSink
 from phemeral.secrets import SecretBox
 from phemeral.settings import Settings
 from phemeral.store import Store, migrate
@@ -40,9 +47,18 @@ from phemeral.store.logs import LogWriter
 log = logging.getLogger("phemeral.server")
 
 
-def open_control_plane(
-    settings: Settings, *, builder: Builder | None = None, runtime: RuntimeControl | None = None
-) -> ControlPlane:
+class ManagedRuntime(RuntimeControl, Protocol):
+    """`phemeral.runtime.supervisor.Runtime` as the server drives it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+RuntimeFactory = Callable[[Settings, RuntimeLogSink], ManagedRuntime]
+
+
+def open_control_plane(settings: Settings, *, builder: Builder | None = None) -> ControlPlane:
     """Data dir, database (migrated), secret key, log writer; builds left over are failed."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,12 +71,7 @@ def open_control_plane(
                 Path(f"{data_dir / 'phemeral.db'}{suffix}").chmod(0o600)
     logs = LogWriter(store, runtime_log_cap=settings.runtime_log_cap)
     cp = ControlPlane(
-        settings=settings,
-        store=store,
-        box=SecretBox.open(data_dir),
-        logs=logs,
-        builder=builder,
-        runtime=runtime,
+        settings=settings, store=store, box=SecretBox.open(data_dir), logs=logs, builder=builder
     )
     interrupted = reconcile_after_restart(cp)
     if interrupted:
@@ -76,44 +87,72 @@ def default_builder() -> Builder | None:
     return build
 
 
-async def run(
+@contextlib.asynccontextmanager
+async def control_plane(
     settings: Settings,
     *,
     builder: Builder | None = None,
-    runtime: RuntimeControl | None = None,
-    listeners: Sequence[SnapshotListener] = (),
-    extra_apps: Sequence[tuple[str, FastAPI]] = (),
+    runtime_factory: RuntimeFactory | None = None,
+) -> AsyncIterator[ControlPlane]:
+    """The running control plane: store, token, logs, build queue, runtime, first snapshot.
+
+    ``runtime_factory`` is called with the settings and the runtime log sink (`cp.logs`);
+    ``phemeral.runtime.supervisor.Runtime`` fits as is.
+    """
+    cp = await asyncio.to_thread(open_control_plane, settings, builder=builder or default_builder())
+    try:
+        token_path = await asyncio.to_thread(ensure_admin_token, cp.store, settings.data_dir)
+        print(f"admin token: {token_path} (mode 0600)", flush=True)
+        if cp.builder is None:
+            log.warning("no builder installed: new deployments will fail until one is attached")
+        cp.logs.start()
+        cp.queue = BuildQueue(cp)
+        runtime = runtime_factory(settings, cp.logs) if runtime_factory else None
+        if runtime is not None:
+            await runtime.start()
+            cp.runtime = runtime
+            for release in await asyncio.to_thread(releases, cp):
+                runtime.register(release)
+        await asyncio.to_thread(publish, cp)
+        try:
+            yield cp
+        finally:
+            await cp.queue.close()
+            if runtime is not None:
+                await runtime.close()
+    finally:
+        await asyncio.to_thread(cp.logs.close)
+        cp.store.close()
+
+
+async def serve_api(
+    cp: ControlPlane,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    uds: str | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> None:
-    """Serve until cancelled (Ctrl-C / SIGTERM)."""
-    cp = await asyncio.to_thread(
-        open_control_plane, settings, builder=builder or default_builder(), runtime=runtime
-    )
-    token_path = await asyncio.to_thread(ensure_admin_token, cp.store, settings.data_dir)
-    print(f"admin token: {token_path} (mode 0600)", flush=True)
-    if cp.builder is None:
-        log.warning("no builder installed: new deployments will fail until one is attached")
-    cp.logs.start()
-    cp.queue = BuildQueue(cp)
-    cp.listeners.extend(listeners)
-    if runtime is not None:
-        for release in await asyncio.to_thread(releases, cp):
-            runtime.register(release)
-    await asyncio.to_thread(publish, cp)
+    """Serve `/api` (and ``routers``, e.g. the dashboard's) until cancelled.
+
+    Binds ``uds`` (a Unix socket path) when given, else ``host:port`` (default: the settings').
+    """
     app = create_app(cp)
-    for path, sub in extra_apps:
-        app.mount(path, sub)
+    for router in routers:
+        app.include_router(router)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=host or cp.settings.host,
+        port=port or cp.settings.port,
+        uds=uds,
         log_level=os.environ.get("PHEMERAL_LOG_LEVEL", "info").lower(),
         lifespan="off",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    try:
-        await server.serve()
-    finally:
-        await cp.queue.close()
-        await asyncio.to_thread(cp.logs.close)
-        cp.store.close()
+    await uvicorn.Server(config).serve()
+
+
+async def run(settings: Settings) -> None:
+    """`phemeral serve`: the control plane and its API on ``settings.host:settings.port``."""
+    async with control_plane(settings) as cp:
+        await serve_api(cp)
