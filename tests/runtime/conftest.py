@@ -121,6 +121,10 @@ def slow(seconds: float = 1.0):
     time.sleep(seconds)
     return {"slept": seconds}
 
+@app.get("/env")
+def env(name: str):
+    return {"value": os.environ.get(name)}
+
 @app.get("/crash")
 def crash():
     os._exit(3)
@@ -183,6 +187,7 @@ def make_release(
     custom: bool = False,
     files: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
+    lock_hash: str | None = None,
 ) -> Release:
     """A release dir ``{root}/apps/p/releases/{id}/`` (src/ + release.json) on a cached venv."""
     venv = build_venv(stack)
@@ -238,6 +243,7 @@ def make_release(
         app=None if custom else spec,
         env=env or {},
         uid=APP_UID if os.geteuid() == 0 else None,
+        lock_hash=lock_hash,
     )
 
 

@@ -108,8 +108,7 @@ def test_boot_check_then_scale_to_zero_then_wake_from_the_template(
         await runtime.sweep()  # not idle yet: it keeps running
         assert runtime.instances(release.deployment_id).instances == 1
         runtime.set_idle_timeout(release.deployment_id, 0.01)
-        await asyncio.sleep(0.05)
-        await runtime.sweep()
+        await wait_until(lambda: runtime.instances(release.deployment_id).state == "dormant")
         state = runtime.instances(release.deployment_id)
         assert (state.instances, state.state, state.tier) == (0, "dormant", "template")
         assert state.idle_memory_kb > 1000
@@ -357,9 +356,8 @@ def test_the_deep_tier_holds_nothing_and_still_wakes(
         runtime.register(release, idle_timeout=0.05)
         await request(runtime, "deep-1")
         await wait_until(lambda: runtime.instances("deep-1").state == "dormant")
-        await runtime.sweep()  # template_ttl=0.1 s: the dormant template goes
-        await asyncio.sleep(0.15)
-        await runtime.sweep()
+        # template_ttl=0.1 s: the sweep drops the dormant template.
+        await wait_until(lambda: runtime.instances("deep-1").tier == "none")
         state = runtime.instances("deep-1")
         assert (state.tier, state.idle_memory_kb, state.state) == ("none", 0, "stopped")
         status, _ = await request(runtime, "deep-1")
@@ -391,7 +389,10 @@ def test_a_restarted_platform_replaces_what_the_last_run_left(
         launchers = [json.loads(r.read_text())["pids"][0]["pid"] for r in records]
         trees = {pid: [pid, *procs.descendants(pid)] for pid in launchers}
         assert all(len(tree) >= 2 for tree in trees.values())
-        # The platform "dies" without stopping anything: a second runtime takes over.
+        # The platform "dies" without stopping anything (and without reacting any more: a
+        # dead process restarts nothing); a second runtime takes over.
+        for dep in first._deployments.values():
+            dep.instance = None
         second = Runtime(settings, sink)
         await second.start()
         try:
@@ -442,5 +443,41 @@ def test_ensure_running_refuses_unknown_deployments(settings: Settings, sink: Li
         with pytest.raises(Unavailable):
             await runtime.ensure_running("nope")
         assert runtime.instances("nope").instances == 0
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_deployments_of_one_project_share_a_framework_template_but_not_their_env(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    first = make_release(tmp_path, "share-1", "fastapi", lock_hash="L1", env={"SECRET": "one"})
+    second = make_release(tmp_path, "share-2", "fastapi", lock_hash="L1", env={"SECRET": "two"})
+    solo = make_release(tmp_path / "solo", "solo-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        for release in (first, second):
+            await runtime.boot_check(release, ListBuildLog())
+        shared = runtime.shared_templates()
+        assert [s["deployments"] for s in shared] == [["share-1", "share-2"]]
+        for did, secret in (("share-1", "one"), ("share-2", "two")):
+            status, payload = await request(runtime, did, "/env?name=SECRET")
+            assert status == 200 and json.loads(payload) == {"value": secret}
+        for did in ("share-1", "share-2"):
+            await runtime._stop_instance(runtime._deployments[did], "idle")
+            state = runtime.instances(did)
+            assert state.tier == "template"
+        # A deployment forked from the shared template costs far less than one on its own.
+        await runtime.boot_check(solo, ListBuildLog())
+        await runtime._stop_instance(runtime._deployments["solo-1"], "idle")
+        solo_kb = runtime.instances("solo-1").idle_memory_kb
+        assert 0 < runtime.instances("share-2").idle_memory_kb < solo_kb / 2
+        assert int(runtime.shared_templates()[0]["memory_kb"]) > 0  # type: ignore[call-overload]
+        status, _ = await request(runtime, "share-2")
+        assert status == 200
+        # Retiring both ends the shared template too.
+        await runtime.retire("share-1")
+        assert runtime.shared_templates()[0]["deployments"] == ["share-2"]
+        await runtime.retire("share-2")
+        assert runtime.shared_templates() == []
 
     run_with_runtime(settings, sink, body)

@@ -95,3 +95,23 @@ def kill_tree(pid: int) -> None:
     """SIGKILL a process and everything below it (children first gathered, then killed)."""
     tree = [pid, *descendants(pid)]
     signal_all(tree, signal.SIGKILL)
+
+
+def ns_pid(pid: int) -> int | None:
+    """The pid of a host process as its own (innermost) pid namespace sees it."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def host_pid(launcher: int, inner_pid: int) -> int | None:
+    """The host pid of the process below ``launcher`` that its pid namespace calls
+    ``inner_pid`` (the same pid when there is no pid namespace)."""
+    for pid in descendants(launcher):
+        if ns_pid(pid) == inner_pid:
+            return pid
+    return None

@@ -53,6 +53,30 @@ log = logging.getLogger(__name__)
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 PROBE_INTERVAL = 0.005
+# What a shared framework template imports before any app (the first app's own imports are
+# learned and added); modules that need app settings fail quietly and are skipped.
+FRAMEWORK_PRELOAD = {
+    "fastapi": ["fastapi", "fastapi.routing", "fastapi.applications", "pydantic"],
+    "flask": ["flask", "werkzeug", "jinja2"],
+    "django": ["django", "django.core.wsgi", "django.core.handlers.wsgi", "django.urls"],
+}
+SERVER_PRELOAD = {
+    "uvicorn": [
+        "uvicorn.main",
+        "uvicorn.config",
+        "uvicorn.server",
+        "uvicorn.lifespan.on",
+        "uvicorn.protocols.http.h11_impl",
+        "anyio._backends._asyncio",
+    ],
+    "gunicorn": [
+        "gunicorn.app.wsgiapp",
+        "gunicorn.workers.sync",
+        "gunicorn.glogging",
+        "gunicorn.http.wsgi",
+        "gunicorn.sock",
+    ],
+}
 LISTEN_BACKLOG = 2048
 
 
@@ -91,6 +115,21 @@ class _Deployment:
     cgroup: sandbox.Cgroup | None = None
     oom_kills: int = 0
     restart_task: asyncio.Task[None] | None = None
+    shared_key: str | None = None  # the shared framework template it was forked from
+    template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
+
+
+@dataclass
+class _Shared:
+    """A framework template shared by the deployments of one project with one dependency set."""
+
+    key: str
+    template: TemplateProcess
+    venv: Path
+    cgroup: sandbox.Cgroup | None
+    users: set[str] = field(default_factory=set)
+    logs: list[asyncio.Future[None]] = field(default_factory=list)
+    learned: bool = False
 
 
 class Runtime:
@@ -106,6 +145,7 @@ class Runtime:
         stop_timeout: float = 10.0,
         drain_timeout: float = 30.0,
         use_templates: bool = True,
+        share_templates: bool = True,
         log_rate: float | None = None,
         log_burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -117,6 +157,9 @@ class Runtime:
         self.stop_timeout = stop_timeout
         self.drain_timeout = drain_timeout
         self.use_templates = use_templates
+        self.share_templates = share_templates
+        self._shared: dict[str, _Shared] = {}
+        self._shared_starting: dict[str, asyncio.Future[_Shared]] = {}
         self.clock = clock
         self.state_dir = settings.data_dir / "runtime"
         self._deployments: dict[str, _Deployment] = {}
@@ -159,6 +202,8 @@ class Runtime:
             *(self._shutdown(d, drain=False) for d in list(self._deployments.values())),
             return_exceptions=True,
         )
+        for shared in list(self._shared.values()):
+            await self._close_shared(shared)
         self.capture.close()
 
     # -- registry ------------------------------------------------------------------------------
@@ -461,6 +506,8 @@ class Runtime:
             self._on_child_exit(dep, pid, code, sig)
 
         template = TemplateProcess(on_exit)
+        if self.share_templates and release.lock_hash:
+            return await self._fork_from_shared(dep, template, env, timeout)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
@@ -490,6 +537,199 @@ class Runtime:
         dep.dormant_since = self.clock()
         self._background(self._watch_template(dep, template))
         return template
+
+    async def _fork_from_shared(
+        self, dep: _Deployment, template: TemplateProcess, env: dict[str, str], timeout: float
+    ) -> TemplateProcess:
+        """A per-deployment template forked from its project's shared framework template.
+
+        Only the app's own import and warm-up are private to it (a few MB); the framework pages
+        stay shared. It moves into the deployment's cgroup before loading anything.
+        """
+        release, app, server = dep.release, dep.release.app, dep.server
+        assert app is not None and server is not None
+        shared = await self._shared_for(dep)
+        did = release.deployment_id
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            pid = await shared.template.fork_template(template, out_w, err_w)
+        except (TemplateGone, TimeoutError) as exc:
+            os.close(out_r)
+            os.close(err_r)
+            raise BootFailed("the shared template process ended") from exc
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        dep.template_logs = [
+            self.capture.attach(out_r, did, "template", "stdout", self._tee(dep)),
+            self.capture.attach(err_r, did, "template", "stderr", self._tee(dep)),
+        ]
+        launcher = shared.template.host_pid
+        template.host_pid = procs.host_pid(launcher, pid) if launcher is not None else None
+        if dep.cgroup is not None and template.host_pid is not None:
+            try:
+                await asyncio.to_thread(dep.cgroup.attach, template.host_pid)
+            except OSError as exc:
+                log.warning("could not move %s's template into its cgroup: %s", did, exc)
+        shared.users.add(did)
+        dep.shared_key = shared.key
+        try:
+            await template.load(
+                asdict(app),
+                list(server.argv),
+                str(release.workdir),
+                env,
+                timeout,
+                venv_from=str(shared.venv),
+                venv_to=str(release.venv),
+            )
+        except BootFailed:
+            await template.close(timeout=2)
+            await self.capture.drain(dep.template_logs, 1.0)
+            await self._release_shared(dep)
+            raise
+        if not shared.learned:
+            shared.learned = True  # what this app imported, the next fork will not re-import
+            self._background(self._preload(shared, template.modules))
+        dep.template = template
+        dep.dormant_since = self.clock()
+        self._background(self._watch_template(dep, template))
+        return template
+
+    async def _preload(self, shared: _Shared, modules: list[str]) -> None:
+        await shared.template.preload(modules)
+
+    async def _shared_for(self, dep: _Deployment) -> _Shared:
+        release = dep.release
+        key = f"{release.project}:{release.lock_hash}:{release.python_version}"
+        shared = self._shared.get(key)
+        if shared is not None and shared.template.alive:
+            return shared
+        starting = self._shared_starting.get(key)
+        if starting is None:
+            starting = asyncio.ensure_future(self._launch_shared(key, dep))
+            self._shared_starting[key] = starting
+            starting.add_done_callback(lambda _f: self._shared_starting.pop(key, None))
+        return await asyncio.shield(starting)
+
+    async def _launch_shared(self, key: str, dep: _Deployment) -> _Shared:
+        release, app = dep.release, dep.release.app
+        assert app is not None
+        cgroup = None
+        if self._cgroups:
+            name = self._cgroup_prefix + "s-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+            try:
+                cgroup = await asyncio.to_thread(
+                    sandbox.Cgroup(name).create,
+                    memory_mb=self.settings.app_memory_mb,
+                    pids_max=self.settings.app_pids_max,
+                    cpu_quota=1.0,
+                )
+            except OSError as exc:
+                log.warning("no cgroup for the shared template %s: %s", key, exc)
+        releases_dir = release.path.parent
+        env = self._env(dep, 8000)
+        env = {k: env[k] for k in ("PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "VIRTUAL_ENV")}
+        spec = sandbox.SandboxSpec(
+            uid=release.uid,
+            ro_binds=tuple(
+                dict.fromkeys(
+                    [
+                        releases_dir,
+                        release.venv,
+                        self._zygote_path,
+                        *_interpreter_dirs(release.venv),
+                    ]
+                )
+            ),
+            chdir=releases_dir,
+            env=env,
+            share_net=True,
+            die_with_parent=False,
+            memory_mb=self.settings.app_memory_mb,
+            pids_max=self.settings.app_pids_max,
+        )
+        template = TemplateProcess(lambda _pid, _code, _sig: None)
+        python = str(release.venv / "bin" / "python")
+        zygote = str(self._zygote_path)
+
+        def argv_for(fd: int) -> list[str]:
+            wrapped = sandbox.wrap([python, zygote, str(fd)], spec, use_bwrap=bool(self._use_bwrap))
+            return [*cgroup.join_argv(), *wrapped] if cgroup is not None else wrapped
+
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            process = await template.launch(argv_for, out_w, err_w)
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        did = release.deployment_id
+        shared = _Shared(key, template, release.venv, cgroup)
+        shared.logs = [
+            self.capture.attach(out_r, did, "shared-template", "stdout"),
+            self.capture.attach(err_r, did, "shared-template", "stderr"),
+        ]
+        self._write_shared_record(shared, process.pid)
+        await template.preload(
+            FRAMEWORK_PRELOAD.get(app.framework, []) + SERVER_PRELOAD.get(app.server, []),
+            timeout=self.settings.boot_timeout,
+        )
+        if not template.alive:
+            await self._close_shared(shared)
+            raise BootFailed("the shared template process ended while importing the framework")
+        self._shared[key] = shared
+        return shared
+
+    async def _release_shared(self, dep: _Deployment) -> None:
+        key, dep.shared_key = dep.shared_key, None
+        shared = self._shared.get(key) if key else None
+        if shared is None:
+            return
+        shared.users.discard(dep.release.deployment_id)
+        if not shared.users:
+            await self._close_shared(shared)
+
+    async def _close_shared(self, shared: _Shared) -> None:
+        if self._shared.get(shared.key) is shared:
+            del self._shared[shared.key]
+        await shared.template.close(timeout=self.stop_timeout)
+        await self.capture.drain(shared.logs, 1.0)
+        if shared.cgroup is not None:
+            await asyncio.to_thread(shared.cgroup.remove)
+        with contextlib.suppress(OSError):
+            self._shared_record_path(shared.key).unlink()
+
+    def shared_templates(self) -> list[dict[str, object]]:
+        """The shared framework templates: key, deployments using them, their own USS in kB
+        (the whole sandboxed tree, less the per-deployment templates forked from it)."""
+        figures: list[dict[str, object]] = []
+        for shared in self._shared.values():
+            total = procs.tree_uss_kb(shared.template.host_pid or 0)
+            for did in shared.users:
+                dep = self._deployments.get(did)
+                if dep is not None and dep.template is not None and dep.template.host_pid:
+                    total -= procs.tree_uss_kb(dep.template.host_pid)
+            figures.append(
+                {"key": shared.key, "deployments": sorted(shared.users), "memory_kb": total}
+            )
+        return figures
+
+    def _shared_record_path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.state_dir / "records" / f"shared-{digest}.json"
+
+    def _write_shared_record(self, shared: _Shared, pid: int) -> None:
+        record = {
+            "shared": shared.key,
+            "pids": [{"pid": pid, "start_time": procs.start_time(pid)}],
+            "cgroup": shared.cgroup.name if shared.cgroup is not None else None,
+        }
+        path = self._shared_record_path(shared.key)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
 
     async def _watch_template(self, dep: _Deployment, template: TemplateProcess) -> None:
         assert template.closed is not None
@@ -528,9 +768,10 @@ class Runtime:
             raise BootFailed(f"`{command}` failed with exit code {code}")
 
     async def _wake_template(self, dep: _Deployment) -> _Instance:
-        template = dep.template
-        if template is None or not template.alive:
-            template = await self._load_template(dep)
+        async with dep.template_lock:
+            template = dep.template
+            if template is None or not template.alive:
+                template = await self._load_template(dep)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -755,16 +996,18 @@ class Runtime:
             dep.instance = None
 
     async def _drop_template(self, dep: _Deployment) -> None:
-        template = dep.template
-        dep.template = None
-        dep.dormant_since = None
-        if template is not None:
-            await template.close(timeout=self.stop_timeout)
-            await self.capture.drain(dep.template_logs, 1.0)
-        if dep.cgroup is not None:
-            await asyncio.to_thread(dep.cgroup.kill)
-        if dep.instance is None:
-            self._remove_record(dep.release.deployment_id)
+        async with dep.template_lock:
+            template = dep.template
+            dep.template = None
+            dep.dormant_since = None
+            if template is not None:
+                await template.close(timeout=self.stop_timeout)
+                await self.capture.drain(dep.template_logs, 1.0)
+            if dep.cgroup is not None and dep.instance is None:
+                await asyncio.to_thread(dep.cgroup.kill)
+            await self._release_shared(dep)
+            if dep.instance is None:
+                self._remove_record(dep.release.deployment_id)
 
     # -- idle sweep ----------------------------------------------------------------------------
 
@@ -839,9 +1082,9 @@ class Runtime:
 
     def _template_memory_kb(self, dep: _Deployment) -> int:
         template = dep.template
-        if template is None or template.process is None:
+        if template is None or template.host_pid is None:
             return 0
-        return procs.tree_uss_kb(template.process.pid)
+        return procs.tree_uss_kb(template.host_pid)
 
     # -- records: what a restarted platform must find ------------------------------------------
 

@@ -35,6 +35,8 @@ class TemplateProcess:
         self.sock: socket.socket | None = None
         self.server: str | None = None
         self.workers = 1
+        self.host_pid: int | None = None  # for memory figures and cgroup moves
+        self.modules: list[str] = []  # modules the loaded app imported, outside its own code
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -63,12 +65,44 @@ class TemplateProcess:
             raise
         finally:
             theirs.close()
-        ours.setblocking(False)
-        self.sock = ours
-        loop = asyncio.get_running_loop()
-        self.closed = loop.create_future()
-        self._reader = asyncio.create_task(self._read_loop())
+        self._attach(ours)
+        self.host_pid = self.process.pid
         return self.process
+
+    def _attach(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.closed = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read_loop())
+
+    async def fork_template(
+        self, child: TemplateProcess, stdout: int, stderr: int, timeout: float = 10
+    ) -> int:
+        """Fork a template of its own from this (shared) one; ``child`` drives it. Its pid."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            reply = await self.call(
+                {"op": "fork_template"}, fds=[theirs.fileno(), stdout, stderr], timeout=timeout
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if not reply.get("ok"):
+            ours.close()
+            raise BootFailed(
+                f"the shared template could not fork: {last_line(str(reply.get('error')))}"
+            )
+        child._attach(ours)
+        return int(reply["pid"])
+
+    async def preload(self, modules: Sequence[str], timeout: float = 60) -> list[str]:
+        """Import these modules here (skipping the ones that fail); the failed ones."""
+        with contextlib.suppress(TemplateGone, TimeoutError):
+            reply = await self.call({"op": "preload", "modules": list(modules)}, timeout=timeout)
+            return [str(m) for m in reply.get("failed", [])]
+        return list(modules)
 
     async def _read_loop(self) -> None:
         assert self.sock is not None
@@ -124,13 +158,21 @@ class TemplateProcess:
         workdir: str,
         env: dict[str, str],
         timeout: float,
+        venv_from: str | None = None,
+        venv_to: str | None = None,
     ) -> None:
         """Import and warm the app; BootFailed (with the template's traceback) if it cannot."""
+        message = {
+            "op": "load",
+            "spec": spec,
+            "argv": list(argv),
+            "workdir": workdir,
+            "env": env,
+            "venv_from": venv_from,
+            "venv_to": venv_to,
+        }
         try:
-            reply = await self.call(
-                {"op": "load", "spec": spec, "argv": list(argv), "workdir": workdir, "env": env},
-                timeout=timeout,
-            )
+            reply = await self.call(message, timeout=timeout)
         except TimeoutError as exc:
             raise BootFailed(f"the app did not finish importing within {timeout:g} s") from exc
         except TemplateGone as exc:
@@ -139,6 +181,7 @@ class TemplateProcess:
             raise BootFailed(f"the app failed to load: {last_line(str(reply.get('error')))}")
         self.server = reply.get("server")
         self.workers = int(reply.get("workers") or 1)
+        self.modules = [str(m) for m in reply.get("modules") or []]
 
     async def serve(self, listener: int, stdout: int, stderr: int, workers: int) -> list[int]:
         """Fork ``workers`` servers on the bound, listening socket ``listener``; their pids."""

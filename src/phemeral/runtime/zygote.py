@@ -136,9 +136,12 @@ class Template:
             if op == "preload":
                 reply["failed"] = preload(message.get("modules", []))
                 reply["ok"] = True
+                freeze()
             elif op == "load":
                 self.load(message)
+                freeze()
                 reply.update(ok=True, workers=self.workers, server=self.server)
+                reply["modules"] = shareable_modules(message.get("workdir") or "")
             elif op == "fork_template":
                 reply.update(ok=True, pid=self.fork_template(fds, own))
             elif op == "signal":
@@ -183,6 +186,15 @@ class Template:
     def load(self, message: dict[str, Any]) -> None:
         spec = message["spec"]
         workdir = message.get("workdir")
+        venv_from, venv_to = message.get("venv_from"), message.get("venv_to")
+        if venv_from and venv_to and venv_from != venv_to:
+            # Forked from a template of another release with the same dependency set: later
+            # imports come from this release's own venv.
+            sys.path[:] = [
+                venv_to + p[len(venv_from) :] if p.startswith(venv_from + "/") else p
+                for p in sys.path
+            ]
+            sys.prefix = sys.exec_prefix = venv_to
         if workdir:
             os.chdir(workdir)
             if workdir not in sys.path:
@@ -304,6 +316,16 @@ class Template:
         return pids
 
 
+def freeze() -> None:
+    """Move every object to the permanent generation: the collector then never walks (and
+    so never copies) the pages a fork shares with this template."""
+    import gc
+
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()
+
+
 def preload(modules: list[str]) -> list[str]:
     failed = []
     for name in modules:
@@ -312,6 +334,20 @@ def preload(modules: list[str]) -> list[str]:
         except Exception:  # a module that needs app settings cannot be preloaded; skip it
             failed.append(name)
     return failed
+
+
+def shareable_modules(workdir: str) -> list[str]:
+    """Imported modules that are not the app's own (a shared template may preload them)."""
+    names = []
+    root = str(pathlib.Path(workdir).absolute()) + os.sep if workdir else None
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name == "__main__" or not path:
+            continue
+        if root and str(pathlib.Path(path).absolute()).startswith(root):
+            continue
+        names.append(name)
+    return sorted(names)
 
 
 def import_target(target: str, factory: bool) -> Any:
