@@ -10,8 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from phemeral.detect.dependencies import Dependencies
-from phemeral.detect.django import detect_django
-from phemeral.detect.entrypoint import AppCandidate, describe_candidates, scan_entrypoints
+from phemeral.detect.django import detect_django, module_file
+from phemeral.detect.entrypoint import (
+    AppCandidate,
+    describe_candidates,
+    scan_entrypoints,
+    scan_module,
+)
+from phemeral.detect.manifests import join
 from phemeral.detect.project import ProjectFiles
 from phemeral.detect.tree import SourceTree
 from phemeral.errors import DetectionError
@@ -65,6 +71,10 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
             {"django_settings_module": found.settings_source},
         )
 
+    configured = project.pyproject.fastapi_entrypoint if project.pyproject else None
+    if configured is not None and "fastapi" in present:
+        return _configured_fastapi(tree, project, configured, source_of("fastapi"))
+
     scan = scan_entrypoints(tree, project.directory)
     usable = [c for c in scan.candidates if c.framework in present]
     if not usable:
@@ -98,6 +108,51 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
         _spec(best),
         best.app_dir,
         warnings,
+    )
+
+
+def _configured_fastapi(
+    tree: SourceTree, project: ProjectFiles, configured: str, framework_source: str
+) -> AppDecision:
+    """``[tool.fastapi] entrypoint``: used as written, but it must resolve (never a fallback)."""
+    assert project.pyproject is not None
+    where = project.pyproject.fastapi_entrypoint_source
+    module, _, attr = configured.partition(":")
+    found = None
+    for app_dir in ("", "src"):
+        base = join(project.directory, app_dir) if app_dir else project.directory
+        path = module_file(tree, base, module) if module.replace(".", "").isidentifier() else None
+        text = tree.read_text(path) if path else None
+        if path and text is not None:
+            found = (app_dir, path, scan_module(text, path, module, app_dir))
+            break
+    if found is None or not attr.isidentifier():
+        raise DetectionError(
+            f"{where}: [tool.fastapi] entrypoint = {configured!r} does not resolve: looked for "
+            f"module {module!r} in {project.directory or 'the project root'} and its src/ folder "
+            f"and for an attribute name after ':'. Fix it to `package.module:app`."
+        )
+    app_dir, path, scan = found
+    factory = scan is not None and attr in scan.factories and attr not in scan.instances
+    if scan is None or not (attr in scan.instances or attr in scan.reexports or factory):
+        raise DetectionError(
+            f"{where}: [tool.fastapi] entrypoint = {configured!r}, but {path} does not bind "
+            f"{attr!r} at module level. Fix the entrypoint or define `{attr} = FastAPI()` there."
+        )
+    if factory:
+        line = scan.factories[attr][1]
+    elif attr in scan.instances:
+        line = scan.instances[attr][1]
+    else:
+        line = scan.reexports[attr][2]
+    spec = AppSpec("fastapi", "asgi", f"{module}:{attr}", factory=factory, server="uvicorn")
+    return AppDecision(
+        "fastapi",
+        framework_source,
+        f"{module}:{attr}()" if factory else f"{module}:{attr}",
+        f"{path}:{line} (from {where})",
+        spec,
+        app_dir,
     )
 
 

@@ -97,6 +97,8 @@ class Pyproject:
     poetry_python_source: str = ""
     poetry_package_mode: bool = True
     scripts: dict[str, str] = field(default_factory=dict)
+    fastapi_entrypoint: str | None = None  # [tool.fastapi] entrypoint = "pkg.main:app"
+    fastapi_entrypoint_source: str = ""
     dependencies: list[Dependency] = field(default_factory=list)
 
     @property
@@ -117,6 +119,10 @@ def read_pyproject(tree: SourceTree, directory: str, warnings: list[str]) -> Pyp
     poetry = _table(tool.get("poetry"))
     result.has_build_system = "build-system" in data
     result.is_uv_workspace = "workspace" in _table(tool.get("uv"))
+    entrypoint = _table(tool.get("fastapi")).get("entrypoint")
+    if isinstance(entrypoint, str):
+        result.fastapi_entrypoint = entrypoint.strip()
+        result.fastapi_entrypoint_source = cite(path, text, r"^\s*entrypoint\s*=")
     if project:
         result.has_project = True
         name = project.get("name")
