@@ -111,3 +111,19 @@ def test_rebuild_with_unchanged_lock_hits_cache(tmp_path: Path, settings: Settin
     _build(FIXTURES / "uv_fastapi", tmp_path / "a", settings, project="cachey")
     _, log = _build(FIXTURES / "uv_fastapi", tmp_path / "b", settings, project="cachey")
     assert "cache hit" in log.text("install")
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    "example",
+    sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.is_dir()) if EXAMPLES_DIR.is_dir() else [],
+)
+def test_example_builds(example: str, tmp_path: Path, settings: Settings) -> None:
+    result, log = _build(EXAMPLES_DIR / example, tmp_path, settings, project=example)
+    _assert_release(result)
+    framework, manager = example.split("-")
+    assert result.detection["framework"] == framework
+    assert result.detection["package_manager"] == manager
+    assert "imported" in log.text("verify")
