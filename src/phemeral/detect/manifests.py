@@ -138,7 +138,7 @@ def read_pyproject(tree: SourceTree, directory: str, warnings: list[str]) -> Pyp
                 result.dependencies.append(dep)
         scripts = _table(project.get("scripts"))
         result.scripts.update({k: v for k, v in scripts.items() if isinstance(v, str)})
-    if poetry and ("dependencies" in poetry or "name" in poetry or "group" in poetry):
+    if "poetry" in tool and isinstance(tool["poetry"], dict):
         result.has_poetry = True
         if result.name is None and isinstance(poetry.get("name"), str):
             result.name = poetry["name"]

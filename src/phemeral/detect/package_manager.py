@@ -85,15 +85,18 @@ def decide_package_manager(
             f"{', '.join(project.other_locks)} is not used (only uv, poetry and pip are "
             "supported); dependencies are installed from the manifest instead"
         )
-    if pyproject and pyproject.has_poetry and not pyproject.has_project:
+    if pyproject and pyproject.has_poetry:
         warnings.append(
             f"{pyproject.path} uses Poetry but poetry.lock is missing; the build will resolve "
             "versions afresh. Commit poetry.lock for reproducible builds"
         )
+        if requirements:
+            warnings.append(
+                f"{requirements} is ignored: {pyproject.path} has [tool.poetry], so Poetry "
+                "installs the project; set package_manager to pip to use it instead"
+            )
         return ManagerDecision("poetry", pyproject.path, warnings)
     if requirements:
-        if pyproject and pyproject.has_poetry:
-            warnings.append(f"{pyproject.path} has [tool.poetry], but {requirements} is used")
         return ManagerDecision("pip", requirements, warnings)
     if pyproject and pyproject.has_project:
         warnings.append(
@@ -101,8 +104,6 @@ def decide_package_manager(
             "afresh. Commit uv.lock (`uv lock`) for reproducible builds"
         )
         return ManagerDecision("pip", pyproject.path, warnings)
-    if pyproject and pyproject.has_poetry:
-        return ManagerDecision("poetry", pyproject.path, warnings)
     if project.has_setup:
         warnings.append("only setup.py/setup.cfg found; pip installs the project with them")
         return ManagerDecision("pip", project.path("setup.py"), warnings)
