@@ -174,12 +174,14 @@ def test_validate_repo_url() -> None:
     assert (
         validate_repo_url(" https://github.com/o/r ", allow_local=False) == "https://github.com/o/r"
     )
-    assert validate_repo_url("git@github.com:o/r.git", allow_local=False)
+    assert validate_repo_url("http://git.example.com/o/r.git", allow_local=False)
     assert validate_repo_url("/srv/repo", allow_local=True) == "/srv/repo"
     for bad, why in [
         ("/srv/repo", "allow-local-repos"),
         ("file:///srv/repo", "allow-local-repos"),
-        ("ftp://example.com/r", "not supported"),
+        ("ftp://example.com/r", "use its https URL"),
+        ("git@github.com:o/r.git", "use its https URL"),
+        ("ssh://git@github.com/o/r", "use its https URL"),
         ("https://user:pw@github.com/o/r", "credentials"),
         ("https://tok@github.com/o/r", "credentials"),
         ("--upload-pack=x", "must not start"),

@@ -83,11 +83,13 @@ def github_full_name(url: str) -> str | None:
 
 
 def validate_repo_url(url: str, *, allow_local: bool) -> str:
-    """Return ``url`` stripped, or raise `InvalidInput` saying why it cannot be used.
+    """Return ``url`` stripped, or raise `InvalidInput` saying why it cannot be deployed from.
 
-    Accepted: https/http/ssh/git URLs and ``user@host:path`` forms; local paths and ``file://``
-    only with ``allow_local`` (the server's ``--allow-local-repos``). Credentials embedded in
-    the URL are refused: a private repository's token is stored apart, encrypted.
+    Deployable: https (or http) URLs, which the builder fetches, with the project's token for
+    private repositories; local paths and ``file://`` only with ``allow_local`` (the server's
+    ``--allow-local-repos``). ssh and ``git@`` forms still name a repository (see
+    `repository_key`) but cannot be fetched. Credentials embedded in the URL are refused: a
+    token is stored apart, encrypted.
     """
     text = url.strip()
     if not text:
@@ -104,12 +106,12 @@ def validate_repo_url(url: str, *, allow_local: bool) -> str:
             )
         return text
     parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme and scheme not in _REMOTE_SCHEMES and _SCP_LIKE.match(text) is None:
+    if parts.scheme.lower() not in ("https", "http"):
         raise InvalidInput(
-            f"repository URL scheme {parts.scheme!r} is not supported (use https, ssh or git)"
+            f"repository {text!r} cannot be fetched: use its https URL "
+            "(e.g. https://github.com/OWNER/REPO) and an access token for a private one"
         )
-    if scheme in ("https", "http") and (parts.password or (parts.username and scheme != "ssh")):
+    if parts.username or parts.password:
         raise InvalidInput(
             "repository URL must not embed credentials; set the project's access token instead"
         )
