@@ -5,9 +5,12 @@ domain switch. Screenshots of the main pages land in test-output/screenshots/.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from phemeral.models import LogStream, RuntimeLogLine
 from phemeral.store import Store
 from phemeral.store.logs import LogWriter
 
-from .harness import REPO, SCREENSHOTS, Server, pack_dir, upload, wait_finished
+from .harness import REPO, SCREENSHOTS, Server, wait_finished
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -42,6 +45,34 @@ def example_dir() -> Path:
     if not found:
         pytest.fail("examples/ has no project to deploy")
     return found[0]
+
+
+def cli_deploy(server: Server, source: Path, project: str) -> dict[str, Any]:
+    """`phemeral deploy` as people run it (upload, do not wait), returning its JSON."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phemeral",
+            "deploy",
+            str(source),
+            "--project",
+            project,
+            "--no-wait",
+            "--json",
+            "--url",
+            server.api_url,
+            "--token",
+            server.token,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    body: dict[str, Any] = json.loads(out.stdout)
+    return body
 
 
 def shot(page: Any, name: str) -> None:
@@ -112,10 +143,8 @@ def deployed(page: Any, server: Server, project: tuple[str, Path]) -> dict[str, 
     and its page is open before its build starts.
     """
     name, source = project
-    archive = pack_dir(source)
-    with server.api() as api:
-        older = upload(api, name, archive)
-        watched = upload(api, name, archive)
+    older = cli_deploy(server, source, name)
+    watched = cli_deploy(server, source, name)
     page.goto(f"{server.dashboard_url}/deployments/{watched['id']}")
     log = page.locator("#build-log")
     assert log.get_attribute("data-live") == "true", "the build finished before the page opened"
