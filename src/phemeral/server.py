@@ -9,7 +9,8 @@ Two pieces compose the process:
 - `serve_api(cp, ...)`: serves the HTTP API (plus any extra routers, e.g. the dashboard) with
   uvicorn on a TCP port or a Unix socket until cancelled.
 
-`run(settings)` is the composition root `phemeral serve` calls.
+`run(settings)` serves the API alone on the public port; `run_platform(settings)` puts the
+router in front and attaches the runtime and the dashboard (one port for everything).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -156,3 +159,36 @@ async def run(settings: Settings) -> None:
     """`phemeral serve`: the control plane and its API on ``settings.host:settings.port``."""
     async with control_plane(settings) as cp:
         await serve_api(cp)
+
+
+async def run_platform(settings: Settings) -> None:
+    """The whole platform on one port: router in front, runtime, builder, API and dashboard.
+
+    The router owns ``settings.host:settings.port``; control-plane hosts reach the API and the
+    dashboard over a private Unix socket, deployment hosts reach the runtime's instances.
+    """
+    from phemeral.dashboard.routes import create_router
+    from phemeral.models import Upstream
+    from phemeral.router import serve_router
+    from phemeral.runtime.supervisor import Runtime
+
+    private = Path(tempfile.mkdtemp(prefix="phemeral-api-"))  # short path: sun_path ≤ 107
+    sock = str(private / "api.sock")
+    try:
+        async with control_plane(settings, runtime_factory=Runtime) as cp:
+            assert cp.snapshot is not None and isinstance(cp.runtime, Runtime)
+            router = await serve_router(
+                host=settings.host,
+                port=settings.port,
+                snapshot=cp.snapshot,
+                backends=cp.runtime,
+                control_plane=Upstream(unix_path=sock),
+                log_sink=cp.logs,
+            )
+            cp.listeners.append(router.update)
+            try:
+                await serve_api(cp, uds=sock, routers=[create_router(settings)])
+            finally:
+                await router.close()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
