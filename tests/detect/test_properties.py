@@ -206,3 +206,22 @@ def test_ten_thousand_files(tmp_path: Path) -> None:
     first = detect(tmp_path).to_json()
     assert first["entrypoint"] == "main:app"
     assert detect(tmp_path).to_json() == first
+
+
+def test_user_code_is_never_imported_or_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    effect = f"open({str(marker)!r}, 'w').close()\n"
+    (tmp_path / "requirements.txt").write_text("django\nfastapi\nuvicorn\n")
+    (tmp_path / "main.py").write_text(effect + "from fastapi import FastAPI\napp = FastAPI()\n")
+    (tmp_path / "manage.py").write_text(
+        effect + 'import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "site_.settings")\n'
+    )
+    (tmp_path / "site_").mkdir()
+    (tmp_path / "site_" / "__init__.py").write_text(effect)
+    (tmp_path / "site_" / "settings.py").write_text(
+        effect + 'WSGI_APPLICATION = "site_.wsgi.app"\n'
+    )
+    (tmp_path / "site_" / "wsgi.py").write_text(effect + "app = object()\n")
+    result = detect(tmp_path)
+    assert (result.framework, result.entrypoint) == ("django", "site_.wsgi:app")
+    assert not marker.exists()
