@@ -118,18 +118,27 @@ async def _respond(send: Any, status: int, body: bytes, content_type: bytes) -> 
 
 
 @contextlib.asynccontextmanager
-async def app_server(name: str) -> AsyncIterator[Upstream]:
-    """A real uvicorn server for ``make_app(name)`` on a free port."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(make_app(name), log_level="warning", access_log=False, lifespan="on")
+async def app_server(name: str, unix_path: str | None = None) -> AsyncIterator[Upstream]:
+    """A real uvicorn server for ``make_app(name)`` on a free port (or a Unix socket)."""
+    if unix_path is not None:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(unix_path)
+    else:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        make_app(name), log_level="warning", access_log=False, lifespan="on", proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
     try:
-        yield Upstream(host="127.0.0.1", port=sock.getsockname()[1])
+        if unix_path is not None:
+            yield Upstream(unix_path=unix_path)
+        else:
+            yield Upstream(host="127.0.0.1", port=sock.getsockname()[1])
     finally:
         server.should_exit = True
         await task

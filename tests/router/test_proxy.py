@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -196,6 +197,39 @@ def test_keep_alive_reuses_one_upstream_connection() -> None:
                 ports.add(response.json()["port"])
             assert len(ports) == 1
             assert server.router.pool.opened == 1
+
+    run(main)
+
+
+def test_upstream_connections_are_never_shared_across_deployments() -> None:
+    async def main() -> None:
+        async with app_server("cp") as cp, app_server("a") as a:
+            # Two deployments that happen to share an address still get their own connections.
+            backends = BackendsTestDouble({"dep-a": a, "dep-b": a})
+            routes = snapshot({"dep-a": OK, "dep-b": OK})
+            async with router(routes, backends, cp) as server, httpx.AsyncClient() as client:
+                ports: dict[str, set[int]] = {"dep-a": set(), "dep-b": set()}
+                for _ in range(4):
+                    for dep in ports:
+                        response = await client.get(url(server.port, "/whoami"), headers=host(dep))
+                        ports[dep].add(response.json()["port"])
+                assert len(ports["dep-a"]) == len(ports["dep-b"]) == 1
+                assert ports["dep-a"] != ports["dep-b"]
+                assert server.router.pool.opened == 2
+
+    run(main)
+
+
+def test_control_plane_over_a_unix_socket(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with (
+            app_server("control", unix_path=str(tmp_path / "api.sock")) as cp,
+            router(snapshot(), BackendsTestDouble({}), cp) as server,
+        ):
+            response = await raw_request(
+                server.port, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+        assert status_of(response) == 200 and response.endswith(b"hello from control")
 
     run(main)
 
