@@ -43,32 +43,30 @@ def free_port() -> int:
 
 
 async def platform(data_dir: Path, api_port: int, router_port: int) -> None:
+    from phemeral.deploys import publish
     from phemeral.models import RoutingSnapshot, Upstream
     from phemeral.router.server import serve_router
     from phemeral.runtime.supervisor import Runtime
-    from phemeral.server import run
+    from phemeral.server import control_plane, serve_api
     from phemeral.settings import load_settings
 
-    class NullSink:
-        def write(self, lines: list[object]) -> None:
-            pass
-
     settings = load_settings({}, {"data_dir": data_dir, "port": api_port, "base_domain": BASE})
-    runtime = Runtime(settings, NullSink())
-    await runtime.start()
-    router = await serve_router(
-        host="127.0.0.1",
-        port=router_port,
-        snapshot=RoutingSnapshot(BASE, {}, {}),
-        backends=runtime,
-        control_plane=Upstream("127.0.0.1", api_port),
-        log_sink=None,
-    )
-    try:
-        await run(settings, runtime=runtime, listeners=[router.update])
-    finally:
-        await router.close()
-        await runtime.close()
+    async with control_plane(settings, runtime_factory=Runtime) as cp:
+        assert cp.runtime is not None
+        router = await serve_router(
+            host="127.0.0.1",
+            port=router_port,
+            snapshot=RoutingSnapshot(BASE, {}, {}),
+            backends=cp.runtime,  # type: ignore[arg-type]
+            control_plane=Upstream("127.0.0.1", api_port),
+            log_sink=cp.logs,
+        )
+        cp.listeners.append(router.update)
+        await asyncio.to_thread(publish, cp)
+        try:
+            await serve_api(cp)
+        finally:
+            await router.close()
 
 
 # -- client side ------------------------------------------------------------------------------

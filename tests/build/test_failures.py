@@ -4,6 +4,7 @@ nothing half-built behind."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -175,3 +176,20 @@ def test_build_code_cannot_see_platform_data(tmp_path: Path, settings: Settings)
     text = log.text("install")
     assert "HIDDEN [] uid" in text, text
     assert "PLATFORM-SECRET" not in text
+
+
+def test_without_bwrap_unreachable_paths_fail_clearly(tmp_path: Path, settings: Settings) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the uid drop only happens as root")
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "flask\n",
+            "app.py": "from flask import Flask\napp = Flask(__name__)\n",
+        },
+    )
+    no_bwrap = replace(settings, sandbox="none")
+    error, _, _ = _fail(project, tmp_path, no_bwrap)
+    # this machine keeps /tmp/pytest-of-root and /root at 0700: the app uid could not get there
+    assert error.stage == "python"
+    assert "chmod o+x" in error.message and "install bubblewrap" in error.message

@@ -162,6 +162,16 @@ async def _stages(
         )
     prefix = interpreter.path.resolve().parent.parent
     ctx.ro_binds.append(prefix)
+    if not ctx.use_bwrap and job.uid is not None:
+        # without bubblewrap the app uid walks the real paths: each must be traversable
+        for needed in (settings.data_dir, prefix, install.find_uv()):
+            blocked = unreachable(needed)
+            if blocked is not None:
+                raise BuildError(
+                    f"without bubblewrap the app uid cannot reach {needed}: {blocked} is not "
+                    f"traversable by others (chmod o+x {blocked}), or install bubblewrap",
+                    stage="python",
+                )
     stage.done(f"using Python {interpreter.version} at {interpreter.path}")
 
     # 4. Install --------------------------------------------------------------------------
@@ -284,6 +294,17 @@ def _prepare_dirs(data_dir: Path, release_dir: Path, uid: int | None, owned: lis
         path.mkdir(mode=0o755)
         if uid is not None:
             os.chown(path, uid, uid)
+
+
+def unreachable(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that other users cannot traverse, or None (reads only)."""
+    for parent in reversed(path.parents):
+        try:
+            if parent.stat().st_mode & 0o001 == 0:
+                return parent
+        except OSError:
+            return parent
+    return None
 
 
 def _make_traversable(data_dir: Path, leaf: Path) -> None:
