@@ -223,9 +223,9 @@ def _note_hidden(node: ast.AST, imports: _Imports, scan: ModuleScan, where: str)
                 return
 
 
-def python_files(tree: SourceTree, project_dir: str) -> Iterable[str]:
+def python_files(tree: SourceTree, project_dir: str, max_depth: int = 4) -> Iterable[str]:
     count = 0
-    for path in tree.walk_files(project_dir, max_depth=4, suffix=".py"):
+    for path in tree.walk_files(project_dir, max_depth=max_depth, suffix=".py"):
         rel = path[len(project_dir) + 1 :] if project_dir else path
         if any(part in SCAN_SKIP for part in rel.split("/")[:-1]):
             continue

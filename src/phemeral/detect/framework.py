@@ -14,6 +14,7 @@ from phemeral.detect.django import detect_django, module_file
 from phemeral.detect.entrypoint import (
     AppCandidate,
     describe_candidates,
+    python_files,
     scan_entrypoints,
     scan_module,
 )
@@ -50,9 +51,11 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
     def source_of(framework: str) -> str:
         return deps.direct.get(framework) or (deps.files[-1] if deps.files else "")
 
-    if "django" in present and project.has_manage_py:
+    django_dir = _manage_py_dir(tree, project) if "django" in present else None
+    if django_dir is not None:
         asgi_hint = deps.has("channels") or deps.has("daphne")
-        found = detect_django(tree, project.directory, asgi_hint)
+        base = join(project.directory, django_dir) if django_dir else project.directory
+        found = detect_django(tree, base, asgi_hint)
         spec = AppSpec(
             framework="django",
             interface="asgi" if found.interface == "asgi" else "wsgi",
@@ -66,7 +69,7 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
             found.target,
             found.source,
             spec,
-            "",
+            django_dir,
             found.warnings,
             {"django_settings_module": found.settings_source},
         )
@@ -109,6 +112,21 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
         best.app_dir,
         warnings,
     )
+
+
+def _manage_py_dir(tree: SourceTree, project: ProjectFiles) -> str | None:
+    """Where manage.py is, relative to the project dir: itself, else the only one ≤ 2 deep."""
+    if project.has_manage_py:
+        return ""
+    found = [
+        path
+        for path in python_files(tree, project.directory, max_depth=2)
+        if path.endswith("/manage.py")
+    ]
+    if len(found) != 1:
+        return None
+    rel = found[0][len(project.directory) + 1 :] if project.directory else found[0]
+    return rel.rpartition("/")[0]
 
 
 def _configured_fastapi(
