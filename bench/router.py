@@ -1,0 +1,327 @@
+"""Router vs nginx as a reverse proxy, side by side in one run.
+
+    .venv/bin/python bench/router.py [--duration 8] [--rounds 3] [--connections 50]
+
+Starts one upstream (uvicorn, 1 worker, FastAPI hello world as in the research note, or a bare
+ASGI app with ``--app asgi``), nginx (1 worker, keep-alive
+upstream pool of 64) and the Phemeral router (1 process, uvloop) in front of the same upstream,
+then runs wrk against each in turn, rounds interleaved to spread machine noise:
+
+- throughput at ``--connections`` (default 50): requests/s, p50, p99, router/nginx ratio
+  (goal ≥ 0.9) and proxy CPU per request;
+- latency at moderate load (``--moderate`` connections, default 2): p99 added over direct
+  (goal ≤ 1 ms).
+
+Installs nginx-light and wrk with apt-get when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST_HEADER = "dep1.phemeral.localhost"
+
+HELLO_APPS = {
+    # The app of the research measurements (perf.md §4): FastAPI hello world.
+    "fastapi": """
+from fastapi import FastAPI
+app = FastAPI()
+
+@app.get("/")
+def hello():
+    return {"message": "Hello, world!"}
+""",
+    # A bare ASGI app: a faster upstream, so proxy CPU weighs more in the ratio.
+    "asgi": """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+""",
+}
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answered on port {port} within {timeout:g} s")
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk")) if not _which(tool)]
+    if missing:
+        print(f"installing {' '.join(missing)} …", flush=True)
+        subprocess.run(["apt-get", "install", "-y", *missing], check=True)
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool) or next(
+        (str(p) for p in (Path("/usr/sbin") / tool, Path("/sbin") / tool) if p.exists()), None
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU of ``pid`` and its direct children (nginx master + worker)."""
+    total = cpu_seconds(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        for child in children.read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                total += cpu_seconds(int(child))
+    return total
+
+
+@dataclass
+class Run:
+    rps: float
+    p50: float
+    p99: float
+    cpu_us: float | None
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"unreadable wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(port: int, connections: int, duration: int, pid: int | None) -> Run:
+    before = process_tree_cpu(pid) if pid else 0.0
+    out = subprocess.run(
+        [
+            _which("wrk") or "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-H",
+            f"Host: {HOST_HEADER}",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    used = process_tree_cpu(pid) - before if pid else 0.0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print(f"  warning: {errors.group(0)}", flush=True)
+    return Run(rps, p50, p99, used / total * 1e6 if pid and total else None)
+
+
+def serve_router(port: int, upstream_port: int) -> None:
+    """Child mode: the router alone in this process, routing dep1 to the upstream."""
+    import uvloop
+
+    from phemeral.models import DeploymentRoute, DeploymentStatus, RoutingSnapshot, Upstream
+    from phemeral.router import serve_router as serve
+
+    class StaticBackends:
+        """Bench stand-in for the runtime: the deployment is always running."""
+
+        async def ensure_running(self, deployment_id: str) -> Upstream:
+            return Upstream(port=upstream_port)
+
+        def request_started(self, deployment_id: str) -> None:
+            pass
+
+        def request_finished(self, deployment_id: str) -> None:
+            pass
+
+    class NullSink:
+        def write(self, lines: list[object]) -> None:
+            pass
+
+    async def main() -> None:
+        snapshot = RoutingSnapshot(
+            base_domain="phemeral.localhost",
+            deployments={"dep1": DeploymentRoute(DeploymentStatus.SUCCESSFUL, "bench", "prod")},
+            domains={},
+        )
+        await serve(
+            host="127.0.0.1",
+            port=port,
+            snapshot=snapshot,
+            backends=StaticBackends(),
+            control_plane=Upstream(port=upstream_port),
+            log_sink=NullSink(),  # type: ignore[arg-type]
+        )
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--moderate", type=int, default=2, help="connections for the p99 run")
+    parser.add_argument("--app", choices=sorted(HELLO_APPS), default="fastapi")
+    parser.add_argument("--serve-router", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_router:
+        serve_router(*args.serve_router)
+        return
+    ensure_tools()
+    tmp = Path(tempfile.mkdtemp(prefix="phemeral-bench-router-"))
+    (tmp / "hello.py").write_text(HELLO_APPS[args.app])
+    upstream_port, nginx_port, router_port = free_port(), free_port(), free_port()
+    (tmp / "nginx.conf").write_text(
+        NGINX_CONF.format(tmp=tmp, upstream=upstream_port, port=nginx_port)
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "hello:app", "--port", str(upstream_port),
+             "--workers", "1", "--no-access-log", "--log-level", "warning",
+             "--loop", "uvloop", "--http", "httptools"],
+            cwd=tmp,
+        )  # fmt: skip
+        procs.append(upstream)
+        nginx = subprocess.Popen([_which("nginx") or "nginx", "-c", str(tmp / "nginx.conf")])
+        procs.append(nginx)
+        router = subprocess.Popen(
+            [sys.executable, __file__, "--serve-router", str(router_port), str(upstream_port)]
+        )
+        procs.append(router)
+        for port in (upstream_port, nginx_port, router_port):
+            wait_port(port)
+        targets = {
+            "direct": (upstream_port, None),
+            "nginx": (nginx_port, nginx.pid),
+            "router": (router_port, router.pid),
+        }
+        for port, _ in targets.values():  # warm-up
+            wrk(port, args.connections, 1, None)
+        load: dict[str, list[Run]] = {name: [] for name in targets}
+        calm: dict[str, list[Run]] = {name: [] for name in targets}
+        for index in range(args.rounds):
+            print(f"round {index + 1}/{args.rounds} …", flush=True)
+            for name, (port, pid) in targets.items():
+                load[name].append(wrk(port, args.connections, args.duration, pid))
+            for name, (port, pid) in targets.items():
+                calm[name].append(wrk(port, args.moderate, max(2, args.duration // 2), pid))
+        report(load, calm, args)
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM if proc is not procs[1] else signal.SIGQUIT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _median(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(run, attr) for run in runs)
+
+
+def report(
+    load: dict[str, list[Run]], calm: dict[str, list[Run]], args: argparse.Namespace
+) -> None:
+    print()
+    print(f"upstream: uvicorn 1 worker, {args.app} hello; nginx 1 worker; router 1 process")
+    print(f"throughput: wrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds}")
+    print(f"{'target':8} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU µs/req':>17}")
+    for name, runs in load.items():
+        cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
+        cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "-"
+        print(
+            f"{name:8} {_median(runs, 'rps'):>10.0f} {_median(runs, 'p50'):>8.2f} "
+            f"{_median(runs, 'p99'):>8.2f} {cpu_text:>17}"
+        )
+    ratio = _median(load["router"], "rps") / _median(load["nginx"], "rps")
+    print()
+    print(f"moderate load: wrk -t1 -c{args.moderate}, median of {args.rounds}")
+    print(f"{'target':8} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'added p99 ms':>13}")
+    direct_p99 = _median(calm["direct"], "p99")
+    for name, runs in calm.items():
+        p99 = _median(runs, "p99")
+        added = "-" if name == "direct" else f"{p99 - direct_p99:+.2f}"
+        print(
+            f"{name:8} {_median(runs, 'rps'):>10.0f} {_median(runs, 'p50'):>8.2f} "
+            f"{p99:>8.2f} {added:>13}"
+        )
+    added_router = _median(calm["router"], "p99") - direct_p99
+    print()
+    verdict = "met" if ratio >= 0.9 else "MISSED"
+    print(f"router/nginx throughput ratio: {ratio:.2f}  (goal ≥ 0.90: {verdict})")
+    print(
+        f"router added p99 at -c{args.moderate}: {added_router:.2f} ms  "
+        f"(goal ≤ 1 ms: {'met' if added_router <= 1.0 else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
