@@ -51,6 +51,7 @@ class BuildContext:
     ro_binds: list[Path] = field(default_factory=list)
     rw_binds: list[Path] = field(default_factory=list)
     base_env: dict[str, str] = field(default_factory=dict)
+    log_cap: int = LOG_CAP_BYTES
     logged_bytes: int = 0
     truncated: bool = False
 
@@ -68,9 +69,12 @@ class BuildContext:
         if self.truncated:
             return
         self.logged_bytes += len(line) + 1
-        if self.logged_bytes > LOG_CAP_BYTES:
+        if self.logged_bytes > self.log_cap:
             self.truncated = True
-            self.log.write(stage, "… build output truncated (more than 10 MiB); the build goes on")
+            self.log.write(
+                stage,
+                f"… build output truncated (over {self.log_cap // 1024} KiB); the build goes on",
+            )
             return
         self.log.write(stage, line)
 
