@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +38,7 @@ from phemeral.errors import (
     InvalidInput,
     NotFound,
     PhemeralError,
+    StoreUnavailable,
 )
 from phemeral.models import (
     ArchiveSource,
@@ -71,8 +72,11 @@ from phemeral.store.schema import Deployment, Domain, Environment, EnvVar, Proje
 from phemeral.store.variables import check_variable, runtime_env
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_APP_UID = 20000
+STORE_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+MIN_FREE_BYTES = 1 << 30  # a build needs room for a venv; below this it is refused
 INTERRUPTED = "interrupted by restart"
 PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
 PACKAGE_MANAGERS = ("uv", "poetry", "pip")
@@ -489,6 +493,10 @@ def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
         )
 
 
+def enough_disk(free_bytes: int) -> bool:
+    return free_bytes >= MIN_FREE_BYTES
+
+
 def _runtime_env(cp: ControlPlane, s: Session, d: Deployment, env: Environment) -> dict[str, str]:
     snapshot: dict[str, str] = json.loads(cp.box.decrypt(d.env_snapshot))
     domains = s.scalars(select(Domain.label).where(Domain.environment_id == env.id))
@@ -524,6 +532,13 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
     build_log.write("queue", "build started")
     try:
         job = await asyncio.to_thread(prepare_job, cp, deployment_id)
+        free = shutil.disk_usage(cp.settings.data_dir).free
+        if not enough_disk(free):
+            raise BuildError(
+                f"insufficient disk: {free >> 20} MiB free in {cp.settings.data_dir}, a build "
+                f"needs at least {MIN_FREE_BYTES >> 20} MiB",
+                stage="build",
+            )
         if cp.builder is None:
             raise BuildError("this server has no builder attached", stage="build")
         result = await asyncio.wait_for(
@@ -550,10 +565,10 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
         with contextlib.suppress(OSError):
             _upload_path(cp, deployment_id).unlink(missing_ok=True)
     build_log.write("release", f"start command ({source}): {command}")
-    await asyncio.to_thread(cp.logs.flush)
-    promoted = await asyncio.to_thread(finish_successful, cp, deployment_id, result)
+    await _until_stored(cp.logs.flush)
+    promoted = await _until_stored(finish_successful, cp, deployment_id, result)
     build_log.write("release", "deployment is live" + (" and current" if promoted else ""))
-    await asyncio.to_thread(publish, cp)
+    await _until_stored(publish, cp)
     return DeploymentStatus.SUCCESSFUL
 
 
@@ -561,15 +576,28 @@ async def _fail(
     cp: ControlPlane, deployment_id: str, build_log: BuildLog, stage: str, reason: str
 ) -> DeploymentStatus:
     build_log.write(stage, f"failed: {reason}")
-    await asyncio.to_thread(cp.logs.flush)
-    await asyncio.to_thread(finish_failed, cp, deployment_id, reason)
-    await asyncio.to_thread(publish, cp)
+    await _until_stored(cp.logs.flush)
+    await _until_stored(finish_failed, cp, deployment_id, reason)
+    await _until_stored(publish, cp)
     return DeploymentStatus.FAILED
+
+
+async def _until_stored(func: Callable[..., T], *args: Any) -> T:
+    """Run a final write in a thread, waiting out a busy or restarting database (bounded)."""
+    for delay in STORE_RETRY_DELAYS:
+        try:
+            return await asyncio.to_thread(func, *args)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, retrying in %.0f s: %s", delay, exc.message)
+            await asyncio.sleep(delay)
+    return await asyncio.to_thread(func, *args)
 
 
 def finish_failed(cp: ControlPlane, deployment_id: str, reason: str) -> None:
     with cp.store.write() as s:
-        d = _deployment(s, deployment_id)
+        d = s.get(Deployment, deployment_id)
+        if d is None:
+            return  # deleted with its project meanwhile
         if d.status != DeploymentStatus.BUILDING:
             return
         d.status, d.failure_reason, d.finished_at = DeploymentStatus.FAILED, reason, now()

@@ -8,18 +8,20 @@ Runtime lines are pruned to `runtime_log_cap` per deployment.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select
 
-from phemeral.errors import PhemeralError
+from phemeral.errors import StoreUnavailable
 from phemeral.models import BuildLogLine, RuntimeLogLine
 from phemeral.store.db import Store
 from phemeral.store.schema import BuildLogRow, RuntimeLogRow
 
 MAX_MESSAGE = 16 * 1024
+log = logging.getLogger(__name__)
 
 
 class LogWriter:
@@ -61,8 +63,10 @@ class LogWriter:
         while not self._stop.wait(self._interval):
             try:
                 self.flush()
-            except PhemeralError:
-                continue  # the database is busy or down: keep the lines, retry next tick
+            except StoreUnavailable:
+                continue  # the database is busy or down: the lines wait for the next tick
+            except Exception:
+                log.exception("writing log lines failed")
 
     def flush(self) -> None:
         with self._flush_lock:
@@ -73,12 +77,30 @@ class LogWriter:
                 return
             try:
                 self._insert(build, runtime)
-            except Exception:
-                with self._lock:  # put them back in front, in order
+            except StoreUnavailable:
+                with self._lock:  # put them back in front, in order, for the next attempt
                     self._build[:0] = build
                     self._runtime[:0] = runtime
                 raise
+            except Exception:
+                # e.g. lines of a deployment deleted meanwhile: write the others one batch per
+                # deployment, dropping the batches the database refuses, never blocking the rest
+                self._insert_each(build, runtime)
             self._prune(runtime)
+
+    def _insert_each(self, build: list[BuildLogLine], runtime: list[RuntimeLogLine]) -> None:
+        groups: dict[str, tuple[list[BuildLogLine], list[RuntimeLogLine]]] = {}
+        for b in build:
+            groups.setdefault(b.deployment_id, ([], []))[0].append(b)
+        for r in runtime:
+            groups.setdefault(r.deployment_id, ([], []))[1].append(r)
+        for deployment_id, (b_lines, r_lines) in groups.items():
+            try:
+                self._insert(b_lines, r_lines)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                log.warning("dropped log lines of %s: %s", deployment_id, exc)
 
     def _insert(self, build: list[BuildLogLine], runtime: list[RuntimeLogLine]) -> None:
         with self._store.write() as session:
