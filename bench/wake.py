@@ -12,7 +12,10 @@ For each deployment and run: scale it to zero (stop the instance; the template s
 then time one ``GET /`` through the router from ``connect`` to the first response byte.
 Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero state) and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
-restart). Idle memory is the USS of each dormant template's process tree.
+restart). Deployments of one project with one dependency set (lock hash) share a framework
+template; each forks its own per-deployment template from it (the app imported and warmed).
+Idle memory: the USS of each deployment's own template, and of the shared framework template
+(its private pages only: pages it shares with the forks count for nobody in USS).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ async def platform(workdir: Path) -> None:
             pass
 
     releases = {
-        f"{stack}-hello": make_release(workdir, f"{stack}-hello", stack) for stack in STACKS
+        f"{stack}-hello": make_release(workdir, f"{stack}-hello", stack, lock_hash=f"{stack}-lock")
+        for stack in STACKS
     }
     releases["custom-hello"] = make_release(
         workdir / "custom",
@@ -98,7 +102,12 @@ async def platform(workdir: Path) -> None:
             reply: dict[str, object] = {"ok": True}
         else:
             state = runtime.instances(did)
-            reply = {"tier": state.tier, "idle_memory_kb": state.idle_memory_kb}
+            shared = [s for s in runtime.shared_templates() if did in s["deployments"]]  # type: ignore[operator]
+            reply = {
+                "tier": state.tier,
+                "idle_memory_kb": state.idle_memory_kb,
+                "shared_kb": shared[0]["memory_kb"] if shared else 0,
+            }
         print(json.dumps(reply), flush=True)
     await router.close()
     await runtime.close()
@@ -167,7 +176,7 @@ def main() -> None:
             for _ in range(runs + 2):
                 call("deep" if tier == "deep" else "idle", did)
                 if tier == "template" and did not in memory:
-                    memory[did] = call("state", did)["idle_memory_kb"]
+                    memory[did] = call("state", did)
                 time.sleep(0.05)
                 samples.append(first_byte_ms(port, f"{did}.{BASE}"))
             samples = samples[2:]  # two warm-up wakes
@@ -185,9 +194,12 @@ def main() -> None:
             f"{did:<16} {tier:<16} {len(samples):>3} {statistics.median(samples):>7.1f} "
             f"{percentile(samples, 90):>7.1f} {percentile(samples, 99):>7.1f} {max(samples):>7.1f}"
         )
-    print("\nidle memory per scaled-to-zero deployment (dormant template tree, USS):")
-    for did, kb in memory.items():
-        print(f"  {did:<16} {int(kb) / 1024:6.1f} MiB")  # type: ignore[call-overload]
+    print("\nidle memory while scaled to zero (USS; template tier):")
+    print(f"  {'deployment':<16} {'own template':>12} {'shared framework (per project+lock)':>36}")
+    for did, state in memory.items():
+        own = int(state["idle_memory_kb"]) / 1024  # type: ignore[call-overload]
+        shared = int(state["shared_kb"]) / 1024  # type: ignore[call-overload]
+        print(f"  {did:<16} {own:>8.1f} MiB {shared:>32.1f} MiB")
     print("  deep tier: 0 MiB (nothing resident)")
 
 
