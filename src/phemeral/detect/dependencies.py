@@ -43,9 +43,12 @@ def collect_dependencies(
     if manager == "pip" and project.requirements:
         deps.extend(project.requirements.dependencies)
         files.extend(project.requirements.included)
-    elif pyproject is not None:
+    elif pyproject is not None and pyproject.is_manifest:
         deps.extend(pyproject.dependencies)
         files.append(pyproject.path)
+    elif project.setup_dependencies:
+        deps.extend(project.setup_dependencies)
+        files.append(project.setup_dependencies[0].source.rsplit(":", 1)[0])
     if manager == "uv":
         lock = project.uv_lock or workspace_lock
     elif manager == "poetry":

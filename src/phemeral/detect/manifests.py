@@ -7,6 +7,8 @@ came from (``file:line``) so decisions can cite it.
 
 from __future__ import annotations
 
+import ast
+import configparser
 import re
 import tomllib
 from collections.abc import Callable
@@ -288,3 +290,42 @@ def read_pipfile(tree: SourceTree, directory: str, warnings: list[str]) -> Pipfi
         python_version=version if isinstance(version, str) else None,
         python_version_source=cite(path, text, r"^\s*python_(full_)?version\s*="),
     )
+
+
+def read_setup(tree: SourceTree, directory: str) -> list[Dependency]:
+    """``install_requires`` of ``setup.py`` (literal lists only, read from the AST) or
+    ``setup.cfg`` ``[options]``; [] when there is none."""
+    deps: list[Dependency] = []
+    path = join(directory, "setup.py")
+    text = tree.read_text(path)
+    if text is not None:
+        try:
+            module = ast.parse(text, filename=path)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            module = None
+        for node in ast.walk(module) if module else ():
+            if not isinstance(node, ast.Call):
+                continue
+            for keyword in node.keywords:
+                if keyword.arg == "install_requires" and isinstance(
+                    keyword.value, (ast.List, ast.Tuple)
+                ):
+                    for item in keyword.value.elts:
+                        if isinstance(item, ast.Constant):
+                            dep = _pep508(item.value, f"{path}:{item.lineno}")
+                            if dep:
+                                deps.append(dep)
+    cfg_path = join(directory, "setup.cfg")
+    cfg = tree.read_text(cfg_path)
+    if cfg is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string(cfg)
+            raw = parser.get("options", "install_requires", fallback="")
+        except configparser.Error:
+            raw = ""
+        for line in raw.splitlines():
+            dep = _pep508(line.split("#", 1)[0].strip(), cite(cfg_path, cfg, r"install_requires"))
+            if dep:
+                deps.append(dep)
+    return deps

@@ -12,9 +12,10 @@ from phemeral.detect.manifests import (
     read_pipfile,
     read_poetry_lock,
     read_pyproject,
+    read_setup,
     read_uv_lock,
 )
-from phemeral.detect.requirements import RequirementsFile, parse_requirements
+from phemeral.detect.requirements import Dependency, RequirementsFile, parse_requirements
 from phemeral.detect.tree import SourceTree
 
 
@@ -29,6 +30,7 @@ class ProjectFiles:
     other_locks: list[str]  # lockfiles of tools we do not run (pdm.lock, Pipfile.lock, ...)
     has_setup: bool  # setup.py / setup.cfg
     has_manage_py: bool
+    setup_dependencies: list[Dependency] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -80,5 +82,6 @@ def _read_project(tree: SourceTree, directory: str) -> ProjectFiles:
         has_setup=tree.is_file(join(directory, "setup.py"))
         or tree.is_file(join(directory, "setup.cfg")),
         has_manage_py=tree.is_file(join(directory, "manage.py")),
+        setup_dependencies=read_setup(tree, directory),
         warnings=warnings,
     )
