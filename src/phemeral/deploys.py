@@ -288,6 +288,42 @@ def create_environment(
     return env
 
 
+def update_environment(
+    cp: ControlPlane,
+    project: str,
+    name: str,
+    *,
+    branches: list[str] | None = None,
+    domains: list[str] | None = None,
+) -> Environment:
+    """Replace the mapped branches and/or the custom domains (the default domain stays)."""
+    branches = None if branches is None else [check_branch(b) for b in branches]
+    domains = None if domains is None else [check_domain_label(d) for d in domains]
+    with cp.store.write() as s:
+        proj = _project(s, project, lock=True)
+        env = _environment(s, project, name, lock=True)
+        if branches is not None:
+            others = [
+                e
+                for e in s.scalars(select(Environment).where(Environment.project_id == proj.id))
+                if e.id != env.id
+            ]
+            for other in others:
+                for branch in branches:
+                    if branch in other.branches:
+                        raise Conflict(
+                            f"branch {branch!r} is already mapped to environment {other.name!r}"
+                        )
+            env.branches = branches
+        if domains is not None:
+            s.execute(delete(Domain).where(Domain.environment_id == env.id, ~Domain.is_default))
+            s.flush()
+            for label in domains:
+                _claim_domain(s, env, label, False)
+    publish(cp)
+    return env
+
+
 def _add_environment(
     s: Session, project: Project, name: str, branches: list[str], domains: list[str]
 ) -> Environment:

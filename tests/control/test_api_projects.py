@@ -115,3 +115,27 @@ def test_unknown_things_are_404(api: httpx.Client) -> None:
     assert error(api.get("/projects/nope-404/deployments")) == (404, "not_found")
     assert error(api.get("/deployments/zzzzzzzzzzzz/logs/build")) == (404, "not_found")
     assert error(api.post("/deployments/zzzzzzzzzzzz/promote", json={})) == (404, "not_found")
+
+
+def test_change_branches_and_domains_of_an_environment(api: httpx.Client) -> None:
+    name = unique("envp")
+    api.post("/projects", json={"name": name})
+    api.post(f"/projects/{name}/environments", json={"name": "staging", "branches": ["dev"]})
+    base = f"/projects/{name}/environments/production"
+    changed = api.patch(base, json={"branches": ["master"], "domains": [f"{name}-www"]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["branches"] == ["master"]
+    assert [d["label"] for d in changed.json()["domains"]] == [
+        f"{name}-production",
+        f"{name}-www",
+    ]
+    assert error(api.patch(base, json={"branches": ["dev"]})) == (409, "conflict")
+    assert error(api.patch(base, json={"domains": ["bad_label"]}))[0] == 422
+    cleared = api.patch(base, json={"domains": []}).json()
+    assert [d["label"] for d in cleared["domains"]] == [f"{name}-production"]
+    assert cleared["branches"] == ["master"]  # untouched when not sent
+
+
+def test_openapi_declares_bearer_auth(server: Server) -> None:
+    spec = httpx.get(server.url + "/api/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

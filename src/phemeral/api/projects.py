@@ -60,6 +60,13 @@ class EnvironmentCreate(Strict):
     domains: list[str] = Field(default_factory=list)
 
 
+class EnvironmentPatch(Strict):
+    """Replaces what is sent: the mapped branches, the custom domains (the default stays)."""
+
+    branches: list[str] | None = None
+    domains: list[str] | None = None
+
+
 class VariablesSet(Strict):
     values: dict[str, str]
     secret: bool = False
@@ -128,6 +135,14 @@ def create_environment(name: str, body: EnvironmentCreate, cp: CP, actor: Actor)
 def list_environments(name: str, cp: CP, actor: Actor) -> Json:
     with cp.store.read() as s:
         return {"items": project_view(s, get_project(s, name), cp.settings)["environments"]}
+
+
+@router.patch("/projects/{name}/environments/{env}")
+def patch_environment(name: str, env: str, body: EnvironmentPatch, cp: CP, actor: Actor) -> Json:
+    deploys.update_environment(cp, name, env, branches=body.branches, domains=body.domains)
+    with cp.store.read() as s:
+        project = get_project(s, name)
+        return environment_view(s, get_environment(s, project, env), project, cp.settings)
 
 
 @router.get("/projects/{name}/environments/{env}/promotions")

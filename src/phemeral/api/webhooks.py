@@ -173,7 +173,9 @@ async def github_webhook(request: Request, cp: CP) -> JSONResponse:
     only = request.query_params.get("project")
     verified = await asyncio.to_thread(_verify, cp, only, body, header)
 
-    decision = parse_delivery(
+    # Off the event loop: a large payload takes a while to parse, and the router shares it.
+    decision = await asyncio.to_thread(
+        parse_delivery,
         request.headers.get("x-github-event"),
         request.headers.get("x-github-delivery"),
         body,

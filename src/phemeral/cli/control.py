@@ -165,6 +165,37 @@ def environments_create(
     cli.emit(e, human)
 
 
+@environments.command("set")
+@click.argument("project")
+@click.argument("name")
+@click.option("--branch", "branches", multiple=True, help="Replaces the mapped branches.")
+@click.option("--no-branches", is_flag=True, help="Map no branch (pushes deploy nothing here).")
+@click.option("--domain", "domains", multiple=True, help="Replaces the custom subdomains.")
+@click.option("--no-domains", is_flag=True, help="Remove every custom subdomain.")
+@api_command
+def environments_set(
+    cli: Cli,
+    project: str,
+    name: str,
+    branches: tuple[str, ...],
+    no_branches: bool,
+    domains: tuple[str, ...],
+    no_domains: bool,
+) -> None:
+    """Change the branches or custom domains of environment NAME."""
+    body: dict[str, list[str]] = {}
+    if branches or no_branches:
+        body["branches"] = list(branches)
+    if domains or no_domains:
+        body["domains"] = list(domains)
+    if not body:
+        raise InvalidInput(
+            "nothing to change: pass --branch/--no-branches or --domain/--no-domains"
+        )
+    e = cli.api.patch(f"/projects/{project}/environments/{name}", body)
+    cli.emit(e, lambda: out.print(f"[green]updated[/] environment {project}/{name}"))
+
+
 @environments.command("list")
 @click.argument("project")
 @api_command
