@@ -254,6 +254,17 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     run(main)
 
 
+def test_a_long_pipeline_of_local_answers_is_served_in_a_loop() -> None:
+    async def main() -> None:
+        one = b"GET / HTTP/1.1\r\nHost: nope.phemeral.localhost\r\n\r\n"
+        last = b"GET / HTTP/1.1\r\nHost: nope.phemeral.localhost\r\nConnection: close\r\n\r\n"
+        async with app_server("cp") as cp, router(snapshot(), BackendsTestDouble({}), cp) as server:
+            response = await raw_request(server.port, one * 5000 + last)
+        assert response.count(b"HTTP/1.1 404 Not Found") == 5001
+
+    run(main)
+
+
 def test_streaming_sse_arrives_event_by_event() -> None:
     async def main() -> None:
         async with (

@@ -313,6 +313,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.closed = False
+        self.closing = False  # an answer that ends the connection was written
         self.deadline = 0.0
         self.deadline_kind = _NONE
         self.idle_limit = router.limits.idle_timeout
@@ -377,6 +378,8 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         if self.tunnel:
             upstream = self.upstream
             if upstream is not None and upstream.transport is not None:
@@ -402,23 +405,25 @@ class ClientConnection(asyncio.Protocol):
     # request side ------------------------------------------------------------------------
 
     def _process(self) -> None:
-        """Start the next request held in the buffer, if its head is complete."""
+        """Start the requests held in the buffer, in order, while each is answered at once
+        (our own pages); stop at the first one that goes to an app, or an incomplete head."""
         buf = self.buf
-        while buf[:2] == b"\r\n":  # empty lines before a request line are allowed
-            del buf[:2]
-        if not buf:
-            return
-        end = find_head_end(buf)
-        if end == -1:
-            if len(buf) > MAX_HEAD_BYTES:
-                self._reject(431, "request head too large")
-            return
-        if end == -2:
-            self._reject(400, "bare LF in request head")
-            return
-        head = bytes(buf[:end])
-        del buf[:end]
-        self._on_head(head)
+        while self.request is None and not self.closing:
+            while buf[:2] == b"\r\n":  # empty lines before a request line are allowed
+                del buf[:2]
+            if not buf:
+                return
+            end = find_head_end(buf)
+            if end == -1:
+                if len(buf) > MAX_HEAD_BYTES:
+                    self._reject(431, "request head too large")
+                return
+            if end == -2:
+                self._reject(400, "bare LF in request head")
+                return
+            head = bytes(buf[:end])
+            del buf[:end]
+            self._on_head(head)
 
     def _on_head(self, raw: bytes) -> None:
         parsed = parse_request_head(raw)
@@ -705,8 +710,6 @@ class ClientConnection(asyncio.Protocol):
             self._close()
         else:
             self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
-            if self.buf:
-                self._process()
 
     def _reject(self, status: int, reason: str) -> None:
         self.write(reject_page(status, reason))
@@ -742,6 +745,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.deadline = 0.0
+        self.closing = True
         if self.transport is not None:
             self.transport.close()
 
