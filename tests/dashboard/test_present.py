@@ -5,6 +5,7 @@ from urllib.parse import parse_qs
 
 from phemeral.dashboard.present import (
     age,
+    clock,
     duration,
     environment_urls,
     group_stages,
@@ -118,3 +119,12 @@ def test_log_pages_walk_older_and_back_newer() -> None:
         "cursor": "C1",
         "trail": "~",
     }
+
+
+def test_clock_reads_utc_and_offset_timestamps_alike() -> None:
+    assert clock("2026-01-02T12:00:03.456789+00:00") == "12:00:03.456"
+    assert clock("2026-01-02T12:00:03Z") == "12:00:03.000"
+    assert clock("2026-01-02T12:00:03.4+00:00") == "12:00:03.400"
+    assert clock("2026-01-02T14:00:03.456+02:00") == "12:00:03.456"
+    assert clock("2026-01-02T12:00:03") == "12:00:03.000"  # naive means UTC
+    assert clock("garbage") == "" and clock(None) == ""

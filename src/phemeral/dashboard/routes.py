@@ -56,6 +56,7 @@ RECENT_DEPLOYMENTS = 10
 PAGE_SIZE = 20
 RUNTIME_PAGE_SIZE = 100
 BUILD_LOG_MAX_LINES = 10_000
+BUILD_LOG_PAGE = 5_000  # the API's largest page: one call for most build logs
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 ROLLBACK_CANDIDATES = 20
@@ -530,7 +531,7 @@ class _Pages:
         base: str | None = None
         seen = 0
         while len(lines) < BUILD_LOG_MAX_LINES:
-            page, nxt = await api.build_log(deployment_id, cursor=base, limit=500)
+            page, nxt = await api.build_log(deployment_id, cursor=base, limit=BUILD_LOG_PAGE)
             lines.extend(page)
             if nxt and page:
                 base, seen = nxt, 0
