@@ -153,6 +153,10 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
         forward = fields[fields.index(b"\r\n") + 2 :]  # Host first: the usual case
     else:
         forward = b"".join(line + b"\r\n" for line in lines if line)
+    if dropped == 1 and len(hosts) == 1 and minor == b"1":  # a plain request: only Host is ours
+        host = hosts[0]
+        if host and b"@" not in host and b"," not in host:
+            return RequestHead(method, target, 11, host, None, False, True, None, forward)
     return _conclude(
         method,
         target,
