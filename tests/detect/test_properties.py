@@ -41,6 +41,8 @@ NAMES = [
     "backend/main.py",
     "requirements/base.txt",
     "setup.py",
+    "setup.cfg",
+    "sub/manage.py",
 ]
 SNIPPETS = [
     "fastapi\nuvicorn\n",
@@ -69,6 +71,9 @@ SNIPPETS = [
     "x = (" * 200 + "\n",
     "def f(:\n",
     "\x00\x01\x02",
+    "from setuptools import setup\nsetup(install_requires=['flask', 1, '!!', f'{x}'])\n",
+    "[options]\ninstall_requires =\n    fastapi\n    %(x)s\n[broken\n",
+    '[tool.fastapi]\nentrypoint = "a.b:"\n',
 ]
 contents = st.one_of(
     st.sampled_from(SNIPPETS),
