@@ -127,3 +127,24 @@ def test_example_builds(example: str, tmp_path: Path, settings: Settings) -> Non
     assert result.detection["framework"] == framework
     assert result.detection["package_manager"] == manager
     assert "imported" in log.text("verify")
+
+
+def test_verify_sees_project_variables_without_logging_them(
+    tmp_path: Path, settings: Settings
+) -> None:
+    project = tmp_path / "envapp"
+    project.mkdir()
+    (project / "requirements.txt").write_text("fastapi\nuvicorn\n")
+    secret = 's3 cr\'et "$HOME" `x`'
+    (project / "main.py").write_text(
+        "import os\nfrom fastapi import FastAPI\n"
+        f"assert os.environ['API_SECRET'] == {secret!r}, os.environ.get('API_SECRET')\n"
+        "app = FastAPI()\n"
+    )
+    result, log = _build(
+        project, tmp_path / "w", settings, project="envapp", env={"API_SECRET": secret}
+    )
+    _assert_release(result)
+    assert result.release.env == {"API_SECRET": secret}
+    assert secret not in log.text()
+    assert not (result.release.path / ".home").exists()  # the env file went with the build home

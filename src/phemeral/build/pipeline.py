@@ -200,7 +200,13 @@ async def _stages(
     app = detection.app_spec if command_source is StartCommandSource.AUTODETECTED else None
     stage.enter("verify", "checking the app imports in the built environment")
     await verify.verify(
-        app, workdir=workdir, app_dir=detection.app_dir, venv=venv, user_env=job.env, ctx=ctx
+        app,
+        workdir=workdir,
+        app_dir=detection.app_dir,
+        venv=venv,
+        user_env=job.env,
+        home=home,
+        ctx=ctx,
     )
     stage.done("verified")
 

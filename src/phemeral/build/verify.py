@@ -8,6 +8,9 @@ runtime uses, and ``collectstatic --noinput`` runs when staticfiles and ``STATIC
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -61,6 +64,15 @@ def app_env(spec: AppSpec, user_env: Mapping[str, str], venv: Path) -> dict[str,
     return env
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def env_script(env: Mapping[str, str]) -> str:
+    """``export K='v'`` lines for sh, every value quoted; unusable names are left out (pure)."""
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()) if _NAME.match(k)]
+    return "\n".join(lines) + "\n"
+
+
 async def verify(
     spec: AppSpec | None,
     *,
@@ -68,6 +80,7 @@ async def verify(
     app_dir: str,
     venv: Path,
     user_env: Mapping[str, str],
+    home: Path,
     ctx: BuildContext,
 ) -> None:
     """Import-check the entry point (and collect Django static files); BuildError on failure."""
@@ -76,14 +89,23 @@ async def verify(
         return
     env = app_env(spec, user_env, venv)
     python = str(venv / "bin" / "python")
+    # The project's variables (secrets among them) reach the process through a 0600 file the
+    # app uid sources, never through argv, where every host user could read them.
+    env_file = home / "app.env"
+    env_file.write_text(env_script(env))
+    env_file.chmod(0o600)
+    if ctx.uid is not None:
+        os.chown(env_file, ctx.uid, ctx.uid)
+    loader = ["/bin/sh", "-c", '. "$0" && exec "$@"', str(env_file)]
+    base = {"PATH": env["PATH"], "HOME": env["HOME"]}
     target = spec.target
     ctx.log.write(STAGE, f"importing {target}{' and calling the factory' if spec.factory else ''}")
     result = await run(
         ctx,
         STAGE,
-        [python, "-c", _PROBE, target, "1" if spec.factory else "0", app_dir or "."],
+        [*loader, python, "-c", _PROBE, target, "1" if spec.factory else "0", app_dir or "."],
         chdir=workdir,
-        env=env,
+        env=base,
         quiet=True,
     )
     report_line = next((line for line in result.output if line.startswith(MARK)), None)
@@ -108,9 +130,9 @@ async def verify(
         collected = await run(
             ctx,
             STAGE,
-            [python, "-m", "django", "collectstatic", "--noinput"],
+            [*loader, python, "-m", "django", "collectstatic", "--noinput"],
             chdir=workdir / app_dir if app_dir else workdir,
-            env=env,
+            env=base,
         )
         if not collected.ok:
             raise BuildError(f"collectstatic failed:\n{collected.tail(20)}", stage=STAGE)
