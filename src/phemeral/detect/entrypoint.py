@@ -164,6 +164,12 @@ def scan_module(text: str, file: str, module: str, app_dir: str) -> ModuleScan |
             for alias in node.names:
                 if alias.name in ("fastapi", "flask"):
                     imports.modules[alias.asname or alias.name] = alias.name
+    for node in tree.body:  # local subclasses construct the framework's app too
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                framework = imports.framework_of_call(ast.Call(func=base, args=[], keywords=[]))
+                if framework:
+                    imports.classes[node.name] = framework
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             if node.name in FACTORY_NAMES:
