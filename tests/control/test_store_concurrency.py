@@ -71,11 +71,17 @@ def test_concurrent_api_writers(server: Server) -> None:
                 codes.append(api.post(base, json={"values": {f"W{worker}_{i}": "x"}}).status_code)
             env = {"name": f"e{worker}", "domains": [f"{name}-d{worker}"]}
             codes.append(api.post(f"/projects/{name}/environments", json=env).status_code)
+            created = api.post("/projects", json={"name": f"{name}-p{worker}"})
+            codes.append(created.status_code)
+            uids.append(created.json()["uid"])
         return codes
+
+    uids: list[int] = []
 
     with ThreadPoolExecutor(8) as pool:
         results = [code for codes in pool.map(work, range(8)) for code in codes]
     assert sorted(set(results)) == [200, 201], results
+    assert len(set(uids)) == 8  # one OS user per project, even when created at once
     with server.client() as api:
         items = api.get(f"/projects/{name}/environments/production/variables").json()["items"]
         assert len(items) == 8 * 12
