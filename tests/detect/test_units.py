@@ -170,3 +170,12 @@ def test_cli_undetectable_exits_2_with_one_message() -> None:
     assert result.stderr.startswith("error: Found two lockfiles")
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_platform_default_falls_back_to_the_newest_installed() -> None:
+    basic = FIXTURES / "fastapi-pip-basic"
+    assert detect(basic, available_versions=["3.11", "3.13"]).python_version == "3.13"
+    assert detect(basic, available_versions=["3.11", "3.12"]).python_version == "3.12"
+    assert detect(basic, default_version="3.11").python_version == "3.11"
+    ranged = FIXTURES / "c15-requires-python-excludes-default"
+    assert detect(ranged, available_versions=["3.10", "3.12"]).python_version == "3.10"

@@ -257,7 +257,8 @@ def decide_python_version(
     elif poetry_range:
         chosen = _resolve_range(poetry_range, available, default)
     else:
-        chosen = Pin(default, "platform default")
+        fallback = default if default in available or not available_versions else available[0]
+        chosen = Pin(fallback, "platform default")
 
     if chosen.minor not in KNOWN_MINORS:
         raise DetectionError(
