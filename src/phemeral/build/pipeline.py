@@ -35,6 +35,11 @@ from phemeral.sandbox import Cgroup
 from phemeral.settings import Settings
 
 DEFAULT_PYTHON = "3.12"
+UV_INSTALLABLE = ("3.9", "3.10", "3.11", "3.12", "3.13")
+
+
+def _minor_key(minor: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in minor.split("."))
 
 
 class _Stage:
@@ -130,9 +135,12 @@ async def _stages(
     pythons = await asyncio.to_thread(interpreters.discover_pythons, settings.python_paths)
     minors = [p.minor for p in pythons]
     default = DEFAULT_PYTHON if DEFAULT_PYTHON in minors or not minors else minors[-1]
+    # with install_missing_python, any version uv can install is acceptable to detection
+    offered = sorted(set(minors) | set(UV_INSTALLABLE), key=_minor_key)
+    choices = offered if settings.install_missing_python else minors
     detection = await asyncio.to_thread(
         lambda: detect(
-            src, overrides=job.overrides, available_versions=minors, default_version=default
+            src, overrides=job.overrides, available_versions=choices, default_version=default
         )
     )
     for line in detection.summary().splitlines():
