@@ -139,3 +139,28 @@ def test_change_branches_and_domains_of_an_environment(api: httpx.Client) -> Non
 def test_openapi_declares_bearer_auth(server: Server) -> None:
     spec = httpx.get(server.url + "/api/openapi.json").json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_odd_requests_get_a_4xx_in_the_error_shape_never_a_500(api: httpx.Client) -> None:
+    name = unique("odd")
+    api.post("/projects", json={"name": name})
+    long_id = "x" * 5000
+    requests = [
+        ("GET", f"/deployments/{long_id}", None),
+        ("GET", f"/projects/{name}/deployments?limit=abc", None),
+        ("GET", f"/projects/{name}/deployments?limit=-1", None),
+        ("GET", f"/projects/{name}/deployments?environment=nope", None),
+        ("GET", "/deployments/abcdefghijkl/logs/runtime?order=sideways", None),
+        ("POST", "/projects", "not json"),
+        ("POST", "/projects", "[1, 2]"),
+        ("PATCH", f"/projects/{name}", '{"start_command": 5}'),
+        ("POST", f"/projects/{name}/environments/production/variables", '{"values": "A=1"}'),
+        ("DELETE", "/projects", None),
+        ("GET", "/nowhere", None),
+    ]
+    for method, path, body in requests:
+        response = api.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+        assert 400 <= response.status_code < 500, (method, path, response.status_code)
+        assert set(response.json()["error"]) == {"code", "message"}, (method, path)
