@@ -53,6 +53,7 @@ def test_example_is_detected(name: str) -> None:
         "server": "uvicorn" if framework == "fastapi" else "gunicorn",
         "app_dir": "",
         "django_settings_module": "hello.settings" if framework == "django" else None,
+        "workspace_root": None,
     }
 
 

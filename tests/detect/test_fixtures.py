@@ -53,7 +53,7 @@ def test_fixture(scenario: str) -> None:
     for part in expected["warnings"]:
         assert any(part in w for w in warnings), (part, warnings)
     assert len(warnings) == len(expected["warnings"]), warnings
-    for key in ("missing_server", "app_dir", "django_settings_module"):
+    for key in ("missing_server", "app_dir", "django_settings_module", "workspace_root"):
         if key in expected:
             assert result[key] == expected[key], (key, result[key])
     json.dumps(result)  # the JSON form is serialisable as is

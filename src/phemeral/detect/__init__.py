@@ -115,4 +115,5 @@ def detect_tree(
         },
         missing_server=missing,
         app_dir=app.app_dir,
+        workspace_root=(root.workspace_root or ".") if workspace_lock is not None else None,
     )

@@ -21,6 +21,7 @@ class Detection:
     sources: dict[str, str] = field(default_factory=dict)  # decision → "file:line"
     missing_server: str | None = None  # a server package the build must add
     app_dir: str = ""  # directory (relative to root_dir) the entry module is imported from
+    workspace_root: str | None = None  # uv workspace holding the lock, when root_dir is a member
 
     def to_json(self) -> dict[str, object]:
         """The object ``phemeral detect --json`` prints (the documented keys first)."""
@@ -39,6 +40,7 @@ class Detection:
             "server": self.app_spec.server,
             "app_dir": self.app_dir,
             "django_settings_module": self.app_spec.django_settings_module,
+            "workspace_root": self.workspace_root,
         }
 
     def summary(self) -> str:
