@@ -214,11 +214,10 @@ def test_two_pushes_in_order_delivered_twice(server: Server) -> None:
     bodies = two_pushes(repo, shas)
     guids = ["11111111-aaaa-4000-8000-000000000001", "11111111-aaaa-4000-8000-000000000002"]
 
-    started = time.monotonic()
+    # Answered once stored, before the build runs (bench/webhook.py times the answers).
     first = [
         server.deliver("secret-in-order", b, delivery=g) for b, g in zip(bodies, guids, strict=True)
     ]
-    assert time.monotonic() - started < 10  # GitHub's delivery timeout, for both together
     assert [r.status_code for r in first] == [201, 201], [r.text for r in first]
     ids = [r.json()["deployments"][0]["id"] for r in first]
     assert len(set(ids)) == 2
