@@ -471,7 +471,13 @@ class _Pages:
         api = self.api(request)
         try:
             d = await api.deployment(deployment_id)
-            lines, build_cursor, seen = await self.whole_build_log(api, deployment_id)
+            # while someone pages or filters runtime logs, the build log stays out of the way
+            browsing_runtime = bool(cursor or stream or q)
+            lines, build_cursor, seen = (
+                ([], None, 0)
+                if browsing_runtime
+                else await self.whole_build_log(api, deployment_id)
+            )
             rt_lines, older = await api.runtime_log(
                 deployment_id,
                 cursor=cursor or None,
@@ -496,6 +502,7 @@ class _Pages:
             settings_rows=present.setting_rows(d.get("settings")),
             settings_warnings=present.setting_warnings(d.get("settings")),
             stages=present.group_stages(lines, str(d.get("status")), d.get("failure_reason")),
+            build_hidden=browsing_runtime,
             build_cursor=build_cursor,
             build_seen=seen,
             build_truncated=len(lines) >= BUILD_LOG_MAX_LINES,
