@@ -226,8 +226,8 @@ class _Pages:
     ) -> tuple[Session | None, Mapping[str, str] | Response]:
         """The session and posted fields, or the response refusing the post."""
         session = self.session(request)
-        if session is None:
-            return None, self.to_login(request)
+        if session is None:  # a form posted after the session ended: start from the list
+            return None, RedirectResponse("/login?next=%2Fprojects", status_code=303)
         form = await request.form()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         if not csrf_valid(self.key(), session.nonce, fields.get("csrf_token")):
@@ -255,7 +255,6 @@ class _Pages:
             None,
             status_code=status_code,
             next=present.safe_next(next),
-            token_path=str(self.settings.data_dir / "admin-token"),
             problem=problem,
             # the login form's CSRF token is bound to a fresh nonce in a short-lived cookie
             csrf=csrf_token(self.key(), nonce),
