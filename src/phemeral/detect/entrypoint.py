@@ -15,7 +15,6 @@ import keyword
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from phemeral.detect.manifests import join
 from phemeral.detect.tree import SourceTree
 
 FRAMEWORK_CLASSES = {"fastapi": ("fastapi", "FastAPI"), "flask": ("flask", "Flask")}
@@ -83,7 +82,7 @@ class EntrypointScan:
     hidden: list[str]  # human descriptions of apps built only under __main__ / in functions
 
 
-def module_path(rel: str, tree: SourceTree, project_dir: str) -> tuple[str, str] | None:
+def module_path(rel: str) -> tuple[str, str] | None:
     """(dotted module, app_dir) of a file relative to the project dir; None if unimportable."""
     parts = rel[:-3].split("/")
     app_dir_parts: list[str] = []
@@ -246,7 +245,7 @@ def scan_entrypoints(tree: SourceTree, project_dir: str) -> EntrypointScan:
     scanned: list[str] = []
     for path in python_files(tree, project_dir):
         rel = path[len(project_dir) + 1 :] if project_dir else path
-        located = module_path(rel, tree, project_dir)
+        located = module_path(rel)
         if located is None:
             continue
         text = tree.read_text(path)
@@ -319,7 +318,3 @@ def describe_candidates(candidates: Iterable[AppCandidate]) -> str:
         f"{c.target}{'()' if c.factory else ''} ({c.file}:{c.line}, {_label(c.framework)})"
         for c in candidates
     )
-
-
-def join_dir(project_dir: str, rel: str) -> str:
-    return join(project_dir, rel) if rel else project_dir
