@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -798,12 +799,18 @@ class BuildQueue:
         self._slots = asyncio.Semaphore(cp.settings.build_concurrency)
         self._tasks: set[asyncio.Task[DeploymentStatus]] = set()
         self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted from another thread, task not created yet
 
     def submit(self, deployment_id: str) -> None:
         """Thread-safe: may be called from a request handler's worker thread."""
+        with self._lock:
+            self._pending += 1
         self._loop.call_soon_threadsafe(self._start, deployment_id)
 
     def _start(self, deployment_id: str) -> None:
+        with self._lock:
+            self._pending -= 1
         task = self._loop.create_task(self._run(deployment_id), name=f"build-{deployment_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -813,8 +820,12 @@ class BuildQueue:
             return await run_build(self._cp, deployment_id)
 
     async def wait_idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Until every submitted build has finished (tests, orderly shutdown)."""
+        while self._tasks or self._pending:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         for task in list(self._tasks):
