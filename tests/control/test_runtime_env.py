@@ -80,3 +80,16 @@ def test_app_sees_its_snapshot_and_platform_variables(tmp_path: Path) -> None:
     assert first["PHEMERAL_URL"] == f"http://{ids[0]}.phemeral.localhost:8999"
     assert "http://envy-production.phemeral.localhost:8999" in first["PHEMERAL_ENVIRONMENT_URLS"]
     assert first["PORT"].isdigit()
+
+    async def after_restart() -> dict[str, str]:
+        async with control_plane(settings, runtime_factory=Runtime) as cp:
+            assert cp.runtime is not None
+            upstream = await cp.runtime.ensure_running(ids[0])  # re-registered from the DB
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://{upstream.host}:{upstream.port}/")
+            body: dict[str, str] = response.json()
+            return body
+
+    again = asyncio.run(after_restart())
+    assert again.pop("PORT").isdigit()
+    assert again == {k: v for k, v in first.items() if k != "PORT"}
