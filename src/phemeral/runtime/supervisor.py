@@ -117,6 +117,7 @@ class _Deployment:
     restart_task: asyncio.Task[None] | None = None
     shared_key: str | None = None  # the shared framework template it was forked from
     template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
+    needs_refresh: bool = False  # its template predates the shared template's learned preload
 
 
 @dataclass
@@ -502,10 +503,7 @@ class Runtime:
         for command in dep.server.pre_commands:
             await self._run_pre_command(dep, command, env, timeout)
 
-        def on_exit(pid: int, code: int | None, sig: int | None) -> None:
-            self._on_child_exit(dep, pid, code, sig)
-
-        template = TemplateProcess(on_exit)
+        template = self._new_template(dep)
         if self.share_templates and release.lock_hash:
             return await self._fork_from_shared(dep, template, env, timeout)
         out_r, out_w = os.pipe()
@@ -537,6 +535,12 @@ class Runtime:
         dep.dormant_since = self.clock()
         self._background(self._watch_template(dep, template))
         return template
+
+    def _new_template(self, dep: _Deployment) -> TemplateProcess:
+        def on_exit(pid: int, code: int | None, sig: int | None) -> None:
+            self._on_child_exit(dep, pid, code, sig)
+
+        return TemplateProcess(on_exit)
 
     async def _fork_from_shared(
         self, dep: _Deployment, template: TemplateProcess, env: dict[str, str], timeout: float
@@ -591,14 +595,44 @@ class Runtime:
             raise
         if not shared.learned:
             shared.learned = True  # what this app imported, the next fork will not re-import
-            self._background(self._preload(shared, template.modules))
+            self._background(self._learn(dep, shared, template.modules))
         dep.template = template
         dep.dormant_since = self.clock()
         self._background(self._watch_template(dep, template))
         return template
 
-    async def _preload(self, shared: _Shared, modules: list[str]) -> None:
+    async def _learn(self, dep: _Deployment, shared: _Shared, modules: list[str]) -> None:
+        """Preload what the first app imported into the shared template, then re-fork that
+        first deployment's own template (while dormant) so it shares those pages too."""
         await shared.template.preload(modules)
+        dep.needs_refresh = True
+        await self._refresh(dep)
+
+    async def _refresh(self, dep: _Deployment) -> None:
+        """Re-fork a dormant deployment's template from its shared one (see `_learn`)."""
+        key = dep.shared_key
+        shared = self._shared.get(key) if key else None
+        if shared is None or not dep.needs_refresh:
+            return
+        async with dep.template_lock:
+            old = dep.template
+            if old is None or not old.alive or dep.instance is not None or dep.waking:
+                return
+            dep.needs_refresh = False
+            old_logs = dep.template_logs
+            try:
+                await self._fork_from_shared(
+                    dep, self._new_template(dep), self._env(dep, 8000), self.settings.boot_timeout
+                )
+            except (BootFailed, TemplateGone, TimeoutError) as exc:
+                log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
+                dep.template = old
+                if self._shared.get(shared.key) is shared:
+                    shared.users.add(dep.release.deployment_id)
+                    dep.shared_key = shared.key
+                return
+            await old.close(timeout=2)
+            await self.capture.drain(old_logs, 1.0)
 
     async def _shared_for(self, dep: _Deployment) -> _Shared:
         release = dep.release
@@ -964,6 +998,8 @@ class Runtime:
         dep.state = "stopped"
         if dep.template is not None and dep.template.alive:
             dep.dormant_since = self.clock()
+            if dep.needs_refresh:
+                self._background(self._refresh(dep))
         else:
             self._remove_record(dep.release.deployment_id)
 
