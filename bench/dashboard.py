@@ -177,7 +177,8 @@ def main() -> None:
             elapsed, response = timed_get(browser, url)
             runtime.append(elapsed)
             older = OLDER.search(response.text)
-            assert older is not None
+            if older is None:
+                break
             url = f"/deployments/{target}?" + html.unescape(older[1])
         report("runtime log pages", runtime)
         timed = [timed_get(browser, f"/projects/{project}")[0] for _ in range(10)]
