@@ -89,6 +89,11 @@ def make_app(name: str) -> Callable[..., Awaitable[None]]:
                 await asyncio.sleep(0.05)
             await send({"type": "http.response.body", "body": b""})
             return
+        if path == "/stall":  # one event, then silence
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+            await asyncio.sleep(3)
+            return
         if path == "/big":
             size = int(query.split("=")[1])
             await _respond(send, 200, b"x" * size, b"application/octet-stream")

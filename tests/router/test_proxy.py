@@ -506,6 +506,45 @@ def test_timeouts_and_unreachable_apps() -> None:
     run(main)
 
 
+def test_a_stalled_stream_is_cut_after_the_idle_timeout() -> None:
+    async def main() -> None:
+        async with app_server("cp") as cp, app_server("a") as a:
+            backends = BackendsTestDouble({"dep-a": a})
+            limits = RouterLimits(idle_timeout=0.5)
+            async with router(snapshot({"dep-a": OK}), backends, cp, limits) as server:
+                started = time.monotonic()
+                raw = b"GET /stall HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\n\r\n"
+                response = await raw_request(server.port, raw, timeout=10)
+                assert time.monotonic() - started < 5
+        assert status_of(response) == 200 and b"first" in response
+        assert not response.endswith(b"0\r\n\r\n")  # cut, not completed
+        assert backends.in_flight == {"dep-a": 0}
+
+    run(main)
+
+
+def test_expect_continue_is_relayed() -> None:
+    async def main() -> None:
+        async with (
+            app_server("cp") as cp,
+            app_server("a") as a,
+            router(snapshot({"dep-a": OK}), BackendsTestDouble({"dep-a": a}), cp) as server,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"POST /echo HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\n"
+                b"Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim.startswith(b"HTTP/1.1 100 ")
+            writer.write(b"hello")
+            rest = await asyncio.wait_for(reader.read(-1), 5)
+            writer.close()
+        assert status_of(rest) == 200 and b'"size": 5' in rest
+
+    run(main)
+
+
 def test_client_disconnect_cancels_the_upstream_request() -> None:
     async def main() -> None:
         async with app_server("cp") as cp, app_server("a") as a:
