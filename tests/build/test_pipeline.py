@@ -109,8 +109,11 @@ def test_custom_start_command_is_kept(tmp_path: Path, settings: Settings) -> Non
 
 def test_rebuild_with_unchanged_lock_hits_cache(tmp_path: Path, settings: Settings) -> None:
     _build(FIXTURES / "uv_fastapi", tmp_path / "a", settings, project="cachey")
-    _, log = _build(FIXTURES / "uv_fastapi", tmp_path / "b", settings, project="cachey")
+    result, log = _build(FIXTURES / "uv_fastapi", tmp_path / "b", settings, project="cachey")
     assert "cache hit" in log.text("install")
+    assert "compiled files reused from the cache" in log.text("install")
+    site = next((result.release.venv / "lib").glob("python3.*/site-packages"))
+    assert list((site / "fastapi" / "__pycache__").glob("routing.*.pyc"))
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"

@@ -22,6 +22,7 @@ import platform
 import re
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,10 +225,87 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
     if frozen.ok:
         pins = [line for line in frozen.output if "==" in line or " @ " in line]
         ctx.log.write(STAGE, f"installed {len(pins)} packages: {', '.join(pins)}")
+    await _bytecode(plan, ctx, key.key, python, env, ro, rw)
     plan.keys_dir.mkdir(parents=True, exist_ok=True)
     warm.touch()
     last.write_text(json.dumps(dict(key.parts), sort_keys=True))
     return key.key
+
+
+# Runs in the sandbox with the venv's python: "restore" copies cached __pycache__ folders into
+# site-packages; "save" compiles site-packages to checked-hash .pyc files (valid for any copy
+# of the same sources, whatever their mtimes) and stores the __pycache__ folders.
+_PYC_TOOL = r"""
+import compileall, os, py_compile, shutil, sys
+mode, site, store = sys.argv[1:4]
+count = 0
+if mode == "restore":
+    for dirpath, dirnames, filenames in os.walk(store):
+        if os.path.basename(dirpath) != "__pycache__":
+            continue
+        target = os.path.join(site, os.path.relpath(dirpath, store))
+        if os.path.isdir(os.path.dirname(target)):
+            shutil.copytree(dirpath, target, dirs_exist_ok=True)
+            count += len(filenames)
+else:
+    try:
+        compileall.compile_dir(site, quiet=2, workers=0,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    except (OSError, NotImplementedError):
+        compileall.compile_dir(site, quiet=2,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    tmp = store + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for dirpath, dirnames, filenames in os.walk(site):
+        if os.path.basename(dirpath) == "__pycache__":
+            shutil.copytree(dirpath, os.path.join(tmp, os.path.relpath(dirpath, site)))
+            count += len(filenames)
+    shutil.rmtree(store, ignore_errors=True)
+    os.replace(tmp, store)
+print(count)
+"""
+
+
+async def _bytecode(
+    plan: InstallPlan,
+    ctx: BuildContext,
+    key: str,
+    python: str,
+    env: Mapping[str, str],
+    ro: Sequence[Path],
+    rw: Sequence[Path],
+) -> None:
+    """Give the fresh venv compiled bytecode: from the cache when this dependency set was
+    compiled before (a warm rebuild then imports fast), else compile it once and keep it."""
+    sites = sorted(plan.venv.glob("lib/python*/site-packages"))
+    if not sites:
+        return
+    store = plan.cache_dir / "phemeral-bytecode" / key
+    mode = "restore" if store.is_dir() else "save"
+    if mode == "save":
+        store.parent.mkdir(parents=True, exist_ok=True)
+        if ctx.uid is not None:
+            os.chown(store.parent, ctx.uid, ctx.uid)
+    started = time.monotonic()
+    result = await run(
+        ctx, STAGE, [python, "-c", _PYC_TOOL, mode, str(sites[0]), str(store)],
+        chdir=plan.project_dir, env=env, ro=ro, rw=rw, quiet=True,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    if not result.ok:
+        ctx.log.write(
+            STAGE, f"bytecode not prepared (imports compile it instead): {result.tail(3)}"
+        )
+        return
+    count = result.output[-1].strip() if result.output else "?"
+    if mode == "restore":
+        ctx.log.write(
+            STAGE, f"bytecode: {count} compiled files reused from the cache ({took:.1f} s)"
+        )
+    else:
+        ctx.log.write(
+            STAGE, f"bytecode: compiled {count} files, kept for the next build ({took:.1f} s)"
+        )
 
 
 async def _install_poetry(
