@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -164,5 +166,41 @@ def test_log_writer_prunes_to_the_cap(server: Server, api: httpx.Client) -> None
                 select(func.count()).where(RuntimeLogRow.deployment_id == deployment_id)
             )
         assert count is not None and 40 <= count <= 44
+    finally:
+        store.close()
+
+
+def test_runtime_log_stream_follows_new_lines(server: Server, api: httpx.Client) -> None:
+    name = unique("follow")
+    api.post("/projects", json={"name": name})
+    store = Store.connect(database_uri(server))
+    try:
+        (deployment_id,) = insert_deployments(store, name, 1, datetime.now(UTC))
+        writer = LogWriter(store, runtime_log_cap=1000)
+        now = datetime.now(UTC)
+        writer.write([RuntimeLogLine(deployment_id, "i1", "stdout", now, "old line")])
+        writer.flush()
+        received: list[dict[str, str]] = []
+        opened = threading.Event()
+
+        def follow() -> None:
+            path = f"/deployments/{deployment_id}/logs/runtime/stream"
+            with api.stream("GET", path, params={"stream": "stderr"}) as response:
+                opened.set()
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        received.append(json.loads(line[5:]))
+                        if len(received) == 2:
+                            return
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        assert opened.wait(30)
+        for n in range(4):
+            stream = "stderr" if n % 2 else "stdout"
+            writer.write([RuntimeLogLine(deployment_id, "i1", stream, now, f"new {n}")])
+            writer.flush()
+        reader.join(30)
+        assert [r["message"] for r in received] == ["new 1", "new 3"]  # new lines, filtered
     finally:
         store.close()
