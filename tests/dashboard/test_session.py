@@ -1,5 +1,11 @@
 """Signed sessions and CSRF tokens: forged, expired or cross-session values are refused."""
 
+import os
+from pathlib import Path
+
+import pytest
+
+from phemeral.dashboard.routes import AdminTokenFile
 from phemeral.dashboard.session import (
     csrf_token,
     csrf_valid,
@@ -8,6 +14,7 @@ from phemeral.dashboard.session import (
     session_key,
     token_matches,
 )
+from phemeral.errors import ConfigError
 
 KEY = session_key("admin-token-1")
 NOW = 1_800_000_000.0
@@ -44,3 +51,19 @@ def test_token_comparison() -> None:
     assert token_matches("abc", "abc")
     assert not token_matches("abd", "abc")
     assert not token_matches("ab", "abc")
+
+
+def test_replacing_the_admin_token_signs_everyone_out(tmp_path: Path) -> None:
+    path = tmp_path / "admin-token"
+    path.write_text("first-token\n")
+    token = AdminTokenFile(path)
+    assert token() == "first-token"
+    cookie = issue_session(session_key(token()), "n", NOW)
+    path.write_text("second-token\n")
+    os.utime(path, (NOW + 10, NOW + 10))  # a new mtime, even within the clock's resolution
+    assert token() == "second-token"
+    assert read_session(session_key(token()), cookie, NOW) is None
+    path.write_text("")
+    os.utime(path, (NOW + 20, NOW + 20))
+    with pytest.raises(ConfigError, match="empty"):
+        token()
