@@ -405,6 +405,35 @@ def test_works_with_javascript_off(
             api.patch(f"/api/projects/{deployed['older']['project']}", json={"start_command": None})
 
 
+UNNAMED_CONTROLS = """() => {
+  const named = (el) => {
+    if (el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')) return true;
+    if (el.id && document.querySelector(`label[for="${el.id}"]`)) return true;
+    if (el.closest('label')) return true;
+    return (el.innerText || el.value || '').trim().length > 0;
+  };
+  const controls = document.querySelectorAll(
+    'a[href], button, select, textarea, input:not([type=hidden])');
+  return [...controls].filter((el) => !el.hidden && !named(el)).map((el) => el.outerHTML);
+}"""
+
+
+def test_every_control_has_an_accessible_name(
+    page: Any, server: Server, deployed: dict[str, dict[str, Any]]
+) -> None:
+    d = deployed["older"]
+    for path in (
+        "/projects",
+        f"/projects/{d['project']}",
+        f"/projects/{d['project']}/deployments",
+        f"/projects/{d['project']}/environments/production",
+        f"/deployments/{d['id']}",
+        f"/deployments/{d['id']}/promote",
+    ):
+        page.goto(server.dashboard_url + path)
+        assert page.evaluate(UNNAMED_CONTROLS) == [], path
+
+
 def test_no_console_errors(page: Any) -> None:
     """No script error, blocked resource or policy violation on any page visited above."""
     assert page.__dict__["problems"] == []
