@@ -1040,7 +1040,8 @@ class Runtime:
                 await template.close(timeout=self.stop_timeout)
                 await self.capture.drain(dep.template_logs, 1.0)
             if dep.cgroup is not None and dep.instance is None:
-                await asyncio.to_thread(dep.cgroup.kill)
+                cgroup, dep.cgroup = dep.cgroup, None  # deep tier: not even a cgroup is left
+                await asyncio.to_thread(cgroup.remove)
             await self._release_shared(dep)
             if dep.instance is None:
                 self._remove_record(dep.release.deployment_id)
