@@ -481,3 +481,35 @@ def test_deployments_of_one_project_share_a_framework_template_but_not_their_env
         assert runtime.shared_templates() == []
 
     run_with_runtime(settings, sink, body)
+
+
+@pytest.mark.parametrize(
+    ("stack", "command"),
+    [
+        ("fastapi", "uvicorn main:app --host 0.0.0.0 --port $PORT --workers 2"),
+        ("flask", "gunicorn --bind 0.0.0.0:$PORT --workers 2 app:app"),
+    ],
+)
+def test_the_worker_count_of_the_default_command_is_kept(
+    stack: str, command: str, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, f"workers-{stack}", stack, start_command=command)
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        await runtime.ensure_running(release.deployment_id)
+        instance = runtime._deployments[release.deployment_id].instance
+        assert instance is not None and len(instance.pids) == 2
+        # Both workers accept on the one socket: concurrent requests reach both.
+        pids: set[int] = set()
+        for _ in range(10):
+            results = await asyncio.gather(
+                *(request(runtime, release.deployment_id) for _ in range(8))
+            )
+            pids |= {json.loads(body)["pid"] for _, body in results}
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        await runtime.retire(release.deployment_id)
+
+    run_with_runtime(settings, sink, body)
