@@ -217,6 +217,7 @@ class UpstreamConnection(asyncio.Protocol):
             client.status = status
             no_body = request.method == b"HEAD" or status == 204 or status == 304
             client_close = not request.keep_alive
+            self.dechunk = False
             if no_body:
                 state = _R_IDLE
             elif head.chunked:
