@@ -4,6 +4,7 @@ escaping of user content, and the pages reading real data made through the real 
 from __future__ import annotations
 
 import html
+import json
 import re
 import uuid
 
@@ -16,6 +17,27 @@ from .harness import Server, csrf_of, sign_in, tar_gz, upload, wait_finished
 pytestmark = pytest.mark.slow
 
 HOSTILE = '<script>alert("x")</script>'
+
+
+def sse_events(
+    client: httpx.Client, path: str, headers: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    """The events of a server-sent event stream that ends by itself."""
+    events: list[dict[str, str]] = []
+    with client.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event: dict[str, str] = {}
+        for line in response.iter_lines():
+            if not line:
+                if event:
+                    events.append(event)
+                event = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                if key != "retry":
+                    event[key] = value
+    return events
 
 
 def _name(prefix: str) -> str:
@@ -184,6 +206,18 @@ def test_a_failed_build_shows_its_failing_stage(server: Server, browser_like: ht
     env = browser_like.get(f"/projects/{name}/environments/production")
     assert env.status_code == 200
     assert "No successful deployments yet." in env.text
+    # the live stream of a finished build: every line, each with its position, then the end
+    with server.api() as api:
+        lines = api.get(f"/api/deployments/{d['id']}/logs/build").json()["lines"]
+    events = sse_events(browser_like, f"/deployments/{d['id']}/build-log/events")
+    assert [json.loads(e["data"]) for e in events[:-1]] == lines
+    assert events[-1] == {"event": "end", "data": '{"status": "failed"}'}
+    resumed = sse_events(
+        browser_like,
+        f"/deployments/{d['id']}/build-log/events",
+        headers={"Last-Event-ID": events[2]["id"]},
+    )
+    assert [json.loads(e["data"]) for e in resumed[:-1]] == lines[3:]
     # a failed upload keeps no source: redeploying it is refused with the reason, not an error
     assert 'action="/deployments/' + str(d["id"]) + '/redeploy"' not in page.text
     assert browser_like.post(f"/deployments/{d['id']}/redeploy").status_code == 403

@@ -11,6 +11,8 @@ from phemeral.dashboard.present import (
     group_stages,
     instance_summary,
     log_pages,
+    log_position,
+    parse_log_position,
     safe_next,
     setting_rows,
     setting_warnings,
@@ -128,3 +130,10 @@ def test_clock_reads_utc_and_offset_timestamps_alike() -> None:
     assert clock("2026-01-02T14:00:03.456+02:00") == "12:00:03.456"
     assert clock("2026-01-02T12:00:03") == "12:00:03.000"  # naive means UTC
     assert clock("garbage") == "" and clock(None) == ""
+
+
+def test_log_positions_round_trip_through_event_ids() -> None:
+    for cursor, seen in ((None, 0), (None, 7), ("WzEyXQ", 3)):
+        assert parse_log_position(log_position(cursor, seen)) == (cursor, seen)
+    for junk in (None, "", "abc", "abc x", " 3"):
+        assert parse_log_position(junk) is None

@@ -297,3 +297,19 @@ def log_pages(
             {**kept, "cursor": older, "trail": ",".join([*steps, cursor or FIRST_PAGE])}
         )
     return newer, older_query
+
+
+def log_position(cursor: str | None, seen: int) -> str:
+    """A place in a build log as an SSE event id: the API cursor and how many lines after it
+    were sent (cursors are URL-safe base64, so a space separates them safely)."""
+    return f"{cursor or '-'} {seen}"
+
+
+def parse_log_position(value: str | None) -> tuple[str | None, int] | None:
+    """The place `log_position` wrote, from a reconnecting browser's Last-Event-ID."""
+    if not value:
+        return None
+    cursor, _, seen = value.strip().partition(" ")
+    if not cursor or not seen.isdigit():
+        return None
+    return (None if cursor == "-" else cursor), int(seen)

@@ -656,8 +656,11 @@ class _Pages:
     ) -> Response:
         if self.session(request) is None:
             return Response("sign in first", status_code=401)
+        # a browser reconnecting after a drop resumes after the last line it received
+        resumed = present.parse_log_position(request.headers.get("last-event-id"))
+        start = resumed or (cursor or None, max(0, seen))
         api = self.api(request)
-        return _sse(self.follow_build(request, api, deployment_id, cursor or None, seen), api)
+        return _sse(self.follow_build(request, api, deployment_id, *start), api)
 
     async def follow_build(
         self,
@@ -667,28 +670,30 @@ class _Pages:
         cursor: str | None,
         seen: int,
     ) -> AsyncIterator[str]:
-        """New build log lines as SSE `data:` events, then `event: end` with the status."""
+        """New build log lines as SSE `data:` events (each `id:` its position in the log, for
+        resuming), then `event: end` with the final status."""
         quiet = 0.0
+        final: object = None
         while not await request.is_disconnected():
-            page, nxt = await api.build_log(deployment_id, cursor=cursor, limit=500)
+            page, nxt = await api.build_log(deployment_id, cursor=cursor, limit=BUILD_LOG_PAGE)
             fresh = page[seen:]
+            for offset, line in enumerate(fresh, start=seen + 1):
+                position = present.log_position(cursor, offset)
+                yield f"id: {position}\ndata: {json.dumps(line, separators=(',', ':'))}\n\n"
             if nxt and page:
                 cursor, seen = nxt, 0
             else:
                 seen = len(page)
-            for line in fresh:
-                yield f"data: {json.dumps(line, separators=(',', ':'))}\n\n"
             if fresh:
                 quiet = 0.0
                 continue
+            if final is not None:  # read once more after the status changed: nothing left
+                yield f"event: end\ndata: {json.dumps({'status': final})}\n\n"
+                return
             status = (await api.deployment(deployment_id)).get("status")
             if status != "building":
-                # one last read: lines written just before the status changed
-                page, _ = await api.build_log(deployment_id, cursor=cursor, limit=500)
-                for line in page[seen:]:
-                    yield f"data: {json.dumps(line, separators=(',', ':'))}\n\n"
-                yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
-                return
+                final = status  # lines written just before the change are read next round
+                continue
             await asyncio.sleep(POLL_SECONDS)
             quiet += POLL_SECONDS
             if quiet >= KEEPALIVE_SECONDS:
