@@ -94,6 +94,15 @@ def make_app(name: str) -> Callable[..., Awaitable[None]]:
             await send({"type": "http.response.body", "body": b"first", "more_body": True})
             await asyncio.sleep(3)
             return
+        if path == "/hop":  # hop-by-hop fields the router must not relay
+            headers = [
+                (b"keep-alive", b"timeout=99"),
+                (b"x-end", b"kept"),
+                (b"content-length", b"2"),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
         if path == "/big":
             size = int(query.split("=")[1])
             await _respond(send, 200, b"x" * size, b"application/octet-stream")

@@ -123,6 +123,24 @@ def test_forwarded_headers_are_ours_and_hop_by_hop_are_dropped() -> None:
     run(main)
 
 
+def test_hop_by_hop_response_fields_are_dropped() -> None:
+    async def main() -> None:
+        async with app_server("cp") as cp, app_server("a") as a:
+            backends = BackendsTestDouble({"dep-a": a})
+            async with router(snapshot({"dep-a": OK}), backends, cp) as server:
+                raw = b"GET /hop HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\n\r\n"
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(raw)
+                first = await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+                writer.write(raw.replace(b"/hop", b"/"))  # the client connection is still usable
+                second = await asyncio.wait_for(reader.readuntil(b"hello from a"), 5)
+                writer.close()
+        assert b"keep-alive" not in first.lower() and b"x-end: kept" in first
+        assert second.startswith(b"HTTP/1.1 200 OK")
+
+    run(main)
+
+
 def test_route_switch_under_load_fails_no_request() -> None:
     async def main() -> None:
         async with app_server("cp") as cp, app_server("a") as a, app_server("b") as b:
