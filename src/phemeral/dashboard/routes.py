@@ -507,7 +507,6 @@ class _Pages:
             build_truncated=len(lines) >= BUILD_LOG_MAX_LINES,
             build_shown=len(lines),
             can_redeploy=can_redeploy((d.get("trigger") or {}).get("kind"), d.get("status")),
-            js=True,
             rt={
                 "lines": rt_lines,
                 "stream": stream,
