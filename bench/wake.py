@@ -175,11 +175,13 @@ def main() -> None:
             samples = []
             for _ in range(runs + 2):
                 call("deep" if tier == "deep" else "idle", did)
-                if tier == "template" and did not in memory:
-                    memory[did] = call("state", did)
                 time.sleep(0.05)
                 samples.append(first_byte_ms(port, f"{did}.{BASE}"))
             samples = samples[2:]  # two warm-up wakes
+            if tier == "template":
+                call("idle", did)
+                time.sleep(1.0)  # a first deployment re-forks its template once, after learning
+                memory[did] = call("state", did)
             rows.append((did, tier, samples))
         proc.stdin.close()
         proc.wait(timeout=60)
