@@ -50,3 +50,22 @@ def test_kill_9_mid_build_then_restart(
         assert list((server.data_dir / "uploads").glob("*.tar.gz")) == []
     finally:
         server.kill()
+
+
+def test_replacing_the_admin_token_file_rotates_the_token(tmp_path: Path) -> None:
+    server = Server(data_dir=tmp_path / "data", database_url=None)
+    server.data_dir.mkdir()
+    server.start()
+    try:
+        old = server.token
+        server.kill()
+        (server.data_dir / "admin-token").unlink()
+        server.start()
+        new = server.token
+        assert new != old
+        with server.client(new) as api:
+            assert api.get("/projects").status_code == 200
+        with server.client(old) as api:
+            assert api.get("/projects").status_code == 401
+    finally:
+        server.kill()

@@ -13,13 +13,14 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from phemeral.errors import Unauthorized
 from phemeral.store.db import Store
 from phemeral.store.schema import ApiToken
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105  (a file name, not a secret)
+ADMIN_NAME = "admin"
 TOKEN_PREFIX = "phm_"  # noqa: S105  (a public prefix that marks tokens)
 
 
@@ -28,7 +29,7 @@ def hash_token(token: str) -> str:
 
 
 def ensure_admin_token(store: Store, data_dir: Path) -> Path:
-    """Create the admin token on first start (file + hash); re-register it for a fresh database."""
+    """Create the admin token on first start (file + hash); a replaced file rotates it."""
     path = data_dir / ADMIN_TOKEN_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,9 @@ def ensure_admin_token(store: Store, data_dir: Path) -> Path:
     digest = hash_token(token)
     with store.write() as s:
         if s.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is None:
-            s.add(ApiToken(name="admin", token_hash=digest, created_at=datetime.now(UTC)))
+            # A new file (deleted or replaced by the operator) rotates the admin token.
+            s.execute(delete(ApiToken).where(ApiToken.name == ADMIN_NAME))
+            s.add(ApiToken(name=ADMIN_NAME, token_hash=digest, created_at=datetime.now(UTC)))
     return path
 
 
