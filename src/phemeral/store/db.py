@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -98,6 +99,8 @@ def _unavailable_as_error() -> Iterator[None]:
         yield
     except OperationalError as exc:
         raise StoreUnavailable(_describe(exc)) from exc
+    except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
+        raise StoreUnavailable("the database is busy (no free connection); try again") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable(_describe(exc)) from exc
