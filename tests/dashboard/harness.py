@@ -107,6 +107,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHEMERAL_")}
     # one build at a time: a second deployment waits queued, so its page opens before it builds
     env["PHEMERAL_BUILD_CONCURRENCY"] = "1"
+    env["PHEMERAL_ALLOW_LOCAL_REPOS"] = "true"  # push deployments fetch from local repositories
     with log.open("wb") as out:
         proc = subprocess.Popen(
             _serve_argv(data_dir, port),

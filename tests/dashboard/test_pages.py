@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from markupsafe import escape
 
-from .harness import Server, csrf_of, sign_in, tar_gz, upload, wait_finished
+from phemeral.github.signature import sign
+
+from .harness import REPO, Server, csrf_of, sign_in, tar_gz, upload, wait_finished
 
 pytestmark = pytest.mark.slow
 
@@ -268,3 +275,84 @@ def test_deployments_list_pages_older_and_newer(server: Server, browser_like: ht
     assert newer_href
     back = browser_like.get(f"/projects/{name}/deployments?" + html.unescape(newer_href[1]))
     assert [i for i in newest_first if i in back.text] == newest_first[:2]
+
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Ada Lovelace",
+    "GIT_AUTHOR_EMAIL": "ada@example.com",
+    "GIT_COMMITTER_NAME": "Ada Lovelace",
+    "GIT_COMMITTER_EMAIL": "ada@example.com",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    )
+    return out.stdout.strip()
+
+
+def test_a_push_deployment_shows_branch_commit_and_pusher(
+    server: Server, browser_like: httpx.Client
+) -> None:
+    """A real push: a local repository, a signed delivery to the webhook, the pages after."""
+    root = Path(tempfile.mkdtemp(prefix="phemeral-dash-repo-"))
+    try:
+        root.chmod(0o755)  # the build's app uid reads the repository
+        repo = root / "app"
+        shutil.copytree(REPO / "examples" / "fastapi-uv", repo)
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "first release")
+        sha = git(repo, "rev-parse", "HEAD")
+        name, secret = _name("pushed"), "whsec-" + uuid.uuid4().hex
+        with server.api() as api:
+            created = api.post(
+                "/api/projects",
+                json={"name": name, "repo_url": str(repo), "webhook_secret": secret},
+            )
+            assert created.status_code == 201, created.text
+        body = json.dumps(
+            {
+                "ref": "refs/heads/main",
+                "before": "0" * 40,
+                "after": sha,
+                "created": True,
+                "repository": {"full_name": "ada/app", "clone_url": str(repo)},
+                "pusher": {"name": "ada"},
+                "head_commit": {"id": sha, "message": "first release"},
+            }
+        ).encode()
+        delivered = httpx.post(
+            server.api_url + "/api/webhooks/github",
+            content=body,
+            headers={
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": sign(secret, body),
+                "Content-Type": "application/json",
+            },
+            timeout=30,
+        )
+        assert delivered.status_code in (200, 201, 202), delivered.text
+        with server.api() as api:
+            items = api.get(f"/api/projects/{name}/deployments").json()["items"]
+            assert len(items) == 1
+            d = wait_finished(api, items[0]["id"])
+        listing = browser_like.get(f"/projects/{name}/deployments")
+        assert f"push to main by ada ({sha[:12]})" in listing.text
+        page = browser_like.get(f"/deployments/{d['id']}")
+        assert f"push to main by ada ({sha[:12]})" in page.text
+        assert sha[:12] in page.text
+        assert d["status"] == "successful", d.get("failure_reason")
+        env = browser_like.get(f"/projects/{name}/environments/production")
+        assert "push deployment succeeded" in env.text  # the automatic pointer move, with why
+        assert "push by ada" in env.text
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
