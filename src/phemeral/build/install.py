@@ -254,7 +254,7 @@ else:
     except (OSError, NotImplementedError):
         compileall.compile_dir(site, quiet=2,
             invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-    tmp = store + ".partial"
+    tmp = store + ".partial-" + str(os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
     for dirpath, dirnames, filenames in os.walk(site):
         if os.path.basename(dirpath) == "__pycache__":
