@@ -118,9 +118,14 @@ async def delete_project(name: str, cp: CP, actor: Actor) -> Response:
 def show_webhook(name: str, cp: CP, actor: Actor) -> Json:
     """The URL to paste into GitHub and the secret that signs deliveries."""
     return {
-        "url": f"http://{cp.settings.base_domain}:{cp.settings.port}/api/webhooks/github",
+        "url": _base_url(cp) + "/api/webhooks/github",
         "secret": deploys.webhook_secret(cp, name),
     }
+
+
+def _base_url(cp: deploys.ControlPlane) -> str:
+    port = "" if cp.settings.port in (80, 443) else f":{cp.settings.port}"
+    return f"http://{cp.settings.base_domain}{port}"
 
 
 @router.post("/projects/{name}/environments", status_code=201)
