@@ -11,10 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from buildkit import FIXTURES, ListLog, make_job
+from buildkit import APP_UID, FIXTURES, ListLog, make_job
 
 from phemeral.build.pipeline import build
 from phemeral.errors import BuildError, BuildTimeout
+from phemeral.models import ProjectOverrides
 from phemeral.settings import Settings
 
 
@@ -175,6 +176,8 @@ def test_build_code_cannot_see_platform_data(tmp_path: Path, settings: Settings)
     assert error.stage == "install"
     text = log.text("install")
     assert "HIDDEN [] uid" in text, text
+    if os.geteuid() == 0:
+        assert f"uid {APP_UID}" in text  # build code ran as the app uid, not root
     assert "PLATFORM-SECRET" not in text
 
 
@@ -193,3 +196,23 @@ def test_without_bwrap_unreachable_paths_fail_clearly(tmp_path: Path, settings: 
     # this machine keeps /tmp/pytest-of-root and /root at 0700: the app uid could not get there
     assert error.stage == "python"
     assert "chmod o+x" in error.message and "install bubblewrap" in error.message
+
+
+@pytest.mark.parametrize("root_dir", ["../..", "/etc", "a/../../..", "services/../../x"])
+def test_root_dir_setting_cannot_leave_the_source(
+    tmp_path: Path, settings: Settings, root_dir: str
+) -> None:
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "flask\n",
+            "app.py": "from flask import Flask\napp = Flask(__name__)\n",
+        },
+    )
+    job = make_job(
+        project, tmp_path / "work", settings, overrides=ProjectOverrides(root_dir=root_dir)
+    )
+    with pytest.raises(BuildError) as caught:
+        asyncio.run(build(job, ListLog(), settings))
+    assert caught.value.stage == "detect"
+    assert not job.release_dir.exists()
