@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -511,5 +512,20 @@ def test_the_worker_count_of_the_default_command_is_kept(
                 break
         assert len(pids) == 2
         await runtime.retire(release.deployment_id)
+
+    run_with_runtime(settings, sink, body)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is about running as root")
+def test_a_release_without_an_app_uid_never_runs_as_root(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = replace(make_release(tmp_path, "rootless-1", "flask"), uid=None)
+
+    async def body(runtime: Runtime) -> None:
+        with pytest.raises(BootFailed, match="refusing to run untrusted code as root"):
+            await runtime.boot_check(release, ListBuildLog())
+        assert runtime.instances("rootless-1").instances == 0
 
     run_with_runtime(settings, sink, body)

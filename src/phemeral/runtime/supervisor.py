@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from phemeral import sandbox
-from phemeral.errors import BootFailed, NotFound, RuntimeFailure, Unavailable
+from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
 from phemeral.runtime import procs
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, retry_after
@@ -430,11 +430,17 @@ class Runtime:
                 instance = await self._wake_template(dep)
             else:
                 instance = await self._spawn_command(dep)
-        except BaseException as exc:
-            dep.state = "crashed" if isinstance(exc, RuntimeFailure) else "stopped"
-            if isinstance(exc, RuntimeFailure):
-                dep.last_exit = str(exc)
-                self._system(dep, f"start failed: {exc}")
+        except (PhemeralError, OSError) as exc:
+            # A refused sandbox, a missing interpreter, no free port: the start failed.
+            failure = exc if isinstance(exc, RuntimeFailure) else BootFailed(f"cannot start: {exc}")
+            dep.state = "crashed"
+            dep.last_exit = str(failure)
+            self._system(dep, f"start failed: {failure}")
+            if failure is exc:
+                raise
+            raise failure from exc
+        except BaseException:
+            dep.state = "stopped"
             raise
         dep.instance = instance
         dep.state = "running"
