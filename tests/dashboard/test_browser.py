@@ -287,7 +287,7 @@ def test_runtime_log_pages_filters_and_follow(
     assert page.get_by_role("button", name="Stop following").get_attribute("aria-pressed") == (
         "true"
     )
-    time.sleep(1.0)  # the follower starts from the newest line when it connects
+    page.locator("#follow[data-state=ready]").wait_for()  # following from the newest line
     write_runtime_lines(server, first["id"], [("stdout", f"{tag} arrived live <b>x</b>")])
     page.wait_for_function(
         "text => document.querySelector('#runtime-lines tr')?.innerText.includes(text)"

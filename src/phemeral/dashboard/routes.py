@@ -719,6 +719,7 @@ class _Pages:
             return lines
 
         top = _line_key((await newest())[:1])
+        yield "event: ready\ndata: {}\n\n"  # lines from here on are new to the page
         quiet = 0.0
         while not await request.is_disconnected():
             await asyncio.sleep(POLL_SECONDS)

@@ -63,7 +63,7 @@
     var live = null;
     follow.addEventListener("click", function () {
       if (live) {
-        live.close(); live = null;
+        live.close(); live = null; delete follow.dataset.state;
         follow.setAttribute("aria-pressed", "false"); follow.textContent = "Follow live";
         return;
       }
@@ -73,6 +73,7 @@
       params.set("q", form.elements.q.value);
       live = new EventSource(runtime.dataset.events + "?" + params.toString());
       follow.setAttribute("aria-pressed", "true"); follow.textContent = "Stop following";
+      live.addEventListener("ready", function () { follow.dataset.state = "ready"; });
       var body = document.getElementById("runtime-lines");
       live.onmessage = function (ev) {
         var line = JSON.parse(ev.data);
