@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -85,6 +86,9 @@ class SandboxSpec:
     fsize_mb: int | None = 2048
     tmpfs_mb: int = 256
     extra_bwrap_args: tuple[str, ...] = ()  # e.g. ("--info-fd", "8"), placed before the binds
+    # Variables that must not appear in argv (secrets): a file written by `write_env_file`,
+    # sourced by /bin/sh inside the sandbox just before ``argv`` runs (bound read-only).
+    env_file: Path | None = None
 
 
 class SandboxRefused(ConfigError):
@@ -154,12 +158,33 @@ def build_argv(
         if spec.chdir is not None:
             out += [f"--chdir={spec.chdir}"]
         out += [f"{k}={v}" for k, v in sorted(spec.env.items())]
+    if spec.env_file is not None:
+        out += ["/bin/sh", "-c", '. "$0" && exec "$@"', str(spec.env_file)]
     out += list(argv)
     return out
 
 
 def _exists(path: str) -> bool:
     return os.path.lexists(path)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def env_script(env: Mapping[str, str]) -> str:
+    """``export K='v'`` lines for sh, every value quoted; unusable names are left out (pure)."""
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()) if _ENV_NAME.match(k)]
+    return "\n".join(lines) + "\n"
+
+
+def write_env_file(path: Path, env: Mapping[str, str], uid: int | None) -> Path:
+    """Write ``env`` for `SandboxSpec.env_file`: mode 0600, owned by ``uid`` (who sources it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(env_script(env))
+    if uid is not None:
+        os.chown(path, uid, uid)
+    return path
 
 
 def _rlimits(spec: SandboxSpec) -> list[str]:
@@ -216,7 +241,8 @@ def _bwrap_args(spec: SandboxSpec, *, root: bool, exists: Callable[[str], bool])
             args += _parents(Path(item), made)
             args += ["--ro-bind-try", item, item]
     args += list(spec.extra_bwrap_args)
-    binds = [(p, "--ro-bind") for p in spec.ro_binds] + [(p, "--bind") for p in spec.rw_binds]
+    ro_binds = [*spec.ro_binds, *([spec.env_file] if spec.env_file is not None else [])]
+    binds = [(p, "--ro-bind") for p in ro_binds] + [(p, "--bind") for p in spec.rw_binds]
     # Parents before children, so a child bind is not hidden by its parent's.
     binds.sort(key=lambda item: (len(item[0].parts), str(item[0])))
     for path, flag in binds:

@@ -112,3 +112,24 @@ def test_cgroup_memory_limit_oom_and_kill(tmp_path: Path) -> None:
     finally:
         group.remove()
     assert not any(d.exists() for d in group.dirs())
+
+
+@pytest.mark.root
+@root_only
+@pytest.mark.parametrize("use_bwrap", [True, False])
+def test_env_file_keeps_secrets_out_of_argv(tmp_path: Path, use_bwrap: bool) -> None:
+    if use_bwrap and not sandbox.available():
+        pytest.skip("bubblewrap unavailable")
+    for parent in [tmp_path, *tmp_path.parents]:  # the fallback walks the real path
+        if parent != Path("/") and parent.stat().st_mode & 0o111 != 0o111:
+            parent.chmod(parent.stat().st_mode | 0o111)
+    secret = "tok 'en\" $x `y`"
+    env_file = sandbox.write_env_file(
+        tmp_path / "app.env", {"TOKEN": secret, "bad-name": "x"}, APP_UID
+    )
+    assert (env_file.stat().st_mode & 0o777) == 0o600
+    spec = SandboxSpec(uid=APP_UID, env={"PATH": "/usr/bin"}, env_file=env_file)
+    argv = sandbox.wrap(["sh", "-c", 'printf %s "$TOKEN"'], spec, use_bwrap=use_bwrap)
+    assert not any(secret in arg for arg in argv)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert result.stdout == secret, result.stderr

@@ -8,12 +8,10 @@ runtime uses, and ``collectstatic --noinput`` runs when staticfiles and ``STATIC
 from __future__ import annotations
 
 import json
-import os
-import re
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+from phemeral import sandbox
 from phemeral.build.runner import BuildContext, run
 from phemeral.errors import BuildError
 from phemeral.models import AppSpec
@@ -64,15 +62,6 @@ def app_env(spec: AppSpec, user_env: Mapping[str, str], venv: Path) -> dict[str,
     return env
 
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def env_script(env: Mapping[str, str]) -> str:
-    """``export K='v'`` lines for sh, every value quoted; unusable names are left out (pure)."""
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()) if _NAME.match(k)]
-    return "\n".join(lines) + "\n"
-
-
 async def verify(
     spec: AppSpec | None,
     *,
@@ -91,11 +80,7 @@ async def verify(
     python = str(venv / "bin" / "python")
     # The project's variables (secrets among them) reach the process through a 0600 file the
     # app uid sources, never through argv, where every host user could read them.
-    env_file = home / "app.env"
-    env_file.write_text(env_script(env))
-    env_file.chmod(0o600)
-    if ctx.uid is not None:
-        os.chown(env_file, ctx.uid, ctx.uid)
+    env_file = sandbox.write_env_file(home / "app.env", env, ctx.uid)
     loader = ["/bin/sh", "-c", '. "$0" && exec "$@"', str(env_file)]
     base = {"PATH": env["PATH"], "HOME": env["HOME"]}
     target = spec.target
