@@ -25,7 +25,7 @@ from phemeral.models import LogStream, RuntimeLogLine
 from phemeral.store import Store
 from phemeral.store.logs import LogWriter
 
-from .harness import REPO, SCREENSHOTS, Server, wait_finished
+from .harness import REPO, SCREENSHOTS, Server, tar_gz, upload, wait_finished
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -432,6 +432,26 @@ def test_every_control_has_an_accessible_name(
     ):
         page.goto(server.dashboard_url + path)
         assert page.evaluate(UNNAMED_CONTROLS) == [], path
+
+
+def test_a_failed_build_highlights_and_opens_its_failing_stage(
+    page: Any, server: Server, project: tuple[str, Path]
+) -> None:
+    name, _ = project
+    with server.api() as api:
+        d = upload(api, name, tar_gz({"main.py": "print('no framework here')\n"}), promote=False)
+    page.goto(f"{server.dashboard_url}/deployments/{d['id']}")
+    page.wait_for_function(
+        "() => document.querySelector('#status .badge')?.innerText !== 'building'",
+        timeout=120_000,
+    )  # live: the page reloads itself when the build ends
+    assert page.locator("#status .badge").first.inner_text() == "failed"
+    failed = page.locator("details.stage.failed")
+    assert failed.count() == 1
+    assert failed.get_attribute("open") is not None
+    assert failed.locator("li.err").count() >= 1
+    assert page.get_by_role("alert").first.inner_text().startswith("Failed:")
+    shot(page, "09-build-failed")
 
 
 def test_no_console_errors(page: Any) -> None:
