@@ -153,6 +153,19 @@ def test_settings_form_saves_and_says_it_applies_to_new_deployments(
     page = browser_like.get(response.headers["location"])
     assert "Settings saved." in page.text
     assert 'value="uvicorn app:app --port $PORT"' in page.text
+    # a refused value is explained on the same form, and nothing changes
+    refused = browser_like.post(
+        f"/projects/{project}/settings",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "start_command": "uvicorn app:app --port $PORT",
+            "repo_url": "ftp://example.com/not-a-git-url",
+        },
+    )
+    assert refused.status_code in (400, 422)
+    assert 'role="alert"' in refused.text and "ftp://" in refused.text
+    with server.api() as api:
+        assert api.get(f"/api/projects/{project}").json()["repo_url"] is None
     # clearing it goes back to the autodetected default
     browser_like.post(
         f"/projects/{project}/settings",
@@ -246,6 +259,8 @@ def test_webhook_secret_is_revealed_only_on_a_checked_post(
     page = browser_like.get(f"/projects/{name}")
     assert secret not in page.text
     assert "/api/webhooks/github" in page.text
+    # a crafted link cannot make the page show a "secret" of its choosing
+    assert "planted" not in browser_like.get(f"/projects/{name}?webhook_secret=planted").text
     refused = browser_like.post(f"/projects/{name}/webhook-secret", data={})
     assert refused.status_code == 403 and secret not in refused.text
     shown = browser_like.post(

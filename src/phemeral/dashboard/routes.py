@@ -328,12 +328,22 @@ class _Pages:
         port = "" if self.settings.port in (80, 443) else f":{self.settings.port}"
         return f"http://{self.settings.base_domain}{port}/api/webhooks/github"
 
-    async def project(
-        self, request: Request, name: str, webhook_secret: str | None = None
-    ) -> Response:
+    async def project(self, request: Request, name: str) -> Response:
         session = self.session(request)
         if session is None:
             return self.to_login(request)
+        return await self.project_page(request, session, name)
+
+    async def project_page(
+        self,
+        request: Request,
+        session: Session | None,
+        name: str,
+        *,
+        webhook_secret: str | None = None,
+        problem: str | None = None,
+        status_code: int = 200,
+    ) -> Response:
         api = self.api(request)
         try:
             project = await api.project(name)
@@ -347,11 +357,13 @@ class _Pages:
             request,
             "project.html",
             session,
+            status_code=status_code,
             project=project,
             environments=self.with_urls(envs),
             recent=recent,
             webhook_url=self.webhook_url(),
             webhook_secret=webhook_secret,
+            problem=problem,
             crumbs=[("Projects", "/projects"), (name, None)],
         )
 
@@ -360,14 +372,18 @@ class _Pages:
         if isinstance(fields, Response):
             return fields
         changes = {
-            "root_dir": fields.get("root_dir", "").strip() or None,
-            "start_command": fields.get("start_command", "").strip() or None,
+            key: fields.get(key, "").strip() or None
+            for key in ("repo_url", "root_dir", "start_command")
         }
         api = self.api(request)
         try:
             await api.update_project(name, changes)
-        except PhemeralError as exc:
+        except NotFound as exc:
             return self.error_page(request, session, exc)
+        except PhemeralError as exc:  # a value was refused: say why, on the same form
+            return await self.project_page(
+                request, session, name, problem=exc.message, status_code=exc.http_status
+            )
         finally:
             await api.aclose()
         return RedirectResponse(f"/projects/{name}?notice=saved", status_code=303)
@@ -383,7 +399,9 @@ class _Pages:
             return self.error_page(request, session, exc)
         finally:
             await api.aclose()
-        return await self.project(request, name, webhook_secret=secret or "(none set)")
+        return await self.project_page(
+            request, session, name, webhook_secret=secret or "(none set)"
+        )
 
     # deployments ------------------------------------------------------------------------
 
