@@ -1,6 +1,6 @@
 """Wake → first byte for scaled-to-zero deployments, through the router, per stack and tier.
 
-    .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15]
+    .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15] [--stacks fastapi,flask,django]
 
 It constructs hello-world FastAPI (uvicorn), Flask (gunicorn) and Django (gunicorn) releases
 on real venvs (built once with uv, cached like the runtime tests' ones), plus a custom start
@@ -141,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--cold-runs", type=int, default=15)
+    parser.add_argument("--stacks", default=",".join(STACKS), help="e.g. fastapi,flask")
     parser.add_argument("--platform", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.platform:
@@ -167,9 +168,11 @@ def main() -> None:
             return result
 
         rows = []
-        plan = [(f"{s}-hello", "template", args.runs) for s in STACKS]
-        plan += [(f"{s}-hello", "deep", args.cold_runs) for s in STACKS]
-        plan += [("custom-hello", "custom command", args.cold_runs)]
+        stacks = [s for s in STACKS if s in args.stacks.split(",")]
+        plan = [(f"{s}-hello", "template", args.runs) for s in stacks]
+        plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
+        if args.cold_runs:
+            plan += [("custom-hello", "custom command", args.cold_runs)]
         memory: dict[str, object] = {}
         for did, tier, runs in plan:
             samples = []

@@ -556,9 +556,33 @@ class Runtime:
         Only the app's own import and warm-up are private to it (a few MB); the framework pages
         stay shared. It moves into the deployment's cgroup before loading anything.
         """
+        shared = await self._shared_for(dep)
+        shared.users.add(dep.release.deployment_id)
+        dep.shared_key = shared.key
+        try:
+            dep.template_logs = await self._fork_sub(dep, shared, template, env, timeout)
+        except BootFailed:
+            await self._release_shared(dep)
+            raise
+        if not shared.learned:
+            shared.learned = True  # what this app imported, the next fork will not re-import
+            self._background(self._learn(dep, shared, template.modules))
+        dep.template = template
+        dep.dormant_since = self.clock()
+        self._background(self._watch_template(dep, template))
+        return template
+
+    async def _fork_sub(
+        self,
+        dep: _Deployment,
+        shared: _Shared,
+        template: TemplateProcess,
+        env: dict[str, str],
+        timeout: float,
+    ) -> list[asyncio.Future[None]]:
+        """Fork ``template`` from ``shared`` and load the app in it; its log pipes."""
         release, app, server = dep.release, dep.release.app, dep.server
         assert app is not None and server is not None
-        shared = await self._shared_for(dep)
         did = release.deployment_id
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -571,7 +595,7 @@ class Runtime:
         finally:
             os.close(out_w)
             os.close(err_w)
-        dep.template_logs = [
+        logs = [
             self.capture.attach(out_r, did, "template", "stdout", self._tee(dep)),
             self.capture.attach(err_r, did, "template", "stderr", self._tee(dep)),
         ]
@@ -582,8 +606,6 @@ class Runtime:
                 await asyncio.to_thread(dep.cgroup.attach, template.host_pid)
             except OSError as exc:
                 log.warning("could not move %s's template into its cgroup: %s", did, exc)
-        shared.users.add(did)
-        dep.shared_key = shared.key
         try:
             await template.load(
                 asdict(app),
@@ -596,16 +618,9 @@ class Runtime:
             )
         except BootFailed:
             await template.close(timeout=2)
-            await self.capture.drain(dep.template_logs, 1.0)
-            await self._release_shared(dep)
+            await self.capture.drain(logs, 1.0)
             raise
-        if not shared.learned:
-            shared.learned = True  # what this app imported, the next fork will not re-import
-            self._background(self._learn(dep, shared, template.modules))
-        dep.template = template
-        dep.dormant_since = self.clock()
-        self._background(self._watch_template(dep, template))
-        return template
+        return logs
 
     async def _learn(self, dep: _Deployment, shared: _Shared, modules: list[str]) -> None:
         """Preload what the first app imported into the shared template, then re-fork that
@@ -615,30 +630,36 @@ class Runtime:
         await self._refresh(dep)
 
     async def _refresh(self, dep: _Deployment) -> None:
-        """Re-fork a dormant deployment's template from its shared one (see `_learn`)."""
+        """Re-fork a dormant deployment's template from its shared one (see `_learn`).
+
+        The new template loads beside the old one, which keeps serving wakes meanwhile; the
+        swap happens only if the deployment is still dormant then.
+        """
         key = dep.shared_key
         shared = self._shared.get(key) if key else None
-        if shared is None or not dep.needs_refresh:
+        old = dep.template
+        if shared is None or not dep.needs_refresh or old is None or dep.instance is not None:
+            return
+        dep.needs_refresh = False
+        fresh = self._new_template(dep)
+        try:
+            logs = await self._fork_sub(
+                dep, shared, fresh, self._env(dep, 8000), self.settings.boot_timeout
+            )
+        except BootFailed as exc:
+            log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
             return
         async with dep.template_lock:
-            old = dep.template
-            if old is None or not old.alive or dep.instance is not None or dep.waking:
+            if dep.template is not old or dep.instance is not None or dep.waking is not None:
+                await fresh.close(timeout=2)
+                await self.capture.drain(logs, 1.0)
+                dep.needs_refresh = True  # try again when it is dormant next
                 return
-            dep.needs_refresh = False
-            old_logs = dep.template_logs
-            try:
-                await self._fork_from_shared(
-                    dep, self._new_template(dep), self._env(dep, 8000), self.settings.boot_timeout
-                )
-            except (BootFailed, TemplateGone, TimeoutError) as exc:
-                log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
-                dep.template = old
-                if self._shared.get(shared.key) is shared:
-                    shared.users.add(dep.release.deployment_id)
-                    dep.shared_key = shared.key
-                return
-            await old.close(timeout=2)
-            await self.capture.drain(old_logs, 1.0)
+            old_logs, dep.template_logs = dep.template_logs, logs
+            dep.template = fresh
+            self._background(self._watch_template(dep, fresh))
+        await old.close(timeout=2)
+        await self.capture.drain(old_logs, 1.0)
 
     async def _shared_for(self, dep: _Deployment) -> _Shared:
         release = dep.release
