@@ -238,3 +238,12 @@ def test_fast_path_agrees_with_the_line_by_line_parser(
         assert fast.status == general.status
     else:
         assert fast == general
+
+
+def test_access_message_leaves_out_the_query() -> None:
+    from phemeral.router.access_log import access_message
+
+    assert (
+        access_message(b"GET", b"/a/b?token=x", 200, 123, 1.234, None) == "GET /a/b 200 123B 1.2ms"
+    )
+    assert access_message(b"POST", b"/", 503, 0, 30000.0, 340.04).endswith(" wake 340.0ms")

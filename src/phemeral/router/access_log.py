@@ -31,9 +31,13 @@ def access_message(
     duration_ms: float,
     wake_ms: float | None,
 ) -> str:
-    """``GET /path 200 123B 1.2ms [wake 340.0ms]``; the query string is left out (secrets)."""
-    path = target.split(b"?", 1)[0][:256].decode("ascii", "replace")
-    text = f"{method.decode('ascii', 'replace')} {path} {status} {sent}B {duration_ms:.1f}ms"
+    """``GET /path 200 123B 1.2ms [wake 340.0ms]``; the query string is left out (secrets).
+
+    Methods and targets were validated as visible ASCII, so latin-1 decoding is exact.
+    """
+    query = target.find(b"?")
+    path = (target if query < 0 else target[:query])[:256].decode("latin-1")
+    text = f"{method.decode('latin-1')} {path} {status} {sent}B {duration_ms:.1f}ms"
     if wake_ms is not None:
         text += f" wake {wake_ms:.1f}ms"
     return text
