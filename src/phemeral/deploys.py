@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -176,6 +176,9 @@ def _insert_project(
     cp: ControlPlane, name: str, secret: str, branch: str, fields: dict[str, Any]
 ) -> Project:
     with cp.store.write() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            # Serialise uid allocation (SQLite's BEGIN IMMEDIATE already does).
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_APP_UID})
         if s.scalar(select(Project.id).where(Project.name == name)) is not None:
             raise Conflict(f"project {name!r} already exists")
         highest = s.scalar(select(Project.uid).order_by(Project.uid.desc()).limit(1))
