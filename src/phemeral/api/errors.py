@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from phemeral.errors import PhemeralError, StoreUnavailable
@@ -42,6 +43,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    async def integrity_error(request: Request, exc: Exception) -> JSONResponse:
+        # Two requests raced for the same unique name (PostgreSQL checks at insert time).
+        log.info("integrity error on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            409, "conflict", "a concurrent change took that name or value first; look and retry"
+        )
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal error; the server log has details")
@@ -49,4 +57,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PhemeralError, phemeral_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(IntegrityError, integrity_error)
     app.add_exception_handler(Exception, unexpected)
