@@ -129,3 +129,19 @@ def test_postgres_restart_is_survived_without_a_process_restart() -> None:
 
 def test_health_is_public(server: Server) -> None:
     assert httpx.get(server.url + "/api/health").status_code == 200
+
+
+def test_racing_for_one_domain_gives_one_winner_and_409s(server: Server) -> None:
+    base = unique("race")
+    with server.client() as api:
+        for n in range(6):
+            api.post("/projects", json={"name": f"{base}-{n}"})
+
+    def claim(n: int) -> int:
+        with server.client() as api:
+            body = {"name": "qa", "domains": [f"{base}-shared"]}
+            return api.post(f"/projects/{base}-{n}/environments", json=body).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(claim, range(6)))
+    assert codes == [201] + [409] * 5, codes
