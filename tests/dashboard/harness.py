@@ -1,10 +1,12 @@
-"""Fixtures and helpers of the dashboard tests: a real `phemeral serve` (subprocess, SQLite in
-a temp data dir) and a headless Chromium from Debian driven by Playwright."""
+"""Fixtures and helpers of the dashboard tests: the real platform in a subprocess (router,
+runtime, builder, API and dashboard on one port; SQLite in a temp data dir) and a headless
+Chromium from Debian driven by Playwright."""
 
 from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -66,37 +68,36 @@ def _free_port() -> int:
 
 
 def _serve_argv(data_dir: Path, port: int) -> list[str]:
-    """`phemeral serve`; until the CLI has it, the same `phemeral.server.run` without runtime
-    and router wiring (the API and the dashboard are all these tests need)."""
-    try:
-        from phemeral.cli import main
+    """The whole platform on one port: `phemeral.server.run_platform` (router in front, runtime,
+    builder, API and dashboard), which is what `phemeral serve` composes; plain `phemeral serve`
+    where that composition does not exist."""
+    import phemeral.server
 
-        has_serve = "serve" in getattr(main, "commands", {})
-    except ImportError:
-        has_serve = False
-    if has_serve:
-        return [
-            sys.executable,
-            "-m",
-            "phemeral",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--base-domain",
-            "phemeral.localhost",
-        ]
-    script = (
-        "import asyncio, sys\n"
-        "from phemeral.server import run\n"
-        "from phemeral.settings import load_settings\n"
-        "overrides = {'data_dir': sys.argv[1], 'port': int(sys.argv[2]), 'host': '127.0.0.1'}\n"
-        "asyncio.run(run(load_settings(overrides=overrides)))\n"
-    )
-    return [sys.executable, "-c", script, str(data_dir), str(port)]
+    if hasattr(phemeral.server, "run_platform"):
+        script = (
+            "import asyncio, contextlib, sys\n"
+            "from phemeral.server import run_platform\n"
+            "from phemeral.settings import load_settings\n"
+            "overrides = {'data_dir': sys.argv[1], 'port': int(sys.argv[2]),\n"
+            "             'host': '127.0.0.1', 'base_domain': 'phemeral.localhost'}\n"
+            "with contextlib.suppress(KeyboardInterrupt):\n"
+            "    asyncio.run(run_platform(load_settings(overrides=overrides)))\n"
+        )
+        return [sys.executable, "-c", script, str(data_dir), str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "phemeral",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-domain",
+        "phemeral.localhost",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -132,9 +133,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         token = (data_dir / "admin-token").read_text().strip()
         yield Server(port=port, data_dir=data_dir, token=token, log=log)
     finally:
-        proc.terminate()
+        # Ctrl-C, as a person stops it: the server stops its app instances on the way out
+        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
