@@ -172,8 +172,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        client.deadline = self.pool.time() + client.idle_limit
         state = self.state
+        if state != _R_HEAD or self.buf:
+            client.deadline = self.pool.time() + client.idle_limit
         if state == _R_TUNNEL:
             client.write(data)
             return
@@ -184,6 +185,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.buf.clear()
             end = data.find(b"\r\n\r\n")
             if end < 0:
+                client.deadline = self.pool.time() + client.idle_limit
                 if len(data) > _MAX_RESPONSE_HEAD:
                     self._broken()
                 else:
@@ -244,7 +246,9 @@ class UpstreamConnection(asyncio.Protocol):
                     client.response_done(self, reusable=self.reusable, close=False)
                     return
                 client.write(data[:end])
+                client.deadline = self.pool.time() + client.idle_limit
             else:
+                client.deadline = self.pool.time() + client.idle_limit
                 client.write(
                     rebuild_response_head(
                         head, close=client_close, dechunk=self.dechunk, version=request.version
@@ -473,22 +477,14 @@ class ClientConnection(asyncio.Protocol):
             self.body_done = True
         if parsed.upgrade is not None:
             framing += b"connection: upgrade\r\nupgrade: websocket\r\n"
-        self.upstream_head = b"".join(
-            (
-                parsed.method,
-                b" ",
-                parsed.target,
-                b" HTTP/1.1\r\nhost: ",
-                host,
-                b"\r\n",
-                parsed.forward_headers,
-                self.forwarded,
-                b"x-forwarded-host: ",
-                host,
-                b"\r\n",
-                framing,
-                b"\r\n",
-            )
+        self.upstream_head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n%s\r\n" % (
+            parsed.method,
+            parsed.target,
+            host,
+            parsed.forward_headers,
+            self.forwarded,
+            host,
+            framing,
         )
         if deployment_id is not None:
             router.backends.request_started(deployment_id)
@@ -683,8 +679,9 @@ class ClientConnection(asyncio.Protocol):
         if request is None:
             return
         self.request = None
-        self.tunnel = False
-        self.idle_limit = self.router.limits.idle_timeout
+        if self.tunnel:
+            self.tunnel = False
+            self.idle_limit = self.router.limits.idle_timeout
         deployment_id = self.deployment_id
         if deployment_id is None:
             return
