@@ -15,6 +15,7 @@ a cache key of lock + interpreter + platform says in the log whether the cache h
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -194,11 +195,12 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
             ro=ro, rw=rw, quiet=quiet,
         )  # fmt: skip
 
-    created = await uv_run(
-        ["venv", "--quiet", "--no-project", "--python", str(plan.python), str(plan.venv)]
-    )
-    _check(created, "creating the virtual environment failed", ctx)
     python = str(plan.venv / "bin" / "python")
+    if plan.manager != "uv":  # uv sync creates the (empty) project environment itself
+        created = await uv_run(
+            ["venv", "--quiet", "--no-project", "--python", str(plan.python), str(plan.venv)]
+        )
+        _check(created, "creating the virtual environment failed", ctx)
     if plan.manager == "uv":
         ctx.log.write(
             STAGE,
@@ -206,7 +208,14 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
             "(production dependencies from uv.lock)",
         )
         synced = await uv_run(
-            ["sync", "--locked", "--no-default-groups", "--no-editable", "--python", python]
+            [
+                "sync",
+                "--locked",
+                "--no-default-groups",
+                "--no-editable",
+                "--python",
+                str(plan.python),
+            ]
         )
         _check(synced, "uv sync failed", ctx)
     elif plan.manager == "poetry":
@@ -221,11 +230,13 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
         )
         added = await uv_run(["pip", "install", "--python", python, *plan.extra_packages])
         _check(added, f"installing {', '.join(plan.extra_packages)} failed", ctx)
-    frozen = await uv_run(["pip", "freeze", "--python", python], quiet=True)
+    frozen, _ = await asyncio.gather(
+        uv_run(["pip", "freeze", "--python", python], quiet=True),
+        _bytecode(plan, ctx, key.key, python, env, ro, rw),
+    )
     if frozen.ok:
         pins = [line for line in frozen.output if "==" in line or " @ " in line]
         ctx.log.write(STAGE, f"installed {len(pins)} packages: {', '.join(pins)}")
-    await _bytecode(plan, ctx, key.key, python, env, ro, rw)
     plan.keys_dir.mkdir(parents=True, exist_ok=True)
     warm.touch()
     last.write_text(json.dumps(dict(key.parts), sort_keys=True))
