@@ -92,6 +92,7 @@ class _Instance:
     logs: list[asyncio.Future[None]] = field(default_factory=list)
     exited: asyncio.Future[str] | None = None  # resolves with the exit reason
     stopping: bool = False
+    template: TemplateProcess | None = None  # the template that forked ``pids``
 
 
 @dataclass
@@ -638,7 +639,7 @@ class Runtime:
         key = dep.shared_key
         shared = self._shared.get(key) if key else None
         old = dep.template
-        if shared is None or not dep.needs_refresh or old is None or dep.instance is not None:
+        if shared is None or not dep.needs_refresh or old is None:
             return
         dep.needs_refresh = False
         fresh = self._new_template(dep)
@@ -650,16 +651,17 @@ class Runtime:
             log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
             return
         async with dep.template_lock:
-            if dep.template is not old or dep.instance is not None or dep.waking is not None:
+            if dep.template is not old:  # dropped or replaced meanwhile
                 await fresh.close(timeout=2)
                 await self.capture.drain(logs, 1.0)
-                dep.needs_refresh = True  # try again when it is dormant next
                 return
             old_logs, dep.template_logs = dep.template_logs, logs
             dep.template = fresh
             self._background(self._watch_template(dep, fresh))
-        await old.close(timeout=2)
-        await self.capture.drain(old_logs, 1.0)
+        instance = dep.instance
+        if instance is None or instance.template is not old:
+            await old.close(timeout=2)  # else it closes when the instance it forked is done
+        await self.capture.drain(old_logs, 0.0 if instance is not None else 1.0)
 
     async def _shared_for(self, dep: _Deployment) -> _Shared:
         release = dep.release
@@ -797,8 +799,9 @@ class Runtime:
         await template.closed
         if dep.template is template:
             dep.template = None
-            if dep.instance is not None and dep.instance.pids and not dep.instance.stopping:
-                self._instance_gone(dep, dep.instance, "the app's template process ended")
+        instance = dep.instance
+        if instance is not None and instance.template is template and not instance.stopping:
+            self._instance_gone(dep, instance, "the app's template process ended")
 
     async def _run_pre_command(
         self, dep: _Deployment, command: str, env: dict[str, str], timeout: float
@@ -862,6 +865,7 @@ class Runtime:
             self.clock(),
             pids=pids,
             exited=asyncio.get_running_loop().create_future(),
+            template=template,
         )
         did = dep.release.deployment_id
         instance.logs = [
@@ -1031,8 +1035,8 @@ class Runtime:
             self._remove_record(dep.release.deployment_id)
 
     async def _signal_instance(self, dep: _Deployment, instance: _Instance, sig: int) -> None:
-        if instance.pids and dep.template is not None:
-            await dep.template.signal(instance.pids, sig)
+        if instance.pids and instance.template is not None:
+            await instance.template.signal(instance.pids, sig)
         elif instance.process is not None and instance.process.returncode is None:
             # The app's processes, deepest first; the sandbox's own init ignores TERM.
             tree = procs.descendants(instance.process.pid)
@@ -1057,6 +1061,9 @@ class Runtime:
         await self.capture.drain(instance.logs, 1.0)
         if dep.instance is instance:
             dep.instance = None
+        old = instance.template
+        if old is not None and old is not dep.template:
+            await old.close(timeout=2)  # replaced by a refreshed template while it served
 
     async def _drop_template(self, dep: _Deployment) -> None:
         async with dep.template_lock:
