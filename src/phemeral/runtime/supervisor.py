@@ -648,7 +648,8 @@ class Runtime:
                 dep, shared, fresh, self._env(dep, 8000), self.settings.boot_timeout
             )
         except BootFailed as exc:
-            log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
+            if shared.template.alive and dep.template is old:  # else it was dropped meanwhile
+                log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
             return
         async with dep.template_lock:
             if dep.template is not old:  # dropped or replaced meanwhile
