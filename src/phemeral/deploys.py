@@ -69,7 +69,15 @@ from phemeral.store.names import (
     new_deployment_id,
 )
 from phemeral.store.releases import release_from_json, release_to_json
-from phemeral.store.schema import Deployment, Domain, Environment, EnvVar, Project, Promotion
+from phemeral.store.schema import (
+    BuildLogRow,
+    Deployment,
+    Domain,
+    Environment,
+    EnvVar,
+    Project,
+    Promotion,
+)
 from phemeral.store.variables import check_variable, runtime_env
 
 log = logging.getLogger(__name__)
@@ -606,8 +614,7 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
             _upload_path(cp, deployment_id).unlink(missing_ok=True)
     build_log.write("release", f"start command ({source}): {command}")
     await _until_stored(cp.logs.flush)
-    promoted = await _until_stored(finish_successful, cp, deployment_id, result)
-    build_log.write("release", "deployment is live" + (" and current" if promoted else ""))
+    await _until_stored(finish_successful, cp, deployment_id, result)
     await _until_stored(publish, cp)
     return DeploymentStatus.SUCCESSFUL
 
@@ -664,12 +671,17 @@ def finish_successful(cp: ControlPlane, deployment_id: str, result: BuildResult)
         d.start_command, d.start_command_source = command, source
         d.settings = json.loads(json.dumps(dict(result.detection), default=str))
         d.release = release_to_json(result.release)
-        if not should_promote(d.trigger, d.promote_on_success, d.push_seq, env.promoted_push_seq):
-            return False
-        actor = f"push by {d.pusher}" if d.trigger == TriggerKind.PUSH else d.created_by
-        why = "push deployment succeeded" if d.trigger == TriggerKind.PUSH else "manual deploy"
-        _move_pointer(s, env, d, actor, why)
-        return True
+        promoted = should_promote(
+            d.trigger, d.promote_on_success, d.push_seq, env.promoted_push_seq
+        )
+        if promoted:
+            actor = f"push by {d.pusher}" if d.trigger == TriggerKind.PUSH else d.created_by
+            why = "push deployment succeeded" if d.trigger == TriggerKind.PUSH else "manual deploy"
+            _move_pointer(s, env, d, actor, why)
+        # The last line commits with the status: a reader who sees `successful` has every line.
+        message = "deployment is live" + (" and current" if promoted else "")
+        s.add(BuildLogRow(deployment_id=d.id, stage="release", timestamp=now(), message=message))
+        return promoted
 
 
 def promote(cp: ControlPlane, deployment_id: str, actor: str, reason: str | None) -> Promotion:
