@@ -534,3 +534,28 @@ def test_a_release_without_an_app_uid_never_runs_as_root(
         assert runtime.instances("rootless-1").instances == 0
 
     run_with_runtime(settings, sink, body)
+
+
+def test_workers_that_reach_max_requests_are_replaced_not_counted_as_crashes(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path,
+        "maxreq-1",
+        "flask",
+        start_command="gunicorn --bind 0.0.0.0:$PORT --max-requests 2 app:app",
+    )
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        pids = set()
+        for _ in range(6):
+            status, payload = await request(runtime, "maxreq-1")
+            assert status == 200
+            pids.add(json.loads(payload)["pid"])
+            await asyncio.sleep(0.1)  # let the worker that reached its limit be replaced
+        assert len(pids) >= 2
+        state = runtime.instances("maxreq-1")
+        assert (state.restarts, state.state) == (0, "running")
+
+    run_with_runtime(settings, sink, body)

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 PROBE_INTERVAL = 0.005
+RESPAWN_LIMIT = 10  # clean worker exits replaced per RESPAWN_WINDOW s before it is a crash
+RESPAWN_WINDOW = 10.0
 # What a shared framework template imports before any app (the first app's own imports are
 # learned and added); modules that need app settings fail quietly and are skipped.
 FRAMEWORK_PRELOAD = {
@@ -93,6 +95,7 @@ class _Instance:
     exited: asyncio.Future[str] | None = None  # resolves with the exit reason
     stopping: bool = False
     template: TemplateProcess | None = None  # the template that forked ``pids``
+    respawns: list[float] = field(default_factory=list)  # when workers were replaced
 
 
 @dataclass
@@ -845,8 +848,11 @@ class Runtime:
             listener.bind(("127.0.0.1", 0))
             listener.listen(LISTEN_BACKLOG)
             port = listener.getsockname()[1]
+            instance_id = _instance_id()
             try:
-                pids = await template.serve(listener.fileno(), out_w, err_w, template.workers)
+                pids = await template.serve(
+                    listener.fileno(), out_w, err_w, template.workers, instance_id
+                )
             except TemplateGone as exc:
                 os.close(out_r)
                 os.close(err_r)
@@ -859,7 +865,6 @@ class Runtime:
             listener.close()
             os.close(out_w)
             os.close(err_w)
-        instance_id = _instance_id()
         instance = _Instance(
             instance_id,
             Upstream("127.0.0.1", port),
@@ -962,11 +967,37 @@ class Runtime:
             return
         instance.pids.remove(pid)
         reason = self._exit_reason(dep, code, sig)
+        if code == 0 and not instance.stopping and self._may_respawn(instance):
+            # A worker that ends cleanly while serving (max requests reached) is replaced, as
+            # gunicorn's arbiter and uvicorn's supervisor replace theirs.
+            self._system(dep, f"instance {instance.id}: a worker exited cleanly; replacing it")
+            self._background(self._respawn(dep, instance))
+            return
         if instance.stopping:
             if not instance.pids and instance.exited is not None and not instance.exited.done():
                 instance.exited.set_result(reason)
             return
         self._instance_gone(dep, instance, reason)
+
+    def _may_respawn(self, instance: _Instance) -> bool:
+        now = self.clock()
+        instance.respawns = [t for t in instance.respawns if now - t < RESPAWN_WINDOW]
+        if len(instance.respawns) >= RESPAWN_LIMIT:
+            return False  # workers that keep ending are a crash loop, not max requests
+        instance.respawns.append(now)
+        return instance.template is not None and instance.template.alive
+
+    async def _respawn(self, dep: _Deployment, instance: _Instance) -> None:
+        assert instance.template is not None
+        try:
+            pids = await instance.template.respawn(instance.id)
+        except (BootFailed, TemplateGone, TimeoutError):
+            if not instance.stopping:
+                self._instance_gone(dep, instance, "a worker exited and could not be replaced")
+            return
+        if instance.stopping:
+            await instance.template.signal(pids, signal.SIGTERM)
+        instance.pids.extend(pids)
 
     def _instance_gone(self, dep: _Deployment, instance: _Instance, reason: str) -> None:
         if instance.exited is not None and not instance.exited.done():
@@ -1065,6 +1096,8 @@ class Runtime:
         old = instance.template
         if old is not None and old is not dep.template:
             await old.close(timeout=2)  # replaced by a refreshed template while it served
+        elif old is not None:
+            await old.release(instance.id)
 
     async def _drop_template(self, dep: _Deployment) -> None:
         async with dep.template_lock:

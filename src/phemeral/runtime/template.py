@@ -183,16 +183,36 @@ class TemplateProcess:
         self.workers = int(reply.get("workers") or 1)
         self.modules = [str(m) for m in reply.get("modules") or []]
 
-    async def serve(self, listener: int, stdout: int, stderr: int, workers: int) -> list[int]:
-        """Fork ``workers`` servers on the bound, listening socket ``listener``; their pids."""
+    async def serve(
+        self, listener: int, stdout: int, stderr: int, workers: int, instance: str = ""
+    ) -> list[int]:
+        """Fork ``workers`` servers on the bound, listening socket ``listener``; their pids.
+
+        With an ``instance`` id the template keeps the fds, so `respawn` can replace a worker
+        that exits cleanly (gunicorn ``--max-requests``) until `release`.
+        """
         reply = await self.call(
-            {"op": "serve", "workers": workers}, fds=[listener, stdout, stderr], timeout=10
+            {"op": "serve", "workers": workers, "instance": instance},
+            fds=[listener, stdout, stderr],
+            timeout=10,
         )
         if not reply.get("ok"):
             raise BootFailed(
                 f"the app's server did not start: {last_line(str(reply.get('error')))}"
             )
         return [int(p) for p in reply["pids"]]
+
+    async def respawn(self, instance: str, workers: int = 1) -> list[int]:
+        reply = await self.call(
+            {"op": "respawn", "instance": instance, "workers": workers}, timeout=10
+        )
+        if not reply.get("ok"):
+            raise BootFailed(f"could not replace a worker: {last_line(str(reply.get('error')))}")
+        return [int(p) for p in reply["pids"]]
+
+    async def release(self, instance: str) -> None:
+        with contextlib.suppress(TemplateGone, TimeoutError):
+            await self.call({"op": "release", "instance": instance}, timeout=5)
 
     async def signal(self, pids: Sequence[int], sig: int) -> None:
         with contextlib.suppress(TemplateGone, TimeoutError):

@@ -59,6 +59,7 @@ class Template:
         self.worker_class: Any = None
         self.gunicorn_log: Any = None
         self.children: set[int] = set()
+        self.kept: dict[str, list[int]] = {}  # instance → [listener, stdout, stderr]
 
     # -- messaging -------------------------------------------------------------------------
 
@@ -149,7 +150,21 @@ class Template:
                 reply["ok"] = True
             elif op == "serve":
                 workers = int(message.get("workers") or self.workers)
+                instance = str(message.get("instance") or "")
+                if instance:  # kept to replace workers that exit cleanly (max requests)
+                    self.kept[instance] = [os.dup(fd) for fd in fds[:3]]
                 reply.update(ok=True, pids=self.serve(fds, workers, own))
+            elif op == "respawn":
+                kept = self.kept.get(str(message.get("instance")))
+                if kept is None:
+                    raise RuntimeError("unknown instance")
+                fds = [os.dup(fd) for fd in kept]
+                reply.update(ok=True, pids=self.serve(fds, int(message.get("workers") or 1), own))
+            elif op == "release":
+                for fd in self.kept.pop(str(message.get("instance")), []):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                reply["ok"] = True
             else:
                 reply.update(ok=False, error=f"unknown operation {op!r}")
         except BaseException:  # report it to the runtime; the template itself stays usable
