@@ -216,3 +216,38 @@ def test_root_dir_setting_cannot_leave_the_source(
         asyncio.run(build(job, ListLog(), settings))
     assert caught.value.stage == "detect"
     assert not job.release_dir.exists()
+
+
+@pytest.mark.slow
+def test_cancelled_build_leaves_no_processes_cgroup_or_release(
+    tmp_path: Path, settings: Settings
+) -> None:
+    project = _project(
+        tmp_path,
+        {
+            "pyproject.toml": (
+                '[project]\nname = "stuck"\nversion = "0"\ndependencies = ["fastapi"]\n'
+                '[build-system]\nrequires = []\nbuild-backend = "stuck_backend"\n'
+                'backend-path = ["."]\n'
+            ),
+            "stuck_backend.py": "import time\ntime.sleep(600)\n",
+            "main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+        },
+    )
+    job = make_job(project, tmp_path / "work", settings, project="stuck")
+    log = ListLog()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(build(job, log, settings))
+        deadline = time.monotonic() + 60
+        while "installing dependencies" not in log.text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # the backend is running now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert not job.release_dir.exists()
+    assert not list(Path("/sys/fs/cgroup/memory/phemeral").glob(f"build-{job.deployment_id}"))
+    assert subprocess_run(["pgrep", "-f", "stuck_backend"]) == ""

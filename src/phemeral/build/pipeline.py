@@ -104,7 +104,8 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
         raise
     finally:
         if ctx.cgroup is not None:
-            await asyncio.to_thread(ctx.cgroup.remove)
+            # synchronously: a cancelled build (server shutting down) must still clean up
+            ctx.cgroup.remove()
         shutil.rmtree(job.release_dir / ".home", ignore_errors=True)
 
 
