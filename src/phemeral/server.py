@@ -167,7 +167,6 @@ async def run_platform(settings: Settings) -> None:
     The router owns ``settings.host:settings.port``; control-plane hosts reach the API and the
     dashboard over a private Unix socket, deployment hosts reach the runtime's instances.
     """
-    from phemeral.dashboard.routes import create_router
     from phemeral.models import Upstream
     from phemeral.router import serve_router
     from phemeral.runtime.supervisor import Runtime
@@ -187,7 +186,7 @@ async def run_platform(settings: Settings) -> None:
             )
             cp.listeners.append(router.update)
             try:
-                await serve_api(cp, uds=sock, routers=[create_router(settings)])
+                await serve_api(cp, uds=sock)
             finally:
                 await router.close()
     finally:

@@ -54,6 +54,12 @@ class Settings:
     def database_uri(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'phemeral.db'}"
 
+    @property
+    def base_url(self) -> str:
+        """The dashboard and API: the base domain itself."""
+        port = "" if self.port in (80, 443) else f":{self.port}"
+        return f"http://{self.base_domain}{port}"
+
     def url_for_label(self, label: str) -> str:
         """The public URL of a deployment or environment domain label."""
         port = "" if self.port in (80, 443) else f":{self.port}"

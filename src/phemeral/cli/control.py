@@ -13,7 +13,6 @@ from rich.table import Table
 from phemeral.cli.client import Cli, api_command, out, status_text
 from phemeral.cli.serve import serve
 from phemeral.errors import InvalidInput, PhemeralError
-from phemeral.store.variables import parse_assignment
 
 
 def register(main: click.Group) -> None:
@@ -386,6 +385,9 @@ def env_set(
     cli: Cli, project: str, assignments: tuple[str, ...], environment: str, secret: bool
 ) -> None:
     """Set KEY=VALUE pairs on PROJECT's environment."""
+    # Imported here: the store package pulls in the database layer, which no other command needs.
+    from phemeral.store.variables import parse_assignment
+
     values = dict(parse_assignment(a) for a in assignments)
     data = cli.api.post(
         f"/projects/{project}/environments/{environment}/variables",

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
+import uvloop
 
 from phemeral.errors import PhemeralError
 from phemeral.settings import load_settings
@@ -27,14 +31,28 @@ from phemeral.settings import load_settings
 def serve(**options: object) -> None:
     """Run the API, builder, runtime and router on one port."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from phemeral.server import run
+    from phemeral.server import run_platform
 
     try:
         settings = load_settings(overrides=options)
         click.echo(f"data dir: {settings.data_dir}")
         click.echo(f"listening on http://{settings.host}:{settings.port}")
+        click.echo(f"dashboard: {settings.base_url}")
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run(settings))
+            uvloop.run(_until_signalled(run_platform(settings)))
     except PhemeralError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+
+
+async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main``; SIGTERM and SIGINT cancel it so every part shuts down in order.
+
+    Without this, SIGTERM would end the process at once and leave app instances behind.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
