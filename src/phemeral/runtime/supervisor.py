@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 PROBE_INTERVAL = 0.005
+MEMORY_CACHE_TTL = 5.0
 RESPAWN_LIMIT = 10  # clean worker exits replaced per RESPAWN_WINDOW s before it is a crash
 RESPAWN_WINDOW = 10.0
 # What a shared framework template imports before any app (the first app's own imports are
@@ -122,6 +123,7 @@ class _Deployment:
     shared_key: str | None = None  # the shared framework template it was forked from
     template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
     needs_refresh: bool = False  # its template predates the shared template's learned preload
+    memory_cache: tuple[TemplateProcess, float, int] | None = None
 
 
 @dataclass
@@ -1186,10 +1188,18 @@ class Runtime:
         )
 
     def _template_memory_kb(self, dep: _Deployment) -> int:
+        """USS of the deployment's template tree; read from /proc at most every few seconds
+        (listing many deployments must not walk /proc for each)."""
         template = dep.template
         if template is None or template.host_pid is None:
             return 0
-        return procs.tree_uss_kb(template.host_pid)
+        now = self.clock()
+        cached = dep.memory_cache
+        if cached is not None and cached[0] is template and now - cached[1] < MEMORY_CACHE_TTL:
+            return cached[2]
+        kb = procs.tree_uss_kb(template.host_pid)
+        dep.memory_cache = (template, now, kb)
+        return kb
 
     # -- records: what a restarted platform must find ------------------------------------------
 
