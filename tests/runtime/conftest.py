@@ -37,6 +37,11 @@ def _python() -> str:
     return sys.executable
 
 
+def _uv() -> str:
+    beside = Path(sys.executable).parent / "uv"
+    return shutil.which("uv") or str(beside)
+
+
 def build_venv(stack: str) -> Path:
     """A venv with the stack's packages, built once and cached (safe across processes)."""
     packages = STACKS[stack]
@@ -52,10 +57,10 @@ def build_venv(stack: str) -> Path:
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.pop("VIRTUAL_ENV", None)
-        subprocess.run(["uv", "venv", "-q", "-p", _python(), str(venv)], check=True, env=env)
+        subprocess.run([_uv(), "venv", "-q", "-p", _python(), str(venv)], check=True, env=env)
         subprocess.run(
             [
-                "uv",
+                _uv(),
                 "pip",
                 "install",
                 "-q",
