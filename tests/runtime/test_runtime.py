@@ -559,3 +559,31 @@ def test_workers_that_reach_max_requests_are_replaced_not_counted_as_crashes(
         assert (state.restarts, state.state) == (0, "running")
 
     run_with_runtime(settings, sink, body)
+
+
+def test_when_a_shared_template_dies_no_server_it_forked_is_left_behind(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "orphan-1", "fastapi", lock_hash="L9")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        status, _ = await request(runtime, "orphan-1")
+        assert status == 200
+        launcher = runtime._shared[next(iter(runtime._shared))].template.host_pid
+        assert launcher is not None
+        zygote = str(runtime._zygote_path)
+        tree = [
+            p
+            for p in procs.descendants(launcher)
+            if p in procs.with_argument(zygote) and Path(f"/proc/{p}/comm").read_text() != "bwrap\n"
+        ]
+        # The shared template, the deployment's template(s) (a refreshed one may sit beside
+        # the one that forked the running server), the server.
+        assert len(tree) >= 3
+        framework = min(tree, key=lambda p: procs.start_time(p) or 0)
+        os.kill(framework, 15)  # the shared template is terminated
+        await wait_until(lambda: not any(procs.start_time(p) for p in tree), timeout=20)
+        await wait_until(lambda: runtime.instances("orphan-1").instances == 0)
+
+    run_with_runtime(settings, sink, body)

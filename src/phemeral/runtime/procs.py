@@ -115,3 +115,19 @@ def host_pid(launcher: int, inner_pid: int) -> int | None:
         if ns_pid(pid) == inner_pid:
             return pid
     return None
+
+
+def with_argument(argument: str) -> list[int]:
+    """Processes whose command line has this exact argument (e.g. a template script's path)."""
+    wanted = argument.encode()
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in args:
+            found.append(int(entry.name))
+    return found

@@ -1256,6 +1256,9 @@ class Runtime:
             for name in _cgroup_names(self._cgroup_prefix):
                 with contextlib.suppress(OSError):
                     sandbox.Cgroup(name).remove()
+        # Templates and the servers they forked, even if their sandbox lost its launcher:
+        # they all run this data dir's copy of the template script.
+        procs.signal_all(procs.with_argument(str(self._zygote_path)), signal.SIGKILL)
 
 
 def _instance_id() -> str:

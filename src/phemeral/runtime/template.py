@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from phemeral.errors import BootFailed
+from phemeral.runtime import procs
 
 MAX_MESSAGE = 1 << 20
 
@@ -233,8 +234,7 @@ class TemplateProcess:
             try:
                 await asyncio.wait_for(self.process.wait(), timeout)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                procs.kill_tree(self.process.pid)  # the sandbox and everything inside
                 await self.process.wait()
 
 

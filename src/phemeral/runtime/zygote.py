@@ -49,6 +49,14 @@ WARMUP_PATH = "/__phemeral_warmup__"
 ASGI_LAZY_MODULES = ["anyio._backends._asyncio", "anyio.to_thread", "uvicorn.lifespan.on"]
 
 
+class Terminated(BaseException):
+    """SIGTERM reached a template: it stops its children before it exits."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
 class Template:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
@@ -60,6 +68,9 @@ class Template:
         self.gunicorn_log: Any = None
         self.children: set[int] = set()
         self.kept: dict[str, list[int]] = {}  # instance → [listener, stdout, stderr]
+        # Seconds children get between TERM and KILL when this template goes; a template
+        # forked from another one gets less than its parent gives it.
+        self.grace = 8.0
 
     # -- messaging -------------------------------------------------------------------------
 
@@ -95,7 +106,7 @@ class Template:
         os.set_blocking(wake_r, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, _terminate)  # stop the children first, then go
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sel = selectors.DefaultSelector()
         sel.register(self.control, selectors.EVENT_READ, "control")
@@ -113,6 +124,8 @@ class Template:
                         self.shutdown()
                         return
                     self.dispatch(message, fds, (wake_r, wake_w))
+        except Terminated:
+            self.shutdown()
         finally:
             sel.close()
 
@@ -167,6 +180,8 @@ class Template:
                 reply["ok"] = True
             else:
                 reply.update(ok=False, error=f"unknown operation {op!r}")
+        except Terminated:
+            raise
         except BaseException:  # report it to the runtime; the template itself stays usable
             reply.update(ok=False, error=traceback.format_exc())
         finally:
@@ -184,17 +199,19 @@ class Template:
                 with contextlib.suppress(OSError):
                     os.kill(pid, sig)
 
-    def shutdown(self, grace: float = 5.0) -> None:
-        """The runtime is gone: stop every child (TERM, then KILL after ``grace`` s)."""
+    def shutdown(self) -> None:
+        """The runtime is gone (or TERM came): stop every child, TERM then KILL."""
         import time
 
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         children = list(self.children)
         self.signal(children, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + self.grace
         while self.children and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.05)
         self.signal(list(self.children), signal.SIGKILL)
+        self.reap()
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -292,6 +309,7 @@ class Template:
             try:
                 after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[control_fd])
                 child = Template(socket.socket(fileno=control_fd))
+                child.grace = 4.0
                 child.run()
             except BaseException:
                 traceback.print_exc()
