@@ -182,3 +182,25 @@ class InstanceState:
     last_wake_ms: float | None = None
     restarts: int = 0
     last_exit: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentRoute:
+    """What the router needs to know about one deployment."""
+
+    status: DeploymentStatus
+    project: str
+    environment: str
+
+
+@dataclass(frozen=True)
+class RoutingSnapshot:
+    """Every routable name at one moment; the control plane publishes a new one on each change.
+
+    ``domains`` maps an environment domain label (``my-api-production``, custom subdomains) to
+    the environment's current deployment id, or None while it has none.
+    """
+
+    base_domain: str
+    deployments: Mapping[str, DeploymentRoute]
+    domains: Mapping[str, str | None]
