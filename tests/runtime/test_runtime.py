@@ -587,3 +587,28 @@ def test_when_a_shared_template_dies_no_server_it_forked_is_left_behind(
         await wait_until(lambda: runtime.instances("orphan-1").instances == 0)
 
     run_with_runtime(settings, sink, body)
+
+
+def test_a_request_during_scale_down_gets_a_fresh_instance_without_waiting_for_the_drain(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, "during-1", "fastapi")
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        upstream = await runtime.ensure_running("during-1")
+        # A slow request the old instance is still finishing while it scales down.
+        slow = asyncio.create_task(get(upstream, "/slow?seconds=1.5"))
+        await asyncio.sleep(0.2)
+        stop = asyncio.create_task(runtime._stop_instance(runtime._deployments["during-1"], "idle"))
+        await wait_until(lambda: runtime.instances("during-1").state == "stopping")
+        status, _ = await request(runtime, "during-1")
+        assert status == 200
+        assert not slow.done()  # answered while the old instance was still draining
+        assert (await slow)[0] == 200  # and the old one still finished its request
+        await stop
+        state = runtime.instances("during-1")
+        assert (state.instances, state.state) == (1, "running")
+        assert len(runtime._deployments["during-1"].draining) == 0
+
+    run_with_runtime(settings, sink, body, stop_timeout=5)

@@ -124,6 +124,7 @@ class _Deployment:
     template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
     needs_refresh: bool = False  # its template predates the shared template's learned preload
     memory_cache: tuple[TemplateProcess, float, int] | None = None
+    draining: list[_Instance] = field(default_factory=list)  # stopping, finishing requests
 
 
 @dataclass
@@ -284,7 +285,7 @@ class Runtime:
         if dep is None:
             raise Unavailable(f"deployment {deployment_id} is not running here")
         instance = dep.instance
-        if instance is not None and not instance.stopping and dep.stopping is None:
+        if instance is not None and not instance.stopping:
             dep.last_request_at = self.clock()
             return instance.upstream
         if dep.waking is None:
@@ -427,8 +428,8 @@ class Runtime:
     # -- waking --------------------------------------------------------------------------------
 
     async def _wake(self, dep: _Deployment) -> Upstream:
-        if dep.stopping is not None:
-            await asyncio.shield(dep.stopping)
+        # An instance still draining does not delay this one: a request that arrives during a
+        # scale-down gets a fresh instance at once, beside the one finishing its requests.
         started = time.perf_counter()
         dep.state = "starting"
         try:
@@ -964,8 +965,9 @@ class Runtime:
         return f"exited with code {code}"
 
     def _on_child_exit(self, dep: _Deployment, pid: int, code: int | None, sig: int | None) -> None:
-        instance = dep.instance
-        if instance is None or pid not in instance.pids:
+        candidates = [dep.instance, *dep.draining]
+        instance = next((i for i in candidates if i is not None and pid in i.pids), None)
+        if instance is None:
             return
         instance.pids.remove(pid)
         reason = self._exit_reason(dep, code, sig)
@@ -1035,20 +1037,27 @@ class Runtime:
     # -- stopping ------------------------------------------------------------------------------
 
     async def _stop_instance(self, dep: _Deployment, reason: str) -> None:
-        if dep.stopping is not None:
-            await asyncio.shield(dep.stopping)
-            return
+        while dep.stopping is not None:
+            previous = dep.stopping
+            await asyncio.shield(previous)
+            if dep.stopping is previous:
+                break
         instance = dep.instance
-        if instance is None:
+        if instance is None or instance.stopping:
             return
-        dep.stopping = asyncio.ensure_future(self._graceful_stop(dep, instance, reason))
-        try:
-            await asyncio.shield(dep.stopping)
-        finally:
-            dep.stopping = None
+        stopping = asyncio.ensure_future(self._graceful_stop(dep, instance, reason))
+
+        def stopped(_future: asyncio.Future[None]) -> None:
+            if dep.stopping is stopping:
+                dep.stopping = None
+
+        dep.stopping = stopping
+        stopping.add_done_callback(stopped)
+        await asyncio.shield(stopping)
 
     async def _graceful_stop(self, dep: _Deployment, instance: _Instance, reason: str) -> None:
         instance.stopping = True
+        dep.draining.append(instance)
         dep.state = "stopping"
         self._system(dep, f"stopping instance {instance.id} ({reason})")
         await self._signal_instance(dep, instance, signal.SIGTERM)
@@ -1058,8 +1067,11 @@ class Runtime:
             except TimeoutError:
                 self._system(dep, f"instance {instance.id} ignored SIGTERM; killing it")
         await self._kill_instance(dep, instance)
+        dep.draining.remove(instance)
         if dep.instance is instance:
             dep.instance = None
+        if dep.instance is not None:
+            return  # a newer instance took over while this one drained
         dep.state = "stopped"
         if dep.template is not None and dep.template.alive:
             dep.dormant_since = self.clock()
@@ -1087,7 +1099,9 @@ class Runtime:
                 instance.process.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(instance.process.wait(), 5)
-            if dep.cgroup is not None and (dep.template is None or not dep.template.alive):
+            alone = dep.instance is None or dep.instance is instance
+            template_alive = dep.template is not None and dep.template.alive
+            if dep.cgroup is not None and alone and not template_alive:
                 await asyncio.to_thread(dep.cgroup.kill)
         elif instance.exited is not None:
             with contextlib.suppress(TimeoutError):
