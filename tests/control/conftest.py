@@ -12,9 +12,13 @@ import pytest
 from .serverkit import PG_ADMIN, Server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    """A PostgreSQL database of its own for this test run, dropped at the end."""
+    """A PostgreSQL database of its own for each module's server, dropped at the end.
+
+    Each server has its own data dir, hence its own secret key: a database shared between
+    servers would hold secrets the next server cannot decrypt (and rightly refuses to start).
+    """
     name = "phemeral_test_" + secrets.token_hex(4)
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -214,7 +214,7 @@ def csrf_of(html: str) -> str:
     return html[start : html.index('"', start)]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync Playwright keeps an event loop running until it stops
 def browser() -> Iterator[Any]:
     """Headless Chromium from Debian (not a downloaded build), driven by Playwright."""
     if not Path(CHROMIUM).exists():
