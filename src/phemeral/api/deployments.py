@@ -21,6 +21,7 @@ from phemeral.store.views import (
     get_deployment,
     get_environment,
     get_project,
+    iso,
     list_deployments,
 )
 
@@ -136,6 +137,6 @@ def promote_deployment(deployment_id: str, body: PromoteBody, cp: CP, actor: Act
         "to": promotion.to_deployment_id,
         "actor": promotion.actor,
         "reason": promotion.reason,
-        "at": promotion.created_at.isoformat(),
+        "at": iso(promotion.created_at),
     }
     return view

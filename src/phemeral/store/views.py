@@ -7,7 +7,7 @@ when rows are inserted meanwhile: deployments newest first by (created_at, id), 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -34,7 +34,10 @@ MASK = "••••••"
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    """UTC, microseconds, ``Z``: ``2026-11-27T10:00:00.123456Z`` (cursors need every digit)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def project_view(s: Session, project: Project, settings: Settings) -> Json:
@@ -106,6 +109,7 @@ def deployment_view(
             "tier": state.tier,
             "last_wake_at": iso(state.last_wake_at),
             "last_wake_ms": state.last_wake_ms,
+            "idle_memory_kb": state.idle_memory_kb,
             "restarts": state.restarts,
             "last_exit": state.last_exit,
         },
