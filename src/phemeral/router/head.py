@@ -101,11 +101,46 @@ _FIELDS_RE = rb"((?:" + _TOKEN_RE + rb":" + _VALUE_RE + rb"\r\n)*)\r\n"
 _REQUEST_RE = re.compile(
     rb"(" + _TOKEN_RE + rb") (/[\x21-\x7e]*) HTTP/1\.([01])\r\n" + _FIELDS_RE, re.DOTALL
 )
+_HOP_NAMES_RE = rb"|".join(re.escape(name) for name in sorted(_HOP_BY_HOP))
+# A field line that is not hop-by-hop (the name is followed by the colon, so `te` is not `tea`),
+# or `Connection: keep-alive` (which changes nothing in HTTP/1.1 and is not forwarded).
+_PLAIN_LINE = (
+    rb"(?:(?!(?i:" + _HOP_NAMES_RE + rb"):)" + _TOKEN_RE + rb":[\t\x20-\x7e\x80-\xff]*+\r\n"
+    rb"|((?i:connection):[ \t]*+(?i:keep-alive)[ \t]*+\r\n)"
+    rb"|(?i:content-length):[ \t]*+([0-9]{1,18})[ \t]*+\r\n)"
+)
+# The usual request: HTTP/1.1, origin-form, one Host of visible ASCII without `,` or `@`, and no
+# other hop-by-hop field than `Connection: keep-alive` and a valid `Content-Length`. Groups:
+# method, target, the lines before Host, (whether they hold a Connection line, the value of a
+# Content-Length line), the Host value, the lines after Host and the same two.
+_PLAIN_REQUEST_RE = re.compile(
+    rb"(" + _TOKEN_RE + rb") (/[\x21-\x7e]*+) HTTP/1\.1\r\n((?:" + _PLAIN_LINE + rb")*+)"
+    rb"(?i:host):[ \t]*+([\x21-\x2b\x2d-\x3f\x41-\x7e]++)[ \t]*+\r\n"
+    rb"((?:" + _PLAIN_LINE + rb")*+)\r\n"
+)
+# The lines of a plain request that are not forwarded, found with the CRLF before them.
+_DROPPED_LINE_RE = re.compile(
+    rb"\r\n(?:(?i:connection):[ \t]*+(?i:keep-alive)|(?i:content-length):[ \t]*+[0-9]{1,18})"
+    rb"[ \t]*+(?=\r\n)"
+)
 
 
 def parse_request_head(head: bytes) -> RequestHead | Reject:
     """Validate one request head (request line to blank line, CRLFs included)."""
-    if len(head) > MAX_HEAD_BYTES:
+    size = len(head)
+    if size <= MAX_HEADER_LINE and head.count(b"\n") <= MAX_HEADERS + 2:
+        # Small enough that no target or field line can be over its limit.
+        plain = _PLAIN_REQUEST_RE.fullmatch(head)
+        if plain is not None:
+            method, target, before, conn_b, length_b, host, after, conn_a, length_a = plain.groups()
+            if conn_b is None and length_b is None and conn_a is None and length_a is None:
+                return RequestHead(
+                    method, target, 11, host, None, False, True, None, before + after
+                )
+            parsed = _conclude_plain(head, plain)
+            if parsed is not None:
+                return parsed
+    elif size > MAX_HEAD_BYTES:
         return Reject(431, "request head too large")
     match = _REQUEST_RE.fullmatch(head)
     if match is None:
@@ -169,6 +204,26 @@ def parse_request_head(head: bytes) -> RequestHead | Reject:
         upgrade_value,
         forward,
     )
+
+
+def _conclude_plain(head: bytes, plain: re.Match[bytes]) -> RequestHead | None:
+    """The `RequestHead` of a request `_PLAIN_REQUEST_RE` matched; None when it holds more than
+    one Content-Length (the general checks refuse it)."""
+    method, target, before, dropped_before, length_before = plain.group(1, 2, 3, 4, 5)
+    host, after, dropped_after, length_after = plain.group(6, 7, 8, 9)
+    content_length = None
+    length = length_before if length_after is None else length_after
+    if length is not None:
+        if length_before is not None and length_after is not None:
+            return None
+        if head.lower().count(b"content-length:") != 1:
+            return None
+        content_length = int(length)
+    if dropped_before is not None or length_before is not None:
+        before = _DROPPED_LINE_RE.sub(b"", b"\r\n" + before)[2:]
+    if dropped_after is not None or length_after is not None:
+        after = _DROPPED_LINE_RE.sub(b"", b"\r\n" + after)[2:]
+    return RequestHead(method, target, 11, host, content_length, False, True, None, before + after)
 
 
 def _parse_request_general(head: bytes) -> RequestHead | Reject:
@@ -363,6 +418,20 @@ _RESPONSE_HOP = frozenset(
 _RESPONSE_RE = re.compile(
     rb"HTTP/1\.([01]) ([0-9]{3})(?: " + _VALUE_RE + rb")?\r\n" + _FIELDS_RE, re.DOTALL
 )
+# The usual response: HTTP/1.x, one valid Content-Length and no other framing or hop-by-hop field.
+# Groups: minor version, status code, content length.
+_PLAIN_RESPONSE_LINE = (
+    rb"(?!(?i:content-length|transfer-encoding|"
+    + rb"|".join(sorted(_RESPONSE_HOP))
+    + rb"):)"
+    + _TOKEN_RE
+    + rb":[\t\x20-\x7e\x80-\xff]*+\r\n"
+)
+_PLAIN_RESPONSE_RE = re.compile(
+    rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*+)?\r\n(?:" + _PLAIN_RESPONSE_LINE
+    + rb")*+(?i:content-length):[ \t]*+([0-9]{1,18})[ \t]*+\r\n(?:" + _PLAIN_RESPONSE_LINE
+    + rb")*+\r\n"
+)  # fmt: skip
 _RESPONSE_SPECIAL_RE = re.compile(
     rb"\n(content-length|transfer-encoding|" + rb"|".join(sorted(_RESPONSE_HOP)) + rb"):([^\r]*)"
 )
@@ -370,6 +439,11 @@ _RESPONSE_SPECIAL_RE = re.compile(
 
 def parse_response_head(head: bytes) -> ResponseHead | None:
     """Read an app's response head; None when it is malformed (the proxy answers 502)."""
+    plain = _PLAIN_RESPONSE_RE.fullmatch(head)
+    if plain is not None:
+        minor, code, length = plain.groups()
+        version = 11 if minor == b"1" else 10
+        return ResponseHead(int(code), version, int(length), False, version == 11, True, head)
     match = _RESPONSE_RE.fullmatch(head)
     if match is None:
         return None
