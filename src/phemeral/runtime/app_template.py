@@ -1,0 +1,266 @@
+"""A deployment's own template: the dormant tier.
+
+Loaded on the first wake (after the start command's pre-commands), either launched alone or
+forked from its project's shared framework template; re-forked once that shared template has
+learned the first app's imports; dropped to the deep tier by the sweep or on retire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+
+from phemeral.errors import BootFailed
+from phemeral.runtime import procs
+from phemeral.runtime.deployment import Deployment, Supervision
+from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
+from phemeral.runtime.template import TemplateGone, TemplateProcess
+
+log = logging.getLogger(__name__)
+
+MEMORY_CACHE_TTL = 5.0
+
+ChildExit = Callable[[Deployment, int, int | None, int | None], None]
+
+
+class AppTemplates:
+    """Loads, refreshes, watches and drops the per-deployment templates."""
+
+    def __init__(
+        self,
+        sup: Supervision,
+        shared: SharedTemplates,
+        *,
+        share: bool,
+        on_child_exit: ChildExit,
+        on_ended: Callable[[Deployment, TemplateProcess], None],
+    ) -> None:
+        self.sup = sup
+        self.shared = shared
+        self.share = share
+        self._on_child_exit = on_child_exit
+        self._on_ended = on_ended
+
+    async def load(self, dep: Deployment) -> TemplateProcess:
+        assert dep.server is not None and dep.release.app is not None
+        sup, release = self.sup, dep.release
+        await sup.ensure_cgroup(dep)
+        env = sup.launcher.env(release, 8000)
+        timeout = sup.settings.boot_timeout
+        for command in dep.server.pre_commands:
+            await self._run_pre_command(dep, command, env, timeout)
+
+        template = self._new(dep)
+        if self.share and release.lock_hash:
+            return await self._fork_from_shared(dep, template, env, timeout)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        spec = sup.launcher.spec(release, env)
+        try:
+            process = await template.launch(
+                lambda fd: sup.launcher.argv(
+                    sup.launcher.zygote_argv(release, fd), spec, dep.cgroup
+                ),
+                out_w,
+                err_w,
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        dep.template_logs = sup.attach_output(dep, "template", out_r, err_r)
+        sup.records.write(release.deployment_id, process.pid, dep.cgroup)
+        app = release.app
+        assert app is not None
+        spec_dict = asdict(app)
+        try:
+            await template.load(spec_dict, list(dep.server.argv), str(release.workdir), {}, timeout)
+        except BootFailed:
+            await template.close(timeout=2)
+            await sup.capture.drain(dep.template_logs, 1.0)
+            raise
+        self._adopt(dep, template)
+        return template
+
+    def _adopt(self, dep: Deployment, template: TemplateProcess) -> None:
+        dep.template = template
+        dep.dormant_since = self.sup.clock()
+        self.sup.background(self._watch(dep, template))
+
+    def _new(self, dep: Deployment) -> TemplateProcess:
+        def on_exit(pid: int, code: int | None, sig: int | None) -> None:
+            self._on_child_exit(dep, pid, code, sig)
+
+        return TemplateProcess(on_exit)
+
+    async def _run_pre_command(
+        self, dep: Deployment, command: str, env: dict[str, str], timeout: float
+    ) -> None:
+        sup = self.sup
+        sup.system(dep, f"running: {command}")
+        out_r, out_w = os.pipe()
+        try:
+            spec = sup.launcher.spec(dep.release, env)
+            process = await sup.launcher.exec(
+                sup.launcher.argv(["/bin/sh", "-c", command], spec, dep.cgroup), out_w, out_w
+            )
+        finally:
+            os.close(out_w)
+        done = sup.capture.attach(
+            out_r, dep.release.deployment_id, "release", "stdout", sup.tee(dep)
+        )
+        try:
+            code = await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError as exc:
+            procs.kill_tree(process.pid)
+            await process.wait()
+            raise BootFailed(f"`{command}` did not finish within {timeout:g} s") from exc
+        await sup.capture.drain([done], 1.0)
+        if code != 0:
+            raise BootFailed(f"`{command}` failed with exit code {code}")
+
+    async def _fork_from_shared(
+        self, dep: Deployment, template: TemplateProcess, env: dict[str, str], timeout: float
+    ) -> TemplateProcess:
+        """A per-deployment template forked from its project's shared framework template.
+
+        Only the app's own import and warm-up are private to it (a few MB); the framework pages
+        stay shared. It moves into the deployment's cgroup before loading anything.
+        """
+        shared = await self.shared.acquire(dep)
+        try:
+            dep.template_logs = await self._fork(dep, shared, template, env, timeout)
+        except BootFailed:
+            await self.shared.release(dep)
+            raise
+        if not shared.learned:
+            shared.learned = True  # what this app imported, the next fork will not re-import
+            self.sup.background(self._learn(dep, shared, template.modules))
+        self._adopt(dep, template)
+        return template
+
+    async def _fork(
+        self,
+        dep: Deployment,
+        shared: SharedTemplate,
+        template: TemplateProcess,
+        env: dict[str, str],
+        timeout: float,
+    ) -> list[asyncio.Future[None]]:
+        """Fork ``template`` from ``shared`` and load the app in it; its log pipes."""
+        release, app, server = dep.release, dep.release.app, dep.server
+        assert app is not None and server is not None
+        did = release.deployment_id
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            pid = await shared.template.fork_template(template, out_w, err_w)
+        except (TemplateGone, TimeoutError) as exc:
+            os.close(out_r)
+            os.close(err_r)
+            raise BootFailed("the shared template process ended") from exc
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        logs = self.sup.attach_output(dep, "template", out_r, err_r)
+        launcher = shared.template.host_pid
+        template.host_pid = procs.host_pid(launcher, pid) if launcher is not None else None
+        if dep.cgroup is not None and template.host_pid is not None:
+            try:
+                await asyncio.to_thread(dep.cgroup.attach, template.host_pid)
+            except OSError as exc:
+                log.warning("could not move %s's template into its cgroup: %s", did, exc)
+        try:
+            await template.load(
+                asdict(app),
+                list(server.argv),
+                str(release.workdir),
+                env,
+                timeout,
+                venv_from=str(shared.venv),
+                venv_to=str(release.venv),
+            )
+        except BootFailed:
+            await template.close(timeout=2)
+            await self.sup.capture.drain(logs, 1.0)
+            raise
+        return logs
+
+    async def _learn(self, dep: Deployment, shared: SharedTemplate, modules: list[str]) -> None:
+        """Preload what the first app imported into the shared template, then re-fork that
+        first deployment's own template (while dormant) so it shares those pages too."""
+        await shared.template.preload(modules)
+        dep.needs_refresh = True
+        await self.refresh(dep)
+
+    async def refresh(self, dep: Deployment) -> None:
+        """Re-fork a dormant deployment's template from its shared one (see `_learn`).
+
+        The new template loads beside the old one, which keeps serving wakes meanwhile; the
+        swap happens only if the deployment is still dormant then.
+        """
+        shared = self.shared.get(dep.shared_key)
+        old = dep.template
+        if shared is None or not dep.needs_refresh or old is None:
+            return
+        dep.needs_refresh = False
+        fresh = self._new(dep)
+        sup = self.sup
+        try:
+            env = sup.launcher.env(dep.release, 8000)
+            logs = await self._fork(dep, shared, fresh, env, sup.settings.boot_timeout)
+        except BootFailed as exc:
+            if shared.template.alive and dep.template is old:  # else it was dropped meanwhile
+                log.warning("could not refresh %s's template: %s", dep.release.deployment_id, exc)
+            return
+        async with dep.template_lock:
+            if dep.template is not old:  # dropped or replaced meanwhile
+                await fresh.close(timeout=2)
+                await sup.capture.drain(logs, 1.0)
+                return
+            old_logs, dep.template_logs = dep.template_logs, logs
+            dep.template = fresh
+            sup.background(self._watch(dep, fresh))
+        instance = dep.instance
+        if instance is None or instance.template is not old:
+            await old.close(timeout=2)  # else it closes when the instance it forked is done
+        await sup.capture.drain(old_logs, 0.0 if instance is not None else 1.0)
+
+    async def _watch(self, dep: Deployment, template: TemplateProcess) -> None:
+        assert template.closed is not None
+        await template.closed
+        if dep.template is template:
+            dep.template = None
+        self._on_ended(dep, template)
+
+    async def drop(self, dep: Deployment) -> None:
+        """The deep tier: close the template, remove the cgroup when nothing else runs."""
+        async with dep.template_lock:
+            template = dep.template
+            dep.template = None
+            dep.dormant_since = None
+            if template is not None:
+                await template.close(timeout=self.sup.stop_timeout)
+                await self.sup.capture.drain(dep.template_logs, 1.0)
+            if dep.cgroup is not None and dep.instance is None:
+                cgroup, dep.cgroup = dep.cgroup, None  # deep tier: not even a cgroup is left
+                await asyncio.to_thread(cgroup.remove)
+            await self.shared.release(dep)
+            if dep.instance is None:
+                self.sup.records.remove(dep.release.deployment_id)
+
+    def memory_kb(self, dep: Deployment) -> int:
+        """USS of the deployment's template tree; read from /proc at most every few seconds
+        (listing many deployments must not walk /proc for each)."""
+        template = dep.template
+        if template is None or template.host_pid is None:
+            return 0
+        now = self.sup.clock()
+        cached = dep.memory_cache
+        if cached is not None and cached[0] is template and now - cached[1] < MEMORY_CACHE_TTL:
+            return cached[2]
+        kb = procs.tree_uss_kb(template.host_pid)
+        dep.memory_cache = (template, now, kb)
+        return kb

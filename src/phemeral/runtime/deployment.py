@@ -1,0 +1,130 @@
+"""What the runtime knows of each deployment and instance set, and what its parts act through.
+
+`Deployment` is one registered release's state (its tier, instance, template, crash history);
+`Instance` is one running set of server processes; `Supervision` is shared by every part of the
+runtime: settings, clock, log capture (with the boot check's tee), launcher, records and the
+background tasks it must keep alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from phemeral import sandbox
+from phemeral.models import Release, Upstream
+from phemeral.runtime.backoff import CrashHistory
+from phemeral.runtime.capture import LogCapture
+from phemeral.runtime.command import ServerCommand
+from phemeral.runtime.launch import Launcher, oom_kills
+from phemeral.runtime.records import Records
+from phemeral.runtime.template import TemplateProcess
+from phemeral.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Instance:
+    """One running instance set: the server process(es) of a deployment."""
+
+    id: str
+    upstream: Upstream
+    started_at: float
+    pids: list[int] = field(default_factory=list)  # template children (template's pid view)
+    process: asyncio.subprocess.Process | None = None  # custom command launcher
+    logs: list[asyncio.Future[None]] = field(default_factory=list)
+    exited: asyncio.Future[str] | None = None  # resolves with the exit reason
+    stopping: bool = False
+    template: TemplateProcess | None = None  # the template that forked ``pids``
+    respawns: list[float] = field(default_factory=list)  # when workers were replaced
+
+
+@dataclass
+class Deployment:
+    release: Release
+    idle_timeout: float
+    server: ServerCommand | None
+    state: str = "stopped"
+    instance: Instance | None = None
+    template: TemplateProcess | None = None
+    template_logs: list[asyncio.Future[None]] = field(default_factory=list)
+    dormant_since: float | None = None
+    waking: asyncio.Future[Upstream] | None = None
+    stopping: asyncio.Task[None] | None = None
+    in_flight: int = 0
+    last_request_at: float = 0.0
+    history: CrashHistory = field(default_factory=CrashHistory)
+    last_exit: str | None = None
+    last_wake_at: datetime | None = None
+    last_wake_ms: float | None = None
+    cgroup: sandbox.Cgroup | None = None
+    oom_kills: int = 0
+    restart_task: asyncio.Task[None] | None = None
+    shared_key: str | None = None  # the shared framework template it was forked from
+    template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
+    needs_refresh: bool = False  # its template predates the shared template's learned preload
+    memory_cache: tuple[TemplateProcess, float, int] | None = None
+    draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
+
+
+class Supervision:
+    """The settings, clock, log capture, launcher and records every part of the runtime uses."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        capture: LogCapture,
+        launcher: Launcher,
+        records: Records,
+        clock: Callable[[], float],
+        stop_timeout: float,
+    ) -> None:
+        self.settings = settings
+        self.capture = capture
+        self.launcher = launcher
+        self.records = records
+        self.clock = clock
+        self.stop_timeout = stop_timeout
+        self.deployments: dict[str, Deployment] = {}
+        self.boot_tees: dict[str, Callable[[str, str], None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def tee(self, dep: Deployment) -> Callable[[str, str], None] | None:
+        return self.boot_tees.get(dep.release.deployment_id)
+
+    def system(self, dep: Deployment, message: str) -> None:
+        log.info("%s: %s", dep.release.deployment_id, message)
+        self.capture.emit(
+            dep.release.deployment_id, "-", "system", message, self.tee(dep), limited=False
+        )
+
+    def attach_output(
+        self, dep: Deployment, instance: str, out_r: int, err_r: int, *, tee: bool = True
+    ) -> list[asyncio.Future[None]]:
+        """Capture a process's stdout and stderr pipes as the lines of ``instance``."""
+        did = dep.release.deployment_id
+        to = self.tee(dep) if tee else None
+        return [
+            self.capture.attach(out_r, did, instance, "stdout", to),
+            self.capture.attach(err_r, did, instance, "stderr", to),
+        ]
+
+    async def ensure_cgroup(self, dep: Deployment) -> None:
+        """Give the deployment its cgroup (limits, OOM count) unless it has one or cannot."""
+        if dep.cgroup is not None:
+            return
+        did = dep.release.deployment_id
+        cgroup = await self.launcher.create_cgroup(did, did)
+        if cgroup is not None:
+            dep.cgroup = cgroup
+            dep.oom_kills = oom_kills(cgroup)

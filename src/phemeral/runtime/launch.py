@@ -1,0 +1,160 @@
+"""How an app process is launched: its environment, sandbox, cgroup and argv.
+
+Every process of a deployment (pre-commands, templates, custom start commands) and every
+shared framework template starts through a `Launcher`: the release's venv first on PATH, the
+release, venv, template script and base interpreter bound read-only, the app's uid, the
+deployment's cgroup when the host allows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import socket
+from pathlib import Path
+
+from phemeral import sandbox
+from phemeral.models import Release
+from phemeral.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
+# What a shared framework template's environment keeps of an app's.
+SHARED_ENV = ("PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "VIRTUAL_ENV")
+
+
+class Launcher:
+    """Builds the sandboxed argv of app processes; creates their cgroups."""
+
+    def __init__(self, settings: Settings, zygote_path: Path) -> None:
+        self.settings = settings
+        self.zygote_path = zygote_path
+        self.use_bwrap: bool | None = None  # resolved by `Runtime.start`
+        self.cgroups = sandbox.Cgroup.supported()
+        digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
+        self.cgroup_prefix = f"rt{digest}-"
+
+    def env(self, release: Release, port: int) -> dict[str, str]:
+        env = {
+            "PATH": f"{release.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp",  # noqa: S108 (the sandbox's private tmpfs)
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "VIRTUAL_ENV": str(release.venv),
+            "PORT": str(port),
+        }
+        env.update(release.env)
+        env["PORT"] = str(port)
+        return env
+
+    def spec(self, release: Release, env: dict[str, str]) -> sandbox.SandboxSpec:
+        """A deployment's own sandbox: its release, run from its working directory."""
+        return self._spec(release, release.path, release.workdir, env)
+
+    def shared_spec(self, release: Release) -> sandbox.SandboxSpec:
+        """A shared framework template's sandbox: every release of the project, no app env."""
+        env = self.env(release, 8000)
+        releases_dir = release.path.parent
+        shared_env = {k: env[k] for k in SHARED_ENV}
+        return self._spec(release, releases_dir, releases_dir, shared_env)
+
+    def _spec(
+        self, release: Release, root: Path, chdir: Path, env: dict[str, str]
+    ) -> sandbox.SandboxSpec:
+        ro = [root, release.venv, self.zygote_path, *interpreter_dirs(release.venv)]
+        return sandbox.SandboxSpec(
+            uid=release.uid,
+            ro_binds=tuple(dict.fromkeys(ro)),
+            chdir=chdir,
+            env=env,
+            share_net=True,  # apps reach their databases and APIs; the port is ours to pass
+            die_with_parent=False,  # apps outlive a platform restart; records find them
+            memory_mb=self.settings.app_memory_mb,
+            pids_max=self.settings.app_pids_max,
+        )
+
+    def argv(
+        self, argv: list[str], spec: sandbox.SandboxSpec, cgroup: sandbox.Cgroup | None
+    ) -> list[str]:
+        wrapped = sandbox.wrap(argv, spec, use_bwrap=bool(self.use_bwrap))
+        if cgroup is not None:
+            return [*cgroup.join_argv(), *wrapped]
+        return wrapped
+
+    def zygote_argv(self, release: Release, fd: int) -> list[str]:
+        """The template script run by the release's own python, its control socket ``fd``."""
+        return [str(release.venv / "bin" / "python"), str(self.zygote_path), str(fd)]
+
+    async def create_cgroup(self, suffix: str, what: str) -> sandbox.Cgroup | None:
+        """This data dir's cgroup ``suffix`` with the app limits; None when the host refuses."""
+        if not self.cgroups:
+            return None
+        try:
+            return await asyncio.to_thread(
+                sandbox.Cgroup(self.cgroup_prefix + suffix).create,
+                memory_mb=self.settings.app_memory_mb,
+                pids_max=self.settings.app_pids_max,
+                cpu_quota=1.0,
+            )
+        except OSError as exc:
+            log.warning("no cgroup for %s: %s", what, exc)
+            return None
+
+    @staticmethod
+    async def exec(argv: list[str], stdout: int, stderr: int) -> asyncio.subprocess.Process:
+        """Start ``argv`` in its own session, no stdin, output to the given pipe ends."""
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
+def instance_id() -> str:
+    return "i-" + secrets.token_hex(4)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def interpreter_dirs(venv: Path) -> list[Path]:
+    """The base interpreter's installation, which a venv links into (bound read-only)."""
+    found: list[Path] = []
+    try:
+        for line in (venv / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                home = Path(value.strip()).resolve()
+                found.append(home.parent if home.name == "bin" else home)
+    except OSError:
+        pass
+    python = venv / "bin" / "python"
+    with contextlib.suppress(OSError):
+        real = python.resolve()
+        prefix = real.parent.parent
+        if prefix not in found and not str(prefix).startswith("/usr"):
+            found.append(prefix)
+    return [p for p in found if not (p == Path("/usr") or Path("/usr") in p.parents)]
+
+
+def oom_kills(cgroup: sandbox.Cgroup) -> int:
+    for directory in cgroup.dirs():
+        for name in ("memory.oom_control", "memory.events"):
+            path = directory / name
+            if not path.exists():
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                for line in path.read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0] == "oom_kill":
+                        return int(parts[1])
+    return 0
