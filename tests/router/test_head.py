@@ -247,3 +247,30 @@ def test_access_message_leaves_out_the_query() -> None:
         access_message(b"GET", b"/a/b?token=x", 200, 123, 1.234, None) == "GET /a/b 200 123B 1.2ms"
     )
     assert access_message(b"POST", b"/", 503, 0, 30000.0, 340.04).endswith(" wake 340.0ms")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [b"Host: a.example", b"Connection: keep-alive", b"Content-Length: 5"],
+        [
+            b"Host: a.example",
+            b"Accept: */*",
+            b"Connection: keep-alive",
+            b"X: y",
+            b"Content-Length: 9",
+        ],
+        [b"Accept: */*", b"connection:keep-alive ", b"Host: a.example", b"X-A: b"],
+        [b"Content-Length: 12", b"Host: a.example", b"Connection: Keep-Alive", b"User-Agent: x"],
+        [b"Host: a.example", b"X-Note: connection: keep-alive", b"Content-Length: 0"],
+        [b"Host: a.example", b"Content-Length: 5", b"content-length: 5"],
+        [b"Content-Length: 5", b"Host: a.example", b"Content-Length: 6"],
+    ],
+)
+def test_plain_requests_with_keep_alive_and_length_agree_with_the_general_parser(
+    fields: list[bytes],
+) -> None:
+    from phemeral.router.head import _parse_request_general
+
+    raw = b"POST /x HTTP/1.1\r\n" + b"".join(field + b"\r\n" for field in fields) + b"\r\n"
+    assert parse_request_head(raw) == _parse_request_general(raw)

@@ -109,14 +109,15 @@ _PLAIN_LINE = (
     rb"|((?i:connection):[ \t]*+(?i:keep-alive)[ \t]*+\r\n)"
     rb"|(?i:content-length):[ \t]*+([0-9]{1,18})[ \t]*+\r\n)"
 )
+# (The repeats holding capturing groups are not possessive: CPython 3.11's re fails on those.)
 # The usual request: HTTP/1.1, origin-form, one Host of visible ASCII without `,` or `@`, and no
 # other hop-by-hop field than `Connection: keep-alive` and a valid `Content-Length`. Groups:
 # method, target, the lines before Host, (whether they hold a Connection line, the value of a
 # Content-Length line), the Host value, the lines after Host and the same two.
 _PLAIN_REQUEST_RE = re.compile(
-    rb"(" + _TOKEN_RE + rb") (/[\x21-\x7e]*+) HTTP/1\.1\r\n((?:" + _PLAIN_LINE + rb")*+)"
+    rb"(" + _TOKEN_RE + rb") (/[\x21-\x7e]*+) HTTP/1\.1\r\n((?:" + _PLAIN_LINE + rb")*)"
     rb"(?i:host):[ \t]*+([\x21-\x2b\x2d-\x3f\x41-\x7e]++)[ \t]*+\r\n"
-    rb"((?:" + _PLAIN_LINE + rb")*+)\r\n"
+    rb"((?:" + _PLAIN_LINE + rb")*)\r\n"
 )
 # The lines of a plain request that are not forwarded, found with the CRLF before them.
 _DROPPED_LINE_RE = re.compile(
