@@ -35,12 +35,21 @@ def access_message(
 
     Methods and targets were validated as visible ASCII, so latin-1 decoding is exact.
     """
+    return _access_suffix(_request_prefix(method, target), status, sent, duration_ms, wake_ms)
+
+
+def _request_prefix(method: bytes, target: bytes) -> str:
     query = target.find(b"?")
     path = (target if query < 0 else target[:query])[:256].decode("latin-1")
-    text = f"{method.decode('latin-1')} {path} {status} {sent}B {duration_ms:.1f}ms"
-    if wake_ms is not None:
-        text += f" wake {wake_ms:.1f}ms"
-    return text
+    return f"{method.decode('latin-1')} {path} "
+
+
+def _access_suffix(
+    prefix: str, status: int, sent: int, duration_ms: float, wake_ms: float | None
+) -> str:
+    if wake_ms is None:
+        return f"{prefix}{status} {sent}B {duration_ms:.1f}ms"
+    return f"{prefix}{status} {sent}B {duration_ms:.1f}ms wake {wake_ms:.1f}ms"
 
 
 class AccessLog:
@@ -80,16 +89,18 @@ class AccessLog:
         records, self._pending = self._pending, []
         if not records or self._sink is None:
             return
-        lines = [
-            RuntimeLogLine(
-                deployment_id,
-                "router",
-                "router",
-                datetime.fromtimestamp(at, UTC),
-                access_message(method, target, status, sent, duration, wake),
-            )
-            for deployment_id, at, method, target, status, sent, duration, wake in records
-        ]
+        prefixes: dict[tuple[bytes, bytes], str] = {}  # "GET /path ", for repeated requests
+        lines = []
+        for deployment_id, at, method, target, status, sent, duration, wake in records:
+            prefix = prefixes.get((method, target))
+            if prefix is None:
+                prefix = prefixes[method, target] = _request_prefix(method, target)
+            if wake is None:
+                message = f"{prefix}{status} {sent}B {duration:.1f}ms"
+            else:
+                message = _access_suffix(prefix, status, sent, duration, wake)
+            timestamp = datetime.fromtimestamp(at, UTC)
+            lines.append(RuntimeLogLine(deployment_id, "router", "router", timestamp, message))
         try:
             self._sink.write(lines)
         except Exception:  # the sink is another part's; a failure there must not stop routing
