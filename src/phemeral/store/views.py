@@ -256,17 +256,19 @@ def variables_view(s: Session, env: Environment, box: SecretBox) -> list[Json]:
     ]
 
 
-def get_project(s: Session, name: str) -> Project:
-    project = s.scalar(select(Project).where(Project.name == name))
+def get_project(s: Session, name: str, *, lock: bool = False) -> Project:
+    query = select(Project).where(Project.name == name)
+    project = s.scalar(query.with_for_update() if lock else query)
     if project is None:
         raise NotFound(f"no project named {name!r}")
     return project
 
 
-def get_environment(s: Session, project: Project, name: str) -> Environment:
-    env = s.scalar(
-        select(Environment).where(Environment.project_id == project.id, Environment.name == name)
+def get_environment(s: Session, project: Project, name: str, *, lock: bool = False) -> Environment:
+    query = select(Environment).where(
+        Environment.project_id == project.id, Environment.name == name
     )
+    env = s.scalar(query.with_for_update() if lock else query)
     if env is None:
         raise NotFound(f"project {project.name} has no environment named {name!r}")
     return env

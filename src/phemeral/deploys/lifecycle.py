@@ -1,0 +1,343 @@
+"""A deployment's life and the build queue.
+
+create_deployment (upload or push) ─► BuildQueue ─► run_build:
+    builder(job) ─► runtime.boot_check(release) ─► runtime.register(release)
+    ─► finish_successful (compare-and-set of the current pointer) | finish_failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from phemeral.deploys.environments import deployment_runtime_env, environment_variables
+from phemeral.deploys.plane import ControlPlane, find_environment, now
+from phemeral.deploys.promotion import move_pointer, should_promote
+from phemeral.deploys.routing import publish
+from phemeral.errors import BuildError, InvalidInput, PhemeralError, StoreUnavailable
+from phemeral.models import (
+    ArchiveSource,
+    BuildJob,
+    BuildLog,
+    BuildResult,
+    DeploymentStatus,
+    GitSource,
+    ProjectOverrides,
+    Release,
+    StartCommandSource,
+    TriggerKind,
+)
+from phemeral.store.names import new_deployment_id
+from phemeral.store.releases import release_to_json
+from phemeral.store.schema import BuildLogRow, Deployment, Domain, Environment, Project
+from phemeral.store.views import get_deployment, get_project
+
+log = logging.getLogger("phemeral.deploys")
+T = TypeVar("T")
+
+STORE_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+MIN_FREE_BYTES = 1 << 30  # a build needs room for a venv; below this it is refused
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a deployment exists: a manual upload, or a push (commit, branch, pusher, delivery)."""
+
+    kind: TriggerKind
+    actor: str
+    commit: str | None = None
+    branch: str | None = None
+    pusher: str | None = None
+    delivery_id: str | None = None
+    push_seq: int | None = None  # ordering of pushes; None: next in arrival order
+
+
+def create_deployment(
+    cp: ControlPlane,
+    project: str,
+    environment: str,
+    trigger: Trigger,
+    *,
+    archive: Path | None = None,
+    promote: bool = True,
+) -> tuple[Deployment, bool]:
+    """Persist a new `building` deployment (and move its upload in place); then queue it.
+
+    Returns ``(deployment, created)``: a push whose delivery id was seen before returns the
+    deployment it created the first time, with ``created`` False.
+    """
+    if (archive is None) != (trigger.kind == TriggerKind.PUSH):
+        raise InvalidInput("a manual deployment needs an archive; a push deployment a commit")
+    with cp.store.write() as s:
+        if trigger.delivery_id:
+            seen = s.scalar(select(Deployment).where(Deployment.delivery_id == trigger.delivery_id))
+            if seen is not None:
+                return seen, False
+        proj = get_project(s, project)
+        env = find_environment(s, project, environment, lock=True)
+        if trigger.kind == TriggerKind.PUSH and not proj.repo_url:
+            raise InvalidInput(f"project {project} has no repository to fetch commits from")
+        push_seq = None
+        if trigger.kind == TriggerKind.PUSH:
+            push_seq = trigger.push_seq if trigger.push_seq is not None else env.last_push_seq + 1
+            env.last_push_seq = max(env.last_push_seq, push_seq)
+        deployment = Deployment(
+            id=_unused_deployment_id(s),
+            project_id=proj.id,
+            environment_id=env.id,
+            status=DeploymentStatus.BUILDING,
+            trigger=trigger.kind,
+            commit_sha=trigger.commit,
+            branch=trigger.branch,
+            pusher=trigger.pusher,
+            delivery_id=trigger.delivery_id,
+            push_seq=push_seq,
+            promote_on_success=promote if trigger.kind == TriggerKind.MANUAL else True,
+            created_by=trigger.actor,
+            custom_start_command=proj.start_command,
+            # Snapshot of the command now: custom if one is saved, else filled in by the build
+            # with the autodetected default. Later changes to the project never reach it.
+            start_command=proj.start_command,
+            start_command_source=StartCommandSource.CUSTOM if proj.start_command else None,
+            env_snapshot=cp.box.encrypt(json.dumps(environment_variables(cp, s, env))),
+            created_at=now(),
+        )
+        s.add(deployment)
+    if archive is not None:
+        cp.uploads_dir.mkdir(parents=True, exist_ok=True)
+        archive.replace(cp.upload_path(deployment.id))
+    cp.logs.build_log(deployment.id).write("queue", "queued: waiting for a build slot")
+    publish(cp)
+    return deployment, True
+
+
+def _unused_deployment_id(s: Session) -> str:
+    while True:
+        candidate = new_deployment_id()
+        if s.get(Deployment, candidate) is None and s.get(Domain, candidate) is None:
+            return candidate
+
+
+def deploy(
+    cp: ControlPlane,
+    project: str,
+    environment: str,
+    trigger: Trigger,
+    *,
+    archive: Path | None = None,
+    promote: bool = True,
+) -> tuple[Deployment, bool]:
+    """Create a deployment and queue its build (thread-safe; for API and webhook handlers)."""
+    deployment, created = create_deployment(
+        cp, project, environment, trigger, archive=archive, promote=promote
+    )
+    if created and cp.queue is not None:
+        cp.queue.submit(deployment.id)
+    return deployment, created
+
+
+def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
+    """Everything the builder needs, read once from the database."""
+    with cp.store.write() as s:
+        d = get_deployment(s, deployment_id)
+        project = s.get_one(Project, d.project_id)
+        env = s.get_one(Environment, d.environment_id)
+        d.started_at = now()
+        source: ArchiveSource | GitSource
+        if d.trigger == TriggerKind.PUSH:
+            assert project.repo_url and d.commit_sha
+            token = cp.box.decrypt(project.repo_token) if project.repo_token else None
+            source = GitSource(url=project.repo_url, commit=d.commit_sha, token=token)
+        else:
+            source = ArchiveSource(path=cp.upload_path(d.id))
+        return BuildJob(
+            deployment_id=d.id,
+            project=project.name,
+            environment=env.name,
+            source=source,
+            overrides=ProjectOverrides(
+                root_dir=project.root_dir,
+                python_version=project.python_version,
+                package_manager=project.package_manager,
+            ),
+            custom_start_command=d.custom_start_command,
+            env=deployment_runtime_env(cp, s, d, env),
+            release_dir=cp.release_dir(project.name, d.id),
+            uid=project.uid if os.geteuid() == 0 else None,
+        )
+
+
+def enough_disk(free_bytes: int) -> bool:
+    return free_bytes >= MIN_FREE_BYTES
+
+
+def resolved_start_command(custom: str | None, release: Release) -> tuple[str, StartCommandSource]:
+    """The command snapshot of a deployment: its saved custom command, else the autodetected one.
+
+    The builder resolves the command from ``job.custom_start_command`` (the snapshot taken at
+    creation); a release that disagrees with that snapshot is refused.
+    """
+    if custom:
+        if release.start_command != custom:
+            raise BuildError(
+                "the build did not use the project's custom start command", stage="release"
+            )
+        return custom, StartCommandSource.CUSTOM
+    if release.start_command_source != StartCommandSource.AUTODETECTED:
+        raise BuildError("the build reported a custom command none was saved", stage="release")
+    return release.start_command, StartCommandSource.AUTODETECTED
+
+
+async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
+    """Build, boot-check, register and record one deployment; never raises for build failures."""
+    build_log = cp.logs.build_log(deployment_id)
+    build_log.write("queue", "build started")
+    try:
+        job = await asyncio.to_thread(prepare_job, cp, deployment_id)
+        free = shutil.disk_usage(cp.settings.data_dir).free
+        if not enough_disk(free):
+            raise BuildError(
+                f"insufficient disk: {free >> 20} MiB free in {cp.settings.data_dir}, a build "
+                f"needs at least {MIN_FREE_BYTES >> 20} MiB",
+                stage="build",
+            )
+        if cp.builder is None:
+            raise BuildError("this server has no builder attached", stage="build")
+        result = await asyncio.wait_for(
+            cp.builder(job, build_log, cp.settings), timeout=cp.settings.build_timeout
+        )
+        command, source = resolved_start_command(job.custom_start_command, result.release)
+        if cp.runtime is not None:
+            build_log.write("boot", "checking that the app answers on $PORT")
+            await cp.runtime.boot_check(result.release, build_log)
+            cp.runtime.register(result.release)
+        else:
+            build_log.write("boot", "no runtime attached to this server: boot check skipped")
+    except PhemeralError as exc:
+        stage = getattr(exc, "stage", "boot" if exc.code.startswith("boot") else "build")
+        return await _fail(cp, deployment_id, build_log, stage, exc.message)
+    except TimeoutError:
+        reason = f"the build ran past its {cp.settings.build_timeout:g} s limit"
+        return await _fail(cp, deployment_id, build_log, "build", reason)
+    except Exception as exc:
+        log.exception("build of %s crashed", deployment_id)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return await _fail(cp, deployment_id, build_log, "build", reason)
+    finally:
+        with contextlib.suppress(OSError):
+            cp.upload_path(deployment_id).unlink(missing_ok=True)
+    build_log.write("release", f"start command ({source}): {command}")
+    await _until_stored(cp.logs.flush)
+    await _until_stored(finish_successful, cp, deployment_id, result)
+    await _until_stored(publish, cp)
+    return DeploymentStatus.SUCCESSFUL
+
+
+async def _fail(
+    cp: ControlPlane, deployment_id: str, build_log: BuildLog, stage: str, reason: str
+) -> DeploymentStatus:
+    build_log.write(stage, f"failed: {reason}")
+    await _until_stored(cp.logs.flush)
+    await _until_stored(finish_failed, cp, deployment_id, reason)
+    await _until_stored(publish, cp)
+    return DeploymentStatus.FAILED
+
+
+async def _until_stored(func: Callable[..., T], *args: Any) -> T:
+    """Run a final write in a thread, waiting out a busy or restarting database (bounded)."""
+    for delay in STORE_RETRY_DELAYS:
+        try:
+            return await asyncio.to_thread(func, *args)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, retrying in %.0f s: %s", delay, exc.message)
+            await asyncio.sleep(delay)
+    return await asyncio.to_thread(func, *args)
+
+
+def finish_failed(cp: ControlPlane, deployment_id: str, reason: str) -> None:
+    with cp.store.write() as s:
+        d = s.get(Deployment, deployment_id)
+        if d is None:
+            return  # deleted with its project meanwhile
+        if d.status != DeploymentStatus.BUILDING:
+            return
+        d.status, d.failure_reason, d.finished_at = DeploymentStatus.FAILED, reason, now()
+        project = s.get_one(Project, d.project_id).name
+    shutil.rmtree(cp.release_dir(project, deployment_id), ignore_errors=True)
+
+
+def finish_successful(cp: ControlPlane, deployment_id: str, result: BuildResult) -> bool:
+    """Mark successful and, if the rules say so, make it current (one transaction)."""
+    with cp.store.write() as s:
+        d = get_deployment(s, deployment_id)
+        env = s.get_one(Environment, d.environment_id, with_for_update=True)
+        command, source = resolved_start_command(d.custom_start_command, result.release)
+        d.status, d.finished_at = DeploymentStatus.SUCCESSFUL, now()
+        d.start_command, d.start_command_source = command, source
+        d.settings = json.loads(json.dumps(dict(result.detection), default=str))
+        d.release = release_to_json(result.release)
+        promoted = should_promote(
+            d.trigger, d.promote_on_success, d.push_seq, env.promoted_push_seq
+        )
+        if promoted:
+            actor = f"push by {d.pusher}" if d.trigger == TriggerKind.PUSH else d.created_by
+            why = "push deployment succeeded" if d.trigger == TriggerKind.PUSH else "manual deploy"
+            move_pointer(s, env, d, actor, why)
+        # The last line commits with the status: a reader who sees `successful` has every line.
+        message = "deployment is live" + (" and current" if promoted else "")
+        s.add(BuildLogRow(deployment_id=d.id, stage="release", timestamp=now(), message=message))
+        return promoted
+
+
+class BuildQueue:
+    """Runs at most `settings.build_concurrency` builds at once; the rest wait (`queued`)."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+        self._slots = asyncio.Semaphore(cp.settings.build_concurrency)
+        self._tasks: set[asyncio.Task[DeploymentStatus]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted from another thread, task not created yet
+
+    def submit(self, deployment_id: str) -> None:
+        """Thread-safe: may be called from a request handler's worker thread."""
+        with self._lock:
+            self._pending += 1
+        self._loop.call_soon_threadsafe(self._start, deployment_id)
+
+    def _start(self, deployment_id: str) -> None:
+        with self._lock:
+            self._pending -= 1
+        task = self._loop.create_task(self._run(deployment_id), name=f"build-{deployment_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, deployment_id: str) -> DeploymentStatus:
+        async with self._slots:
+            return await run_build(self._cp, deployment_id)
+
+    async def wait_idle(self) -> None:
+        """Until every submitted build has finished (tests, orderly shutdown)."""
+        while self._tasks or self._pending:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)

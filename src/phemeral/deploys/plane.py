@@ -1,0 +1,80 @@
+"""What every use-case shares: the `ControlPlane` state, the plugged-in parts' protocols, the clock
+and the lookups by name that raise `NotFound`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.orm import Session
+
+from phemeral.models import BuildJob, BuildLog, BuildResult, InstanceState, Release, RoutingSnapshot
+from phemeral.secrets import SecretBox
+from phemeral.settings import Settings
+from phemeral.store.db import Store
+from phemeral.store.logs import LogWriter
+from phemeral.store.schema import Environment
+from phemeral.store.views import get_environment, get_project
+
+if TYPE_CHECKING:
+    from phemeral.deploys.lifecycle import BuildQueue
+
+
+class Builder(Protocol):
+    """`phemeral.build.pipeline.build`: turns a job into a release; never touches the DB."""
+
+    def __call__(
+        self, job: BuildJob, log: BuildLog, settings: Settings
+    ) -> Awaitable[BuildResult]: ...
+
+
+class RuntimeControl(Protocol):
+    """What the control plane needs of `phemeral.runtime.supervisor.Runtime`."""
+
+    def register(self, release: Release) -> None: ...
+
+    async def boot_check(self, release: Release, log: BuildLog) -> None: ...
+
+    def instances(self, deployment_id: str) -> InstanceState: ...
+
+    async def retire(self, deployment_id: str) -> None: ...
+
+
+SnapshotListener = Callable[[RoutingSnapshot], None]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ControlPlane:
+    """The state the use-cases share: settings, the store, secrets, and the plugged-in parts."""
+
+    settings: Settings
+    store: Store
+    box: SecretBox
+    logs: LogWriter
+    builder: Builder | None = None
+    runtime: RuntimeControl | None = None
+    listeners: list[SnapshotListener] = field(default_factory=list)
+    snapshot: RoutingSnapshot | None = None
+    queue: BuildQueue | None = None
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.settings.data_dir / "uploads"
+
+    def release_dir(self, project: str, deployment_id: str) -> Path:
+        return self.settings.data_dir / "apps" / project / "releases" / deployment_id
+
+    def upload_path(self, deployment_id: str) -> Path:
+        return self.uploads_dir / f"{deployment_id}.tar.gz"
+
+
+def find_environment(s: Session, project: str, name: str, *, lock: bool = False) -> Environment:
+    """The environment `name` of the project named `project` (locked for update if asked)."""
+    return get_environment(s, get_project(s, project), name, lock=lock)

@@ -1,0 +1,167 @@
+"""Projects: create (with its `production` environment and default domain), change settings,
+delete, and the webhook secret."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError
+
+from phemeral.deploys.environments import add_environment
+from phemeral.deploys.plane import ControlPlane, now
+from phemeral.deploys.routing import publish
+from phemeral.errors import Conflict, InvalidInput
+from phemeral.models import DeploymentStatus
+from phemeral.settings import Settings
+from phemeral.store.names import check_branch, check_project_name
+from phemeral.store.schema import Deployment, Project
+from phemeral.store.views import get_project
+
+FIRST_APP_UID = 20000
+PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
+PACKAGE_MANAGERS = ("uv", "poetry", "pip")
+
+
+def create_project(
+    cp: ControlPlane,
+    name: str,
+    *,
+    repo_url: str | None = None,
+    root_dir: str | None = None,
+    start_command: str | None = None,
+    python_version: str | None = None,
+    package_manager: str | None = None,
+    webhook_secret: str | None = None,
+    branch: str = "main",
+) -> Project:
+    """A project with its `production` environment (branch `main`) and default domain."""
+    check_project_name(name)
+    fields = _checked_project_fields(
+        cp,
+        {
+            "repo_url": repo_url,
+            "root_dir": root_dir,
+            "start_command": start_command,
+            "python_version": python_version,
+            "package_manager": package_manager,
+        },
+    )
+    secret = webhook_secret or os.urandom(24).hex()
+    for attempt in range(3):
+        try:
+            project = _insert_project(cp, name, secret, branch, fields)
+        except IntegrityError as exc:  # a concurrent create took the name or the uid
+            if attempt == 2:
+                raise Conflict(f"project {name!r} could not be created: {exc.orig}") from exc
+            continue
+        publish(cp)
+        return project
+    raise AssertionError("unreachable")
+
+
+def _insert_project(
+    cp: ControlPlane, name: str, secret: str, branch: str, fields: dict[str, Any]
+) -> Project:
+    with cp.store.write() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            # Serialise uid allocation (SQLite's BEGIN IMMEDIATE already does).
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_APP_UID})
+        if s.scalar(select(Project.id).where(Project.name == name)) is not None:
+            raise Conflict(f"project {name!r} already exists")
+        highest = s.scalar(select(Project.uid).order_by(Project.uid.desc()).limit(1))
+        project = Project(
+            name=name,
+            uid=max(highest or FIRST_APP_UID, FIRST_APP_UID) + 1,
+            webhook_secret=cp.box.encrypt(secret),
+            created_at=now(),
+            **fields,
+        )
+        s.add(project)
+        s.flush()
+        add_environment(s, project, "production", [check_branch(branch)], [])
+    return project
+
+
+def _checked_project_fields(cp: ControlPlane, given: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if isinstance(value, str):
+            value = value.strip() or None
+        if value is not None:
+            if key == "python_version" and not PYTHON_VERSION.match(value):
+                raise InvalidInput(f"python version {value!r} is not of the form 3.X")
+            if key == "package_manager" and value not in PACKAGE_MANAGERS:
+                raise InvalidInput(f"package manager must be one of {', '.join(PACKAGE_MANAGERS)}")
+            if key == "root_dir" and (value.startswith("/") or ".." in Path(value).parts):
+                raise InvalidInput(f"root dir {value!r} must be a relative path inside the repo")
+            if key == "start_command" and ("\x00" in value or "\n" in value):
+                raise InvalidInput("the start command must be one line")
+            if key == "repo_url":
+                _check_repo_url(cp.settings, value)
+        out[key] = value
+    return out
+
+
+def _check_repo_url(settings: Settings, url: str) -> None:
+    local = url.startswith(("/", "file:", ".", "~"))
+    if local and not settings.allow_local_repos:
+        raise InvalidInput(
+            f"repository {url!r} is a local path; the server accepts those only when it runs "
+            "with --allow-local-repos"
+        )
+    if not local and not re.match(r"^(https://|http://|ssh://|git@|git://)", url):
+        raise InvalidInput(f"repository {url!r} is not an https, ssh or git URL")
+
+
+def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> Project:
+    """Change settings; a new start command (or clearing it) applies to new deployments only."""
+    secrets_given = {k: changes[k] for k in ("webhook_secret", "repo_token") if k in changes}
+    plain = {k: v for k, v in changes.items() if k not in secrets_given}
+    unknown = set(plain) - {
+        "repo_url",
+        "root_dir",
+        "start_command",
+        "python_version",
+        "package_manager",
+    }
+    if unknown:
+        raise InvalidInput(f"unknown project setting(s): {', '.join(sorted(unknown))}")
+    fields = _checked_project_fields(cp, plain)
+    with cp.store.write() as s:
+        project = get_project(s, name, lock=True)
+        for key, value in fields.items():
+            setattr(project, key, value)
+        for key, value in secrets_given.items():
+            setattr(project, key, cp.box.encrypt(value) if value else None)
+    return project
+
+
+def delete_project(cp: ControlPlane, name: str) -> list[str]:
+    """Remove a project and everything in it; refused while one of its builds runs."""
+    with cp.store.write() as s:
+        project = get_project(s, name, lock=True)
+        ids = list(s.scalars(select(Deployment.id).where(Deployment.project_id == project.id)))
+        building = s.scalar(
+            select(Deployment.id).where(
+                Deployment.project_id == project.id,
+                Deployment.status == DeploymentStatus.BUILDING,
+            )
+        )
+        if building:
+            raise Conflict(f"deployment {building} of {name} is building; delete it afterwards")
+        s.execute(delete(Project).where(Project.id == project.id))
+    publish(cp)
+    shutil.rmtree(cp.settings.data_dir / "apps" / name, ignore_errors=True)
+    return ids
+
+
+def webhook_secret(cp: ControlPlane, name: str) -> str:
+    with cp.store.read() as s:
+        project = get_project(s, name)
+        return cp.box.decrypt(project.webhook_secret) if project.webhook_secret else ""
