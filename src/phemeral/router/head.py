@@ -438,6 +438,11 @@ _RESPONSE_SPECIAL_RE = re.compile(
 )
 
 
+# ``match_plain_response(data, 0, end)``: the plain-response match of the head ``data[:end]``
+# without copying it (groups: minor version, status code, content length).
+match_plain_response = _PLAIN_RESPONSE_RE.fullmatch
+
+
 def parse_response_head(head: bytes) -> ResponseHead | None:
     """Read an app's response head; None when it is malformed (the proxy answers 502)."""
     plain = _PLAIN_RESPONSE_RE.fullmatch(head)

@@ -27,6 +27,7 @@ from phemeral.router.head import (
     Reject,
     RequestHead,
     find_head_end,
+    match_plain_response,
     parse_request_head,
     parse_response_head,
     rebuild_response_head,
@@ -192,13 +193,36 @@ class UpstreamConnection(asyncio.Protocol):
                     self.buf += data
                 return
             end += 4
+            request = client.request
+            assert request is not None
+            plain = match_plain_response(data, 0, end)
+            if plain is not None and request.keep_alive and request.method != b"HEAD":
+                # The common case: an HTTP/1.1 response with a Content-Length and nothing
+                # hop-by-hop, whole in this read, relayed as is (the checks below, in short).
+                minor, code, length = plain.groups()
+                status = int(code)
+                if (
+                    minor == b"1"
+                    and len(data) - end == int(length)
+                    and status >= 200
+                    and status != 204
+                    and status != 304
+                ):
+                    client.status = status
+                    client.close_after = False
+                    self.dechunk = False
+                    self.reusable = True
+                    client.sent += len(data)
+                    if client.transport is not None:
+                        client.transport.write(data)
+                    self.state = _R_IDLE
+                    client.response_done(self, reusable=True, close=False)
+                    return
             head = parse_response_head(data[:end])
             if head is None:
                 self._broken()
                 return
             status = head.status
-            request = client.request
-            assert request is not None
             if status < 200:
                 if status == 101:
                     if request.upgrade is None:
