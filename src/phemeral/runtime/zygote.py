@@ -40,7 +40,8 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
@@ -303,19 +304,15 @@ class Template:
 
     def fork_template(self, fds: list[int], own: tuple[int, int]) -> int:
         control_fd, out_fd, err_fd = fds[:3]
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[control_fd])
-                child = Template(socket.socket(fileno=control_fd))
-                child.grace = 4.0
-                child.run()
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                flush_and_exit(code)
+
+        def template() -> int:
+            after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[control_fd])
+            child = Template(socket.socket(fileno=control_fd))
+            child.grace = 4.0
+            child.run()
+            return 0
+
+        pid = fork_child(template)
         self.children.add(pid)
         return pid
 
@@ -324,26 +321,19 @@ class Template:
             raise RuntimeError("no app is loaded in this template")
         listen_fd, out_fd, err_fd = fds[:3]
         pids = []
+
+        def worker() -> int:
+            os.setpgid(0, 0)
+            after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[listen_fd])
+            if self.server == "uvicorn":
+                serve_uvicorn(self.config, listen_fd)
+                return 0
+            return serve_gunicorn(
+                self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log
+            )
+
         for _ in range(max(1, workers)):
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    os.setpgid(0, 0)
-                    after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[listen_fd])
-                    if self.server == "uvicorn":
-                        serve_uvicorn(self.config, listen_fd)
-                    else:
-                        code = serve_gunicorn(
-                            self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log
-                        )
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 1
-                except BaseException:
-                    traceback.print_exc()
-                    code = 1
-                finally:
-                    flush_and_exit(code)
+            pid = fork_child(worker, exit_status=True)
             self.children.add(pid)
             pids.append(pid)
         return pids
@@ -512,7 +502,29 @@ def serve_gunicorn(application: Any, app: Any, listen_fd: int, worker_class: Any
     return 0
 
 
-def flush_and_exit(code: int) -> None:
+def fork_child(body: Callable[[], int], *, exit_status: bool = False) -> int:
+    """Fork; the child runs ``body`` and exits with what it returns, never returning here.
+
+    If it raises, the child prints the traceback and exits 1; with ``exit_status`` a
+    SystemExit ends it with its own code instead (as a server's own exit does).
+    """
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 0
+    try:
+        code = body()
+    except BaseException as exc:
+        if exit_status and isinstance(exc, SystemExit):
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            traceback.print_exc()
+            code = 1
+    finally:
+        flush_and_exit(code)
+
+
+def flush_and_exit(code: int) -> NoReturn:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
