@@ -31,26 +31,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProjectCreate(Strict):
-    name: str
+class ProjectSettings(Strict):
+    """The settings a project is created with and may change later."""
+
     repo_url: str | None = None
     root_dir: str | None = None
     start_command: str | None = None
     python_version: str | None = None
     package_manager: str | None = None
     webhook_secret: str | None = None
+
+
+class ProjectCreate(ProjectSettings):
+    name: str
     branch: str = "main"
 
 
-class ProjectPatch(Strict):
+class ProjectPatch(ProjectSettings):
     """Only the fields sent change; ``start_command: null`` clears the custom command."""
 
-    repo_url: str | None = None
-    root_dir: str | None = None
-    start_command: str | None = None
-    python_version: str | None = None
-    package_manager: str | None = None
-    webhook_secret: str | None = None
     repo_token: str | None = None
 
 
