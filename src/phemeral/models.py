@@ -135,7 +135,7 @@ class BuildResult:
     detection: Mapping[str, object]  # the JSON `phemeral detect --json` prints, plus sources
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per log line: small and quick to build
 class BuildLogLine:
     deployment_id: str
     stage: str
@@ -146,7 +146,7 @@ class BuildLogLine:
 LogStream = Literal["stdout", "stderr", "router", "system"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per log line: small and quick to build
 class RuntimeLogLine:
     deployment_id: str
     instance: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class Settings:
     sandbox: str = "auto"  # auto | bwrap | none
     runtime_log_cap: int = 20_000  # runtime log lines kept per deployment
     github_api_url: str = "https://api.github.com"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def database_uri(self) -> str:
@@ -119,7 +118,7 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
-    names = {f.name for f in fields(Settings)} - {"extra"}
+    names = {f.name for f in fields(Settings)}
     for name in names:
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
