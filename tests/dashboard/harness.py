@@ -68,22 +68,7 @@ def _free_port() -> int:
 
 
 def _serve_argv(data_dir: Path, port: int) -> list[str]:
-    """The whole platform on one port: `phemeral.server.run_platform` (router in front, runtime,
-    builder, API and dashboard), which is what `phemeral serve` composes; plain `phemeral serve`
-    where that composition does not exist."""
-    import phemeral.server
-
-    if hasattr(phemeral.server, "run_platform"):
-        script = (
-            "import asyncio, contextlib, sys\n"
-            "from phemeral.server import run_platform\n"
-            "from phemeral.settings import load_settings\n"
-            "overrides = {'data_dir': sys.argv[1], 'port': int(sys.argv[2]),\n"
-            "             'host': '127.0.0.1', 'base_domain': 'phemeral.localhost'}\n"
-            "with contextlib.suppress(KeyboardInterrupt):\n"
-            "    asyncio.run(run_platform(load_settings(overrides=overrides)))\n"
-        )
-        return [sys.executable, "-c", script, str(data_dir), str(port)]
+    """`phemeral serve`: the platform on one port (router, runtime, builder, API, dashboard)."""
     return [
         sys.executable,
         "-m",
