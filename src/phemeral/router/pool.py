@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from phemeral.models import Upstream
 
 if TYPE_CHECKING:
-    from phemeral.router.proxy import UpstreamConnection
+    from phemeral.router.upstream import UpstreamConnection
 
 
 class UpstreamPool:

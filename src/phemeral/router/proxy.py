@@ -1,337 +1,46 @@
-"""The proxy itself: asyncio protocols for client and upstream connections (the thin shell).
+"""The proxy itself: the client side of each exchange, as an asyncio protocol (the thin shell).
 
 Decisions are made by the pure modules (`head`, `chunked`, `table`, `pages`); this module moves
 bytes. One request is in flight per client connection at a time: pipelined requests wait in the
 connection's buffer until the previous response is complete, which keeps them in order.
 
 Request heads are always re-serialised from the validated `RequestHead`; request bodies are
-forwarded by exact ``Content-Length`` count or decoded and re-chunked. Response heads from the
-app pass through byte for byte when they carry no hop-by-hop fields, response bodies by exact
-count or validated chunk framing, so a hello-world response is one ``write`` each way.
+forwarded by exact ``Content-Length`` count or decoded and re-chunked. The app's side of each
+exchange (response framing and relaying) is `phemeral.router.upstream.UpstreamConnection`; a
+hello-world response is one ``write`` each way. The state all connections share (`Router`) and
+the timeouts (`RouterLimits`) live in `phemeral.router.state`, re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from phemeral.errors import BootFailed, RuntimeFailure
-from phemeral.models import DeploymentStatus, Upstream
-from phemeral.router.access_log import AccessLog
-from phemeral.router.backends import Backends, WakeBusy, WakeGate, WakeTimeout
+from phemeral.models import DeploymentStatus
+from phemeral.router.backends import WakeBusy, WakeTimeout
 from phemeral.router.chunked import LAST_CHUNK, ChunkedDecoder, ChunkError, encode_chunk
 from phemeral.router.head import (
     MAX_HEAD_BYTES,
     Reject,
     RequestHead,
     find_head_end,
-    match_plain_response,
     parse_request_head,
-    parse_response_head,
-    rebuild_response_head,
 )
 from phemeral.router.pages import named_page, reject_page
-from phemeral.router.pool import UpstreamPool
-from phemeral.router.table import NO_HOST, ControlPlane, DeploymentTarget, RouteTable
-
-if TYPE_CHECKING:
-    from phemeral.models import RoutingSnapshot
+from phemeral.router.state import Router as Router
+from phemeral.router.state import RouterLimits as RouterLimits
+from phemeral.router.table import NO_HOST, ControlPlane, DeploymentTarget
+from phemeral.router.upstream import R_HEAD, UpstreamConnection
 
 log = logging.getLogger(__name__)
 
 CONTROL_KEY = "\x00control-plane"
 BUFFER_LIMIT = 1024 * 1024  # early request body / pipelined bytes held before pausing reads
-_MAX_RESPONSE_HEAD = 64 * 1024
 
 # Deadline kinds (checked by the router's sweeper once per second).
 _NONE, _HEAD, _KEEPALIVE, _FIRST_BYTE, _IDLE = range(5)
-# Upstream response states.
-_R_IDLE, _R_HEAD, _R_LENGTH, _R_CHUNKED, _R_EOF, _R_TUNNEL = range(6)
-
-
-@dataclass(frozen=True)
-class RouterLimits:
-    """Timeouts (seconds) and bounds of the router."""
-
-    header_timeout: float = 15.0  # a request head must arrive within this
-    keepalive_timeout: float = 75.0  # idle client connections are closed after this
-    connect_timeout: float = 5.0  # connecting to an app → 504
-    first_byte_timeout: float = 60.0  # request sent, no response head → 504
-    idle_timeout: float = 120.0  # a streaming exchange with no bytes either way is cut
-    tunnel_idle_timeout: float = 3600.0  # WebSocket tunnels with no bytes either way
-    wake_queue_limit: int = 256  # requests held per deployment while it starts
-    wake_deadline: float = 30.0  # how long a held request waits for the start
-    pool_max_idle: int = 128  # idle upstream connections kept per backend
-    pool_idle_timeout: float = 4.0  # below uvicorn's 5 s keep-alive, to avoid reuse races
-    forwarded_proto: str = "http"
-
-
-class Router:
-    """Shared state of all connections: route table, pools, wake gate, access log."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        snapshot: RoutingSnapshot,
-        backends: Backends,
-        control_plane: Upstream,
-        access_log: AccessLog,
-        limits: RouterLimits,
-    ) -> None:
-        self.loop = loop
-        self.table = RouteTable(snapshot)
-        self.backends = backends
-        self.control_plane = control_plane
-        self.access_log = access_log
-        self.limits = limits
-        self.pool = UpstreamPool(
-            loop, max_idle=limits.pool_max_idle, idle_timeout=limits.pool_idle_timeout
-        )
-        self.gate = WakeGate(
-            backends, queue_limit=limits.wake_queue_limit, deadline=limits.wake_deadline
-        )
-        self.connections: set[ClientConnection] = set()
-        self.proto_header = b"x-forwarded-proto: " + limits.forwarded_proto.encode() + b"\r\n"
-
-    def update(self, snapshot: RoutingSnapshot) -> None:
-        """Swap the route table; requests already routed keep their upstream."""
-        self.table = RouteTable(snapshot)
-
-    def sweep(self) -> None:
-        now = self.loop.time()
-        for conn in list(self.connections):
-            if conn.deadline and now > conn.deadline:
-                conn.on_deadline()
-        self.pool.sweep(now)
-
-
-class UpstreamConnection(asyncio.Protocol):
-    """One connection to an app (or the control plane); carries one exchange at a time."""
-
-    def __init__(self, pool: UpstreamPool, key: str) -> None:
-        self.pool = pool
-        self.key = key
-        self.transport: asyncio.Transport | None = None
-        self.client: ClientConnection | None = None
-        self.closed = False
-        self.reused = False
-        self.idle_since = 0.0
-        self.state = _R_IDLE
-        self.buf = bytearray()
-        self.left = 0
-        self.decoder: ChunkedDecoder | None = None
-        self.dechunk = False
-        self.reusable = False
-        self.got_bytes = False
-
-    # asyncio callbacks -------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        client = self.client
-        self.client = None
-        if client is None:
-            self.pool.discard(self.key, self)
-            return
-        state = self.state
-        self.state = _R_IDLE
-        if state == _R_EOF:
-            client.response_done(self, reusable=False, close=True)
-        elif state == _R_TUNNEL:
-            client.abort()
-        elif state == _R_HEAD and not self.got_bytes:
-            client.upstream_closed_early(self)
-        else:
-            client.upstream_failed(self)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.set_read_pause(1, True)
-
-    def resume_writing(self) -> None:
-        if self.client is not None:
-            self.client.set_read_pause(1, False)
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    # exchange ----------------------------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is None:  # bytes on an idle connection: the app broke framing
-            self.close()
-            return
-        self.got_bytes = True
-        state = self.state
-        if state != _R_HEAD or self.buf:
-            client.deadline = self.pool.time() + client.idle_limit
-        if state == _R_TUNNEL:
-            client.write(data)
-            return
-        if state == _R_HEAD:
-            if self.buf:
-                self.buf += data
-                data = bytes(self.buf)
-                self.buf.clear()
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                client.deadline = self.pool.time() + client.idle_limit
-                if len(data) > _MAX_RESPONSE_HEAD:
-                    self._broken()
-                else:
-                    self.buf += data
-                return
-            end += 4
-            request = client.request
-            assert request is not None
-            plain = match_plain_response(data, 0, end)
-            if plain is not None and request.keep_alive and request.method != b"HEAD":
-                # The common case: an HTTP/1.1 response with a Content-Length and nothing
-                # hop-by-hop, whole in this read, relayed as is (the checks below, in short).
-                minor, code, length = plain.groups()
-                status = int(code)
-                if (
-                    minor == b"1"
-                    and len(data) - end == int(length)
-                    and status >= 200
-                    and status != 204
-                    and status != 304
-                ):
-                    client.status = status
-                    client.close_after = False
-                    self.dechunk = False
-                    self.reusable = True
-                    client.sent += len(data)
-                    if client.transport is not None:
-                        client.transport.write(data)
-                    self.state = _R_IDLE
-                    client.response_done(self, reusable=True, close=False)
-                    return
-            head = parse_response_head(data[:end])
-            if head is None:
-                self._broken()
-                return
-            status = head.status
-            if status < 200:
-                if status == 101:
-                    if request.upgrade is None:
-                        self._broken()
-                        return
-                    client.status = 101
-                    self.state = _R_TUNNEL
-                    self.reusable = False
-                    client.write(rebuild_response_head(head, close=False, upgrade=True))
-                    client.start_tunnel()
-                    if end < len(data):
-                        client.write(data[end:])
-                    return
-                client.write(data[:end])  # 100 Continue and other interim responses
-                if end < len(data):
-                    self.data_received(data[end:])
-                return
-            client.status = status
-            no_body = request.method == b"HEAD" or status == 204 or status == 304
-            client_close = not request.keep_alive
-            self.dechunk = False
-            if no_body:
-                state = _R_IDLE
-            elif head.chunked:
-                state = _R_CHUNKED
-                self.decoder = ChunkedDecoder()
-                self.dechunk = request.version == 10
-                client_close = client_close or self.dechunk
-            elif head.content_length is not None:
-                state = _R_LENGTH
-                self.left = head.content_length
-            else:
-                state = _R_EOF
-                client_close = True
-            self.reusable = head.keep_alive and state != _R_EOF
-            client.close_after = client_close
-            rest_len = len(data) - end
-            if head.clean and not client_close:
-                if state == _R_LENGTH and rest_len == self.left:
-                    # The common case: the whole response in one piece, relayed as is.
-                    client.sent += len(data)
-                    if client.transport is not None:
-                        client.transport.write(data)
-                    self.state = _R_IDLE
-                    client.response_done(self, reusable=self.reusable, close=False)
-                    return
-                client.write(data[:end])
-                client.deadline = self.pool.time() + client.idle_limit
-            else:
-                client.deadline = self.pool.time() + client.idle_limit
-                client.write(
-                    rebuild_response_head(
-                        head, close=client_close, dechunk=self.dechunk, version=request.version
-                    )
-                )
-            if state == _R_IDLE:
-                self.state = _R_IDLE
-                if rest_len:
-                    self.reusable = False
-                client.response_done(self, reusable=self.reusable, close=client_close)
-                return
-            self.state = state
-            if not rest_len:
-                return
-            data = data[end:]
-        if state == _R_LENGTH:
-            left = self.left
-            size = len(data)
-            if size < left:
-                self.left = left - size
-                client.write(data)
-                return
-            client.write(data if size == left else data[:left])
-            self.left = 0
-            self.state = _R_IDLE
-            if size > left:
-                self.reusable = False
-            client.response_done(self, reusable=self.reusable, close=client.close_after)
-        elif state == _R_CHUNKED:
-            decoder = self.decoder
-            assert decoder is not None
-            try:
-                pieces, used = decoder.feed(data)
-            except ChunkError:
-                self._broken()
-                return
-            if self.dechunk:
-                for piece in pieces:
-                    client.write(piece)
-            else:
-                client.write(data if used == len(data) else data[:used])
-            if decoder.done:
-                self.state = _R_IDLE
-                if used < len(data):
-                    self.reusable = False
-                client.response_done(self, reusable=self.reusable, close=client.close_after)
-        elif state == _R_EOF:
-            client.write(data)
-        else:  # bytes after the response was complete
-            self.close()
-
-    def _broken(self) -> None:
-        """The app sent something that is not HTTP/1.1: drop the connection, 502 if possible."""
-        client = self.client
-        self.client = None
-        self.state = _R_IDLE
-        self.close()
-        if client is not None:
-            client.upstream_failed(self)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -616,7 +325,7 @@ class ClientConnection(asyncio.Protocol):
         self.upstream = conn
         conn.client = self
         conn.reused = reused
-        conn.state = _R_HEAD
+        conn.state = R_HEAD
         conn.got_bytes = False
         if conn.buf:
             conn.buf.clear()
