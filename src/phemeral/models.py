@@ -97,6 +97,19 @@ class GitSource:
     url: str
     commit: str
     token: str | None = None
+    # Commits (the environment's current and recent pushes) whose history relation to
+    # ``commit`` the build reports, so promotion follows the commit graph, not clocks.
+    compare: tuple[str, ...] = ()
+
+
+class CommitRelation(StrEnum):
+    """How a built commit relates to another commit of the same repository."""
+
+    SAME = "same"
+    DESCENDANT = "descendant"  # the built commit has the other one in its history
+    ANCESTOR = "ancestor"  # the built commit is in the other one's history (an older push)
+    UNRELATED = "unrelated"  # neither (a force push to another history)
+    UNKNOWN = "unknown"  # the other commit could not be fetched
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,7 @@ class BuildLog(Protocol):
 class BuildResult:
     release: Release
     detection: Mapping[str, object]  # the JSON `phemeral detect --json` prints, plus sources
+    ancestry: Mapping[str, CommitRelation] = field(default_factory=dict)  # by other commit
 
 
 @dataclass(frozen=True, slots=True)  # one per log line: small and quick to build

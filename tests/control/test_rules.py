@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from phemeral.deploys import resolved_start_command, should_promote
 from phemeral.errors import BuildError, InvalidInput
-from phemeral.models import Release, StartCommandSource
+from phemeral.models import CommitRelation, Release, StartCommandSource
 from phemeral.store.cursor import clamp_limit, decode_cursor, encode_cursor
 from phemeral.store.names import (
     DEPLOYMENT_ID,
@@ -37,7 +37,29 @@ from phemeral.store.variables import parse_assignment, runtime_env
 def test_should_promote(
     trigger: str, promote: bool, seq: int | None, promoted: int, expected: bool
 ) -> None:
-    assert should_promote(trigger, promote, seq, promoted) is expected
+    assert should_promote(trigger, promote, seq, promoted).promote is expected
+
+
+@pytest.mark.parametrize(
+    ("seq", "promoted", "relation", "expected"),
+    [
+        (1, 5, CommitRelation.DESCENDANT, True),  # a child with an older clock still wins
+        (9, 5, CommitRelation.ANCESTOR, False),  # an older commit with a newer clock never does
+        (9, 5, CommitRelation.UNRELATED, True),  # force push: the later push wins
+        (4, 5, CommitRelation.UNRELATED, False),
+        (9, 5, CommitRelation.UNKNOWN, True),
+        (5, 5, CommitRelation.SAME, False),
+        (9, 5, None, True),  # not compared: push times decide
+    ],
+)
+def test_should_promote_follows_the_commit_graph(
+    seq: int, promoted: int, relation: CommitRelation | None, expected: bool
+) -> None:
+    decision = should_promote(
+        "push", True, seq, promoted, current_commit="a" * 40, relation=relation
+    )
+    assert decision.promote is expected
+    assert "a" * 12 in decision.reason
 
 
 def test_deployment_ids_are_dns_labels_and_unguessable() -> None:

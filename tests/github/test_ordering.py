@@ -1,7 +1,7 @@
 """W3 as a property: whatever order deliveries arrive and builds finish in, the newest push that
-built successfully ends up current. `push_sequence` (here) feeds the control plane's
-compare-and-set rule (`phemeral.deploys.should_promote`), both pure, so every interleaving is
-cheap to check.
+built successfully ends up current. `push_sequence` (here) and the commit graph (each push's
+commit descends from the previous one's) feed the control plane's rule
+(`phemeral.deploys.should_promote`), both pure, so every interleaving is cheap to check.
 """
 
 from __future__ import annotations
@@ -13,22 +13,43 @@ from hypothesis import strategies as st
 
 from phemeral.deploys import should_promote
 from phemeral.github.events import push_sequence
-from phemeral.models import TriggerKind
+from phemeral.models import CommitRelation, TriggerKind
 
 RECEIVED = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
 
 
+def relation(i: int, j: int) -> CommitRelation:
+    """Pushes form a chain: push i's commit descends from push i - 1's."""
+    if i == j:
+        return CommitRelation.SAME
+    return CommitRelation.DESCENDANT if i > j else CommitRelation.ANCESTOR
+
+
 def simulate(
-    pushed_at: list[int], arrival: list[int], finish: list[int], ok: list[bool]
+    pushed_at: list[int | None],
+    arrival: list[int],
+    finish: list[int],
+    ok: list[bool],
+    *,
+    graph: bool = False,
 ) -> int | None:
-    """Index of the push current at the end (pushes form a chain: push i's parent is i - 1)."""
+    """Index of the push current at the end; ``graph``: builds report the commit relation."""
     seqs: dict[int, int] = {}
     for i in arrival:
         seqs[i] = push_sequence(pushed_at[i], RECEIVED, seqs.get(i - 1))
     promoted, current = 0, None
     for i in finish:
-        if ok[i] and should_promote(TriggerKind.PUSH, True, seqs[i], promoted):
-            promoted, current = seqs[i], i
+        known = graph and current is not None
+        decision = should_promote(
+            TriggerKind.PUSH,
+            True,
+            seqs[i],
+            promoted,
+            current_commit=f"{current:040d}" if current is not None else None,
+            relation=relation(i, current) if known and current is not None else None,
+        )
+        if ok[i] and decision.promote:
+            promoted, current = max(promoted, seqs[i]), i
     return current
 
 
@@ -56,7 +77,7 @@ def test_newest_successful_push_is_current_in_any_order(
     history: tuple[list[int], list[int], list[int], list[bool]],
 ) -> None:
     pushed_at, arrival, finish, ok = history
-    assert simulate(pushed_at, arrival, finish, ok) == newest_ok(ok)
+    assert simulate(list(pushed_at), arrival, finish, ok) == newest_ok(ok)
 
 
 @settings(max_examples=200, deadline=None)
@@ -67,4 +88,16 @@ def test_same_second_pushes_delivered_in_order(
     """Pushes within one second are ordered by their parent link when delivered in order."""
     pushed_at, _, finish, ok = history
     in_order = list(range(len(pushed_at)))
-    assert simulate(pushed_at, in_order, finish, ok) == newest_ok(ok)
+    assert simulate(list(pushed_at), in_order, finish, ok) == newest_ok(ok)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(ties=True), st.booleans())
+def test_commit_graph_orders_any_delivery(
+    history: tuple[list[int], list[int], list[int], list[bool]], clocks: bool
+) -> None:
+    """With the commit graph, neither shared seconds, missing push times nor a late parent
+    delivery can let an older push overtake a newer one."""
+    pushed_at, arrival, finish, ok = history
+    times: list[int | None] = list(pushed_at) if clocks else [None] * len(pushed_at)
+    assert simulate(times, arrival, finish, ok, graph=True) == newest_ok(ok)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -24,7 +25,7 @@ import httpx
 import pytest
 
 from .fake_github import FakeGitHub, start_fake_github
-from .gitrepo import commit, headers, init_repo, push_body
+from .gitrepo import commit, git, headers, init_repo, push_body
 
 pytestmark = pytest.mark.slow
 
@@ -267,6 +268,68 @@ def test_reverse_order_keeps_the_newer_commit_current(server: Server) -> None:
     assert promoted.status_code == 200, promoted.text
     assert server.current("reverse") == older_id
     assert served_version(server, "reverse") == "v1"
+
+
+def build_lines(server: Server, deployment_id: str) -> list[str]:
+    page = server.api("GET", f"/deployments/{deployment_id}/logs/build", params={"limit": 500})
+    assert page.status_code == 200, page.text
+    return [line["message"] for line in page.json()["lines"]]
+
+
+def without_push_time(body: bytes) -> bytes:
+    payload = json.loads(body)
+    del payload["repository"]["pushed_at"]
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize("clock", ["no-pushed-at", "same-second"])
+def test_a_late_parent_push_never_overtakes_its_child(server: Server, clock: str) -> None:
+    """The older push arrives after the newer one is current. Its `after` is the current push's
+    `before`; without push times, or within the same second, only the commit graph can tell."""
+    name = f"late-{clock}"
+    repo, shas = make_repo(server, name)
+    create_project(server, name, repo, f"secret-{name}")
+    now = int(time.time())
+    older = push_body(repo, before=ZERO, after=shas[0], clone_url=str(repo), pushed_at=now)
+    newer = push_body(repo, before=shas[0], after=shas[1], clone_url=str(repo), pushed_at=now)
+    if clock == "no-pushed-at":
+        older, newer = without_push_time(older), without_push_time(newer)
+
+    newer_id = server.deliver(f"secret-{name}", newer).json()["deployments"][0]["id"]
+    assert server.wait(newer_id)["status"] == "successful"
+    assert server.current(name) == newer_id
+    older_id = server.deliver(f"secret-{name}", older).json()["deployments"][0]["id"]
+    assert server.wait(older_id)["status"] == "successful"
+
+    assert server.current(name) == newer_id, build_lines(server, older_id)[-6:]
+    assert served_version(server, name) == "v2"
+    assert any("is an ancestor of the current commit" in m for m in build_lines(server, older_id))
+
+
+def test_a_force_push_to_an_unrelated_history_takes_over(server: Server) -> None:
+    repo, shas = make_repo(server, "forced")
+    create_project(server, "forced", repo, "secret-forced")
+    first = push_body(repo, before=ZERO, after=shas[1], clone_url=str(repo))
+    first_id = server.deliver("secret-forced", first).json()["deployments"][0]["id"]
+    assert server.wait(first_id)["status"] == "successful"
+
+    # A new root commit (rewritten history) pushed over main with --force.
+    git(repo, "checkout", "-q", "--orphan", "rewritten")
+    files = {p.name: p.read_text() for p in APP.iterdir() if p.is_file()}
+    files["main.py"] = files["main.py"].replace('{"hello": "uv"}', '{"version": "rewritten"}')
+    orphan = commit(repo, files, "rewritten history")
+    body = push_body(
+        repo, before=shas[1], after=orphan, clone_url=str(repo), pushed_at=int(time.time()) + 5
+    )
+    payload = json.loads(body)
+    payload["forced"] = True
+    forced_id = server.deliver("secret-forced", json.dumps(payload).encode()).json()
+    forced_id = forced_id["deployments"][0]["id"]
+    assert server.wait(forced_id)["status"] == "successful"
+    assert server.current("forced") == forced_id
+    assert served_version(server, "forced") == "rewritten"
+    lines = build_lines(server, forced_id)
+    assert any("unrelated" in m and "the later push wins" in m for m in lines), lines
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from phemeral.models import (
     BuildJob,
     BuildLog,
     BuildResult,
+    CommitRelation,
     Release,
     StartCommandSource,
 )
@@ -113,6 +114,7 @@ async def _stages(
     job: BuildJob, settings: Settings, ctx: BuildContext, stage: _Stage
 ) -> BuildResult:
     release_dir = job.release_dir
+    ancestry: dict[str, CommitRelation] = {}
     src = release_dir / "src"
     venv = release_dir / ".venv"
     home = release_dir / ".home"
@@ -127,6 +129,10 @@ async def _stages(
         await asyncio.to_thread(_chown_tree, src, job.uid)
     else:
         await git.fetch(job.source, src, ctx, allow_local=settings.allow_local_repos)
+        if job.source.compare:
+            ancestry = await git.ancestry(
+                job.source, release_dir, ctx, allow_local=settings.allow_local_repos
+            )
         stats = await asyncio.to_thread(_measure, src)
     stage.done(f"source ready: {stats.describe()}")
     ctx.check_deadline("source")
@@ -242,7 +248,7 @@ async def _stages(
     payload = detection.to_json()
     payload["start_command"] = command
     payload["start_command_source"] = command_source.value
-    return BuildResult(release=built, detection=payload)
+    return BuildResult(release=built, detection=payload, ancestry=ancestry)
 
 
 def _describe_source(job: BuildJob) -> str:

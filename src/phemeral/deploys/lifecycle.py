@@ -159,7 +159,12 @@ def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
         if d.trigger == TriggerKind.PUSH:
             assert project.repo_url and d.commit_sha
             token = cp.box.decrypt(project.repo_token) if project.repo_token else None
-            source = GitSource(url=project.repo_url, commit=d.commit_sha, token=token)
+            source = GitSource(
+                url=project.repo_url,
+                commit=d.commit_sha,
+                token=token,
+                compare=_commits_to_compare(s, env, d),
+            )
         else:
             source = ArchiveSource(path=cp.upload_path(d.id))
         return BuildJob(
@@ -177,6 +182,32 @@ def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
             release_dir=cp.release_dir(project.name, d.id),
             uid=project.uid if os.geteuid() == 0 else None,
         )
+
+
+COMPARE_RECENT_PUSHES = 10
+
+
+def _commits_to_compare(s: Session, env: Environment, d: Deployment) -> tuple[str, ...]:
+    """The current deployment's commit, then recent push commits of the environment: whichever
+    is current when this build finishes, its relation to ours is then known."""
+    commits: list[str] = []
+    if env.current_deployment_id:
+        current = s.get(Deployment, env.current_deployment_id)
+        if current is not None and current.commit_sha:
+            commits.append(current.commit_sha)
+    recent = s.scalars(
+        select(Deployment.commit_sha)
+        .where(
+            Deployment.environment_id == env.id,
+            Deployment.trigger == TriggerKind.PUSH,
+            Deployment.id != d.id,
+            Deployment.commit_sha.is_not(None),
+        )
+        .order_by(Deployment.created_at.desc())
+        .limit(COMPARE_RECENT_PUSHES)
+    )
+    commits += [c for c in recent if c]
+    return tuple(dict.fromkeys(commits))
 
 
 def enough_disk(free_bytes: int) -> bool:
@@ -288,17 +319,34 @@ def finish_successful(cp: ControlPlane, deployment_id: str, result: BuildResult)
         d.start_command, d.start_command_source = command, source
         d.settings = json.loads(json.dumps(dict(result.detection), default=str))
         d.release = release_to_json(result.release)
-        promoted = should_promote(
-            d.trigger, d.promote_on_success, d.push_seq, env.promoted_push_seq
+        current = (
+            s.get(Deployment, env.current_deployment_id) if env.current_deployment_id else None
         )
-        if promoted:
+        current_commit = current.commit_sha if current is not None else None
+        decision = should_promote(
+            d.trigger,
+            d.promote_on_success,
+            d.push_seq,
+            env.promoted_push_seq,
+            current_commit=current_commit,
+            relation=result.ancestry.get(current_commit) if current_commit else None,
+        )
+        if decision.promote:
             actor = f"push by {d.pusher}" if d.trigger == TriggerKind.PUSH else d.created_by
-            why = "push deployment succeeded" if d.trigger == TriggerKind.PUSH else "manual deploy"
-            move_pointer(s, env, d, actor, why)
-        # The last line commits with the status: a reader who sees `successful` has every line.
-        message = "deployment is live" + (" and current" if promoted else "")
+            move_pointer(s, env, d, actor, decision.reason)
+        # The last lines commit with the status: a reader who sees `successful` has every line.
+        if d.trigger == TriggerKind.PUSH:
+            s.add(
+                BuildLogRow(
+                    deployment_id=d.id,
+                    stage="release",
+                    timestamp=now(),
+                    message=f"order: {decision.reason}",
+                )
+            )
+        message = "deployment is live" + (" and current" if decision.promote else "")
         s.add(BuildLogRow(deployment_id=d.id, stage="release", timestamp=now(), message=message))
-        return promoted
+        return decision.promote
 
 
 class BuildQueue:

@@ -3,23 +3,79 @@ pointer itself (every move a `promotions` row: who, when, from, to, why)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
 from phemeral.deploys.plane import ControlPlane, now
 from phemeral.deploys.routing import publish
 from phemeral.errors import Conflict
-from phemeral.models import DeploymentStatus, TriggerKind
+from phemeral.models import CommitRelation, DeploymentStatus, TriggerKind
 from phemeral.store.schema import Deployment, Environment, Promotion
 from phemeral.store.views import get_deployment
 
 
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether a finished deployment becomes current, and why (for the build log)."""
+
+    promote: bool
+    reason: str
+
+
 def should_promote(
-    trigger: str, promote_on_success: bool, push_seq: int | None, promoted_push_seq: int
-) -> bool:
-    """Manual: as asked. Push: only if newer than the push that made the current deployment."""
-    if trigger == TriggerKind.PUSH:
-        return push_seq is not None and push_seq > promoted_push_seq
-    return promote_on_success
+    trigger: str,
+    promote_on_success: bool,
+    push_seq: int | None,
+    promoted_push_seq: int,
+    *,
+    current_commit: str | None = None,
+    relation: CommitRelation | None = None,
+) -> PromotionDecision:
+    """Manual: as asked. Push: the commit graph decides; push times only between unrelated
+    histories.
+
+    ``relation`` is how the built commit relates to ``current_commit`` (the commit of the
+    environment's current deployment), as the build found it in the repository:
+
+    - no current deployment: it becomes current;
+    - it descends from the current commit: it becomes current, whatever the clocks say;
+    - it is an ancestor of the current commit (an older push delivered or built late): never
+      automatically; a manual promote still can;
+    - otherwise (same commit, unrelated histories after a force push, a commit the remote no
+      longer has, a current deployment from an upload): the later push wins, by push sequence
+      (GitHub's push time, after its parent push).
+    """
+    if trigger != TriggerKind.PUSH:
+        why = "manual deploy" if promote_on_success else "deployed without promotion (--no-promote)"
+        return PromotionDecision(promote_on_success, why)
+    if push_seq is None:
+        return PromotionDecision(False, "push without a sequence: not made current")
+    short = (current_commit or "")[:12]
+    if relation is CommitRelation.DESCENDANT:
+        return PromotionDecision(True, f"its commit descends from the current commit {short}")
+    if relation is CommitRelation.ANCESTOR:
+        return PromotionDecision(
+            False,
+            f"its commit is an ancestor of the current commit {short} (an older push): "
+            "not made current; promote it by hand to roll back",
+        )
+    later = push_seq > promoted_push_seq
+    if relation is CommitRelation.UNRELATED:
+        basis = f"its history is unrelated to the current commit {short} (a force push?)"
+    elif relation is CommitRelation.UNKNOWN:
+        basis = f"the current commit {short} is no longer in the repository"
+    elif relation is CommitRelation.SAME:
+        basis = f"it builds the current commit {short} again"
+    elif current_commit is not None:
+        basis = f"this build did not compare with the current commit {short}"
+    elif promoted_push_seq == 0:
+        return PromotionDecision(True, "the first push deployment of this environment")
+    else:
+        basis = "the current deployment has no commit to compare with"
+    if later:
+        return PromotionDecision(True, f"{basis}; the later push wins")
+    return PromotionDecision(False, f"{basis}; a later push is already current")
 
 
 def promote(cp: ControlPlane, deployment_id: str, actor: str, reason: str | None) -> Promotion:
