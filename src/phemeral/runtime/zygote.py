@@ -12,8 +12,9 @@ object; requests carry an ``id`` echoed in the reply, and file descriptors trave
 - ``{"op": "preload", "modules": [...]}``: import framework modules (shared template level).
 - ``{"op": "load", "spec": {...}, "argv": [...], "workdir": ..., "env": {...}}``: import the
   app and the server named in ``spec`` (an AppSpec as JSON), parse the server command line in
-  ``argv`` exactly as the server would, build its configuration and warm the app with one
-  in-process request. Replies ``{"ok": true, "workers": N}`` or ``{"ok": false, "error": ...}``.
+  ``argv`` exactly as the server would and build its configuration (and, only when the app's
+  environment sets ``PHEMERAL_WARMUP_PATH``, warm it with one request in a throwaway child).
+  Replies ``{"ok": true, "workers": N}`` or ``{"ok": false, "error": ...}``.
 - ``{"op": "fork_template"}`` + fds ``[control, stdout, stderr]``: fork a child that becomes a
   template of its own on the new control socket (a per-deployment template forked from a
   shared framework one). Replies ``{"ok": true, "pid": P}``.
@@ -45,9 +46,25 @@ from typing import Any, NoReturn
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
-WARMUP_PATH = "/__phemeral_warmup__"
 # Imported lazily on a first real request (thread pools, lifespan); import them before forking.
 ASGI_LAZY_MODULES = ["anyio._backends._asyncio", "anyio.to_thread", "uvicorn.lifespan.on"]
+
+
+# Every descriptor the template itself holds (control sockets, its wake pipe and selector, fds
+# received for instances). A forked child closes exactly these and nothing else: what the app
+# opened (files, SQLite databases, sockets) stays open, as under the server's own fork.
+PLATFORM_FDS: set[int] = set()
+
+
+def track(*fds: int) -> None:
+    PLATFORM_FDS.update(fds)
+
+
+def close_fd(fd: int) -> None:
+    """Close one of the template's own descriptors (and forget it)."""
+    PLATFORM_FDS.discard(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class Terminated(BaseException):
@@ -61,12 +78,15 @@ def _terminate(_signum: int, _frame: Any) -> None:
 class Template:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
+        track(control.fileno())
         self.server: str | None = None
         self.app: Any = None
         self.config: Any = None  # uvicorn Config or gunicorn application object
         self.workers = 1
         self.worker_class: Any = None
         self.gunicorn_log: Any = None
+        self.master: Any = None  # what gunicorn's hooks get as ``server`` (no arbiter here)
+        self.workdir = ""
         self.children: set[int] = set()
         self.kept: dict[str, list[int]] = {}  # instance → [listener, stdout, stderr]
         # Seconds children get between TERM and KILL when this template goes; a template
@@ -95,6 +115,7 @@ class Template:
                 received = array.array("i")
                 received.frombytes(payload[: len(payload) - (len(payload) % received.itemsize)])
                 fds.extend(received)
+        track(*fds)
         if not data:
             return None, fds
         return json.loads(data), fds
@@ -103,6 +124,7 @@ class Template:
 
     def run(self) -> None:
         wake_r, wake_w = os.pipe()
+        track(wake_r, wake_w)
         os.set_blocking(wake_w, False)
         os.set_blocking(wake_r, False)
         signal.set_wakeup_fd(wake_w)
@@ -110,6 +132,8 @@ class Template:
         signal.signal(signal.SIGTERM, _terminate)  # stop the children first, then go
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sel = selectors.DefaultSelector()
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            track(sel.fileno())
         sel.register(self.control, selectors.EVENT_READ, "control")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
         try:
@@ -124,7 +148,7 @@ class Template:
                     if message is None:
                         self.shutdown()
                         return
-                    self.dispatch(message, fds, (wake_r, wake_w))
+                    self.dispatch(message, fds)
         except Terminated:
             self.shutdown()
         finally:
@@ -144,7 +168,7 @@ class Template:
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             self.send({"event": "exit", "pid": pid, "code": code, "signal": sig})
 
-    def dispatch(self, message: dict[str, Any], fds: list[int], own: tuple[int, int]) -> None:
+    def dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message.get("op")
         reply: dict[str, Any] = {"id": message.get("id")}
         try:
@@ -158,7 +182,7 @@ class Template:
                 reply.update(ok=True, workers=self.workers, server=self.server)
                 reply["modules"] = shareable_modules(message.get("workdir") or "")
             elif op == "fork_template":
-                reply.update(ok=True, pid=self.fork_template(fds, own))
+                reply.update(ok=True, pid=self.fork_template(fds))
             elif op == "signal":
                 self.signal(message.get("pids") or [], int(message.get("signal", signal.SIGTERM)))
                 reply["ok"] = True
@@ -167,17 +191,18 @@ class Template:
                 instance = str(message.get("instance") or "")
                 if instance:  # kept to replace workers that exit cleanly (max requests)
                     self.kept[instance] = [os.dup(fd) for fd in fds[:3]]
-                reply.update(ok=True, pids=self.serve(fds, workers, own))
+                    track(*self.kept[instance])
+                reply.update(ok=True, pids=self.serve(fds, workers))
             elif op == "respawn":
                 kept = self.kept.get(str(message.get("instance")))
                 if kept is None:
                     raise RuntimeError("unknown instance")
                 fds = [os.dup(fd) for fd in kept]
-                reply.update(ok=True, pids=self.serve(fds, int(message.get("workers") or 1), own))
+                track(*fds)
+                reply.update(ok=True, pids=self.serve(fds, int(message.get("workers") or 1)))
             elif op == "release":
                 for fd in self.kept.pop(str(message.get("instance")), []):
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                    close_fd(fd)
                 reply["ok"] = True
             else:
                 reply.update(ok=False, error=f"unknown operation {op!r}")
@@ -187,8 +212,7 @@ class Template:
             reply.update(ok=False, error=traceback.format_exc())
         finally:
             for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                close_fd(fd)
         self.send(reply)
 
     def signal(self, pids: list[int], sig: int) -> None:
@@ -229,6 +253,7 @@ class Template:
             ]
             sys.prefix = sys.exec_prefix = venv_to
         if workdir:
+            self.workdir = workdir
             os.chdir(workdir)
             if workdir not in sys.path:
                 sys.path.insert(0, workdir)
@@ -270,8 +295,8 @@ class Template:
         config = uv_config.Config(app, **kwargs)
         config.load()
         self.app, self.config = app, config
-        warm_asgi(config.loaded_app)
         preload(ASGI_LAZY_MODULES)
+        self.warm(lambda path: warm_asgi(config.loaded_app, path))
 
     def load_gunicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
         wsgiapp = importlib.import_module("gunicorn.app.wsgiapp")
@@ -279,6 +304,10 @@ class Template:
         args = [a for a in argv[1:] if a]
         if target not in args:
             args.append(target)  # a command naming its own app keeps it (first positional wins)
+        # Gunicorn reads WEB_CONCURRENCY when its config module is imported, which a shared
+        # template did before this app's environment was applied.
+        workers_setting = importlib.import_module("gunicorn.config").Workers
+        workers_setting.default = int(os.environ.get("WEB_CONCURRENCY") or 1)
         saved = sys.argv
         sys.argv = ["gunicorn", *args]
         try:
@@ -298,15 +327,50 @@ class Template:
         self.worker_class = cfg.worker_class
         self.gunicorn_log = cfg.logger_class(cfg)
         preload(["gunicorn.http", "gunicorn.http.wsgi", "gunicorn.workers.base"])
-        warm_wsgi(self.app)
+        self.master = GunicornMaster(application, self.gunicorn_log, self.workers)
+        cfg.on_starting(self.master)
+        cfg.when_ready(self.master)
+        self.warm(lambda path: warm_wsgi(self.app, path))
+
+    def warm(self, request: Callable[[str], None]) -> None:
+        """The opt-in warm-up (``PHEMERAL_WARMUP_PATH`` in the app's environment): one request
+        to that path, in a throwaway child, so whatever it connects or opens dies with it; the
+        modules it imported lazily are then imported here, so forks share them."""
+        path = os.environ.get("PHEMERAL_WARMUP_PATH", "").strip()
+        if not path:
+            return
+        if not path.startswith("/"):
+            path = "/" + path
+        before = set(sys.modules)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(read_end)
+                request(path)
+                names = json.dumps(sorted(set(sys.modules) - before)).encode()
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(names)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                flush_and_exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reply:
+            data = reply.read()
+        os.waitpid(pid, 0)
+        with contextlib.suppress(ValueError):
+            preload([str(name) for name in json.loads(data or b"[]")])
 
     # -- forking ---------------------------------------------------------------------------
 
-    def fork_template(self, fds: list[int], own: tuple[int, int]) -> int:
+    def fork_template(self, fds: list[int]) -> int:
         control_fd, out_fd, err_fd = fds[:3]
 
         def template() -> int:
-            after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[control_fd])
+            after_fork(self.control, out_fd, err_fd, keep=[control_fd])
             child = Template(socket.socket(fileno=control_fd))
             child.grace = 4.0
             child.run()
@@ -316,7 +380,7 @@ class Template:
         self.children.add(pid)
         return pid
 
-    def serve(self, fds: list[int], workers: int, own: tuple[int, int]) -> list[int]:
+    def serve(self, fds: list[int], workers: int) -> list[int]:
         if self.server is None:
             raise RuntimeError("no app is loaded in this template")
         listen_fd, out_fd, err_fd = fds[:3]
@@ -324,12 +388,13 @@ class Template:
 
         def worker() -> int:
             os.setpgid(0, 0)
-            after_fork(self.control.fileno(), own, out_fd, err_fd, keep=[listen_fd])
+            after_fork(self.control, out_fd, err_fd, keep=[listen_fd])
+            serving_environment(listen_fd, self.workdir)
             if self.server == "uvicorn":
                 serve_uvicorn(self.config, listen_fd)
                 return 0
             return serve_gunicorn(
-                self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log
+                self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log, self.master
             )
 
         for _ in range(max(1, workers)):
@@ -382,16 +447,16 @@ def import_target(target: str, factory: bool) -> Any:
     return obj() if factory else obj
 
 
-def warm_asgi(app: Any) -> None:
-    """One in-process request through the full middleware stack (not the user's views)."""
+def warm_asgi(app: Any, path: str) -> None:
+    """One in-process request to ``path`` through the full stack."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": WARMUP_PATH,
-        "raw_path": WARMUP_PATH.encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", b"localhost"), (b"user-agent", b"phemeral-warmup")],
@@ -415,13 +480,13 @@ def warm_asgi(app: Any) -> None:
     asyncio.set_event_loop(None)
 
 
-def warm_wsgi(app: Any) -> None:
+def warm_wsgi(app: Any, path: str) -> None:
     import io
 
     environ = {
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
-        "PATH_INFO": WARMUP_PATH,
+        "PATH_INFO": path,
         "QUERY_STRING": "",
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
@@ -446,10 +511,10 @@ def warm_wsgi(app: Any) -> None:
         pass
 
 
-def after_fork(
-    control_fd: int, own: tuple[int, int], out_fd: int, err_fd: int, keep: list[int]
-) -> None:
-    """Post-fork hygiene: own signals, own output, fresh randomness, no inherited fds."""
+def after_fork(control: socket.socket, out_fd: int, err_fd: int, keep: list[int]) -> None:
+    """Post-fork hygiene: own signals, own output, fresh randomness, and none of the template's
+    own descriptors (`PLATFORM_FDS`). Every other inherited descriptor is the app's (opened while
+    it was imported) and stays open, as under the server's own fork (gunicorn ``--preload``)."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
@@ -457,20 +522,43 @@ def after_fork(
     sys.stderr.flush()
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
+    # The socket object must never close its number later: by then the app may own it.
+    with contextlib.suppress(OSError):
+        PLATFORM_FDS.add(control.detach())
     keep_set = {0, 1, 2, *keep}
-    for fd in (control_fd, *own, out_fd, err_fd):
-        if fd not in keep_set:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    try:
-        open_fds = [int(p.name) for p in pathlib.Path("/proc/self/fd").iterdir()]
-    except OSError:
-        open_fds = []
-    for fd in open_fds:
-        if fd not in keep_set:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    for fd in sorted(PLATFORM_FDS - keep_set):
+        close_fd(fd)
+    PLATFORM_FDS.clear()
     random.seed()
+
+
+def serving_environment(listen_fd: int, workdir: str) -> None:
+    """What a server process sees: ``$PORT`` is the port it listens on (the template was loaded
+    before that port existed), and it runs in the app's directory."""
+    with socket.socket(fileno=os.dup(listen_fd)) as probe:
+        name = probe.getsockname()
+    if isinstance(name, tuple) and len(name) >= 2:
+        os.environ["PORT"] = str(name[1])
+    if workdir:
+        os.chdir(workdir)
+        os.environ["PWD"] = workdir
+
+
+class GunicornMaster:
+    """What gunicorn's server hooks (``on_starting``, ``when_ready``, ``pre_fork``,
+    ``post_fork``) receive as ``server``: the template stands in for the arbiter."""
+
+    def __init__(self, application: Any, log: Any, workers: int) -> None:
+        self.app = application
+        self.cfg = application.cfg
+        self.log = log
+        self.pid = os.getpid()
+        self.num_workers = workers
+        self.WORKERS: dict[int, Any] = {}
+        self.LISTENERS: list[Any] = []
+        self.address: list[Any] = []
+        self.timeout = application.cfg.timeout
+        self.proc_name = application.cfg.proc_name
 
 
 def serve_uvicorn(config: Any, listen_fd: int) -> None:
@@ -480,7 +568,9 @@ def serve_uvicorn(config: Any, listen_fd: int) -> None:
     server.run(sockets=[sock])
 
 
-def serve_gunicorn(application: Any, app: Any, listen_fd: int, worker_class: Any, log: Any) -> int:
+def serve_gunicorn(
+    application: Any, app: Any, listen_fd: int, worker_class: Any, log: Any, master: Any
+) -> int:
     """One gunicorn worker (the configured worker class) on the passed socket, no arbiter."""
     sock_mod = importlib.import_module("gunicorn.sock")
     cfg = application.cfg
@@ -496,7 +586,10 @@ def serve_gunicorn(application: Any, app: Any, listen_fd: int, worker_class: Any
         listener = sock_mod.TCPSocket(name, cfg, log, fd=listen_fd)
     application.wsgi = lambda: app
     worker = worker_class(1, os.getppid(), [listener], application, cfg.timeout / 2.0, cfg, log)
-    cfg.post_fork(None, worker)
+    master.pid = os.getppid()
+    master.LISTENERS = [listener]
+    master.WORKERS = {os.getpid(): worker}
+    cfg.post_fork(master, worker)
     worker.pid = os.getpid()
     worker.init_process()
     return 0

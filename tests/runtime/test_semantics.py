@@ -1,0 +1,225 @@
+"""What an app sees at run time, as its own server would give it: descriptors it opened at import
+survive the fork, gunicorn's hooks run, no request it did not ask for, $PORT, WEB_CONCURRENCY,
+its working directory. Real releases, real venvs, real (sandboxed when root) processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from phemeral.runtime.supervisor import Runtime
+from phemeral.settings import Settings
+
+from .conftest import ListBuildLog, ListSink, make_release
+from .test_runtime import request, run_with_runtime, wait_until
+
+pytestmark = pytest.mark.slow
+
+# Opens a plain file and a SQLite database while it is imported; each request first opens (and
+# keeps) a few descriptors of its own, which would take the numbers of the import-time ones if
+# those had been closed after the fork, then writes through both import-time handles.
+FD_APP_FLASK = """
+import os, sqlite3
+from flask import Flask
+
+NOTES = open("/tmp/notes.txt", "a+", buffering=1)
+DB = sqlite3.connect("/tmp/app.db", check_same_thread=False)
+DB.execute("CREATE TABLE IF NOT EXISTS hits (n INTEGER)")
+DB.commit()
+HOGS = []
+app = Flask(__name__)
+
+@app.get("/write")
+def write():
+    HOGS.extend(open("/dev/null") for _ in range(4))
+    NOTES.write("hit\\n")
+    NOTES.flush()
+    DB.execute("INSERT INTO hits VALUES (1)")
+    DB.commit()
+    with open("/tmp/notes.txt") as again:
+        notes = again.read()
+    check = sqlite3.connect("/tmp/app.db")
+    rows = check.execute("SELECT count(*) FROM hits").fetchone()[0]
+    ok = check.execute("PRAGMA integrity_check").fetchone()[0]
+    check.close()
+    return {"notes": notes, "rows": rows, "integrity": ok, "pid": os.getpid()}
+"""
+
+FD_APP_FASTAPI = FD_APP_FLASK.replace("from flask import Flask", "from fastapi import FastAPI")
+FD_APP_FASTAPI = FD_APP_FASTAPI.replace("app = Flask(__name__)", "app = FastAPI()")
+
+
+@pytest.mark.parametrize(
+    ("stack", "files"),
+    [("flask", {"app.py": FD_APP_FLASK}), ("fastapi", {"main.py": FD_APP_FASTAPI})],
+)
+def test_descriptors_the_app_opened_at_import_survive_the_fork_and_writes_reach_their_file(
+    stack: str, files: dict[str, str], tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path, f"fds-{stack}", stack, files=files)
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        for expected in (1, 2, 3):
+            status, payload = await request(runtime, release.deployment_id, "/write")
+            assert status == 200, payload
+            answer = json.loads(payload)
+            assert answer["notes"] == "hit\n" * expected
+            assert answer["rows"] == expected
+            assert answer["integrity"] == "ok"
+        assert not any("disk I/O error" in m for m in sink.messages(release.deployment_id))
+
+    run_with_runtime(settings, sink, body)
+
+
+GUNICORN_CONF = """
+import os
+workers = 2
+
+def on_starting(server):
+    server.log.info("hook on_starting")
+
+def when_ready(server):
+    print("hook when_ready", server.num_workers, flush=True)
+
+def post_fork(server, worker):
+    server.log.info("hook post_fork in %s", os.getpid())
+
+def post_worker_init(worker):
+    print("hook post_worker_init in", os.getpid(), flush=True)
+"""
+
+
+def test_gunicorn_hooks_from_the_config_file_run_as_under_gunicorn(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    from .conftest import FLASK_APP
+
+    release = make_release(
+        tmp_path,
+        "hooks-1",
+        "flask",
+        files={"app.py": FLASK_APP, "gunicorn.conf.py": GUNICORN_CONF},
+        start_command="gunicorn --config gunicorn.conf.py --bind 0.0.0.0:$PORT app:app",
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        instance = runtime._deployments["hooks-1"].instance
+        assert instance is not None and len(instance.pids) == 2  # workers = 2 in the file
+
+        def lines(word: str) -> list[str]:
+            return [m for m in sink.messages("hooks-1") if word in m]
+
+        await wait_until(lambda: len(lines("hook post_worker_init")) == 2)
+        await wait_until(lambda: len(lines("hook post_fork")) == 2)
+        forked = {m.rsplit(" ", 1)[1] for m in lines("hook post_fork")}
+        initialised = {m.rsplit(" ", 1)[1] for m in lines("hook post_worker_init")}
+        assert len(forked) == 2 and forked == initialised  # once in each worker
+        assert len(lines("hook on_starting")) == 1
+        assert lines("hook when_ready") == ["hook when_ready 2"]
+
+    run_with_runtime(settings, sink, body)
+
+
+SEEN_APP = """
+import os
+from fastapi import FastAPI, Request
+app = FastAPI()
+OPENED = []
+
+@app.middleware("http")
+async def seen(request: Request, call_next):
+    print("seen", request.url.path, flush=True)
+    if request.url.path == "/health":
+        OPENED.append(open("/tmp/warm-up-file", "w"))
+    return await call_next(request)
+
+@app.get("/")
+def root():
+    return {"pid": os.getpid()}
+
+@app.get("/fds")
+def fds():
+    return {"targets": [os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                        if os.path.exists(f"/proc/self/fd/{n}")]}
+
+@app.get("/env")
+def env(name: str):
+    return {"value": os.environ.get(name), "cwd": os.getcwd()}
+"""
+
+
+def test_no_warm_up_request_unless_the_app_asks_for_one(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    quiet = make_release(tmp_path, "quiet-1", "fastapi", files={"main.py": SEEN_APP})
+    warmed = make_release(
+        tmp_path / "w",
+        "warmed-1",
+        "fastapi",
+        files={"main.py": SEEN_APP},
+        env={"PHEMERAL_WARMUP_PATH": "/health"},
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(quiet, ListBuildLog())
+        await runtime.boot_check(warmed, ListBuildLog())
+        for did in ("quiet-1", "warmed-1"):
+            status, payload = await request(runtime, did, "/fds")
+            assert status == 200
+            # The warm-up ran in a throwaway child: what it opened is not in the template,
+            # so no server forked from it has it.
+            assert not any("warm-up-file" in t for t in json.loads(payload)["targets"])
+        await wait_until(lambda: "seen /fds" in sink.messages("quiet-1", "stdout"))
+        seen = [m for m in sink.messages("quiet-1", "stdout") if m.startswith("seen")]
+        assert seen == ["seen /", "seen /fds"]  # the boot check's GET /, then ours
+        warm = [m for m in sink.messages("warmed-1", "stdout") if m.startswith("seen")]
+        assert warm[0] == "seen /health"
+
+    run_with_runtime(settings, sink, body)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_port_is_the_listening_port_and_the_app_runs_in_its_directory(
+    shared: bool, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path,
+        "port-1",
+        "fastapi",
+        files={"main.py": SEEN_APP},
+        lock_hash="L-port" if shared else None,
+    )
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        upstream = await runtime.ensure_running("port-1")
+        status, payload = await request(runtime, "port-1", "/env?name=PORT")
+        assert status == 200
+        answer = json.loads(payload)
+        assert answer["value"] == str(upstream.port)
+        assert answer["cwd"] == str(release.workdir)
+        status, payload = await request(runtime, "port-1", "/env?name=PWD")
+        assert json.loads(payload)["value"] == str(release.workdir)
+
+    run_with_runtime(settings, sink, body)
+
+
+@pytest.mark.parametrize("stack", ["flask", "fastapi"])
+def test_web_concurrency_sets_the_worker_count(
+    stack: str, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path, f"wc-{stack}", stack, env={"WEB_CONCURRENCY": "3"}, lock_hash=f"L-{stack}"
+    )
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release)
+        await runtime.ensure_running(release.deployment_id)
+        instance = runtime._deployments[release.deployment_id].instance
+        assert instance is not None and len(instance.pids) == 3
+
+    run_with_runtime(settings, sink, body)
