@@ -38,8 +38,21 @@ class TriggerKind(StrEnum):
 
 
 class StartCommandSource(StrEnum):
-    CUSTOM = "custom"
+    """Where a deployment's start command came from (highest precedence first)."""
+
+    CUSTOM = "custom"  # the project's saved custom command
+    PHEMERAL_TOML = "phemeral.toml"
+    PROCFILE = "procfile"
+    RAILWAY_JSON = "railway.json"
+    RAILWAY_TOML = "railway.toml"
+    RENDER_YAML = "render.yaml"
+    HEROKU_YML = "heroku.yml"
     AUTODETECTED = "autodetected"
+
+    @property
+    def declared(self) -> bool:
+        """Declared by the repository (a file in it), not saved on the project nor detected."""
+        return self not in (StartCommandSource.CUSTOM, StartCommandSource.AUTODETECTED)
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class AppSpec:
     interface: Literal["asgi", "wsgi"]
     target: str
     factory: bool = False
-    server: Literal["uvicorn", "gunicorn"] = "uvicorn"
+    server: Literal["uvicorn", "gunicorn", "hypercorn", "granian", "daphne"] = "uvicorn"
     django_settings_module: str | None = None
 
 
@@ -81,6 +94,12 @@ class Release:
     env: Mapping[str, str] = field(default_factory=dict)
     uid: int | None = None  # host uid the app runs as (None: the platform's own, non-root only)
     lock_hash: str | None = None  # hash of the resolved dependency set, shared across releases
+    release_command: str | None = None  # run once per deployment before it serves
+    release_command_source: str | None = None  # "procfile", "phemeral.toml", …
+    release_timeout: float | None = None  # None: the platform's setting
+    processes: Mapping[str, str] = field(default_factory=dict)  # extra processes: name → command
+    health_check_path: str = "/"  # what the boot check requests
+    idle_timeout: float | None = None  # None: the platform's setting
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ def test_example_is_detected(name: str) -> None:
         "app_dir": "",
         "django_settings_module": "hello.settings" if framework == "django" else None,
         "workspace_root": None,
+        # added by the declared-commands contract (fields are only ever added)
+        "start_command_source": "autodetected",
+        "autodetected_start_command": command,
+        "release_command": None,
+        "release_command_source": None,
+        "processes": {},
+        "process_sources": {},
+        "declared_hints": [],
+        "declarations_not_used": [],
     }
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from phemeral import sandbox
 from phemeral.build import archive, git, install, interpreters, release, verify
 from phemeral.build.runner import BuildContext
-from phemeral.detect import Detection, detect, resolve_start_command
+from phemeral.detect import Detection, detect, resolve_start_command, why_start_command
+from phemeral.detect.binding import server_of, split_steps
 from phemeral.errors import BuildError, BuildTimeout, PhemeralError
 from phemeral.models import (
     ArchiveSource,
@@ -153,8 +154,7 @@ async def _stages(
     for line in detection.summary().splitlines():
         ctx.log.write("detect", line)
     command, command_source = resolve_start_command(job.custom_start_command, detection)
-    if command_source is StartCommandSource.CUSTOM:
-        ctx.log.write("detect", f"start command (custom, from the project settings): {command}")
+    ctx.log.write("detect", why_start_command(job.custom_start_command, detection))
     workdir = (src / detection.root_dir).resolve()
     if workdir != src.resolve() and src.resolve() not in workdir.parents:
         raise BuildError(
@@ -227,6 +227,7 @@ async def _stages(
 
     # 6. Release --------------------------------------------------------------------------
     stage.enter("release", "recording the release")
+    release_cmd = detection.declared.release
     built = Release(
         deployment_id=job.deployment_id,
         project=job.project,
@@ -241,6 +242,12 @@ async def _stages(
         env=dict(job.env),
         uid=job.uid,
         lock_hash=lock_hash,
+        release_command=release_cmd.command if release_cmd else None,
+        release_command_source=release_cmd.source if release_cmd else None,
+        release_timeout=_number(detection.settings.get("release_timeout")),
+        processes={name: p.command for name, p in detection.declared.processes.items()},
+        health_check_path=str(detection.settings.get("health_check_path") or "/"),
+        idle_timeout=_number(detection.settings.get("idle_timeout")),
     )
     await asyncio.to_thread(shutil.rmtree, home, True)
     await asyncio.to_thread(release.write_release, built)
@@ -257,14 +264,23 @@ def _describe_source(job: BuildJob) -> str:
     return f"fetching {job.source.url} at {job.source.commit[:12]}"
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _extra_packages(
     detection: Detection, command: str, source: StartCommandSource
 ) -> tuple[str, ...]:
+    """The server the chosen command starts, when the dependencies lack it (never for a
+    custom command that starts something else)."""
     server = detection.missing_server
     if not server:
         return ()
-    first = command.split()[0] if command.split() else ""
-    if source is StartCommandSource.AUTODETECTED or Path(first).name == server:
+    if source is not StartCommandSource.CUSTOM:
+        return (server,)
+    steps = split_steps(command)
+    started = server_of(steps[-1]) if steps else None
+    if started is not None and server.startswith(started.split("-")[0]):
         return (server,)
     return ()
 

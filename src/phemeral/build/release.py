@@ -25,6 +25,7 @@ def release_to_json(release: Release) -> dict[str, Any]:
         data[key] = str(data[key])
     data["start_command_source"] = release.start_command_source.value
     data["env"] = dict(release.env)
+    data["processes"] = dict(release.processes)
     return data
 
 
@@ -44,6 +45,12 @@ def release_from_json(data: dict[str, Any]) -> Release:
         env=dict(data.get("env") or {}),
         uid=data.get("uid"),
         lock_hash=data.get("lock_hash"),
+        release_command=data.get("release_command"),
+        release_command_source=data.get("release_command_source"),
+        release_timeout=data.get("release_timeout"),
+        processes=dict(data.get("processes") or {}),
+        health_check_path=data.get("health_check_path") or "/",
+        idle_timeout=data.get("idle_timeout"),
     )
 
 

@@ -215,7 +215,8 @@ def enough_disk(free_bytes: int) -> bool:
 
 
 def resolved_start_command(custom: str | None, release: Release) -> tuple[str, StartCommandSource]:
-    """The command snapshot of a deployment: its saved custom command, else the autodetected one.
+    """The command snapshot of a deployment: its saved custom command, else the one the build
+    chose (the repository's declaration, else the autodetected default).
 
     The builder resolves the command from ``job.custom_start_command`` (the snapshot taken at
     creation); a release that disagrees with that snapshot is refused.
@@ -226,9 +227,9 @@ def resolved_start_command(custom: str | None, release: Release) -> tuple[str, S
                 "the build did not use the project's custom start command", stage="release"
             )
         return custom, StartCommandSource.CUSTOM
-    if release.start_command_source != StartCommandSource.AUTODETECTED:
+    if release.start_command_source == StartCommandSource.CUSTOM:
         raise BuildError("the build reported a custom command none was saved", stage="release")
-    return release.start_command, StartCommandSource.AUTODETECTED
+    return release.start_command, release.start_command_source
 
 
 async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:

@@ -8,10 +8,13 @@ was looked for, what was found and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from phemeral.detect.command import default_command, resolve_start_command
+from phemeral.detect.binding import server_of, split_steps
+from phemeral.detect.command import default_command, resolve_start_command, why_start_command
+from phemeral.detect.declared import Declarations, read_declarations, read_root_config
 from phemeral.detect.dependencies import collect_dependencies
 from phemeral.detect.detection import Detection
 from phemeral.detect.framework import decide_app
@@ -20,11 +23,18 @@ from phemeral.detect.package_manager import decide_package_manager
 from phemeral.detect.project import read_project
 from phemeral.detect.python_version import decide_python_version
 from phemeral.detect.root import decide_root
+from phemeral.detect.servers import choose_server
 from phemeral.detect.tree import SourceTree
 from phemeral.errors import DetectionError
 from phemeral.models import ProjectOverrides
 
-__all__ = ["Detection", "DetectionError", "detect", "resolve_start_command"]
+__all__ = [
+    "Detection",
+    "DetectionError",
+    "detect",
+    "resolve_start_command",
+    "why_start_command",
+]
 
 
 def detect(
@@ -54,7 +64,29 @@ def detect_tree(
     default_version: str,
 ) -> Detection:
     warnings: list[str] = []
-    root = decide_root(tree, overrides.root_dir)
+    root_config = read_root_config(tree)
+    config_root = root_config.values.get("root_dir") if root_config else None
+    root_override = overrides.root_dir
+    if root_override is None and config_root is not None:
+        root_override = str(config_root.value)
+    try:
+        root = decide_root(tree, root_override)
+    except DetectionError as exc:
+        if overrides.root_dir is None and config_root is not None:
+            raise DetectionError(
+                exc.message.replace(
+                    "The project setting root_dir", f"{config_root.location}: root_dir"
+                )
+            ) from None
+        raise
+    if overrides.root_dir is None and config_root is not None:
+        root = replace(root, source=config_root.location)
+    declared = read_declarations(tree, root.directory, root_config)
+    warnings += declared.warnings
+    config_version = declared.settings.get("python_version")
+    version_override = overrides.python_version
+    if version_override is None and config_version is not None:
+        version_override = str(config_version[0])
     warnings += root.warnings
     project = read_project(tree, root.directory)
     warnings += project.warnings
@@ -74,22 +106,35 @@ def detect_tree(
         pyproject=project.pyproject,
         uv_lock=project.uv_lock or workspace_lock,
         pipfile=project.pipfile,
-        override=overrides.python_version,
+        override=version_override,
         available_versions=available_versions,
         default_version=default_version,
     )
     warnings += version.warnings
     app = decide_app(tree, project, deps)
     warnings += app.warnings
-    spec = app.spec
-    missing = None if deps.has(spec.server) else spec.server
+    server, server_reason = choose_server(app.spec, deps)
+    spec = replace(app.spec, server=server)
+    autodetected = default_command(spec, app.app_dir)
+    command, command_source = autodetected, "autodetected"
+    if declared.start is not None:
+        command, command_source = declared.start.command, declared.start.source
+    missing = _missing_server(command, deps.has)
     if missing:
         where = deps.files[0] if deps.files else "your dependencies"
+        what = (
+            "the start command's server"
+            if declared.start
+            else (f"the {spec.interface.upper()} server")
+        )
         warnings.append(
-            f"{missing} (the {spec.interface.upper()} server) is not in the dependencies; the "
+            f"{missing} ({what}) is not in the dependencies; the "
             f"build adds it. Add {missing} to {where} to choose its version"
         )
-    command = default_command(spec, app.app_dir)
+    version_source = version.source
+    version_location = version.location
+    if overrides.python_version is None and config_version is not None:
+        version_source = version_location = str(config_version[1])
     for path in tree.too_large:
         note = f"{path} is larger than {tree.max_file_bytes} bytes and was not read"
         if note not in warnings and not any(path in w for w in warnings):
@@ -97,7 +142,7 @@ def detect_tree(
     return Detection(
         root_dir=root.directory or ".",
         python_version=version.version,
-        python_version_source=version.source,
+        python_version_source=version_source,
         package_manager=manager.name,
         framework=app.framework,
         entrypoint=app.entrypoint,
@@ -106,14 +151,48 @@ def detect_tree(
         warnings=warnings,
         sources={
             "root_dir": root.source,
-            "python_version": version.location,
+            "python_version": version_location,
             "package_manager": manager.source,
             "framework": app.framework_source,
             "entrypoint": app.entrypoint_source,
-            "start_command": f"{app.framework} default: {spec.interface.upper()} → {spec.server}",
+            "start_command": (
+                declared.start.location
+                if declared.start is not None
+                else f"{app.framework} default: {spec.interface.upper()} → {spec.server}"
+            ),
+            **({"server": server_reason} if server_reason else {}),
             **app.extra_sources,
+            **_declared_sources(declared),
         },
         missing_server=missing,
         app_dir=app.app_dir,
         workspace_root=(root.workspace_root or ".") if workspace_lock is not None else None,
+        start_command_source=command_source,
+        autodetected_command=autodetected,
+        declared=declared,
+        settings={
+            key: declared.settings[key][0]
+            for key in ("health_check_path", "idle_timeout", "release_timeout")
+            if key in declared.settings
+        },
     )
+
+
+def _missing_server(command: str, has: Callable[[str], bool]) -> str | None:
+    """The server package ``command`` starts when the dependencies lack it."""
+    server = server_of(split_steps(command)[-1])
+    package = {"waitress-serve": "waitress", "fastapi": "fastapi-cli"}.get(server or "", server)
+    return package if package and not has(package) else None
+
+
+def _declared_sources(declared: Declarations) -> dict[str, str]:
+    found = {
+        key: str(where)
+        for key, (_value, where) in declared.settings.items()
+        if key in ("health_check_path", "idle_timeout", "release_timeout")
+    }
+    if declared.release is not None:
+        found["release_command"] = declared.release.location
+    for name, proc in declared.processes.items():
+        found[f"process.{name}"] = proc.location
+    return found

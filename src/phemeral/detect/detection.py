@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from phemeral.detect.declared import Declarations, Declared
 from phemeral.models import AppSpec
 
 
@@ -22,6 +23,11 @@ class Detection:
     missing_server: str | None = None  # a server package the build must add
     app_dir: str = ""  # directory (relative to root_dir) the entry module is imported from
     workspace_root: str | None = None  # uv workspace holding the lock, when root_dir is a member
+    # What the repository declares (Procfile, phemeral.toml, other platforms' files):
+    start_command_source: str = "autodetected"  # of `start_command`: "procfile", … (no custom)
+    autodetected_command: str = ""  # the default command, whether or not it is used
+    declared: Declarations = field(default_factory=Declarations)
+    settings: dict[str, object] = field(default_factory=dict)  # health path, idle/release timeout
 
     def to_json(self) -> dict[str, object]:
         """The object ``phemeral detect --json`` prints (the documented keys first)."""
@@ -41,6 +47,10 @@ class Detection:
             "app_dir": self.app_dir,
             "django_settings_module": self.app_spec.django_settings_module,
             "workspace_root": self.workspace_root,
+            "start_command_source": self.start_command_source,
+            "autodetected_start_command": self.autodetected_command or self.start_command,
+            **self.declared.to_json(),
+            **self.settings,
         }
 
     def summary(self) -> str:
@@ -52,9 +62,30 @@ class Detection:
             f"package manager  {self.package_manager}  ({where.get('package_manager', '')})",
             f"framework        {self.framework}  ({where.get('framework', '')})",
             f"entry point      {self.entrypoint}  ({where.get('entrypoint', '')})",
-            f"start command    {self.start_command}",
+            f"start command    {self.start_command}  ({self._start_where()})",
         ]
+        if self.declared.release is not None:
+            rel = self.declared.release
+            lines.append(f"release command  {rel.command}  ({rel.location})")
+        for name, proc in self.declared.processes.items():
+            lines.append(f"process {name:<8} {proc.command}  ({proc.location})")
+        for key in ("health_check_path", "idle_timeout", "release_timeout"):
+            if key in self.settings:
+                lines.append(f"{key:<16} {self.settings[key]}  ({where.get(key, '')})")
+        notes = [n for d in self._declared_all() for n in d.notes]
+        lines += [f"note: {n}" for n in notes]
+        lines += [f"not used: {u}" for u in self.declared.unused]
+        lines += [f"hint: {h}" for h in self.declared.hints]
         if self.missing_server:
             lines.append(f"server           {self.missing_server} (added by the build)")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _start_where(self) -> str:
+        if self.start_command_source == "autodetected":
+            return "autodetected"
+        return f"{self.start_command_source}, {self.sources.get('start_command', '')}"
+
+    def _declared_all(self) -> list[Declared]:
+        found = [self.declared.start, self.declared.release, *self.declared.processes.values()]
+        return [d for d in found if d is not None]
