@@ -27,6 +27,7 @@ cgroup v2 (one directory with ``memory.max``, ``pids.max``, ``cpu.max``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shlex
@@ -39,7 +40,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from phemeral import seccomp
 from phemeral.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Top-level names bwrap recreates; a bind under /usr is already visible read-only.
 _SYSTEM_RO = (Path("/usr"),)
@@ -86,6 +90,8 @@ class SandboxSpec:
     fsize_mb: int | None = 2048
     tmpfs_mb: int = 256
     extra_bwrap_args: tuple[str, ...] = ()  # e.g. ("--info-fd", "8"), placed before the binds
+    # File descriptors the caller passes to the command (the seccomp filter's fd avoids them).
+    pass_fds: tuple[int, ...] = ()
     # Variables that must not appear in argv (secrets): a file written by `write_env_file`,
     # sourced by /bin/sh inside the sandbox just before ``argv`` runs (bound read-only).
     env_file: Path | None = None
@@ -129,6 +135,8 @@ def wrap(argv: Sequence[str], spec: SandboxSpec, *, use_bwrap: bool | None = Non
         "setpriv": _require("setpriv") if root else "",
         "bwrap": _require("bwrap") if use_bwrap else "",
         "env": _require("env") if not use_bwrap else "",
+        "seccomp": _seccomp_filter() if use_bwrap else "",
+        "sh": _require("sh") if use_bwrap else "",
     }
     return build_argv(argv, spec, root=root, use_bwrap=use_bwrap, tools=tools)
 
@@ -146,10 +154,20 @@ def build_argv(
     if not argv:
         raise SandboxRefused("nothing to run")
     path_exists = exists or _exists
-    out = [tools["prlimit"], *_rlimits(spec), "--"]
+    out: list[str] = []
+    seccomp_fd: int | None = None
+    if use_bwrap and tools.get("seccomp"):
+        # bwrap reads the filter from an fd; a fresh one per launch, opened by a tiny shell
+        # (bwrap reads it to the end and closes it: the command never sees it).
+        seccomp_fd = seccomp_fd_for(spec.pass_fds)
+        out += [tools["sh"], "-c", f'exec "$@" {seccomp_fd}<"$0"', tools["seccomp"]]
+    out += [tools["prlimit"], *_rlimits(spec), "--"]
     drop = _setpriv(spec, tools["setpriv"]) if root else []
     if use_bwrap:
-        out += [tools["bwrap"], *_bwrap_args(spec, root=root, exists=path_exists), "--"]
+        bwrap_args = _bwrap_args(spec, root=root, exists=path_exists)
+        if seccomp_fd is not None:
+            bwrap_args = ["--seccomp", str(seccomp_fd), *bwrap_args]
+        out += [tools["bwrap"], *bwrap_args, "--"]
         out += drop
     else:
         # No namespaces: clean environment and working directory via env(1), then the uid drop.
@@ -166,6 +184,29 @@ def build_argv(
 
 def _exists(path: str) -> bool:
     return os.path.lexists(path)
+
+
+def seccomp_fd_for(pass_fds: Iterable[int]) -> int:
+    """The fd number the filter is opened on: the first of 3..9 the caller does not pass."""
+    taken = set(pass_fds)
+    for fd in range(3, 10):
+        if fd not in taken:
+            return fd
+    raise SandboxRefused("no free file descriptor below 10 for the seccomp filter")
+
+
+def _seccomp_filter() -> str:
+    """The compiled filter's path, or "" (logged once) where no syscall table exists."""
+    path = seccomp.filter_file()
+    if path is None:
+        _warn_once("no seccomp filter for this architecture: sandboxes run without one")
+        return ""
+    return str(path)
+
+
+@lru_cache(maxsize=8)
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -289,6 +330,8 @@ def available() -> bool:
                 "prlimit": _require("prlimit"),
                 "setpriv": _tool("setpriv") or "",
                 "bwrap": bwrap,
+                "seccomp": _seccomp_filter(),
+                "sh": _require("sh"),
             },
         )
         result = subprocess.run(argv, capture_output=True, timeout=20, check=False)

@@ -61,9 +61,7 @@ class AppTemplates:
         spec = sup.launcher.spec(release, env)
         try:
             process = await template.launch(
-                lambda fd: sup.launcher.argv(
-                    sup.launcher.zygote_argv(release, fd), spec, dep.cgroup
-                ),
+                lambda fd: sup.launcher.template_argv(release, fd, spec, dep.cgroup),
                 out_w,
                 err_w,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -84,6 +85,13 @@ class Launcher:
         if cgroup is not None:
             return [*cgroup.join_argv(), *wrapped]
         return wrapped
+
+    def template_argv(
+        self, release: Release, fd: int, spec: sandbox.SandboxSpec, cgroup: sandbox.Cgroup | None
+    ) -> list[str]:
+        """The sandboxed template command line, its control socket passed on ``fd``."""
+        spec = dataclasses.replace(spec, pass_fds=(*spec.pass_fds, fd))
+        return self.argv(self.zygote_argv(release, fd), spec, cgroup)
 
     def zygote_argv(self, release: Release, fd: int) -> list[str]:
         """The template script run by the release's own python, its control socket ``fd``."""

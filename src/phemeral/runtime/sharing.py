@@ -93,7 +93,7 @@ class SharedTemplates:
         template = TemplateProcess(lambda _pid, _code, _sig: None)
 
         def argv_for(fd: int) -> list[str]:
-            return sup.launcher.argv(sup.launcher.zygote_argv(release, fd), spec, cgroup)
+            return sup.launcher.template_argv(release, fd, spec, cgroup)
 
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
