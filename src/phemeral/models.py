@@ -237,3 +237,33 @@ class RoutingSnapshot:
     base_domain: str
     deployments: Mapping[str, DeploymentRoute]
     domains: Mapping[str, str | None]
+    # full host names attached to an environment (``shop.example.com``) → its current deployment
+    custom_domains: Mapping[str, str | None] = field(default_factory=dict)
+    # full host name → what the router does about HTTPS for it (absent: nothing)
+    policies: Mapping[str, HostPolicy] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HostPolicy:
+    """HTTPS behaviour of one environment host, decided by the control plane.
+
+    ``https_redirect`` is only ever true when the host has a valid certificate and its
+    environment did not turn the redirect off; ``hsts_max_age`` > 0 adds
+    ``Strict-Transport-Security`` to responses sent over HTTPS.
+    """
+
+    https_redirect: bool = False
+    hsts_max_age: int = 0
+
+
+@dataclass(frozen=True)
+class TlsCertificate:
+    """A certificate the router may serve: PEM chain (leaf first) and PEM private key.
+
+    ``names`` are exact host names or one-label wildcards (``*.example.com``).
+    """
+
+    names: tuple[str, ...]
+    chain_pem: bytes
+    key_pem: bytes = field(repr=False)
+    not_after: datetime

@@ -170,7 +170,11 @@ async def run_platform(settings: Settings) -> None:
     from phemeral.models import Upstream
     from phemeral.router import serve_router
     from phemeral.runtime.supervisor import Runtime
+    from phemeral.tls.pem import certificate_from_files
 
+    wildcard = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        wildcard = certificate_from_files(settings.tls_cert, settings.tls_key)
     private = Path(tempfile.mkdtemp(prefix="phemeral-api-"))  # short path: sun_path ≤ 107
     sock = str(private / "api.sock")
     try:
@@ -183,6 +187,8 @@ async def run_platform(settings: Settings) -> None:
                 backends=cp.runtime,
                 control_plane=Upstream(unix_path=sock),
                 log_sink=cp.logs,
+                https_port=settings.https_port,
+                certificates=[] if wildcard is None else [wildcard],
             )
             cp.listeners.append(router.update)
             try:

@@ -16,6 +16,8 @@ from typing import Any
 from phemeral.errors import ConfigError
 
 ENV_PREFIX = "PHEMERAL_"
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
@@ -48,6 +50,13 @@ class Settings:
     sandbox: str = "auto"  # auto | bwrap | none
     runtime_log_cap: int = 20_000  # runtime log lines kept per deployment
     github_api_url: str = "https://api.github.com"
+    https_port: int | None = None  # the router's TLS listener; None: plain HTTP only
+    tls_cert: Path | None = None  # a wildcard for the base domain (PEM chain), with tls_key
+    tls_key: Path | None = None
+    acme_directory: str = LETSENCRYPT  # where certificates for custom domains come from
+    acme_email: str | None = None  # the ACME account's contact
+    acme_ca_bundle: Path | None = None  # CA file trusted for the ACME server's own HTTPS
+    acme_retry_seconds: float = 300.0  # first retry after a failed issuance (doubles, ≤ 1 day)
 
     @property
     def database_uri(self) -> str:
@@ -82,6 +91,13 @@ _CASTS: dict[str, Any] = {
     "runtime_log_cap": int,
     "github_api_url": str,
     "sandbox": str,
+    "https_port": int,
+    "tls_cert": Path,
+    "tls_key": Path,
+    "acme_directory": str,
+    "acme_email": str,
+    "acme_ca_bundle": Path,
+    "acme_retry_seconds": float,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -147,6 +163,19 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name.replace('_', '-')} must be positive")
     if settings.build_concurrency < 1:
         raise ConfigError("build concurrency must be at least 1")
+    if settings.https_port is not None:
+        if not 0 < settings.https_port < 65536:
+            raise ConfigError(f"https port must be between 1 and 65535, not {settings.https_port}")
+        if settings.https_port == settings.port:
+            raise ConfigError("the HTTPS port must differ from the plain-HTTP port")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if settings.tls_cert is not None and settings.https_port is None:
+        raise ConfigError("--tls-cert needs --https-port (the listener that serves it)")
+    if not settings.acme_directory.startswith(("https://", "http://")):
+        raise ConfigError(f"ACME directory {settings.acme_directory!r} is not an http(s) URL")
+    if settings.acme_retry_seconds <= 0:
+        raise ConfigError("acme-retry-seconds must be positive")
     if settings.sandbox not in ("auto", "bwrap", "none"):
         raise ConfigError(f"sandbox must be auto, bwrap or none, not {settings.sandbox!r}")
     return replace(settings, base_domain=base, data_dir=settings.data_dir.expanduser().absolute())

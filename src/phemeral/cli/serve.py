@@ -15,7 +15,7 @@ import click
 import uvloop
 
 from phemeral.errors import PhemeralError
-from phemeral.settings import load_settings
+from phemeral.settings import LETSENCRYPT_STAGING, load_settings
 
 
 @click.command("serve")
@@ -28,15 +28,42 @@ from phemeral.settings import load_settings
 @click.option(
     "--allow-local-repos", is_flag=True, default=None, help="Allow local paths as repositories."
 )
+@click.option("--https-port", type=int, help="Also serve HTTPS on this port (TLS in the router).")
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM certificate chain for the base domain (e.g. a wildcard), with --tls-key.",
+)
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="Its PEM key.")
+@click.option("--acme-directory", help="ACME directory URL (default: Let's Encrypt production).")
+@click.option(
+    "--acme-staging",
+    is_flag=True,
+    default=False,
+    help="Use Let's Encrypt's staging directory (untrusted certificates, high rate limits).",
+)
+@click.option("--acme-email", help="Contact email of the ACME account.")
+@click.option(
+    "--acme-ca-bundle",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CA file to trust for the ACME server's own HTTPS (private or test CAs).",
+)
 def serve(**options: object) -> None:
     """Run the API, builder, runtime and router on one port."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from phemeral.server import run_platform
 
+    if options.pop("acme_staging"):
+        if options.get("acme_directory"):
+            click.echo("error: --acme-staging and --acme-directory exclude each other", err=True)
+            sys.exit(2)
+        options["acme_directory"] = LETSENCRYPT_STAGING
     try:
         settings = load_settings(overrides=options)
         click.echo(f"data dir: {settings.data_dir}")
         click.echo(f"listening on http://{settings.host}:{settings.port}")
+        if settings.https_port is not None:
+            click.echo(f"listening on https://{settings.host}:{settings.https_port}")
         click.echo(f"dashboard: {settings.base_url}")
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_until_signalled(run_platform(settings)))

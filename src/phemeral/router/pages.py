@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 _REASONS = {
+    308: "Permanent Redirect",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -72,3 +73,29 @@ def named_page(name: str, *, close: bool) -> tuple[int, bytes]:
 def reject_page(status: int, reason: str) -> bytes:
     """The answer to a refused request head; always closes the connection."""
     return page(status, reason[:1].upper() + reason[1:] + ".", close=True)
+
+
+def redirect_page(location: bytes, *, close: bool) -> bytes:
+    """308 to ``location`` (the same request over HTTPS: the method and body are kept)."""
+    lines = [
+        b"HTTP/1.1 308 Permanent Redirect",
+        b"location: " + location,
+        b"content-length: 0",
+        b"cache-control: no-store",
+    ]
+    if close:
+        lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def plain_text(body: bytes, *, close: bool) -> bytes:
+    """200 with a text/plain body (ACME HTTP-01 key authorizations)."""
+    lines = [
+        b"HTTP/1.1 200 OK",
+        b"content-type: text/plain",
+        b"content-length: %d" % len(body),
+        b"cache-control: no-store",
+    ]
+    if close:
+        lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

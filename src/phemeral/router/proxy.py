@@ -28,15 +28,18 @@ from phemeral.router.head import (
     find_head_end,
     parse_request_head,
 )
-from phemeral.router.pages import named_page, reject_page
+from phemeral.router.host import normalise_host
+from phemeral.router.pages import named_page, plain_text, redirect_page, reject_page
 from phemeral.router.state import Router as Router
 from phemeral.router.state import RouterLimits as RouterLimits
 from phemeral.router.table import NO_HOST, ControlPlane, DeploymentTarget
+from phemeral.router.tls import ACME_CHALLENGE_PREFIX
 from phemeral.router.upstream import R_HEAD, UpstreamConnection
 
 log = logging.getLogger(__name__)
 
 CONTROL_KEY = "\x00control-plane"
+_PROTO = {False: b"x-forwarded-proto: http\r\n", True: b"x-forwarded-proto: https\r\n"}
 BUFFER_LIMIT = 1024 * 1024  # early request body / pipelined bytes held before pausing reads
 
 # Deadline kinds (checked by the router's sweeper once per second).
@@ -46,8 +49,10 @@ _NONE, _HEAD, _KEEPALIVE, _FIRST_BYTE, _IDLE = range(5)
 class ClientConnection(asyncio.Protocol):
     """One client connection: reads request heads, routes them, relays the exchange."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, *, tls: bool = False) -> None:
         self.router = router
+        self.tls = tls  # the connection came in over the HTTPS listener
+        self.extra_head = b""  # lines added to the response head (HSTS over HTTPS)
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.closed = False
@@ -84,9 +89,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else "unknown"
-        self.forwarded = (
-            b"x-forwarded-for: " + str(address).encode() + b"\r\n" + self.router.proto_header
-        )
+        self.forwarded = b"x-forwarded-for: " + str(address).encode() + b"\r\n" + _PROTO[self.tls]
         self.router.connections.add(self)
         self._set_deadline(_KEEPALIVE, self.router.limits.header_timeout)
 
@@ -170,11 +173,25 @@ class ClientConnection(asyncio.Protocol):
             return
         router = self.router
         host = parsed.host
+        if (
+            not self.tls
+            and router.challenges
+            and host is not None
+            and parsed.target.startswith(ACME_CHALLENGE_PREFIX)
+            and self._challenge(parsed, host)
+        ):
+            return
         route = NO_HOST if host is None else router.table.resolve_raw(host)
         if route is None:
             self._reject(400, "invalid Host header")
             return
         if type(route) is DeploymentTarget:
+            if self.tls:
+                self.extra_head = route.hsts
+            elif route.https_redirect and router.https_port is not None:
+                assert host is not None
+                self._redirect(parsed, host, router.https_port)
+                return
             status = route.status
             if status is not DeploymentStatus.SUCCESSFUL:
                 self._local(parsed, "building" if status is DeploymentStatus.BUILDING else "failed")
@@ -182,6 +199,7 @@ class ClientConnection(asyncio.Protocol):
             deployment_id: str | None = route.deployment_id
             key = route.deployment_id
         elif type(route) is ControlPlane:
+            self.extra_head = b""
             deployment_id = None
             key = CONTROL_KEY
         else:
@@ -437,6 +455,35 @@ class ClientConnection(asyncio.Protocol):
         close = not request.keep_alive or request.has_body
         _, page = named_page(name, close=close)
         self.write(page)
+        if close:
+            self._close()
+        else:
+            self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
+
+    def _challenge(self, request: RequestHead, raw_host: bytes) -> bool:
+        """Answer an ACME HTTP-01 request whose token we know; False: not ours, route it."""
+        host = normalise_host(raw_host)
+        answer = None if host is None else self.router.challenges.answer(host, request.target)
+        if answer is None:
+            return False
+        close = not request.keep_alive or request.has_body
+        self.write(plain_text(answer, close=close))
+        if close:
+            self._close()
+        else:
+            self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
+        return True
+
+    def _redirect(self, request: RequestHead, raw_host: bytes, https_port: int) -> None:
+        """308 to the same target over HTTPS (the host has a valid certificate)."""
+        host = normalise_host(raw_host)
+        if host is None:
+            self._reject(400, "invalid Host header")
+            return
+        port = b"" if https_port == 443 else b":%d" % https_port
+        location = b"https://" + host.encode() + port + request.target
+        close = not request.keep_alive or request.has_body
+        self.write(redirect_page(location, close=close))
         if close:
             self._close()
         else:

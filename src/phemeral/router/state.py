@@ -1,4 +1,5 @@
-"""The router's shared state: route table, upstream pool, wake gate, access log, open connections.
+"""The router's shared state: route table, upstream pool, wake gate, access log, open connections,
+certificates (`phemeral.router.tls`) and pending ACME challenge answers.
 
 `Router` is what every client connection (`phemeral.router.proxy.ClientConnection`) reads its
 routes, limits and pools from; `RouterLimits` holds the router's timeouts and bounds.
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from phemeral.router.backends import WakeGate
 from phemeral.router.pool import UpstreamPool
 from phemeral.router.table import RouteTable
+from phemeral.router.tls import CertificateStore, ChallengeResponses
 
 if TYPE_CHECKING:
     from phemeral.models import RoutingSnapshot, Upstream
@@ -35,7 +37,7 @@ class RouterLimits:
     wake_deadline: float = 30.0  # how long a held request waits for the start
     pool_max_idle: int = 128  # idle upstream connections kept per backend
     pool_idle_timeout: float = 4.0  # below uvicorn's 5 s keep-alive, to avoid reuse races
-    forwarded_proto: str = "http"
+    tls_handshake_timeout: float = 15.0  # a TLS handshake must complete within this
 
 
 class Router:
@@ -63,7 +65,9 @@ class Router:
             backends, queue_limit=limits.wake_queue_limit, deadline=limits.wake_deadline
         )
         self.connections: set[ClientConnection] = set()
-        self.proto_header = b"x-forwarded-proto: " + limits.forwarded_proto.encode() + b"\r\n"
+        self.certificates = CertificateStore()
+        self.challenges = ChallengeResponses()
+        self.https_port: int | None = None  # set when the HTTPS listener is open
 
     def update(self, snapshot: RoutingSnapshot) -> None:
         """Swap the route table; requests already routed keep their upstream."""

@@ -6,6 +6,7 @@ database and never sees a half-applied change. Rules, in order:
 - the base domain itself, ``localhost`` and IP literals → the control plane;
 - ``{label}.{base}`` where ``label`` is ONE DNS label: a deployment id (its own domain, always
   that deployment), else an environment domain (its current deployment);
+- a custom domain (a full host name attached to an environment) → its current deployment;
 - anything else → not found. Matching is on label boundaries, so ``evil{base}`` or
   ``x.{label}.{base}`` never match.
 """
@@ -29,6 +30,8 @@ class DeploymentTarget:
     deployment_id: str
     via: Literal["deployment", "environment"]
     status: DeploymentStatus
+    https_redirect: bool = False  # plain-HTTP requests get a 308 to HTTPS
+    hsts: bytes = b""  # a Strict-Transport-Security line for HTTPS responses, or nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +68,34 @@ class RouteTable:
             return NO_HOST
         if host == self._base or host == "localhost" or is_ip_literal(host):
             return CONTROL_PLANE
+        snapshot = self._snapshot
+        if host in snapshot.custom_domains:
+            return self._environment(host, snapshot.custom_domains[host])
         if not host.endswith(self._suffix):
             return UNKNOWN_HOST
         label = host[: -len(self._suffix)]
         if not label or "." in label:
             return UNKNOWN_HOST
-        snapshot = self._snapshot
         route = snapshot.deployments.get(label)
         if route is not None:
             return DeploymentTarget(label, "deployment", route.status)
         if label not in snapshot.domains:
             return UNKNOWN_HOST
-        current = snapshot.domains[label]
-        if current is None:
+        return self._environment(host, snapshot.domains[label])
+
+    def _environment(self, host: str, current: str | None) -> Route:
+        """The current deployment of the environment ``host`` belongs to, with its policy."""
+        snapshot = self._snapshot
+        route = None if current is None else snapshot.deployments.get(current)
+        if route is None or current is None:
             return NotFound("no-current-deployment")
-        route = snapshot.deployments.get(current)
-        if route is None:
-            return NotFound("no-current-deployment")
-        return DeploymentTarget(current, "environment", route.status)
+        policy = snapshot.policies.get(host)
+        if policy is None:
+            return DeploymentTarget(current, "environment", route.status)
+        hsts = b""
+        if policy.hsts_max_age > 0:
+            hsts = b"strict-transport-security: max-age=%d\r\n" % policy.hsts_max_age
+        return DeploymentTarget(current, "environment", route.status, policy.https_redirect, hsts)
 
     def resolve_raw(self, raw_host: bytes) -> Route | None:
         """Normalise then resolve a raw Host value; None when the value is invalid (400).

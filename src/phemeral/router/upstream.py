@@ -112,6 +112,11 @@ class UpstreamConnection(asyncio.Protocol):
                     self.buf += data
                 return
             end += 4
+            extra = client.extra_head
+            if extra:  # e.g. Strict-Transport-Security, after the status line
+                line_end = data.find(b"\r\n") + 2
+                data = data[:line_end] + extra + data[line_end:]
+                end += len(extra)
             request = client.request
             assert request is not None
             plain = match_plain_response(data, 0, end)

@@ -1,0 +1,5 @@
+"""Certificates on the control plane's side: the operator's files, ACME issuance and renewal.
+
+The router only ever sees `phemeral.models.TlsCertificate` values (`RouterServer.set_certificates`)
+and HTTP-01 answers (`RouterServer.set_challenge`); everything here decides what those are.
+"""
