@@ -18,7 +18,8 @@ them intact (API JSON body, CLI stderr, build log); `exit_code` is what the CLI 
     ├── RuntimeFailure              an instance could not start or serve          (exit 1, 503)
     │   ├── BootFailed              the app crashed or never bound $PORT in time
     │   └── Unavailable             no instance can serve now (queue full, crash loop)
-    └── StoreUnavailable            the database is locked or unreachable          (exit 1, 503)
+    ├── StoreUnavailable            the database is locked or unreachable          (exit 1, 503)
+    └── ServiceFailure              a backing service cannot start / be changed    (exit 1, 503)
 """
 
 from __future__ import annotations
@@ -133,3 +134,10 @@ class StoreUnavailable(PhemeralError):
 
     http_status = 503
     code = "store_unavailable"
+
+
+class ServiceFailure(PhemeralError):
+    """A backing service (PostgreSQL, Redis) could not be started, provisioned or changed."""
+
+    http_status = 503
+    code = "service_failed"

@@ -41,6 +41,7 @@ from phemeral.deploys import (
     reconcile_after_restart,
     releases,
 )
+from phemeral.deploys.services import start_services, stop_services
 from phemeral.models import RuntimeLogSink
 from phemeral.secrets import SecretBox
 from phemeral.settings import Settings
@@ -109,6 +110,9 @@ async def control_plane(
         if cp.builder is None:
             log.warning("no builder installed: new deployments will fail until one is attached")
         cp.logs.start()
+        failed = await asyncio.to_thread(start_services, cp)
+        for message in failed:
+            print(f"backing service failed to start: {message}", flush=True)
         cp.queue = BuildQueue(cp)
         runtime = runtime_factory(settings, cp.logs) if runtime_factory else None
         if runtime is not None:
@@ -123,6 +127,7 @@ async def control_plane(
             await cp.queue.close()
             if runtime is not None:
                 await runtime.close()
+            await asyncio.to_thread(stop_services, cp)
     finally:
         await asyncio.to_thread(cp.logs.close)
         cp.store.close()

@@ -57,6 +57,11 @@ class Settings:
     acme_email: str | None = None  # the ACME account's contact
     acme_ca_bundle: Path | None = None  # CA file trusted for the ACME server's own HTTPS
     acme_retry_seconds: float = 300.0  # first retry after a failed issuance (doubles, ≤ 1 day)
+    # Backing services: None runs the embedded PostgreSQL cluster in the data dir on demand;
+    # a postgresql:// URL of a role with CREATEROLE + CREATEDB provisions into that server.
+    postgres_admin_url: str | None = None
+    services_host: str = "127.0.0.1"  # where services listen and apps reach them
+    redis_maxmemory_mb: int = 64  # per Redis service
 
     @property
     def database_uri(self) -> str:
@@ -98,6 +103,9 @@ _CASTS: dict[str, Any] = {
     "acme_email": str,
     "acme_ca_bundle": Path,
     "acme_retry_seconds": float,
+    "postgres_admin_url": str,
+    "services_host": str,
+    "redis_maxmemory_mb": int,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -178,4 +186,9 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("acme-retry-seconds must be positive")
     if settings.sandbox not in ("auto", "bwrap", "none"):
         raise ConfigError(f"sandbox must be auto, bwrap or none, not {settings.sandbox!r}")
+    admin = settings.postgres_admin_url
+    if admin is not None and not admin.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("postgres admin URL must start with postgresql://")
+    if settings.redis_maxmemory_mb < 1:
+        raise ConfigError("redis maxmemory must be at least 1 MB")
     return replace(settings, base_domain=base, data_dir=settings.data_dir.expanduser().absolute())

@@ -44,7 +44,7 @@ def test_create_show_patch_delete(api: httpx.Client) -> None:
     patched = api.patch(f"/projects/{name}", json={"start_command": None, "python_version": "3.12"})
     assert patched.json()["start_command"] is None and patched.json()["python_version"] == "3.12"
 
-    assert api.delete(f"/projects/{name}").status_code == 204
+    assert api.delete(f"/projects/{name}").status_code == 200
     assert error(api.get(f"/projects/{name}")) == (404, "not_found")
     assert error(api.delete(f"/projects/{name}")) == (404, "not_found")
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from phemeral import deploys
 from phemeral.api.deps import CP, Actor
+from phemeral.deploys.services import copy_services, variable_listing
 from phemeral.store.schema import Project
 from phemeral.store.views import (
+    MASK,
     environment_view,
     get_environment,
     get_project,
     project_view,
     promotions_view,
-    variables_view,
 )
 
 router = APIRouter(tags=["projects"])
@@ -57,6 +59,16 @@ class EnvironmentCreate(Strict):
     name: str
     branches: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
+    copy_services_from: str | None = Field(
+        default=None,
+        description="Give the new environment a service of each kind this environment "
+        "(e.g. production) has.",
+    )
+    copy_data: bool = Field(
+        default=False,
+        description="With copy_services_from: copy schema and data (pg_dump | pg_restore, "
+        "Redis RDB); otherwise the new services start empty.",
+    )
 
 
 class EnvironmentPatch(Strict):
@@ -104,13 +116,20 @@ def patch_project(name: str, body: ProjectPatch, cp: CP, actor: Actor) -> Json:
     return show_project(name, cp, actor)
 
 
-@router.delete("/projects/{name}", status_code=204)
-async def delete_project(name: str, cp: CP, actor: Actor) -> Response:
-    ids = await asyncio.to_thread(deploys.delete_project, cp, name)
+@router.delete("/projects/{name}")
+async def delete_project(name: str, cp: CP, actor: Actor, delete_services: bool = False) -> Json:
+    """Delete a project. With backing services, refused (409) unless ``delete_services=true``;
+    each service leaves a final backup in the data dir (paths in the answer)."""
+    ids, removed = await asyncio.to_thread(
+        deploys.delete_project, cp, name, delete_services=delete_services
+    )
     if cp.runtime is not None:
         for deployment_id in ids:
             await cp.runtime.retire(deployment_id)
-    return Response(status_code=204)
+    return {
+        "deleted": name,
+        "services": [{"name": r.name, "final_backup": r.backup} for r in removed],
+    }
 
 
 @router.get("/projects/{name}/webhook")
@@ -129,10 +148,43 @@ def _base_url(cp: deploys.ControlPlane) -> str:
 
 @router.post("/projects/{name}/environments", status_code=201)
 def create_environment(name: str, body: EnvironmentCreate, cp: CP, actor: Actor) -> Json:
+    """Create an environment; optionally with copies of another environment's services
+    (``copied_services`` says, per service, whether it holds "schema and data" or is "empty")."""
+    if body.copy_services_from is not None:
+        with cp.store.read() as s:  # the source must exist before anything is created
+            get_environment(s, get_project(s, name), body.copy_services_from)
     deploys.create_environment(cp, name, body.name, body.branches, body.domains)
+    copied: list[Json] = []
+    if body.copy_services_from is not None:
+        copied = copy_services(
+            cp, name, body.copy_services_from, body.name, with_data=body.copy_data
+        )
     with cp.store.read() as s:
         project = get_project(s, name)
-        return environment_view(s, get_environment(s, project, body.name), project, cp.settings)
+        view = environment_view(s, get_environment(s, project, body.name), project, cp.settings)
+    if body.copy_services_from is not None:
+        view["copied_services"] = copied
+    return view
+
+
+@router.delete("/projects/{name}/environments/{env}")
+async def delete_environment(
+    name: str, env: str, cp: CP, actor: Actor, delete_services: bool = False
+) -> Json:
+    """Delete an environment (not `production`) and its deployments. With backing services,
+    refused (409) unless ``delete_services=true``; each leaves a final backup in the data dir."""
+    ids, removed = await asyncio.to_thread(
+        deploys.delete_environment, cp, name, env, delete_services=delete_services
+    )
+    if cp.runtime is not None:
+        for deployment_id in ids:
+            await cp.runtime.retire(deployment_id)
+    for deployment_id in ids:
+        shutil.rmtree(cp.release_dir(name, deployment_id), ignore_errors=True)
+    return {
+        "deleted": f"{name}/{env}",
+        "services": [{"name": r.name, "final_backup": r.backup} for r in removed],
+    }
 
 
 @router.get("/projects/{name}/environments")
@@ -160,7 +212,7 @@ def list_promotions(name: str, env: str, cp: CP, actor: Actor) -> Json:
 def list_variables(name: str, env: str, cp: CP, actor: Actor) -> Json:
     with cp.store.read() as s:
         environment = get_environment(s, get_project(s, name), env)
-        return {"items": variables_view(s, environment, cp.box)}
+        return {"items": variable_listing(cp, s, environment, MASK)}
 
 
 @router.post("/projects/{name}/environments/{env}/variables")

@@ -32,6 +32,7 @@ ERRORS: dict[str, type[errors.PhemeralError]] = {
     "unauthorized": errors.Unauthorized,
     "bad_source": errors.SourceError,
     "build_failed": errors.BuildError,
+    "service_failed": errors.ServiceFailure,
     "runtime_failure": errors.RuntimeFailure,
     "store_unavailable": errors.StoreUnavailable,
 }

@@ -16,7 +16,9 @@ from phemeral.errors import InvalidInput, PhemeralError
 
 
 def register(main: click.Group) -> None:
-    for command in (projects, environments, deployments, promote, logs, env, serve):
+    from phemeral.cli.services import services
+
+    for command in (projects, environments, deployments, promote, logs, env, serve, services):
         main.add_command(command)
 
 
@@ -99,10 +101,21 @@ def projects_show(cli: Cli, name: str) -> None:
 @api_command
 def projects_delete(cli: Cli, name: str, yes: bool) -> None:
     """Delete project NAME and all its deployments."""
+    services = [s["name"] for s in cli.api.get(f"/projects/{name}/services")["items"]]
     if not yes and not cli.json:
-        click.confirm(f"Delete project {name} and every deployment of it?", abort=True)
-    cli.api.delete(f"/projects/{name}")
-    cli.emit({"deleted": name}, lambda: out.print(f"[green]deleted[/] project {name}"))
+        also = f" and its services {', '.join(services)} (each keeps a final backup)"
+        click.confirm(
+            f"Delete project {name} and every deployment of it{also if services else ''}?",
+            abort=True,
+        )
+    done = cli.api.request("DELETE", f"/projects/{name}", params={"delete_services": "true"})
+
+    def human() -> None:
+        out.print(f"[green]deleted[/] project {name}")
+        for svc in done["services"]:
+            out.print(f"  service {svc['name']}: final backup {svc['final_backup']}")
+
+    cli.emit(done, human)
 
 
 @projects.command("set")
@@ -148,18 +161,41 @@ def environments() -> None:
 @click.argument("name")
 @click.option("--branch", "branches", multiple=True, help="Branch deployed here (repeatable).")
 @click.option("--domain", "domains", multiple=True, help="Extra subdomain (repeatable).")
+@click.option(
+    "--copy-services-from",
+    metavar="ENV",
+    help="Give it a service of each kind ENV (e.g. production) has.",
+)
+@click.option(
+    "--with-data/--empty",
+    default=False,
+    show_default=True,
+    help="With --copy-services-from: copy schema and data, or start empty.",
+)
 @api_command
 def environments_create(
-    cli: Cli, project: str, name: str, branches: tuple[str, ...], domains: tuple[str, ...]
+    cli: Cli,
+    project: str,
+    name: str,
+    branches: tuple[str, ...],
+    domains: tuple[str, ...],
+    copy_services_from: str | None,
+    with_data: bool,
 ) -> None:
     """Create environment NAME in PROJECT."""
-    body = {"name": name, "branches": list(branches), "domains": list(domains)}
+    body: dict[str, Any] = {"name": name, "branches": list(branches), "domains": list(domains)}
+    if copy_services_from:
+        body |= {"copy_services_from": copy_services_from, "copy_data": with_data}
     e = cli.api.post(f"/projects/{project}/environments", body)
 
     def human() -> None:
         out.print(f"[green]created[/] environment {project}/{name}")
         for d in e["domains"]:
             out.print(f"  {d['url']}")
+        for svc in e.get("copied_services", []):
+            out.print(
+                f"  service {svc['name']} ({svc['kind']}) from {svc['from']}: {svc['contents']}"
+            )
 
     cli.emit(e, human)
 
@@ -193,6 +229,32 @@ def environments_set(
         )
     e = cli.api.patch(f"/projects/{project}/environments/{name}", body)
     cli.emit(e, lambda: out.print(f"[green]updated[/] environment {project}/{name}"))
+
+
+@environments.command("delete")
+@click.argument("project")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@api_command
+def environments_delete(cli: Cli, project: str, name: str, yes: bool) -> None:
+    """Delete environment NAME of PROJECT, its deployments and its services."""
+    listed = cli.api.get(f"/projects/{project}/services", environment=name)["items"]
+    services = [s["name"] for s in listed]
+    if not yes and not cli.json:
+        also = f" and its services {', '.join(services)} (each keeps a final backup)"
+        click.confirm(
+            f"Delete environment {project}/{name}, its deployments{also if services else ''}?",
+            abort=True,
+        )
+    params = {"delete_services": "true"} if (yes or services) else {}
+    done = cli.api.request("DELETE", f"/projects/{project}/environments/{name}", params=params)
+
+    def human() -> None:
+        out.print(f"[green]deleted[/] environment {project}/{name}")
+        for svc in done["services"]:
+            out.print(f"  service {svc['name']}: final backup {svc['final_backup']}")
+
+    cli.emit(done, human)
 
 
 @environments.command("list")
@@ -414,13 +476,17 @@ def env_unset(cli: Cli, project: str, keys: tuple[str, ...], environment: str) -
 @click.option("--environment", "-e", default="production", show_default=True)
 @api_command
 def env_list(cli: Cli, project: str, environment: str) -> None:
-    """List variables (secret values masked)."""
+    """List variables (secret values masked), with where each comes from: set by you, or
+    provided by a backing service (a variable you set wins over a service's)."""
     data = cli.api.get(f"/projects/{project}/environments/{environment}/variables")
 
     def human() -> None:
-        table = Table("key", "value", "secret")
+        table = Table("key", "value", "secret", "source")
         for v in data["items"]:
-            table.add_row(v["key"], v["value"], "yes" if v["secret"] else "")
+            source = v.get("source", "user")
+            if v.get("overrides"):
+                source += f" (overrides {v['overrides']})"
+            table.add_row(v["key"], v["value"], "yes" if v["secret"] else "", source)
         out.print(table)
 
     cli.emit(data, human)

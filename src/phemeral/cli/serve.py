@@ -26,6 +26,11 @@ from phemeral.settings import LETSENCRYPT_STAGING, load_settings
 @click.option("--idle-timeout", type=float, help="Seconds idle before an app scales to zero.")
 @click.option("--database-url", help="postgresql+psycopg://… (default: SQLite in the data dir).")
 @click.option(
+    "--postgres-admin-url",
+    help="postgresql://… of an existing server to provision databases into "
+    "(default: a private PostgreSQL cluster in the data dir).",
+)
+@click.option(
     "--allow-local-repos", is_flag=True, default=None, help="Allow local paths as repositories."
 )
 @click.option("--https-port", type=int, help="Also serve HTTPS on this port (TLS in the router).")

@@ -16,6 +16,7 @@ phemeral.runtime.supervisor.Runtime satisfy them).
 
 from phemeral.deploys.environments import (
     create_environment,
+    delete_environment,
     set_variables,
     unset_variables,
     update_environment,
@@ -51,6 +52,7 @@ __all__ = [
     "create_deployment",
     "create_environment",
     "create_project",
+    "delete_environment",
     "delete_project",
     "deploy",
     "enough_disk",

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from phemeral.deploys.plane import ControlPlane, find_environment, now
 from phemeral.deploys.routing import publish
-from phemeral.errors import Conflict, NotFound
+from phemeral.deploys.services import Removed, delete_environment_services, environment_services
+from phemeral.errors import Conflict, InvalidInput, NotFound
+from phemeral.models import DeploymentStatus
 from phemeral.store.names import (
     check_branch,
     check_domain_label,
@@ -140,9 +142,52 @@ def unset_variables(cp: ControlPlane, project: str, environment: str, keys: list
     return sorted(keys)
 
 
-def environment_variables(cp: ControlPlane, s: Session, env: Environment) -> dict[str, str]:
-    rows = s.scalars(select(EnvVar).where(EnvVar.environment_id == env.id).order_by(EnvVar.key))
-    return {row.key: cp.box.decrypt(row.value) for row in rows}
+def services_in(cp: ControlPlane, project: str, environment: str | None) -> list[str]:
+    """Names of the services of one environment, or of every environment of the project."""
+    with cp.store.read() as s:
+        proj = get_project(s, project)
+        envs = s.scalars(select(Environment).where(Environment.project_id == proj.id))
+        return [
+            r.name
+            for e in envs
+            if environment is None or e.name == environment
+            for r in environment_services(s, e.id)
+        ]
+
+
+def require_service_confirmation(names: list[str], what: str, confirmed: bool) -> None:
+    if names and not confirmed:
+        raise Conflict(
+            f"{what} has services ({', '.join(names)}): deleting it deletes them too (each "
+            "keeps a final backup in the data dir); confirm with delete_services=true"
+        )
+
+
+def delete_environment(
+    cp: ControlPlane, project: str, name: str, *, delete_services: bool = False
+) -> tuple[list[str], list[Removed]]:
+    """Remove an environment (never `production`), its deployments and, once confirmed, its
+    services (a final backup of each). Returns the deployment ids to retire and the services."""
+    if name == "production":
+        raise InvalidInput("the production environment cannot be deleted; delete the project")
+    names = services_in(cp, project, name)
+    require_service_confirmation(names, f"environment {project}/{name}", delete_services)
+    with cp.store.read() as s:
+        env = find_environment(s, project, name)
+        building = s.scalar(
+            select(Deployment.id).where(
+                Deployment.environment_id == env.id, Deployment.status == DeploymentStatus.BUILDING
+            )
+        )
+        if building:
+            raise Conflict(f"deployment {building} of {project}/{name} is building; wait for it")
+        env_id = env.id
+    removed = delete_environment_services(cp, [env_id])
+    with cp.store.write() as s:
+        ids = list(s.scalars(select(Deployment.id).where(Deployment.environment_id == env_id)))
+        s.execute(delete(Environment).where(Environment.id == env_id))
+    publish(cp)
+    return ids, removed
 
 
 def deployment_runtime_env(

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from phemeral.deploys.environments import deployment_runtime_env, environment_variables
+from phemeral.deploys.environments import deployment_runtime_env
 from phemeral.deploys.plane import ControlPlane, find_environment, now
 from phemeral.deploys.promotion import move_pointer, should_promote
 from phemeral.deploys.routing import publish
+from phemeral.deploys.services import snapshot_variables
 from phemeral.errors import BuildError, InvalidInput, PhemeralError, StoreUnavailable
 from phemeral.models import (
     ArchiveSource,
@@ -93,6 +94,7 @@ def create_deployment(
         if trigger.kind == TriggerKind.PUSH:
             push_seq = trigger.push_seq if trigger.push_seq is not None else env.last_push_seq + 1
             env.last_push_seq = max(env.last_push_seq, push_seq)
+        variables, sources = snapshot_variables(cp, s, env)
         deployment = Deployment(
             id=_unused_deployment_id(s),
             project_id=proj.id,
@@ -111,7 +113,8 @@ def create_deployment(
             # with the autodetected default. Later changes to the project never reach it.
             start_command=proj.start_command,
             start_command_source=StartCommandSource.CUSTOM if proj.start_command else None,
-            env_snapshot=cp.box.encrypt(json.dumps(environment_variables(cp, s, env))),
+            env_snapshot=cp.box.encrypt(json.dumps(variables)),
+            env_sources=sources or None,
             created_at=now(),
         )
         s.add(deployment)

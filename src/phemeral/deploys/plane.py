@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from phemeral.models import BuildJob, BuildLog, BuildResult, InstanceState, Release, RoutingSnapshot
 from phemeral.secrets import SecretBox
+from phemeral.services.manager import ServiceManager
 from phemeral.settings import Settings
 from phemeral.store.db import Store
 from phemeral.store.logs import LogWriter
@@ -63,6 +64,14 @@ class ControlPlane:
     listeners: list[SnapshotListener] = field(default_factory=list)
     snapshot: RoutingSnapshot | None = None
     queue: BuildQueue | None = None
+    _services: ServiceManager | None = field(default=None, repr=False)
+
+    @property
+    def services(self) -> ServiceManager:
+        """The backing services' servers (nothing starts until a service needs it)."""
+        if self._services is None:
+            self._services = ServiceManager(self.settings)
+        return self._services
 
     @property
     def uploads_dir(self) -> Path:

@@ -13,14 +13,19 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 
-from phemeral.deploys.environments import add_environment
+from phemeral.deploys.environments import (
+    add_environment,
+    require_service_confirmation,
+    services_in,
+)
 from phemeral.deploys.plane import ControlPlane, now
 from phemeral.deploys.routing import publish
+from phemeral.deploys.services import Removed, delete_environment_services
 from phemeral.errors import Conflict, InvalidInput
 from phemeral.models import DeploymentStatus
 from phemeral.settings import Settings
 from phemeral.store.names import check_branch, check_project_name
-from phemeral.store.schema import Deployment, Project
+from phemeral.store.schema import Deployment, Environment, Project
 from phemeral.store.views import get_project
 
 FIRST_APP_UID = 20000
@@ -142,8 +147,26 @@ def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> P
     return project
 
 
-def delete_project(cp: ControlPlane, name: str) -> list[str]:
-    """Remove a project and everything in it; refused while one of its builds runs."""
+def delete_project(
+    cp: ControlPlane, name: str, *, delete_services: bool = False
+) -> tuple[list[str], list[Removed]]:
+    """Remove a project and everything in it; refused while one of its builds runs, and, while
+    it has backing services, until deleting them is confirmed (each keeps a final backup)."""
+    require_service_confirmation(services_in(cp, name, None), f"project {name}", delete_services)
+    with cp.store.read() as s:
+        project = get_project(s, name)
+        building = s.scalar(
+            select(Deployment.id).where(
+                Deployment.project_id == project.id,
+                Deployment.status == DeploymentStatus.BUILDING,
+            )
+        )
+        if building:
+            raise Conflict(f"deployment {building} of {name} is building; delete it afterwards")
+        env_ids = list(
+            s.scalars(select(Environment.id).where(Environment.project_id == project.id))
+        )
+    removed = delete_environment_services(cp, env_ids)
     with cp.store.write() as s:
         project = get_project(s, name, lock=True)
         ids = list(s.scalars(select(Deployment.id).where(Deployment.project_id == project.id)))
@@ -158,7 +181,7 @@ def delete_project(cp: ControlPlane, name: str) -> list[str]:
         s.execute(delete(Project).where(Project.id == project.id))
     publish(cp)
     shutil.rmtree(cp.settings.data_dir / "apps" / name, ignore_errors=True)
-    return ids
+    return ids, removed
 
 
 def webhook_secret(cp: ControlPlane, name: str) -> str:

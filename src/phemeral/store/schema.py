@@ -121,6 +121,8 @@ class Deployment(Base):
     settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # detection snapshot
     env_snapshot: Mapped[str] = mapped_column(Text)  # encrypted JSON object
     release: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the Release, for restarts
+    # Variables of the snapshot that came from backing services: {key: service name}.
+    env_sources: Mapped[dict[str, str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -152,6 +154,27 @@ class EnvVar(Base):
     value: Mapped[str] = mapped_column(Text)  # encrypted, secret or not
     secret: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Service(Base):
+    """A backing service (PostgreSQL database or Redis server) of one environment."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)  # platform-wide
+    kind: Mapped[str] = mapped_column(String(16))  # postgres | redis
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), index=True
+    )
+    location: Mapped[str] = mapped_column(String(16))  # embedded | external
+    resource: Mapped[str] = mapped_column(String(63), unique=True)  # database+role / directory
+    port: Mapped[int] = mapped_column(Integer)
+    credentials: Mapped[str] = mapped_column(Text)  # encrypted JSON
+    connection_limit: Mapped[int | None] = mapped_column(Integer)
+    maxmemory_mb: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BuildLogRow(Base):

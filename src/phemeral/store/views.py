@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from phemeral.errors import InvalidInput, NotFound
 from phemeral.models import InstanceState
-from phemeral.secrets import SecretBox
 from phemeral.settings import Settings
 from phemeral.store.cursor import clamp_limit, decode_cursor, encode_cursor
 from phemeral.store.schema import (
@@ -23,7 +22,6 @@ from phemeral.store.schema import (
     Deployment,
     Domain,
     Environment,
-    EnvVar,
     Project,
     Promotion,
     RuntimeLogRow,
@@ -103,6 +101,8 @@ def deployment_view(
         "start_command": d.start_command,
         "start_command_source": d.start_command_source,
         "is_current": env.current_deployment_id == d.id,
+        # variable name → the service it came from, as snapshotted at creation
+        "service_variables": dict(sorted((d.env_sources or {}).items())),
         "instances": {
             "instances": state.instances,
             "state": state.state,
@@ -239,20 +239,6 @@ def promotions_view(s: Session, env: Environment) -> list[Json]:
             "reason": p.reason,
         }
         for p in rows
-    ]
-
-
-def variables_view(s: Session, env: Environment, box: SecretBox) -> list[Json]:
-    """Secret values are never shown; plain ones are."""
-    rows = s.scalars(select(EnvVar).where(EnvVar.environment_id == env.id).order_by(EnvVar.key))
-    return [
-        {
-            "key": v.key,
-            "value": MASK if v.secret else box.decrypt(v.value),
-            "secret": v.secret,
-            "updated_at": iso(v.updated_at),
-        }
-        for v in rows
     ]
 
 

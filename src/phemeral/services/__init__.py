@@ -1,0 +1,2 @@
+"""Backing services: PostgreSQL databases and Redis servers that the platform provisions for an
+environment, and whose variables its deployments receive (see docs/architecture.md)."""
