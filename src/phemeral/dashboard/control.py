@@ -116,6 +116,33 @@ class ControlPlane:
         return _items(body)
 
     # deployments
+    # backing services
+    async def services(self, project: str, environment: str) -> list[JSON]:
+        body = await self._call(
+            "GET", f"/api/projects/{_seg(project)}/services", params={"environment": environment}
+        )
+        return _items(body)
+
+    async def service(self, name: str) -> JSON:
+        body: JSON = await self._call("GET", f"/api/services/{_seg(name)}")
+        return body
+
+    async def create_service(self, fields: Mapping[str, object]) -> JSON:
+        body: JSON = await self._call("POST", "/api/services", json=dict(fields))
+        return body
+
+    async def rotate_service(self, name: str) -> JSON:
+        body: JSON = await self._call("POST", f"/api/services/{_seg(name)}/credentials/rotate")
+        return body
+
+    async def backup_service(self, name: str) -> JSON:
+        body: JSON = await self._call("POST", f"/api/services/{_seg(name)}/backups")
+        return body
+
+    async def delete_service(self, name: str) -> JSON:
+        body: JSON = await self._call("DELETE", f"/api/services/{_seg(name)}")
+        return body
+
     async def deployments(
         self,
         project: str,

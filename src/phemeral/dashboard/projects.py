@@ -99,6 +99,22 @@ class ProjectPages(Pages):
         )
 
     async def environment(self, request: Request, name: str, env: str) -> Response:
+        session = self.session(request)
+        if session is None:
+            return self.to_login(request)
+        return await self.environment_page(request, session, name, env)
+
+    async def environment_page(
+        self,
+        request: Request,
+        session: Session | None,
+        name: str,
+        env: str,
+        *,
+        notice: str | None = None,
+        problem: str | None = None,
+        status_code: int = 200,
+    ) -> Response:
         async def load(api: ControlPlane) -> dict[str, Any]:
             project = await api.project(name)
             envs = self.with_urls(await api.environments(name))
@@ -111,7 +127,12 @@ class ProjectPages(Pages):
             candidates, more = await filtered_deployments(
                 api, name, env, "successful", None, want=ROLLBACK_CANDIDATES
             )
+            extra = {"notice": notice} if notice else {}
             return {
+                **extra,
+                "status_code": status_code,
+                "problem": problem,
+                "services": await api.services(name, env),
                 "project": project,
                 "env": found,
                 "current": current,
@@ -122,7 +143,7 @@ class ProjectPages(Pages):
                 "crumbs": [("Projects", "/projects"), (name, f"/projects/{name}"), (env, None)],
             }
 
-        return await self.signed_in_page(request, "environment.html", load)
+        return await self.from_api(request, session, "environment.html", load)
 
     @staticmethod
     async def history(api: ControlPlane, project: str, env: str) -> tuple[list[JSON], str | None]:

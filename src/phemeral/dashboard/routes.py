@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from phemeral.dashboard.deployments import DeploymentPages
 from phemeral.dashboard.live import LiveEvents
 from phemeral.dashboard.page import STATIC_TYPES
-from phemeral.dashboard.projects import ProjectPages
+from phemeral.dashboard.services import ServicePages
 from phemeral.dashboard.signin import SignInPages
 from phemeral.errors import ConfigError
 from phemeral.settings import Settings
@@ -49,6 +49,9 @@ def create_router(
     add("/projects/{name}/webhook-secret", pages.reveal_secret, methods=["POST"])
     add("/projects/{name}/deployments", pages.deployments, methods=["GET"])
     add("/projects/{name}/environments/{env}", pages.environment, methods=["GET"])
+    add("/projects/{name}/environments/{env}/services", pages.create_service, methods=["POST"])
+    add("/services/{service}/delete", pages.confirm_delete_service, methods=["GET"])
+    add("/services/{service}/{action}", pages.service_action, methods=["POST"])
     add("/deployments/{deployment_id}", pages.deployment, methods=["GET"])
     add("/deployments/{deployment_id}/promote", pages.confirm_promote, methods=["GET"])
     add("/deployments/{deployment_id}/promote", pages.promote, methods=["POST"])
@@ -78,7 +81,7 @@ class AdminTokenFile:
         return self._seen[1]
 
 
-class _Pages(SignInPages, ProjectPages, DeploymentPages, LiveEvents):
+class _Pages(SignInPages, ServicePages, DeploymentPages, LiveEvents):
     """Every page handler, sharing one `Pages` state (settings, token, templates, assets)."""
 
     async def asset(self, asset: str) -> Response:
