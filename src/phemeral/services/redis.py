@@ -108,6 +108,7 @@ class RedisServer:
         self.write_config()
         make_traversable(self.spec.directory)
         log = self.spec.directory / "redis.log"
+        offset = log.stat().st_size if log.exists() else 0
         result = subprocess.run(  # type: ignore[call-overload]
             [find_redis(), str(self.spec.directory / "redis.conf"), *overrides],
             capture_output=True,
@@ -121,10 +122,13 @@ class RedisServer:
         while result.returncode == 0 and time.monotonic() < deadline:
             if self.alive():
                 return
+            if _failed(log, offset):  # the daemon said why and exited: no need to wait it out
+                break
             time.sleep(0.02)
         text = (result.stderr or "") + (result.stdout or "")
-        with contextlib.suppress(OSError):
-            text += "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+        with contextlib.suppress(OSError), log.open("rb") as f:
+            f.seek(offset)
+            text += "\n".join(f.read().decode(errors="replace").splitlines()[-5:])
         if "No space left on device" in text:
             reason = "the disk is full (No space left on device)"
         elif "Address already in use" in text:
@@ -181,6 +185,20 @@ class RedisServer:
 
     def set_maxmemory(self, mb: int) -> None:
         self.admin("CONFIG", "SET", "maxmemory", f"{mb}mb")
+
+
+FATAL_MARKS = ("Could not create server TCP listening socket", "Fatal error", "Failed opening")
+
+
+def _failed(log: Path, offset: int) -> bool:
+    """This start's part of the log (from ``offset``) says the server gave up."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(mark in text for mark in FATAL_MARKS)
 
 
 def _gone(pid: int, timeout: float) -> bool:
