@@ -104,6 +104,15 @@ class BuildError(PhemeralError):
         self.stage = stage
 
 
+class ReleaseFailed(BuildError):
+    """The release command exited non-zero or ran past its limit; the deployment fails."""
+
+    code = "release_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, stage="release")
+
+
 class BuildTimeout(BuildError):
     """The build ran past its wall-clock limit."""
 

@@ -274,6 +274,8 @@ def _bwrap_args(spec: SandboxSpec, *, root: bool, exists: Callable[[str], bool])
             args += ["--symlink", target, link]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--size", str(spec.tmpfs_mb * 1024 * 1024), "--tmpfs", _TMP]
+    # POSIX semaphores (multiprocessing locks: hypercorn, Celery's prefork pool) live in /dev/shm
+    args += ["--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/dev/shm"]  # noqa: S108 (private)
     args += ["--perms", "0755", "--dir", "/etc"]
     etc = list(_ALWAYS_ETC) + (list(_NETWORK_ETC) if spec.share_net else [])
     made: set[Path] = {Path("/"), Path("/etc"), Path(_TMP), Path("/usr")}

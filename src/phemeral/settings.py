@@ -39,6 +39,7 @@ class Settings:
     idle_timeout: float = 300.0  # seconds without requests before instances stop
     boot_timeout: float = 60.0  # seconds a new instance has to answer on $PORT
     build_timeout: float = 900.0  # wall-clock limit of one build
+    release_timeout: float = 900.0  # default limit of a release command (phemeral.toml may set)
     build_concurrency: int = 2  # builds running at once; the rest wait as "queued"
     build_memory_mb: int = 4096
     app_memory_mb: int = 512  # per instance
@@ -88,6 +89,7 @@ _CASTS: dict[str, Any] = {
     "idle_timeout": float,
     "boot_timeout": float,
     "build_timeout": float,
+    "release_timeout": float,
     "build_concurrency": int,
     "build_memory_mb": int,
     "app_memory_mb": int,
@@ -166,7 +168,7 @@ def validate(settings: Settings) -> Settings:
     labels = base.split(".")
     if not base or any(not lab or len(lab) > 63 for lab in labels):
         raise ConfigError(f"base domain {settings.base_domain!r} is not a valid domain name")
-    for name in ("idle_timeout", "boot_timeout", "build_timeout"):
+    for name in ("idle_timeout", "boot_timeout", "build_timeout", "release_timeout"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name.replace('_', '-')} must be positive")
     if settings.build_concurrency < 1:

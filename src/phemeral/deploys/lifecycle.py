@@ -254,6 +254,7 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
             cp.builder(job, build_log, cp.settings), timeout=cp.settings.build_timeout
         )
         command, source = resolved_start_command(job.custom_start_command, result.release)
+        await release_phase(cp, job, result.release, build_log)
         if cp.runtime is not None:
             build_log.write("boot", "checking that the app answers on $PORT")
             await cp.runtime.boot_check(result.release, build_log)
@@ -278,6 +279,22 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
     await _until_stored(finish_successful, cp, deployment_id, result)
     await _until_stored(publish, cp)
     return DeploymentStatus.SUCCESSFUL
+
+
+async def release_phase(cp: ControlPlane, job: BuildJob, release: Release, log: BuildLog) -> None:
+    """Run the release command, one deployment of an environment at a time (Heroku's release
+    phase: after the build, before the boot check and the pointer; never on promote/rollback).
+    Raises ReleaseFailed: the deployment fails and the current one stays current."""
+    if not release.release_command:
+        return
+    if cp.runtime is None:
+        log.write("release", "no runtime attached to this server: release command not run")
+        return
+    lock = cp.release_locks.setdefault((job.project, job.environment), asyncio.Lock())
+    if lock.locked():
+        log.write("release", f"waiting for another release command on {job.environment} to end")
+    async with lock:
+        await cp.runtime.run_release(release, log)
 
 
 async def _fail(

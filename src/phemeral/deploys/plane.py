@@ -3,6 +3,7 @@ and the lookups by name that raise `NotFound`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ class RuntimeControl(Protocol):
 
     async def boot_check(self, release: Release, log: BuildLog) -> None: ...
 
+    async def run_release(self, release: Release, log: BuildLog) -> None: ...
+
     def instances(self, deployment_id: str) -> InstanceState: ...
 
     async def retire(self, deployment_id: str) -> None: ...
@@ -64,6 +67,8 @@ class ControlPlane:
     listeners: list[SnapshotListener] = field(default_factory=list)
     snapshot: RoutingSnapshot | None = None
     queue: BuildQueue | None = None
+    # one lock per (project, environment): release commands of one environment never overlap
+    release_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _services: ServiceManager | None = field(default=None, repr=False)
 
     @property

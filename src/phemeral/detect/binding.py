@@ -67,8 +67,8 @@ def _words(step: str) -> list[str]:
 def server_of(step: str) -> str | None:
     """The server a single step starts (``fastapi`` for ``fastapi run``), or None."""
     words = _words(step)
-    if words and words[0] == "exec":
-        words = words[1:]
+    while words and (words[0] in ("exec", "env") or _ASSIGNMENT.match(words[0])):
+        words = words[1:]  # `exec`, `env`, `NAME=value` before the program
     if len(words) >= 3 and PurePath(words[0]).name.startswith("python") and words[1] == "-m":
         words = words[2:]
     if not words:

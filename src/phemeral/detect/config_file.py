@@ -87,9 +87,12 @@ def read_config(tree: SourceTree, directory: str) -> ConfigFile | None:
                 raise DetectionError(
                     f"{where(key)}: {key} must be a non-empty string, not {value!r}."
                 )
-            if key == "health_check_path" and not value.startswith("/"):
+            if key == "health_check_path" and (
+                not value.startswith("/") or any(c.isspace() or ord(c) < 32 for c in value)
+            ):
                 raise DetectionError(
-                    f"{where(key)}: health_check_path must start with '/', not {value!r}."
+                    f"{where(key)}: health_check_path must start with '/' and hold no spaces, "
+                    f"not {value!r}."
                 )
             config.values[key] = ConfigValue(value.strip(), where(key))
         elif key in _NUMBERS:

@@ -11,11 +11,13 @@ from phemeral.models import Upstream
 from phemeral.runtime.deployment import Deployment
 
 
-async def probe_http(dep: Deployment, upstream: Upstream, timeout: float, host: str) -> None:
-    """Connect and send one GET; any HTTP answer passes. An exit fails it at once."""
+async def probe_http(
+    dep: Deployment, upstream: Upstream, timeout: float, host: str, path: str = "/"
+) -> None:
+    """Connect and send one GET of ``path``; any HTTP answer passes. An exit fails it at once."""
     deadline = time.monotonic() + timeout
     request = (
-        f"GET / HTTP/1.1\r\nHost: {host}"
+        f"GET {path} HTTP/1.1\r\nHost: {host}"
         "\r\nUser-Agent: phemeral-boot-check\r\nConnection: close\r\n\r\n"
     ).encode()
     while True:

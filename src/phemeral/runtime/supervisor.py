@@ -45,6 +45,7 @@ from phemeral.runtime.idle import DormantTemplate, is_idle, sweep_interval, temp
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.launch import ZYGOTE_SOURCE, Launcher
 from phemeral.runtime.records import Records
+from phemeral.runtime.release_phase import run_release_command
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
 from phemeral.runtime.template import TemplateProcess
 from phemeral.settings import Settings
@@ -145,7 +146,7 @@ class Runtime:
     def register(self, release: Release, *, idle_timeout: float | None = None) -> None:
         """Make a deployment wakeable (nothing starts until a request or `boot_check`)."""
         existing = self._deployments.get(release.deployment_id)
-        timeout = idle_timeout if idle_timeout is not None else self.settings.idle_timeout
+        timeout = idle_timeout if idle_timeout is not None else self._idle_timeout(release)
         if existing is not None:
             existing.idle_timeout = timeout
             return
@@ -153,6 +154,15 @@ class Runtime:
         if release.app is not None and self.use_templates:
             server = parse_server_command(release.start_command, 8000)
         self._deployments[release.deployment_id] = Deployment(release, timeout, server)
+
+    def _idle_timeout(self, release: Release) -> float:
+        """The release's own (phemeral.toml ``idle_timeout``), else the platform's."""
+        return release.idle_timeout or self.settings.idle_timeout
+
+    async def run_release(self, release: Release, log: BuildLog) -> None:
+        """The release phase of a new deployment (`release_phase`); raises ReleaseFailed."""
+        timeout = release.release_timeout or self.settings.release_timeout
+        await run_release_command(self._launcher, release, log, timeout)
 
     def set_idle_timeout(self, deployment_id: str, seconds: float) -> None:
         self._get(deployment_id).idle_timeout = seconds
@@ -260,7 +270,7 @@ class Runtime:
             upstream = await asyncio.wait_for(self.ensure_running(release.deployment_id), timeout)
             remaining = max(0.1, timeout - (time.monotonic() - started))
             host = f"{release.deployment_id}.{self.settings.base_domain}"
-            await probe_http(dep, upstream, remaining, host)
+            await probe_http(dep, upstream, remaining, host, release.health_check_path)
         except (TimeoutError, RuntimeFailure) as exc:
             reason = (
                 f"the app did not answer on $PORT within {timeout:g} s"

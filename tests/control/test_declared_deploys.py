@@ -1,0 +1,293 @@
+"""What a repository declares, deployed for real: the real control plane, builder and runtime.
+
+Procfile precedence (custom > Procfile > autodetected, and a cleared custom command falls back to
+the Procfile), the release phase (a Django migration against real PostgreSQL before the app
+serves; a failing release leaves the current deployment current), a hypercorn app declared in
+a Procfile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import select
+
+from phemeral import deploys
+from phemeral.deploys import Trigger
+from phemeral.deploys.plane import ControlPlane
+from phemeral.models import TriggerKind
+from phemeral.runtime.supervisor import Runtime
+from phemeral.server import control_plane
+from phemeral.settings import Settings
+from phemeral.store.schema import BuildLogRow, Deployment, Environment
+
+from .serverkit import PG_ADMIN, tar_gz
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+FLASK = {
+    "requirements.txt": "flask\ngunicorn\n",
+    "app.py": (
+        "import os\nfrom flask import Flask\n\napp = Flask(__name__)\n\n\n@app.get('/')\n"
+        "def index():\n    return {'started_by': os.environ.get('STARTED_BY', 'default')}\n"
+    ),
+}
+
+
+async def deploy(cp: ControlPlane, project: str, files: dict[str, str], tmp: Path) -> str:
+    assert cp.queue is not None
+    archive = tmp / f"{secrets.token_hex(4)}.tar.gz"
+    archive.write_bytes(tar_gz(files))
+    trigger = Trigger(kind=TriggerKind.MANUAL, actor="test")
+    d, _ = await asyncio.to_thread(
+        deploys.deploy, cp, project, "production", trigger, archive=archive
+    )
+    await cp.queue.wait_idle()
+    return d.id
+
+
+def row(cp: ControlPlane, deployment_id: str) -> dict[str, object]:
+    with cp.store.read() as s:
+        d = s.get_one(Deployment, deployment_id)
+        env = s.get_one(Environment, d.environment_id)
+        lines = s.execute(
+            select(BuildLogRow.stage, BuildLogRow.message)
+            .where(BuildLogRow.deployment_id == deployment_id)
+            .order_by(BuildLogRow.id)
+        ).all()
+        return {
+            "status": d.status,
+            "source": d.start_command_source,
+            "command": d.start_command,
+            "reason": d.failure_reason,
+            "current": env.current_deployment_id,
+            "log": [(stage, message) for stage, message in lines],
+            "settings": d.settings,
+        }
+
+
+async def get(cp: ControlPlane, deployment_id: str, path: str = "/") -> httpx.Response:
+    assert cp.runtime is not None
+    upstream = await cp.runtime.ensure_running(deployment_id)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.get(f"http://{upstream.host}:{upstream.port}{path}")
+
+
+def test_procfile_precedence_and_a_failing_release(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", port=8999)
+    procfile = "web: STARTED_BY=procfile gunicorn app:app\n"
+
+    async def scenario() -> None:
+        async with control_plane(settings, runtime_factory=Runtime) as cp:
+            await asyncio.to_thread(deploys.create_project, cp, "decl")
+            # 1. autodetected: no Procfile, no custom command
+            auto = await deploy(cp, "decl", FLASK, tmp_path)
+            # 2. the Procfile wins over autodetection
+            declared = await deploy(cp, "decl", {**FLASK, "Procfile": procfile}, tmp_path)
+            # 3. a saved custom command wins over the Procfile
+            custom_cmd = "STARTED_BY=custom gunicorn --bind 0.0.0.0:$PORT app:app"
+            await asyncio.to_thread(
+                deploys.update_project, cp, "decl", {"start_command": custom_cmd}
+            )
+            custom = await deploy(cp, "decl", {**FLASK, "Procfile": procfile}, tmp_path)
+            # 4. cleared: back to the Procfile
+            await asyncio.to_thread(deploys.update_project, cp, "decl", {"start_command": None})
+            cleared = await deploy(cp, "decl", {**FLASK, "Procfile": procfile}, tmp_path)
+            rows = {
+                "auto": row(cp, auto),
+                "declared": row(cp, declared),
+                "custom": row(cp, custom),
+                "cleared": row(cp, cleared),
+            }
+            for name, info in rows.items():
+                assert info["status"] == "successful", (name, info["reason"])
+            assert rows["auto"]["source"] == "autodetected"
+            assert rows["declared"]["source"] == "procfile"
+            assert rows["declared"]["command"] == (
+                "STARTED_BY=procfile gunicorn --bind 0.0.0.0:$PORT app:app"
+            )
+            assert rows["custom"]["source"] == "custom"
+            assert rows["custom"]["command"] == custom_cmd
+            assert rows["cleared"]["source"] == "procfile"
+            answers = {}
+            for name, did in (("auto", auto), ("declared", declared), ("custom", custom)):
+                answers[name] = (await get(cp, did)).json()["started_by"]
+            answers["cleared"] = (await get(cp, cleared)).json()["started_by"]
+            assert answers == {
+                "auto": "default",
+                "declared": "procfile",
+                "custom": "custom",
+                "cleared": "procfile",
+            }
+            custom_log = "\n".join(m for s, m in rows["custom"]["log"] if s == "detect")  # type: ignore[union-attr]
+            assert "start command (custom, saved on the project, wins over Procfile:1" in custom_log
+            declared_log = "\n".join(m for s, m in rows["declared"]["log"] if s == "detect")  # type: ignore[union-attr]
+            assert "start command (procfile, declared in Procfile:1" in declared_log
+            assert rows["declared"]["settings"]["start_command_source"] == "procfile"  # type: ignore[index]
+
+            # A failing release: the deployment fails, the current one stays current.
+            assert rows["cleared"]["current"] == cleared
+            failing = {
+                **FLASK,
+                "Procfile": procfile + "release: echo migrating && echo boom >&2 && exit 3\n",
+            }
+            bad = await deploy(cp, "decl", failing, tmp_path)
+            info = row(cp, bad)
+            assert info["status"] == "failed"
+            assert "exited with code 3" in str(info["reason"])
+            assert info["current"] == cleared
+            release_lines = [m for s, m in info["log"] if s == "release"]  # type: ignore[union-attr]
+            assert "migrating" in release_lines and "boom" in release_lines
+            assert not any(s == "boot" for s, _ in info["log"])  # type: ignore[union-attr]
+            assert (await get(cp, cleared)).status_code == 200
+
+            # A release that runs past its limit (phemeral.toml release_timeout) fails the same way
+            slow = {
+                **FLASK,
+                "Procfile": procfile + "release: sleep 60\n",
+                "phemeral.toml": "release_timeout = 1\n",
+            }
+            stuck = await deploy(cp, "decl", slow, tmp_path)
+            info = row(cp, stuck)
+            assert info["status"] == "failed"
+            assert "ran past its 1 s limit" in str(info["reason"])
+            assert info["current"] == cleared
+
+    asyncio.run(scenario())
+
+
+DJANGO = {
+    "requirements.txt": "django>=4.2,<6\ngunicorn\npsycopg[binary]\n",
+    "Procfile": "web: gunicorn mysite.wsgi\nrelease: python manage.py migrate --noinput\n",
+    "manage.py": (
+        "import os\nimport sys\n\nif __name__ == '__main__':\n"
+        "    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+        "    from django.core.management import execute_from_command_line\n"
+        "    execute_from_command_line(sys.argv)\n"
+    ),
+    "mysite/__init__.py": "",
+    "mysite/settings.py": (
+        "import os\nfrom urllib.parse import urlparse\n\n"
+        "SECRET_KEY = 'test-only'\nDEBUG = False\nALLOWED_HOSTS = ['*']\n"
+        "ROOT_URLCONF = 'mysite.urls'\nWSGI_APPLICATION = 'mysite.wsgi.application'\n"
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'notes']\nUSE_TZ = True\n"
+        "url = urlparse(os.environ['DATABASE_URL'])\n"
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql',\n"
+        "    'NAME': url.path[1:], 'USER': url.username, 'PASSWORD': url.password or '',\n"
+        "    'HOST': url.hostname, 'PORT': url.port or 5432}}\n"
+    ),
+    "mysite/urls.py": "from django.urls import path\n\nfrom notes.views import index\n\n"
+    "urlpatterns = [path('', index)]\n",
+    "mysite/wsgi.py": (
+        "import os\n\nfrom django.core.wsgi import get_wsgi_application\n\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+        "application = get_wsgi_application()\n"
+    ),
+    "notes/__init__.py": "",
+    "notes/models.py": "from django.db import models\n\n\nclass Note(models.Model):\n"
+    "    text = models.CharField(max_length=100)\n",
+    "notes/views.py": "from django.http import JsonResponse\n\nfrom notes.models import Note\n\n\n"
+    "def index(request):\n"
+    "    return JsonResponse({'notes': [n.text for n in Note.objects.all()]})\n",
+    "notes/migrations/__init__.py": "",
+    "notes/migrations/0001_initial.py": (
+        "from django.db import migrations, models\n\n\n"
+        "def seed(apps, schema_editor):\n"
+        "    apps.get_model('notes', 'Note').objects.create(text='written by the release')\n\n\n"
+        "class Migration(migrations.Migration):\n    initial = True\n    dependencies = []\n"
+        "    operations = [\n        migrations.CreateModel('Note', [\n"
+        "            ('id', models.BigAutoField(primary_key=True, serialize=False)),\n"
+        "            ('text', models.CharField(max_length=100))]),\n"
+        "        migrations.RunPython(seed),\n    ]\n"
+    ),
+}
+
+
+@pytest.fixture
+def app_database() -> Iterator[str]:
+    """A database of the test's own on the machine's PostgreSQL, handed to the app by URL.
+
+    (Until platform-provisioned PostgreSQL is wired into deployments, the release command needs
+    some database to migrate; this one is created and dropped here.)
+    """
+    name = f"declare_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_release_migrates_django_against_postgres_before_it_serves(
+    tmp_path: Path, app_database: str
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", port=8999)
+
+    async def scenario() -> None:
+        async with control_plane(settings, runtime_factory=Runtime) as cp:
+            await asyncio.to_thread(deploys.create_project, cp, "notes")
+            await asyncio.to_thread(
+                deploys.set_variables,
+                cp,
+                "notes",
+                "production",
+                {"DATABASE_URL": app_database},
+                secret=True,
+            )
+            did = await deploy(cp, "notes", DJANGO, tmp_path)
+            info = row(cp, did)
+            assert info["status"] == "successful", info["reason"]
+            log = info["log"]
+            assert isinstance(log, list)
+            stages = [s for s, _ in log]
+            release_at = stages.index("release")
+            migrate_line = next(
+                i for i, (s, m) in enumerate(log) if "Applying notes.0001_initial" in m
+            )
+            boot_at = stages.index("boot")
+            assert log[migrate_line][0] == "release"
+            assert release_at < migrate_line < boot_at  # migrated before the boot check
+            response = await get(cp, did)
+            assert response.json() == {"notes": ["written by the release"]}
+            assert info["settings"]["release_command"] == "python manage.py migrate --noinput"  # type: ignore[index]
+            # the release ran once: one seeded row
+            with psycopg.connect(app_database) as conn:
+                count = conn.execute("SELECT count(*) FROM notes_note").fetchone()
+            assert count == (1,)
+
+    asyncio.run(scenario())
+
+
+HYPERCORN = {
+    "requirements.txt": "fastapi\nhypercorn\n",
+    "main.py": "from fastapi import FastAPI\n\napp = FastAPI()\n\n\n@app.get('/')\n"
+    "def index():\n    return {'server': 'hypercorn'}\n",
+    "Procfile": "web: hypercorn main:app --bind 0.0.0.0:${PORT:-8000} --workers 1\n",
+}
+
+
+def test_hypercorn_app_declared_in_a_procfile(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", port=8999)
+
+    async def scenario() -> None:
+        async with control_plane(settings, runtime_factory=Runtime) as cp:
+            await asyncio.to_thread(deploys.create_project, cp, "hyper")
+            did = await deploy(cp, "hyper", HYPERCORN, tmp_path)
+            info = row(cp, did)
+            assert info["status"] == "successful", "\n".join(f"{s}: {m}" for s, m in info["log"])  # type: ignore[union-attr]
+            assert info["source"] == "procfile"
+            assert info["command"] == HYPERCORN["Procfile"][5:].strip()
+            response = await get(cp, did)
+            assert response.json() == {"server": "hypercorn"}
+            assert response.headers["server"].startswith("hypercorn")
+
+    asyncio.run(scenario())
