@@ -1,20 +1,18 @@
 """What a repository declares, deployed for real: the real control plane, builder and runtime.
 
 Procfile precedence (custom > Procfile > autodetected, and a cleared custom command falls back to
-the Procfile), the release phase (a Django migration against real PostgreSQL before the app
-serves; a failing release leaves the current deployment current), a hypercorn app declared in
-a Procfile.
+the Procfile), a failing or stuck release command leaves the current deployment current, a
+hypercorn app declared in a Procfile. (The release migrating Django against the platform's
+PostgreSQL: tests/services/test_release_phase.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import select
 
@@ -27,7 +25,7 @@ from phemeral.server import control_plane
 from phemeral.settings import Settings
 from phemeral.store.schema import BuildLogRow, Deployment, Environment
 
-from .serverkit import PG_ADMIN, tar_gz
+from .serverkit import tar_gz
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -158,111 +156,6 @@ def test_procfile_precedence_and_a_failing_release(tmp_path: Path) -> None:
             assert info["status"] == "failed"
             assert "ran past its 1 s limit" in str(info["reason"])
             assert info["current"] == cleared
-
-    asyncio.run(scenario())
-
-
-DJANGO = {
-    "requirements.txt": "django>=4.2,<6\ngunicorn\npsycopg[binary]\n",
-    "Procfile": "web: gunicorn mysite.wsgi\nrelease: python manage.py migrate --noinput\n",
-    "manage.py": (
-        "import os\nimport sys\n\nif __name__ == '__main__':\n"
-        "    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
-        "    from django.core.management import execute_from_command_line\n"
-        "    execute_from_command_line(sys.argv)\n"
-    ),
-    "mysite/__init__.py": "",
-    "mysite/settings.py": (
-        "import os\nfrom urllib.parse import urlparse\n\n"
-        "SECRET_KEY = 'test-only'\nDEBUG = False\nALLOWED_HOSTS = ['*']\n"
-        "ROOT_URLCONF = 'mysite.urls'\nWSGI_APPLICATION = 'mysite.wsgi.application'\n"
-        "INSTALLED_APPS = ['django.contrib.contenttypes', 'notes']\nUSE_TZ = True\n"
-        "url = urlparse(os.environ['DATABASE_URL'])\n"
-        "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql',\n"
-        "    'NAME': url.path[1:], 'USER': url.username, 'PASSWORD': url.password or '',\n"
-        "    'HOST': url.hostname, 'PORT': url.port or 5432}}\n"
-    ),
-    "mysite/urls.py": "from django.urls import path\n\nfrom notes.views import index\n\n"
-    "urlpatterns = [path('', index)]\n",
-    "mysite/wsgi.py": (
-        "import os\n\nfrom django.core.wsgi import get_wsgi_application\n\n"
-        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
-        "application = get_wsgi_application()\n"
-    ),
-    "notes/__init__.py": "",
-    "notes/models.py": "from django.db import models\n\n\nclass Note(models.Model):\n"
-    "    text = models.CharField(max_length=100)\n",
-    "notes/views.py": "from django.http import JsonResponse\n\nfrom notes.models import Note\n\n\n"
-    "def index(request):\n"
-    "    return JsonResponse({'notes': [n.text for n in Note.objects.all()]})\n",
-    "notes/migrations/__init__.py": "",
-    "notes/migrations/0001_initial.py": (
-        "from django.db import migrations, models\n\n\n"
-        "def seed(apps, schema_editor):\n"
-        "    apps.get_model('notes', 'Note').objects.create(text='written by the release')\n\n\n"
-        "class Migration(migrations.Migration):\n    initial = True\n    dependencies = []\n"
-        "    operations = [\n        migrations.CreateModel('Note', [\n"
-        "            ('id', models.BigAutoField(primary_key=True, serialize=False)),\n"
-        "            ('text', models.CharField(max_length=100))]),\n"
-        "        migrations.RunPython(seed),\n    ]\n"
-    ),
-}
-
-
-@pytest.fixture
-def app_database() -> Iterator[str]:
-    """A database of the test's own on the machine's PostgreSQL, handed to the app by URL.
-
-    (Until platform-provisioned PostgreSQL is wired into deployments, the release command needs
-    some database to migrate; this one is created and dropped here.)
-    """
-    name = f"declare_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.mark.postgres
-def test_release_migrates_django_against_postgres_before_it_serves(
-    tmp_path: Path, app_database: str
-) -> None:
-    settings = Settings(data_dir=tmp_path / "data", port=8999)
-
-    async def scenario() -> None:
-        async with control_plane(settings, runtime_factory=Runtime) as cp:
-            await asyncio.to_thread(deploys.create_project, cp, "notes")
-            await asyncio.to_thread(
-                deploys.set_variables,
-                cp,
-                "notes",
-                "production",
-                {"DATABASE_URL": app_database},
-                secret=True,
-            )
-            did = await deploy(cp, "notes", DJANGO, tmp_path)
-            info = row(cp, did)
-            assert info["status"] == "successful", info["reason"]
-            log = info["log"]
-            assert isinstance(log, list)
-            stages = [s for s, _ in log]
-            release_at = stages.index("release")
-            migrate_line = next(
-                i for i, (s, m) in enumerate(log) if "Applying notes.0001_initial" in m
-            )
-            boot_at = stages.index("boot")
-            assert log[migrate_line][0] == "release"
-            assert release_at < migrate_line < boot_at  # migrated before the boot check
-            response = await get(cp, did)
-            assert response.json() == {"notes": ["written by the release"]}
-            assert info["settings"]["release_command"] == "python manage.py migrate --noinput"  # type: ignore[index]
-            # the release ran once: one seeded row
-            with psycopg.connect(app_database) as conn:
-                count = conn.execute("SELECT count(*) FROM notes_note").fetchone()
-            assert count == (1,)
 
     asyncio.run(scenario())
 
