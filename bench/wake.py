@@ -3,10 +3,13 @@
     .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15] [--stacks fastapi,flask,django]
 
 It constructs hello-world FastAPI (uvicorn), Flask (gunicorn) and Django (gunicorn) releases
-on real venvs (built once with uv, cached like the runtime tests' ones), plus a custom start
-command (``uvicorn main:app --port $PORT`` run as given). A platform process (the runtime and
-the router, as `phemeral serve` wires them, sandboxed when root) serves them; this process is
-the client, so client and platform do not share an event loop.
+on real venvs (built once with uv, cached like the runtime tests' ones), a Procfile-style
+declared command with options (``python -m gunicorn --workers 2 --timeout 30 --config
+gunicorn.conf.py app:app --bind 0.0.0.0:${PORT:-8000}``, which wakes through the template like
+the autodetected ones), and a custom start command run as given (``echo starting; exec uvicorn
+main:app --port $PORT``: not a plain server command line, so the command path). A platform
+process (the runtime and the router, as `phemeral serve` wires them, sandboxed when root)
+serves them; this process is the client, so client and platform do not share an event loop.
 
 For each deployment and run: scale it to zero (stop the instance; the template stays dormant),
 then time one ``GET /`` through the router from ``connect`` to the first response byte.
@@ -37,6 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 BASE = "wake.bench"
 STACKS = ["fastapi", "flask", "django"]
+PROCFILE_COMMAND = (
+    "python -m gunicorn --workers 2 --timeout 30 --config gunicorn.conf.py app:app "
+    "--bind 0.0.0.0:${PORT:-8000} --access-logfile -"
+)
 
 
 # -- platform side (a child process) ----------------------------------------------------------
@@ -47,7 +54,7 @@ async def platform(workdir: Path) -> None:
     from phemeral.router.server import serve_router
     from phemeral.runtime.supervisor import Runtime
     from phemeral.settings import Settings
-    from tests.runtime.conftest import make_release
+    from tests.runtime.conftest import FLASK_APP, make_release
 
     class NullSink:
         def write(self, lines: list[object]) -> None:
@@ -57,12 +64,22 @@ async def platform(workdir: Path) -> None:
         f"{stack}-hello": make_release(workdir, f"{stack}-hello", stack, lock_hash=f"{stack}-lock")
         for stack in STACKS
     }
+    # A Procfile-style declared command with its options: a template wake too.
+    releases["procfile-gunicorn"] = make_release(
+        workdir / "procfile",
+        "procfile-gunicorn",
+        "flask",
+        custom=True,
+        start_command=PROCFILE_COMMAND,
+        files={"app.py": FLASK_APP, "gunicorn.conf.py": "timeout = 30\nkeepalive = 5\n"},
+        lock_hash="flask-lock",
+    )
     releases["custom-hello"] = make_release(
         workdir / "custom",
         "custom-hello",
         "fastapi",
         custom=True,
-        start_command="exec uvicorn main:app --port $PORT",
+        start_command="echo starting; exec uvicorn main:app --port $PORT",
     )
     settings = Settings(data_dir=workdir / "data", base_domain=BASE, boot_timeout=60)
     runtime = Runtime(settings, NullSink())
@@ -105,6 +122,7 @@ async def platform(workdir: Path) -> None:
             shared = [s for s in runtime.shared_templates() if did in s["deployments"]]  # type: ignore[operator]
             reply = {
                 "tier": state.tier,
+                "wake_path": state.wake_path,
                 "idle_memory_kb": state.idle_memory_kb,
                 "shared_kb": shared[0]["memory_kb"] if shared else 0,
             }
@@ -141,7 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--cold-runs", type=int, default=15)
-    parser.add_argument("--stacks", default=",".join(STACKS), help="e.g. fastapi,flask")
+    parser.add_argument(
+        "--stacks",
+        default=",".join([*STACKS, "procfile"]),
+        help="e.g. fastapi,flask (procfile: the declared gunicorn command)",
+    )
     parser.add_argument("--platform", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.platform:
@@ -170,6 +192,8 @@ def main() -> None:
         rows = []
         stacks = [s for s in STACKS if s in args.stacks.split(",")]
         plan = [(f"{s}-hello", "template", args.runs) for s in stacks]
+        if "procfile" in args.stacks.split(","):
+            plan.append(("procfile-gunicorn", "template", args.runs))
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
@@ -193,18 +217,21 @@ def main() -> None:
         f"wake → first byte through the router, ms ({os.cpu_count()} CPUs, "
         f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'})"
     )
-    print(f"{'deployment':<16} {'tier':<16} {'n':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
+    print(f"{'deployment':<18} {'tier':<16} {'n':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
     for did, tier, samples in rows:
         print(
-            f"{did:<16} {tier:<16} {len(samples):>3} {statistics.median(samples):>7.1f} "
+            f"{did:<18} {tier:<16} {len(samples):>3} {statistics.median(samples):>7.1f} "
             f"{percentile(samples, 90):>7.1f} {percentile(samples, 99):>7.1f} {max(samples):>7.1f}"
         )
     print("\nidle memory while scaled to zero (USS; template tier):")
-    print(f"  {'deployment':<16} {'own template':>12} {'shared framework (per project+lock)':>36}")
+    print(
+        f"  {'deployment':<18} {'own template':>12} {'shared framework (per project+lock)':>36}"
+        "  wake path"
+    )
     for did, state in memory.items():
         own = int(state["idle_memory_kb"]) / 1024  # type: ignore[call-overload]
         shared = int(state["shared_kb"]) / 1024  # type: ignore[call-overload]
-        print(f"  {did:<16} {own:>8.1f} MiB {shared:>32.1f} MiB")
+        print(f"  {did:<18} {own:>8.1f} MiB {shared:>32.1f} MiB  {state.get('wake_path')}")
     print("  deep tier: 0 MiB (nothing resident)")
 
 

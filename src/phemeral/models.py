@@ -215,6 +215,9 @@ class InstanceState:
     last_wake_ms: float | None = None
     restarts: int = 0
     last_exit: str | None = None
+    # How a wake starts it: forked from a pre-loaded template (milliseconds) or by running the
+    # start command as given (a cold start); None when the runtime does not know it.
+    wake_path: Literal["template", "command"] | None = None
 
 
 @dataclass(frozen=True)

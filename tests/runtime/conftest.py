@@ -30,6 +30,7 @@ STACKS = {
     "fastapi": ["fastapi", "uvicorn"],
     "flask": ["flask", "gunicorn"],
     "django": ["django", "gunicorn"],
+    "fastapi+gunicorn": ["fastapi", "uvicorn", "gunicorn"],  # gunicorn -k UvicornWorker
 }
 
 
@@ -199,12 +200,13 @@ def make_release(
     path = root / "apps" / "p" / "releases" / deployment_id
     src = path / "src"
     src.mkdir(parents=True)
+    base = stack.split("+")[0]  # the app and its default command; the venv is the stack's
     if files is None:
         files = {
             "fastapi": {"main.py": FASTAPI_APP},
             "flask": {"app.py": FLASK_APP},
             "django": DJANGO_FILES,
-        }[stack]
+        }[base]
     for name, text in files.items():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_text(text)
@@ -218,12 +220,12 @@ def make_release(
             server="gunicorn",
             django_settings_module="mysite.settings",
         ),
-    }[stack]
+    }[base]
     default = {
         "fastapi": "uvicorn main:app --host 0.0.0.0 --port $PORT",
         "flask": "gunicorn --bind 0.0.0.0:$PORT app:app",
         "django": "gunicorn --bind 0.0.0.0:$PORT mysite.wsgi:application",
-    }[stack]
+    }[base]
     (path / "release.json").write_text("{}")
     for item in [root, *root.rglob("*")]:
         if item.is_dir():

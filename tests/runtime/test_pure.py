@@ -107,8 +107,47 @@ def test_commands_the_template_cannot_reproduce_run_as_given() -> None:
         "uvicorn main:app --reload",
         "gunicorn app:app | tee log",
         "hypercorn main:app",
-        "uvicorn main:app --workers $WEB_CONCURRENCY",
+        "uvicorn main:app --workers $WEB_CONCURRENCY",  # not set: the shell shows what happens
+        "newrelic-admin run-program gunicorn app:app",
+        "./start.sh",
+        "cd /srv && gunicorn app:app",
+        "cd .. && gunicorn app:app",
+        "gunicorn app:app --bind 0.0.0.0:$(cat port)",
         "gunicorn app:app; echo done",
         "uvicorn main:app --uds /tmp/s",
     ):
         assert parse_server_command(command, 8000) is None, command
+
+
+def test_declared_server_command_lines_with_their_options_are_understood() -> None:
+    env = {"WEB_CONCURRENCY": "3", "EMPTY": ""}
+    procfile = parse_server_command(
+        "python3 -m gunicorn --workers $WEB_CONCURRENCY --timeout 120 "
+        "-k uvicorn.workers.UvicornWorker --config gunicorn.conf.py app.main:app "
+        "--bind 0.0.0.0:${PORT:-8000}",
+        8123,
+        env,
+    )
+    assert procfile is not None and procfile.server == "gunicorn"
+    assert procfile.argv == (
+        "gunicorn", "--workers", "3", "--timeout", "120", "-k", "uvicorn.workers.UvicornWorker",
+        "--config", "gunicorn.conf.py", "app.main:app", "--bind", "0.0.0.0:8123",
+    )  # fmt: skip
+    defaults = parse_server_command("uvicorn main:app --port ${APP_PORT:-9000} -w ${EMPTY:-2}", 1)
+    assert defaults is not None and defaults.argv[-3:] == ("9000", "-w", "2")
+    moved = parse_server_command(
+        "cd backend && python manage.py migrate && WEB_CONCURRENCY=2 exec gunicorn cfg.wsgi", 1
+    )
+    assert moved is not None
+    assert moved.chdir == "backend" and moved.env == {"WEB_CONCURRENCY": "2"}
+    assert moved.pre_commands == ("cd backend && python manage.py migrate",)
+    assert moved.argv == ("gunicorn", "cfg.wsgi")
+    venv_bin = parse_server_command(".venv/bin/uvicorn main:app --host 0.0.0.0 --port $PORT", 5)
+    assert venv_bin is not None and venv_bin.argv == (
+        "uvicorn",
+        "main:app",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "5",
+    )

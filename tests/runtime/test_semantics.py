@@ -12,7 +12,7 @@ import pytest
 from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
 
-from .conftest import ListBuildLog, ListSink, make_release
+from .conftest import FASTAPI_APP, FLASK_APP, ListBuildLog, ListSink, make_release
 from .test_runtime import request, run_with_runtime, wait_until
 
 pytestmark = pytest.mark.slow
@@ -95,8 +95,6 @@ def post_worker_init(worker):
 def test_gunicorn_hooks_from_the_config_file_run_as_under_gunicorn(
     tmp_path: Path, settings: Settings, sink: ListSink
 ) -> None:
-    from .conftest import FLASK_APP
-
     release = make_release(
         tmp_path,
         "hooks-1",
@@ -221,5 +219,82 @@ def test_web_concurrency_sets_the_worker_count(
         await runtime.ensure_running(release.deployment_id)
         instance = runtime._deployments[release.deployment_id].instance
         assert instance is not None and len(instance.pids) == 3
+
+    run_with_runtime(settings, sink, body)
+
+
+DECLARED_GUNICORN_CONF = """
+import os
+timeout = 45
+def post_fork(server, worker):
+    print("post_fork", os.getpid(), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("stack", "files", "command"),
+    [
+        (
+            "flask",
+            {"app.py": FLASK_APP, "gunicorn.conf.py": DECLARED_GUNICORN_CONF},
+            "python -m gunicorn --workers 2 --timeout 30 --config gunicorn.conf.py app:app "
+            "--bind 0.0.0.0:${PORT:-8000} --access-logfile -",
+        ),
+        (
+            "fastapi+gunicorn",
+            {"main.py": FASTAPI_APP, "gunicorn.conf.py": DECLARED_GUNICORN_CONF},
+            "gunicorn -w 2 -k uvicorn.workers.UvicornWorker main:app --bind :$PORT",
+        ),
+        (
+            "fastapi",
+            {"web/main.py": FASTAPI_APP},
+            "cd web && exec uvicorn main:app --host 0.0.0.0 --port ${PORT} --workers 2",
+        ),
+    ],
+)
+def test_a_declared_server_command_with_options_wakes_through_the_template(
+    stack: str,
+    files: dict[str, str],
+    command: str,
+    tmp_path: Path,
+    settings: Settings,
+    sink: ListSink,
+) -> None:
+    release = make_release(
+        tmp_path, "declared-1", stack, custom=True, start_command=command, files=files
+    )
+    assert release.app is None  # nothing detected: the command line alone says what to run
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        state = runtime.instances("declared-1")
+        assert state.wake_path == "template"
+        instance = runtime._deployments["declared-1"].instance
+        assert instance is not None and len(instance.pids) == 2 and instance.template is not None
+        await runtime._stop_instance(runtime._deployments["declared-1"], "idle")
+        assert runtime.instances("declared-1").tier == "template"  # dormant, not gone
+        status, payload = await request(runtime, "declared-1")
+        assert status == 200 and json.loads(payload)["hello"] in ("flask", "fastapi")
+        assert runtime.instances("declared-1").wake_path == "template"
+
+    run_with_runtime(settings, sink, body)
+
+
+def test_an_arbitrary_command_runs_as_given_and_says_so(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(
+        tmp_path,
+        "script-1",
+        "fastapi",
+        custom=True,
+        files={"main.py": FASTAPI_APP, "start.sh": "exec uvicorn main:app --port $PORT\n"},
+        start_command="sh start.sh",
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        state = runtime.instances("script-1")
+        assert state.wake_path == "command" and state.tier == "running"
 
     run_with_runtime(settings, sink, body)

@@ -45,10 +45,10 @@ class AppTemplates:
         self._on_ended = on_ended
 
     async def load(self, dep: Deployment) -> TemplateProcess:
-        assert dep.server is not None and dep.release.app is not None
+        assert dep.server is not None
         sup, release = self.sup, dep.release
         await sup.ensure_cgroup(dep)
-        env = sup.launcher.env(release, 8000)
+        env = {**sup.launcher.env(release, 8000), **dep.server.env}
         timeout = sup.settings.boot_timeout
         for command in dep.server.pre_commands:
             await self._run_pre_command(dep, command, env, timeout)
@@ -70,11 +70,10 @@ class AppTemplates:
             os.close(err_w)
         dep.template_logs = sup.attach_output(dep, "template", out_r, err_r)
         sup.records.write(release.deployment_id, process.pid, dep.cgroup)
-        app = release.app
-        assert app is not None
-        spec_dict = asdict(app)
         try:
-            await template.load(spec_dict, list(dep.server.argv), str(release.workdir), {}, timeout)
+            await template.load(
+                app_spec(dep), list(dep.server.argv), server_workdir(dep), env, timeout
+            )
         except BootFailed:
             await template.close(timeout=2)
             await sup.capture.drain(dep.template_logs, 1.0)
@@ -148,8 +147,8 @@ class AppTemplates:
         timeout: float,
     ) -> list[asyncio.Future[None]]:
         """Fork ``template`` from ``shared`` and load the app in it; its log pipes."""
-        release, app, server = dep.release, dep.release.app, dep.server
-        assert app is not None and server is not None
+        release, server = dep.release, dep.server
+        assert server is not None
         did = release.deployment_id
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -172,9 +171,9 @@ class AppTemplates:
                 log.warning("could not move %s's template into its cgroup: %s", did, exc)
         try:
             await template.load(
-                asdict(app),
+                app_spec(dep),
                 list(server.argv),
-                str(release.workdir),
+                server_workdir(dep),
                 env,
                 timeout,
                 venv_from=str(shared.venv),
@@ -207,7 +206,7 @@ class AppTemplates:
         fresh = self._new(dep)
         sup = self.sup
         try:
-            env = sup.launcher.env(dep.release, 8000)
+            env = {**sup.launcher.env(dep.release, 8000), **(dep.server.env if dep.server else {})}
             logs = await self._fork(dep, shared, fresh, env, sup.settings.boot_timeout)
         except BootFailed as exc:
             if shared.template.alive and dep.template is old:  # else it was dropped meanwhile
@@ -262,3 +261,18 @@ class AppTemplates:
         kb = procs.tree_uss_kb(template.host_pid)
         dep.memory_cache = (template, now, kb)
         return kb
+
+
+def app_spec(dep: Deployment) -> dict[str, object]:
+    """What the template is told of the app: the detected AppSpec, and the server in any case
+    (a declared or custom command names its own app on its command line)."""
+    assert dep.server is not None
+    spec: dict[str, object] = asdict(dep.release.app) if dep.release.app is not None else {}
+    spec["server"] = dep.server.server
+    return spec
+
+
+def server_workdir(dep: Deployment) -> str:
+    """The app's root, or the directory a ``cd DIR && server …`` command moves to."""
+    chdir = dep.server.chdir if dep.server is not None else None
+    return str(dep.release.workdir / chdir) if chdir else str(dep.release.workdir)

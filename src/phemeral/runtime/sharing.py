@@ -85,8 +85,8 @@ class SharedTemplates:
         return shared
 
     async def _launch(self, key: str, dep: Deployment) -> SharedTemplate:
-        sup, release, app = self.sup, dep.release, dep.release.app
-        assert app is not None
+        sup, release, app, server = self.sup, dep.release, dep.release.app, dep.server
+        assert server is not None
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         cgroup = await sup.launcher.create_cgroup("s-" + digest, f"the shared template {key}")
         spec = sup.launcher.shared_spec(release)
@@ -106,7 +106,8 @@ class SharedTemplates:
         shared.logs = sup.attach_output(dep, "shared-template", out_r, err_r, tee=False)
         sup.records.write_shared(key, process.pid, cgroup)
         await template.preload(
-            FRAMEWORK_PRELOAD.get(app.framework, []) + SERVER_PRELOAD.get(app.server, []),
+            (FRAMEWORK_PRELOAD.get(app.framework, []) if app is not None else [])
+            + SERVER_PRELOAD.get(server.server, []),
             timeout=sup.settings.boot_timeout,
         )
         if not template.alive:

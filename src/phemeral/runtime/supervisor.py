@@ -10,9 +10,10 @@ Tiers of a deployment while scaled to zero (``InstanceState.tier``):
   hundreds of ms), then forks as above. Templates drop to this tier after `template_ttl`
   seconds dormant, or earlier when the host runs short of memory.
 
-Custom start commands run as given (``sh -c``, ``$PORT`` set) and are ready once their port
-accepts a connection; they have no template tier. Autodetected commands the template cannot
-reproduce exactly (see `command.parse_server_command`) run the same way.
+A start command that is a gunicorn or uvicorn command line (autodetected, declared or custom;
+see `command.parse_server_command`) wakes through the template. Any other command runs as given
+(``sh -c``, ``$PORT`` set) and is ready once its port accepts a connection; it has no template
+tier. ``InstanceState.wake_path`` says which (``template`` or ``command``).
 
 Every process runs sandboxed (`phemeral.sandbox`) under its deployment's cgroup when the host
 allows it; records in ``{data_dir}/runtime/`` let a restarted platform find and replace what
@@ -151,8 +152,9 @@ class Runtime:
             existing.idle_timeout = timeout
             return
         server = None
-        if release.app is not None and self.use_templates:
-            server = parse_server_command(release.start_command, 8000)
+        if self.use_templates:  # autodetected, declared or custom: the command line decides
+            env = self._launcher.env(release, 8000)
+            server = parse_server_command(release.start_command, 8000, env)
         self._deployments[release.deployment_id] = Deployment(release, timeout, server)
 
     def _idle_timeout(self, release: Release) -> float:
@@ -199,6 +201,7 @@ class Runtime:
             last_wake_ms=dep.last_wake_ms,
             restarts=dep.history.total_restarts,
             last_exit=dep.last_exit,
+            wake_path="template" if dep.server is not None else "command",
         )
 
     def shared_templates(self) -> list[dict[str, object]]:

@@ -263,7 +263,7 @@ class Template:
             os.environ.setdefault("DJANGO_SETTINGS_MODULE", spec["django_settings_module"])
         argv = [str(a) for a in message.get("argv") or []]
         self.server = spec.get("server") or (
-            "uvicorn" if spec["interface"] == "asgi" else "gunicorn"
+            "uvicorn" if spec.get("interface") == "asgi" else "gunicorn"
         )
         if self.server == "uvicorn":
             self.load_uvicorn(spec, argv)
@@ -271,6 +271,7 @@ class Template:
             self.load_gunicorn(spec, argv)
         else:
             raise ValueError(f"unsupported server {self.server!r}")
+        self.workdir = str(pathlib.Path.cwd())  # gunicorn's --chdir moves it
 
     def load_uvicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
         uv_main = importlib.import_module("uvicorn.main")
@@ -278,16 +279,25 @@ class Template:
         import inspect
 
         args = [a for a in argv[1:] if a]
-        if spec["target"] not in args:
+        try:
+            ctx = uv_main.main.make_context("uvicorn", list(args), auto_envvar_prefix="UVICORN")
+        except Exception:
+            # The command names no app (or a detected one should be added): the detected one.
+            if not spec.get("target") or spec["target"] in args:
+                raise
             args.append(spec["target"])
-        ctx = uv_main.main.make_context("uvicorn", args, auto_envvar_prefix="UVICORN")
+            ctx = uv_main.main.make_context("uvicorn", args, auto_envvar_prefix="UVICORN")
         params = dict(ctx.params)
         if params.get("app_dir") is not None and params["app_dir"] not in sys.path:
             sys.path.insert(0, params["app_dir"])
         if params.get("headers"):
             params["headers"] = [h.split(":", 1) for h in params["headers"]]
         self.workers = int(params.get("workers") or os.environ.get("WEB_CONCURRENCY") or 1)
-        app = import_target(spec["target"], bool(spec.get("factory") or params.get("factory")))
+        target = str(params["app"])
+        factory = bool(params.get("factory")) or (
+            bool(spec.get("factory")) and target == spec.get("target")
+        )
+        app = import_target(target, factory)
         accepted = set(inspect.signature(uv_config.Config.__init__).parameters)
         skip = {"self", "app", "host", "port", "uds", "fd", "workers", "factory", "app_dir"}
         skip |= {name for name in accepted if name.startswith("reload")}
@@ -300,24 +310,37 @@ class Template:
 
     def load_gunicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
         wsgiapp = importlib.import_module("gunicorn.app.wsgiapp")
-        target = spec["target"] + ("()" if spec.get("factory") else "")
+        config_module = importlib.import_module("gunicorn.config")
+        # Gunicorn reads WEB_CONCURRENCY and the working directory when its config module is
+        # imported, which a shared template did before this app's environment and directory
+        # were applied.
+        defaults: dict[str, object] = {
+            "workers": int(os.environ.get("WEB_CONCURRENCY") or 1),
+            "chdir": str(pathlib.Path.cwd()),
+        }
+        for setting in getattr(config_module, "KNOWN_SETTINGS", []):
+            if getattr(setting, "name", None) in defaults:
+                setting.default = defaults[setting.name]
         args = [a for a in argv[1:] if a]
-        if target not in args:
-            args.append(target)  # a command naming its own app keeps it (first positional wins)
-        # Gunicorn reads WEB_CONCURRENCY when its config module is imported, which a shared
-        # template did before this app's environment was applied.
-        workers_setting = importlib.import_module("gunicorn.config").Workers
-        workers_setting.default = int(os.environ.get("WEB_CONCURRENCY") or 1)
-        saved = sys.argv
-        sys.argv = ["gunicorn", *args]
+
+        def application_for(args: list[str]) -> Any:
+            saved = sys.argv
+            sys.argv = ["gunicorn", *args]
+            try:
+                return wsgiapp.WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn")
+            finally:
+                sys.argv = saved
+
         try:
-            application = wsgiapp.WSGIApplication(
-                "%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn"
-            )
+            application = application_for(args)
         except SystemExit as exc:
-            raise RuntimeError(f"gunicorn refused its command line: {args}") from exc
-        finally:
-            sys.argv = saved
+            target = str(spec.get("target") or "") + ("()" if spec.get("factory") else "")
+            if not spec.get("target") or target in args:
+                raise RuntimeError(f"gunicorn refused its command line: {args}") from exc
+            try:  # no app named by the command (nor its config file): the detected one
+                application = application_for([*args, target])
+            except SystemExit as again:
+                raise RuntimeError(f"gunicorn refused its command line: {args}") from again
         application.cfg.set("preload_app", True)
         self.app = application.wsgi()
         self.config = application

@@ -112,6 +112,7 @@ def deployment_view(
             "idle_memory_kb": state.idle_memory_kb,
             "restarts": state.restarts,
             "last_exit": state.last_exit,
+            "wake_path": state.wake_path,
         },
         "created_at": iso(d.created_at),
         "started_at": iso(d.started_at),
