@@ -124,9 +124,15 @@ class ServiceManager:
             target = self._target(record.location)
             Databases(target).create(record.resource, record.password, record.connection_limit)
             return target.port
-        port = pick_port(self.host)
-        self.redis(record, port=port).start()
-        return port
+        for attempt in range(3):  # another platform may take a picked port before we bind it
+            port = pick_port(self.host)
+            try:
+                self.redis(record, port=port).start()
+                return port
+            except ServiceFailure as exc:
+                if "is taken" not in exc.message or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def redis(self, record: ServiceRecord, *, port: int | None = None) -> RedisServer:
         spec = RedisSpec(
