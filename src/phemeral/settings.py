@@ -63,6 +63,7 @@ class Settings:
     postgres_admin_url: str | None = None
     services_host: str = "127.0.0.1"  # where services listen and apps reach them
     redis_maxmemory_mb: int = 64  # per Redis service
+    preview_limit: int = 10  # open pull-request previews per project; the oldest idle suspended
 
     @property
     def database_uri(self) -> str:
@@ -97,6 +98,7 @@ _CASTS: dict[str, Any] = {
     "max_upload_mb": int,
     "runtime_log_cap": int,
     "github_api_url": str,
+    "preview_limit": int,
     "sandbox": str,
     "https_port": int,
     "tls_cert": Path,

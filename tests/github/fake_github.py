@@ -1,4 +1,5 @@
-"""A local stand-in for GitHub's commit statuses endpoint: a real HTTP server that records.
+"""A local stand-in for GitHub's statuses and issue-comments endpoints: a real HTTP server that
+records every call.
 
 The only fake in these tests: GitHub's API is the external edge.
 """
@@ -36,6 +37,11 @@ class FakeGitHub:
         with self.lock:
             return [r for r in self.requests if "/statuses/" in r.path]
 
+    def comments(self) -> list[Recorded]:
+        """Pull-request comments created (POST) and edited (PATCH), in order."""
+        with self.lock:
+            return [r for r in self.requests if "/comments" in r.path]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -45,7 +51,10 @@ def start_fake_github() -> FakeGitHub:
     holder: list[FakeGitHub] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def do_PATCH(self) -> None:
+            self.do_POST(method="PATCH")
+
+        def do_POST(self, method: str = "POST") -> None:
             fake = holder[0]
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
@@ -56,11 +65,14 @@ def start_fake_github() -> FakeGitHub:
             with fake.lock:
                 fake.requests.append(
                     Recorded(
-                        "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                        method, self.path, {k.lower(): v for k, v in self.headers.items()}, body
                     )
                 )
-            payload = json.dumps({"id": len(fake.requests)}).encode()
-            self.send_response(fake.answer_status)
+            # Comments keep their id when edited (GitHub answers 200 with the comment).
+            edited = method == "PATCH" and self.path.rsplit("/", 1)[-1].isdigit()
+            comment_id = int(self.path.rsplit("/", 1)[-1]) if edited else 1000 + len(fake.requests)
+            payload = json.dumps({"id": comment_id}).encode()
+            self.send_response(200 if edited else fake.answer_status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

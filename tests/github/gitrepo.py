@@ -95,6 +95,43 @@ def push_body(
     return json.dumps(payload).encode()
 
 
+def pull_request_body(
+    action: str,
+    number: int,
+    *,
+    head_sha: str,
+    head_ref: str = "feature",
+    head_repo: str = "octo/hello",
+    full_name: str = "octo/hello",
+    clone_url: str | None = None,
+    merged: bool = False,
+) -> bytes:
+    """The ``pull_request`` payload GitHub sends (the fields Phemeral reads, plus extras)."""
+    repository = {
+        "id": 1296269,
+        "name": full_name.split("/")[1],
+        "full_name": full_name,
+        "html_url": f"https://github.com/{full_name}",
+        "clone_url": clone_url or f"https://github.com/{full_name}.git",
+    }
+    payload: dict[str, Any] = {
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "title": f"Change {number}",
+            "state": "closed" if action == "closed" else "open",
+            "merged": merged,
+            "draft": False,
+            "head": {"ref": head_ref, "sha": head_sha, "repo": {"full_name": head_repo}},
+            "base": {"ref": "main", "sha": "0" * 40, "repo": {"full_name": full_name}},
+        },
+        "repository": repository,
+        "sender": {"login": "octocat"},
+    }
+    return json.dumps(payload).encode()
+
+
 def headers(
     secret: str, body: bytes, *, event: str = "push", delivery: str | None = None
 ) -> dict[str, str]:

@@ -20,3 +20,6 @@ control.register(main)
 from phemeral.cli.deploy import deploy_command  # noqa: E402 - registration after the group
 
 main.add_command(deploy_command)
+from phemeral.cli.previews import previews  # noqa: E402 - registration after the group
+
+main.add_command(previews)

@@ -278,6 +278,7 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
     await _until_stored(cp.logs.flush)
     await _until_stored(finish_successful, cp, deployment_id, result)
     await _until_stored(publish, cp)
+    _tell_finished(cp, deployment_id, DeploymentStatus.SUCCESSFUL, None)
     return DeploymentStatus.SUCCESSFUL
 
 
@@ -304,7 +305,18 @@ async def _fail(
     await _until_stored(cp.logs.flush)
     await _until_stored(finish_failed, cp, deployment_id, reason)
     await _until_stored(publish, cp)
+    _tell_finished(cp, deployment_id, DeploymentStatus.FAILED, reason)
     return DeploymentStatus.FAILED
+
+
+def _tell_finished(
+    cp: ControlPlane, deployment_id: str, status: DeploymentStatus, reason: str | None
+) -> None:
+    for listener in list(cp.finish_listeners):
+        try:
+            listener(deployment_id, status, reason)
+        except Exception:
+            log.exception("finish listener failed for %s", deployment_id)
 
 
 async def _until_stored(func: Callable[..., T], *args: Any) -> T:

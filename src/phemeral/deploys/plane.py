@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
-from phemeral.models import BuildJob, BuildLog, BuildResult, InstanceState, Release, RoutingSnapshot
+from phemeral.models import (
+    BuildJob,
+    BuildLog,
+    BuildResult,
+    DeploymentStatus,
+    InstanceState,
+    Release,
+    RoutingSnapshot,
+)
 from phemeral.secrets import SecretBox
 from phemeral.services.manager import ServiceManager
 from phemeral.settings import Settings
@@ -48,6 +56,8 @@ class RuntimeControl(Protocol):
 
 
 SnapshotListener = Callable[[RoutingSnapshot], None]
+# Called on the event loop once a deployment's final status is stored: (id, status, reason).
+FinishListener = Callable[[str, DeploymentStatus, str | None], None]
 
 
 def now() -> datetime:
@@ -65,6 +75,7 @@ class ControlPlane:
     builder: Builder | None = None
     runtime: RuntimeControl | None = None
     listeners: list[SnapshotListener] = field(default_factory=list)
+    finish_listeners: list[FinishListener] = field(default_factory=list)
     snapshot: RoutingSnapshot | None = None
     queue: BuildQueue | None = None
     # one lock per (project, environment): release commands of one environment never overlap

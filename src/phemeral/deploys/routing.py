@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from phemeral.deploys.plane import ControlPlane
 from phemeral.models import DeploymentRoute, DeploymentStatus, InstanceState, RoutingSnapshot
 from phemeral.store.db import Store
-from phemeral.store.schema import Deployment, Domain, Environment, Project
+from phemeral.store.schema import Deployment, Domain, Environment, Preview, Project
 
 log = logging.getLogger("phemeral.deploys")
 
@@ -30,6 +30,9 @@ def routing_snapshot(store: Store, base_domain: str) -> RoutingSnapshot:
                 )
                 .join(Project, Project.id == Deployment.project_id)
                 .join(Environment, Environment.id == Deployment.environment_id)
+                # A closed or suspended preview's deployments are not routed (nor woken).
+                .outerjoin(Preview, Preview.environment_id == Environment.id)
+                .where(or_(Preview.state.is_(None), Preview.state == "open"))
             )
         }
         domains: dict[str, str | None] = {}

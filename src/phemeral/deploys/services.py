@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from phemeral.deploys.plane import ControlPlane, find_environment, now
+from phemeral.deploys.preview_set import preview_variables, unapproved_fork
 from phemeral.errors import Conflict, InvalidInput, NotFound
 from phemeral.services.manager import ServiceRecord
 from phemeral.services.spec import (
@@ -281,8 +282,17 @@ def service_values(cp: ControlPlane, s: Session, env: Environment) -> dict[str, 
 
 
 def merged_variables(cp: ControlPlane, s: Session, env: Environment) -> list[Sourced]:
+    """User variables (a preview's: the project's preview set, then its own) and services'.
+
+    A fork's preview that nobody approved gets none of them: no secrets, no credentials.
+    """
+    if unapproved_fork(s, env):
+        return []
     rows = s.scalars(select(EnvVar).where(EnvVar.environment_id == env.id))
     user = {row.key: cp.box.decrypt(row.value) for row in rows}
+    preview = preview_variables(cp, s, env)
+    if preview is not None:
+        user = {**preview, **user}
     return merge_variables(user, service_values(cp, s, env))
 
 

@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import parse_qs
 
+from phemeral.github.pulls import PullRequestEvent, parse_pull_request
 from phemeral.github.repository import github_full_name, repository_key
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub does not send larger payloads
@@ -83,7 +84,15 @@ class PushEvent:
         return self.repository.full_name
 
 
-Decision = Pong | Ignored | Malformed | PushEvent
+@dataclass(frozen=True)
+class PullRequestDelivery:
+    """A pull-request delivery that changes a preview (see `phemeral.github.pulls`)."""
+
+    event: PullRequestEvent
+    repository: Repository
+
+
+Decision = Pong | Ignored | Malformed | PushEvent | PullRequestDelivery
 
 
 def too_large(content_length: str | None) -> bool:
@@ -140,14 +149,20 @@ def parse_delivery(
         return Malformed("missing X-GitHub-Event header")
     if not delivery_id or len(delivery_id) > MAX_DELIVERY_ID or not delivery_id.isprintable():
         return Malformed("missing or malformed X-GitHub-Delivery header")
-    if event not in ("ping", "push"):
-        return Ignored(f"event {event!r} is not handled (only push and ping)")
+    if event not in ("ping", "push", "pull_request"):
+        return Ignored(f"event {event!r} is not handled (only push, pull_request and ping)")
     data = _payload(body, content_type)
     if isinstance(data, Malformed):
         return data
     if event == "ping":
         hook_id = data.get("hook_id")
         return Pong(_text(data.get("zen")), hook_id if isinstance(hook_id, int) else None)
+    if event == "pull_request":
+        pull = parse_pull_request(delivery_id, data)
+        if isinstance(pull, tuple):
+            reason, status = pull
+            return Ignored(reason) if status == 202 else Malformed(reason)
+        return PullRequestDelivery(pull, _repository(data))
     return _push(delivery_id, data)
 
 
@@ -245,13 +260,23 @@ class Target:
     environment: str
 
 
+def connected_projects(
+    repository: Repository, projects: Sequence[HookProject]
+) -> list[HookProject] | Ignored:
+    """The verified projects whose configured repository is the delivery's, or why none."""
+    connected = [p for p in projects if repository_matches(p.repo_url, repository)]
+    if connected:
+        return sorted(connected, key=lambda p: p.name)
+    repo_name = repository.full_name or (repository.urls[0] if repository.urls else "?")
+    names = ", ".join(sorted(p.name for p in projects)) or "no project"
+    return Ignored(f"repository {repo_name} is not the repository configured for {names}")
+
+
 def plan_push(push: PushEvent, projects: Sequence[HookProject]) -> list[Target] | Ignored:
     """The deployments a push creates among the projects that verified it, or why none."""
-    repo_name = push.full_name or (push.repository.urls[0] if push.repository.urls else "?")
-    connected = [p for p in projects if repository_matches(p.repo_url, push.repository)]
-    if not connected:
-        names = ", ".join(sorted(p.name for p in projects)) or "no project"
-        return Ignored(f"repository {repo_name} is not the repository configured for {names}")
+    connected = connected_projects(push.repository, projects)
+    if isinstance(connected, Ignored):
+        return connected
     targets = [
         Target(p.name, env)
         for p in sorted(connected, key=lambda p: p.name)

@@ -207,3 +207,39 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Preview(Base):
+    """A pull request's preview: the environment ``pr-{number}`` and what GitHub needs back."""
+
+    __tablename__ = "previews"
+    __table_args__ = (UniqueConstraint("project_id", "number"),)
+
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # open | suspended | closed
+    head_repo: Mapped[str | None] = mapped_column(Text)
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    fork: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved_by: Mapped[str | None] = mapped_column(Text)  # who let a fork's build have secrets
+    comment_id: Mapped[int | None] = mapped_column(Integer)  # the PR comment edited in place
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    active_at: Mapped[datetime] = mapped_column(UTCDateTime)  # last deploy or resume
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PreviewVar(Base):
+    """The project-level variable set every preview environment takes."""
+
+    __tablename__ = "preview_vars"
+    __table_args__ = (UniqueConstraint("project_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text)  # encrypted
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,141 @@
+"""Telling GitHub: a commit status per deployment (pending, then success or failure) and, for a
+preview, one pull-request comment edited in place.
+
+`GitHubReporting.watch` is called when a delivery creates a deployment: it sends *pending* at
+once and remembers what to say; the build's finish listener (`ControlPlane.finish_listeners`)
+sends the final state. Nothing polls. Reports are best effort: a failure is logged, never
+raised, and never changes the deployment. Tokens never reach a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from phemeral.deploys.plane import ControlPlane
+from phemeral.github.comments import CommentWriter, PreviewComment, comment_body
+from phemeral.github.statuses import StatusReporter, describe, state_for
+from phemeral.models import DeploymentStatus
+from phemeral.store.names import default_domain
+from phemeral.store.schema import Deployment, Environment, Preview, Project
+
+log = logging.getLogger("phemeral.deploys")
+
+
+@dataclass(frozen=True)
+class Watch:
+    deployment_id: str
+    project: str
+    environment: str
+    full_name: str
+    sha: str
+    token: str
+    pull_request: int | None = None
+    fork_without_secrets: bool = False
+
+
+class GitHubReporting:
+    """One per control plane: the API keeps it (``app.state.github_reporting``)."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+        self._statuses = StatusReporter(cp.settings.github_api_url)
+        self._comments = CommentWriter(cp.settings.github_api_url)
+        self._watched: dict[str, Watch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._comment_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        cp.finish_listeners.append(self._finished)
+
+    def watch(self, watch: Watch) -> None:
+        """Report *pending* now and the final state when the build finishes (on the loop)."""
+        self._watched[watch.deployment_id] = watch
+        self._spawn(self._report(watch, DeploymentStatus.BUILDING, None))
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _finished(self, deployment_id: str, status: DeploymentStatus, reason: str | None) -> None:
+        watch = self._watched.pop(deployment_id, None)
+        if watch is not None:
+            self._spawn(self._report(watch, status, reason))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="github-report")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report(self, w: Watch, status: DeploymentStatus, reason: str | None) -> None:
+        try:
+            description = describe(status, w.deployment_id, w.environment, reason)
+            if w.fork_without_secrets and status is DeploymentStatus.BUILDING:
+                description = f"Fork: built without secrets until approved. {description}"
+            await self._statuses.report(
+                w.full_name,
+                w.sha,
+                state_for(status),
+                token=w.token,
+                target_url=self._cp.settings.url_for_label(w.deployment_id),
+                description=description,
+            )
+            if w.pull_request is not None:
+                await self._comment(w, status, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("GitHub report for deployment %s failed", w.deployment_id)
+
+    async def _comment(self, w: Watch, status: DeploymentStatus, reason: str | None) -> None:
+        assert w.pull_request is not None
+        lock = self._comment_locks.setdefault((w.project, w.pull_request), asyncio.Lock())
+        async with lock:  # one comment per preview, even when two builds finish together
+            comment_id, seconds = await asyncio.to_thread(self._comment_state, w)
+            body = comment_body(
+                PreviewComment(
+                    number=w.pull_request,
+                    environment=w.environment,
+                    url=self._cp.settings.url_for_label(default_domain(w.project, w.environment)),
+                    deployment_url=self._cp.settings.url_for_label(w.deployment_id),
+                    commit=w.sha,
+                    status=status,
+                    reason=reason,
+                    build_seconds=seconds,
+                    fork_without_secrets=w.fork_without_secrets,
+                    approve_hint=f"phemeral previews approve {w.project} {w.pull_request}",
+                )
+            )
+            new_id = await self._comments.upsert(
+                w.full_name, w.pull_request, comment_id, body, token=w.token
+            )
+            if new_id is not None and new_id != comment_id:
+                await asyncio.to_thread(self._save_comment_id, w, new_id)
+
+    def _comment_state(self, w: Watch) -> tuple[int | None, float | None]:
+        with self._cp.store.read() as s:
+            preview = s.scalar(
+                select(Preview)
+                .join(Project, Project.id == Preview.project_id)
+                .join(Environment, Environment.id == Preview.environment_id)
+                .where(Project.name == w.project, Environment.name == w.environment)
+            )
+            d = s.get(Deployment, w.deployment_id)
+            seconds = None
+            if d is not None and d.started_at is not None and d.finished_at is not None:
+                seconds = (d.finished_at - d.started_at).total_seconds()
+            return (preview.comment_id if preview is not None else None), seconds
+
+    def _save_comment_id(self, w: Watch, comment_id: int) -> None:
+        with self._cp.store.write() as s:
+            preview = s.scalar(
+                select(Preview)
+                .join(Project, Project.id == Preview.project_id)
+                .join(Environment, Environment.id == Preview.environment_id)
+                .where(Project.name == w.project, Environment.name == w.environment)
+            )
+            if preview is not None:
+                preview.comment_id = comment_id
