@@ -175,7 +175,8 @@ def add(request):
     return JsonResponse({"notes": Note.objects.count()})
 """,
 }
-# Until a release phase exists, the start command migrates before the server starts.
-DJANGO_START = (
-    "python manage.py migrate --noinput && gunicorn --bind 0.0.0.0:$PORT mysite.wsgi:application"
+# The release phase migrates once per deployment, before the boot check.
+DJANGO_PG["Procfile"] = (
+    "release: python manage.py migrate --noinput\n"
+    "web: gunicorn --bind 0.0.0.0:$PORT mysite.wsgi:application\n"
 )

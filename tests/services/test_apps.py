@@ -15,7 +15,7 @@ import pytest
 
 from phemeral.services.resp import RedisError, call
 
-from .apps import DJANGO_PG, DJANGO_START, FLASK_REDIS, RAILWAY_PG
+from .apps import DJANGO_PG, FLASK_REDIS, RAILWAY_PG
 from .kit import Server, build_log, deploy, get, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -107,9 +107,12 @@ def test_django_keeps_rows_across_redeploy_and_kill_9_restart(
     server: Server, api: httpx.Client
 ) -> None:
     project = unique("dj")
-    api.post("/projects", json={"name": project, "start_command": DJANGO_START})
+    api.post("/projects", json={"name": project})
     pg = create(api, "postgres", project, connection_limit=20)
     first = deploy(api, project, DJANGO_PG)
+    log = build_log(api, str(first["id"]))
+    assert "Applying notes.0001_initial... OK" in log  # the release command migrated
+    assert credentials(api, str(pg["name"]))["PGPASSWORD"] not in log
     assert get(server, first["id"], "/add").json() == {"notes": 1}
     assert get(server, first["id"], "/add").json() == {"notes": 2}
 
