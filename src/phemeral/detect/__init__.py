@@ -15,14 +15,14 @@ from pathlib import Path
 from phemeral.detect.binding import server_of, split_steps
 from phemeral.detect.command import default_command, resolve_start_command, why_start_command
 from phemeral.detect.declared import Declarations, read_declarations, read_root_config
-from phemeral.detect.dependencies import collect_dependencies
+from phemeral.detect.dependencies import Dependencies, collect_dependencies
 from phemeral.detect.detection import Detection
-from phemeral.detect.framework import decide_app
-from phemeral.detect.manifests import read_uv_lock
-from phemeral.detect.package_manager import decide_package_manager
+from phemeral.detect.framework import AppDecision, decide_app
+from phemeral.detect.manifests import Lockfile, read_uv_lock
+from phemeral.detect.package_manager import ManagerDecision, decide_package_manager
 from phemeral.detect.project import read_project
-from phemeral.detect.python_version import decide_python_version
-from phemeral.detect.root import decide_root
+from phemeral.detect.python_version import VersionDecision, decide_python_version
+from phemeral.detect.root import RootDecision, decide_root
 from phemeral.detect.servers import choose_server
 from phemeral.detect.tree import SourceTree
 from phemeral.errors import DetectionError
@@ -43,8 +43,13 @@ def detect(
     overrides: ProjectOverrides = ProjectOverrides(),  # noqa: B008 - frozen, immutable default
     available_versions: Sequence[str] = (),
     default_version: str = "3.12",
+    need_app: bool = True,
 ) -> Detection:
-    """Detect the project under ``root`` (a checkout); raises `DetectionError`."""
+    """Detect the project under ``root`` (a checkout); raises `DetectionError`.
+
+    ``need_app=False`` (a custom start command will run): a framework or entry point that
+    cannot be found is a warning, not an error; only the install decisions must succeed.
+    """
     if not Path(root).is_dir():
         raise DetectionError(f"{root} is not a directory; point detection at a project folder.")
     tree = SourceTree(Path(root))
@@ -53,6 +58,7 @@ def detect(
         overrides=overrides,
         available_versions=available_versions,
         default_version=default_version,
+        need_app=need_app,
     )
 
 
@@ -62,6 +68,7 @@ def detect_tree(
     overrides: ProjectOverrides,
     available_versions: Sequence[str],
     default_version: str,
+    need_app: bool = True,
 ) -> Detection:
     warnings: list[str] = []
     root_config = read_root_config(tree)
@@ -111,7 +118,23 @@ def detect_tree(
         default_version=default_version,
     )
     warnings += version.warnings
-    app = decide_app(tree, project, deps)
+    version_source = version.source
+    version_location = version.location
+    if overrides.python_version is None and config_version is not None:
+        version_source = version_location = str(config_version[1])
+        version = replace(version, source=version_source, location=version_location)
+    # an entry point is needed only for the autodetected command: a custom or declared one
+    # (Procfile, phemeral.toml, …) rescues a project whose app detection cannot find
+    try:
+        app: AppDecision | None = decide_app(tree, project, deps)
+    except DetectionError as exc:
+        if need_app and declared.start is None:
+            raise
+        app = None
+        runs = "the declared start command" if declared.start else "the custom start command"
+        warnings.append(f"no entry point autodetected ({runs} runs): {exc}")
+    if app is None:
+        return _without_app(tree, root, version, manager, deps, warnings, workspace_lock, declared)
     warnings += app.warnings
     server, server_reason = choose_server(app.spec, deps)
     spec = replace(app.spec, server=server)
@@ -131,10 +154,6 @@ def detect_tree(
             f"{missing} ({what}) is not in the dependencies; the "
             f"build adds it. Add {missing} to {where} to choose its version"
         )
-    version_source = version.source
-    version_location = version.location
-    if overrides.python_version is None and config_version is not None:
-        version_source = version_location = str(config_version[1])
     for path in tree.too_large:
         note = f"{path} is larger than {tree.max_file_bytes} bytes and was not read"
         if note not in warnings and not any(path in w for w in warnings):
@@ -169,6 +188,55 @@ def detect_tree(
         workspace_root=(root.workspace_root or ".") if workspace_lock is not None else None,
         start_command_source=command_source,
         autodetected_command=autodetected,
+        declared=declared,
+        settings={
+            key: declared.settings[key][0]
+            for key in ("health_check_path", "idle_timeout", "release_timeout")
+            if key in declared.settings
+        },
+        dependency_names=deps.resolved | frozenset(deps.direct),
+    )
+
+
+def _without_app(
+    tree: SourceTree,
+    root: RootDecision,
+    version: VersionDecision,
+    manager: ManagerDecision,
+    deps: Dependencies,
+    warnings: list[str],
+    workspace_lock: Lockfile | None,
+    declared: Declarations,
+) -> Detection:
+    """The install decisions only: the start command is the project's own (custom or
+    declared), so no entry point is needed."""
+    command = declared.start.command if declared.start is not None else ""
+    missing = _missing_server(command, deps.has) if command else None
+    for path in tree.too_large:
+        note = f"{path} is larger than {tree.max_file_bytes} bytes and was not read"
+        if note not in warnings:
+            warnings.append(note)
+    return Detection(
+        root_dir=root.directory or ".",
+        python_version=version.version,
+        python_version_source=version.source,
+        package_manager=manager.name,
+        framework="",
+        entrypoint="",
+        start_command=command,
+        app_spec=None,
+        warnings=warnings,
+        sources={
+            "root_dir": root.source,
+            "python_version": version.location,
+            "package_manager": manager.source,
+            **({"start_command": declared.start.location} if declared.start else {}),
+            **_declared_sources(declared),
+        },
+        missing_server=missing,
+        workspace_root=(root.workspace_root or ".") if workspace_lock is not None else None,
+        dependency_names=deps.resolved | frozenset(deps.direct),
+        start_command_source=declared.start.source if declared.start else "autodetected",
         declared=declared,
         settings={
             key: declared.settings[key][0]

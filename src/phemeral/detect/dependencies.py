@@ -43,6 +43,9 @@ def collect_dependencies(
     if manager == "pip" and project.requirements:
         deps.extend(project.requirements.dependencies)
         files.extend(project.requirements.included)
+    elif manager == "pipenv" and project.pipfile:
+        deps.extend(project.pipfile.dependencies)
+        files.append(project.pipfile.path)
     elif pyproject is not None and pyproject.is_manifest:
         deps.extend(pyproject.dependencies)
         files.append(pyproject.path)
@@ -53,6 +56,8 @@ def collect_dependencies(
         lock = project.uv_lock or workspace_lock
     elif manager == "poetry":
         lock = project.poetry_lock
+    elif manager == "pipenv":
+        lock = project.pipfile_lock
     direct: dict[str, str] = {}
     resolved: set[str] = set()
     for dep in deps:

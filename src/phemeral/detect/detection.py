@@ -13,11 +13,11 @@ class Detection:
     root_dir: str  # POSIX, relative to the detected path; "." for the path itself
     python_version: str  # "3.12"
     python_version_source: str  # ".python-version", "pyproject.toml", "platform default", …
-    package_manager: str  # "uv" | "poetry" | "pip"
-    framework: str  # "fastapi" | "flask" | "django"
-    entrypoint: str  # "main:app", "app:create_app()", "mysite.wsgi:application"
-    start_command: str
-    app_spec: AppSpec
+    package_manager: str  # "uv" | "poetry" | "pipenv" | "pip"
+    framework: str  # "fastapi" | "flask" | "django"; "" when not detected (custom command)
+    entrypoint: str  # "main:app", "app:create_app()", "mysite.wsgi:application"; or ""
+    start_command: str  # the autodetected default; "" when there is none
+    app_spec: AppSpec | None  # None: no entry point was found (only with a custom command)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # decision → "file:line"
     missing_server: str | None = None  # a server package the build must add
@@ -28,6 +28,11 @@ class Detection:
     autodetected_command: str = ""  # the default command, whether or not it is used
     declared: Declarations = field(default_factory=Declarations)
     settings: dict[str, object] = field(default_factory=dict)  # health path, idle/release timeout
+    dependency_names: frozenset[str] = frozenset()  # the production set (PEP 503 names)
+
+    def lacks(self, package: str) -> bool:
+        """Whether ``package`` is not among the production dependencies."""
+        return package not in self.dependency_names
 
     def to_json(self) -> dict[str, object]:
         """The object ``phemeral detect --json`` prints (the documented keys first)."""
@@ -42,10 +47,12 @@ class Detection:
             "warnings": list(self.warnings),
             "sources": dict(self.sources),
             "missing_server": self.missing_server,
-            "interface": self.app_spec.interface,
-            "server": self.app_spec.server,
+            "interface": self.app_spec.interface if self.app_spec else None,
+            "server": self.app_spec.server if self.app_spec else None,
             "app_dir": self.app_dir,
-            "django_settings_module": self.app_spec.django_settings_module,
+            "django_settings_module": (
+                self.app_spec.django_settings_module if self.app_spec else None
+            ),
             "workspace_root": self.workspace_root,
             "start_command_source": self.start_command_source,
             "autodetected_start_command": self.autodetected_command or self.start_command,
@@ -60,10 +67,16 @@ class Detection:
             f"root dir         {self.root_dir}  ({where.get('root_dir', '')})",
             f"python           {self.python_version}  ({where.get('python_version', '')})",
             f"package manager  {self.package_manager}  ({where.get('package_manager', '')})",
-            f"framework        {self.framework}  ({where.get('framework', '')})",
-            f"entry point      {self.entrypoint}  ({where.get('entrypoint', '')})",
-            f"start command    {self.start_command}  ({self._start_where()})",
         ]
+        if self.app_spec is None:
+            lines.append("entry point      not detected (not needed: the start command is given)")
+        else:
+            lines += [
+                f"framework        {self.framework}  ({where.get('framework', '')})",
+                f"entry point      {self.entrypoint}  ({where.get('entrypoint', '')})",
+            ]
+        if self.start_command:
+            lines.append(f"start command    {self.start_command}  ({self._start_where()})")
         if self.declared.release is not None:
             rel = self.declared.release
             lines.append(f"release command  {rel.command}  ({rel.location})")

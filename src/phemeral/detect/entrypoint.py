@@ -1,9 +1,12 @@
 """Finding the FastAPI / Flask application object by reading the code's AST (never importing it).
 
 A *candidate* is a module-level name bound to ``FastAPI(...)`` / ``Flask(...)`` (plain or
-annotated assignment, through any import alias), a name bound to a call of a factory
-(``create_app()`` / ``make_app()``), a top-level factory function itself, or a re-export
-(``from .main import app``). Candidates are ranked the way the frameworks' own CLIs look:
+annotated assignment, through any import alias), a name bound to a call of any function that
+builds the app (``app = get_application()``, ``app = create_app(ProdConfig)``, the function
+local or imported), a top-level factory function itself (``create_app``, ``make_app``,
+``get_application``, …: served with the servers' factory syntax, and only when it can be called
+without arguments), or a re-export (``from .main import app``). Candidates are ranked the way
+the frameworks' own CLIs look (a helper script that only re-exports the app comes last):
 shallow modules first, then the conventional file names (FastAPI: main, app, api; Flask:
 wsgi, app, the ``app`` package), then the conventional variable names (app, api, application).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,10 +23,11 @@ from phemeral.detect.tree import SourceTree
 
 FRAMEWORK_CLASSES = {"fastapi": ("fastapi", "FastAPI"), "flask": ("flask", "Flask")}
 FACTORY_NAMES = ("create_app", "make_app")
+_FACTORY_NAME = re.compile(r"^(create|make|get|build|init)_?(app|application|api|server)$")
 REEXPORT_NAMES = ("app", "application", "api")
 SCAN_SKIP = frozenset({"tests", "test", "docs", "doc", "migrations", "examples", "scripts"})
 MAX_PY_FILES = 2000
-_HINTS = ("FastAPI", "Flask", "create_app", "make_app", "import app", "import api")
+_HINTS = ("FastAPI", "Flask", "_app", "_application", "import app", "import api")
 _BASENAME_RANK = {
     "fastapi": ("main", "app", "api", "asgi", "server", "__init__"),
     "flask": ("wsgi", "app", "__init__", "main", "server", "application"),
@@ -40,19 +45,24 @@ class AppCandidate:
     factory: bool
     app_dir: str  # directory (relative to the project dir) the module is imported from; "" = it
     kind: int  # 0 instance, 1 re-export, 2 factory function
+    needs: tuple[str, ...] = ()  # a factory's parameters without defaults
 
     @property
     def target(self) -> str:
         return f"{self.module}:{self.attr}"
 
-    def rank(self) -> tuple[int, int, int, int]:
+    def rank(self) -> tuple[int, int, int, int, int]:
         depth = self.module.count(".")
         base = self.module.rsplit(".", 1)[-1]
         if self.file.endswith("__init__.py"):
             base = "__init__"
         names = _BASENAME_RANK[self.framework]
         preferred = _NAME_RANK[self.framework]
+        # a helper script that only imports the app (create_db.py: `from project.app import
+        # app`) is not where the app lives: the module it comes from ranks first
+        helper = int(self.kind == 1 and base not in names)
         return (
+            helper,
             depth,
             names.index(base) if base in names else len(names),
             preferred.index(self.attr) if self.attr in preferred else len(preferred),
@@ -68,9 +78,12 @@ class ModuleScan:
     instances: dict[str, tuple[str | None, int, str | None]] = field(default_factory=dict)
     # name → (framework or None when unknown, line, the factory it was built by)
     factories: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    # top-level functions: name → (framework its body builds, or None; line; required params)
+    functions: dict[str, tuple[str | None, int, tuple[str, ...]]] = field(default_factory=dict)
     reexports: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     # name → (absolute module, original name, line)
     imported_factories: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # every `from X import name`: local name → (absolute module, original name)
     hidden: list[tuple[str, int, str]] = field(default_factory=list)  # (framework, line, where)
 
 
@@ -171,18 +184,22 @@ def scan_module(text: str, file: str, module: str, app_dir: str) -> ModuleScan |
                     imports.classes[node.name] = framework
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if node.name in FACTORY_NAMES:
-                scan.factories[node.name] = (_body_framework(node, imports), node.lineno)
+            framework = _body_framework(node, imports)
+            scan.functions[node.name] = (framework, node.lineno, _required(node))
+            if is_factory_name(node.name):
+                scan.factories[node.name] = (framework, node.lineno)
             else:
                 _note_hidden(node, imports, scan, f"inside function {node.name}()")
         elif isinstance(node, ast.ImportFrom):
             source = _absolute(node.module, node.level, module, is_package)
+            if source in ("fastapi", "flask"):
+                continue
             for alias in node.names:
                 local = alias.asname or alias.name
-                if alias.name in FACTORY_NAMES:
-                    scan.imported_factories[local] = (source, alias.name)
-                elif local in REEXPORT_NAMES and source not in ("fastapi", "flask"):
+                if local in REEXPORT_NAMES:
                     scan.reexports[local] = (source, alias.name, node.lineno)
+                else:
+                    scan.imported_factories[local] = (source, alias.name)
         elif isinstance(node, ast.If):
             where = 'under `if __name__ == "__main__":`' if _is_main_guard(node) else "in an if"
             _note_hidden(node, imports, scan, where)
@@ -199,14 +216,27 @@ def scan_module(text: str, file: str, module: str, app_dir: str) -> ModuleScan |
         factory: str | None = None
         if framework is None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
             name = value.func.id
-            if name in scan.factories or name in scan.imported_factories:
-                factory = name
+            if name in scan.functions or name in scan.imported_factories:
+                factory = name  # resolved later: it counts when it builds the app
         if framework is None and factory is None:
             continue
         for target in targets:
             if isinstance(target, ast.Name):
                 scan.instances[target.id] = (framework, node.lineno, factory)
     return scan
+
+
+def is_factory_name(name: str) -> bool:
+    return name in FACTORY_NAMES or bool(_FACTORY_NAME.match(name))
+
+
+def _required(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
+    """The parameters a call without arguments would miss."""
+    args = node.args
+    positional = [*args.posonlyargs, *args.args]
+    without_default = positional[: len(positional) - len(args.defaults)]
+    kw_required = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
+    return tuple(a.arg for a in [*without_default, *kw_required])
 
 
 def _is_main_guard(node: ast.If) -> bool:
@@ -266,8 +296,8 @@ def scan_entrypoints(tree: SourceTree, project_dir: str) -> EntrypointScan:
             if framework is None and factory is not None:
                 return framework_of(module, factory, depth + 1)
             return framework
-        if name in scan.factories:
-            return scan.factories[name][0]
+        if name in scan.functions:
+            return scan.functions[name][0]
         if name in scan.imported_factories:
             return framework_of(*scan.imported_factories[name], depth + 1)
         if name in scan.reexports:
@@ -290,7 +320,7 @@ def scan_entrypoints(tree: SourceTree, project_dir: str) -> EntrypointScan:
         for name, (source, original, line) in scan.reexports.items():
             resolved = framework_of(source, original)
             if resolved and name not in scan.instances:
-                factory = original in FACTORY_NAMES
+                factory = is_factory_name(original)
                 candidates.append(
                     AppCandidate(
                         resolved, scan.file, line, scan.module, name, factory, scan.app_dir, 1
@@ -298,9 +328,18 @@ def scan_entrypoints(tree: SourceTree, project_dir: str) -> EntrypointScan:
                 )
         for name, (framework, line) in scan.factories.items():
             if framework:
+                needs = scan.functions[name][2]
                 candidates.append(
                     AppCandidate(
-                        framework, scan.file, line, scan.module, name, True, scan.app_dir, 2
+                        framework,
+                        scan.file,
+                        line,
+                        scan.module,
+                        name,
+                        True,
+                        scan.app_dir,
+                        2,
+                        needs,
                     )
                 )
         for framework, line, where in scan.hidden:

@@ -80,6 +80,10 @@ def decide_app(tree: SourceTree, project: ProjectFiles, deps: Dependencies) -> A
 
     scan = scan_entrypoints(tree, project.directory)
     usable = [c for c in scan.candidates if c.framework in present]
+    callable_now = [c for c in usable if not c.needs]
+    if usable and not callable_now:
+        raise DetectionError(_needs_arguments_message(usable))
+    usable = callable_now
     if not usable:
         raise DetectionError(
             _no_app_message(
@@ -151,14 +155,25 @@ def _configured_fastapi(
             f"and for an attribute name after ':'. Fix it to `package.module:app`."
         )
     app_dir, path, scan = found
-    factory = scan is not None and attr in scan.factories and attr not in scan.instances
+    factory = (
+        scan is not None
+        and attr in scan.functions
+        and attr not in scan.instances
+        and attr not in scan.reexports
+    )
     if scan is None or not (attr in scan.instances or attr in scan.reexports or factory):
         raise DetectionError(
             f"{where}: [tool.fastapi] entrypoint = {configured!r}, but {path} does not bind "
             f"{attr!r} at module level. Fix the entrypoint or define `{attr} = FastAPI()` there."
         )
     if factory:
-        line = scan.factories[attr][1]
+        _, line, needs = scan.functions[attr]
+        if needs:
+            raise DetectionError(
+                f"{where}: [tool.fastapi] entrypoint = {configured!r} is a factory that needs "
+                f"{_params(needs)}; point the entrypoint at a module-level "
+                f"`app = {attr}(...)` that passes them, or set a custom start command."
+            )
     elif attr in scan.instances:
         line = scan.instances[attr][1]
     else:
@@ -171,6 +186,30 @@ def _configured_fastapi(
         f"{path}:{line} (from {where})",
         spec,
         app_dir,
+    )
+
+
+def _params(needs: tuple[str, ...]) -> str:
+    names = " and ".join(f"`{n}`" for n in needs)
+    return f"the arguments {names}" if len(needs) > 1 else f"the argument {names}"
+
+
+def _needs_arguments_message(candidates: list[AppCandidate]) -> str:
+    """No app can be built without arguments: say which ones, and how to pass them."""
+    best = candidates[0]
+    args = ", ".join(f"{n}=..." for n in best.needs)
+    server = "uvicorn" if best.framework == "fastapi" else "gunicorn"
+    example = (
+        f"gunicorn --bind 0.0.0.0:$PORT '{best.module}:{best.attr}({args})'"
+        if server == "gunicorn"
+        else f"a module with `app = {best.attr}({args})` served by uvicorn"
+    )
+    return (
+        f"The only application found is the factory {best.target}() ({best.file}:{best.line}), "
+        f"and it needs {_params(best.needs)} with no default, so it cannot be called as is. "
+        f"Give {', '.join(best.needs)} a default value, add a module-level "
+        f"`app = {best.attr}({args})` (e.g. in wsgi.py), or set a custom start command such as "
+        f"{example}."
     )
 
 

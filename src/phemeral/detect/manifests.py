@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import re
 import tomllib
 from collections.abc import Callable
@@ -290,6 +291,22 @@ def read_pipfile(tree: SourceTree, directory: str, warnings: list[str]) -> Pipfi
         python_version=version if isinstance(version, str) else None,
         python_version_source=cite(path, text, r"^\s*python_(full_)?version\s*="),
     )
+
+
+def read_pipfile_lock(tree: SourceTree, directory: str, warnings: list[str]) -> Lockfile | None:
+    """``Pipfile.lock`` (JSON): its ``default`` section is the production set."""
+    path = join(directory, "Pipfile.lock")
+    text = tree.read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        warnings.append(f"{path} is not valid JSON ({exc}); ignored")
+        return None
+    default = data.get("default") if isinstance(data, dict) else None
+    names = frozenset(normalise(k) for k in default) if isinstance(default, dict) else frozenset()
+    return Lockfile(path=path, kind="pipenv", packages=names)
 
 
 def read_setup(tree: SourceTree, directory: str) -> list[Dependency]:

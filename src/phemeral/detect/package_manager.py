@@ -1,9 +1,10 @@
 """Which package manager installs the project: uv, poetry or pip.
 
-A lockfile wins (``uv.lock`` → uv, ``poetry.lock`` → poetry); a lockfile beside a
-``requirements.txt`` → the lockfile, with a warning; two different lockfiles → an error unless
-the project setting chooses; ``[tool.poetry]`` without a lock → poetry; otherwise a
-``requirements.txt`` or a ``[project]`` table → pip.
+A lockfile wins (``uv.lock`` → uv, ``poetry.lock`` → poetry, ``Pipfile.lock`` → pipenv); a
+lockfile beside a ``requirements.txt`` → the lockfile, with a warning; uv.lock and poetry.lock
+together → an error unless the project setting chooses; ``[tool.poetry]`` without a lock →
+poetry; otherwise a ``requirements.txt`` or a ``[project]`` table → pip; a lone ``Pipfile`` →
+pipenv (its packages, resolved afresh).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from phemeral.detect.project import ProjectFiles
 from phemeral.errors import DetectionError
 
-MANAGERS = ("uv", "poetry", "pip")
+MANAGERS = ("uv", "poetry", "pipenv", "pip")
 
 
 @dataclass
@@ -40,7 +41,11 @@ def decide_package_manager(
                 f"The project setting package_manager is {override!r}; it must be one of "
                 f"{', '.join(MANAGERS)}. Change the setting."
             )
-        needs = {"uv": uv_lock or pyproject, "poetry": poetry_lock or pyproject}
+        needs = {
+            "uv": uv_lock or pyproject,
+            "poetry": poetry_lock or pyproject,
+            "pipenv": project.pipfile_lock or project.pipfile,
+        }
         if name in needs and not needs[name]:
             raise DetectionError(
                 f"The project setting package_manager is {name}, but {project.path('')} has no "
@@ -59,6 +64,14 @@ def decide_package_manager(
             "ambiguous. Delete the one you no longer use, or set the project's package_manager "
             "to uv or poetry."
         )
+    pipfile_lock = project.pipfile_lock.path if project.pipfile_lock else None
+    if pipfile_lock and not (uv_lock or poetry_lock):
+        if requirements:
+            warnings.append(
+                f"{requirements} is ignored: {pipfile_lock} wins and its pinned, hashed set is "
+                f"installed; delete {requirements} or set package_manager to pip to use it"
+            )
+        return ManagerDecision("pipenv", pipfile_lock, warnings)
     lock = uv_lock or poetry_lock
     if lock:
         name = "uv" if lock == uv_lock else "poetry"
@@ -108,11 +121,11 @@ def decide_package_manager(
         warnings.append("only setup.py/setup.cfg found; pip installs the project with them")
         return ManagerDecision("pip", project.path("setup.py"), warnings)
     if project.pipfile:
-        raise DetectionError(
-            f"Found {project.pipfile.path}, but Pipenv is not supported. Looked for uv.lock, "
-            "poetry.lock, requirements.txt or a pyproject.toml [project] table. Export it with "
-            "`pipenv requirements > requirements.txt` and commit that file."
+        warnings.append(
+            f"{project.pipfile.path} has no Pipfile.lock; its [packages] are installed with "
+            "versions resolved afresh. Commit Pipfile.lock (`pipenv lock`) for reproducible builds"
         )
+        return ManagerDecision("pipenv", project.pipfile.path, warnings)
     raise DetectionError(
         f"No dependency file in {project.path('') or 'the project root'}. Looked for uv.lock, "
         "poetry.lock, requirements.txt, or pyproject.toml with [project] or [tool.poetry]. "

@@ -10,6 +10,7 @@ from phemeral.detect.manifests import (
     Pyproject,
     join,
     read_pipfile,
+    read_pipfile_lock,
     read_poetry_lock,
     read_pyproject,
     read_setup,
@@ -27,6 +28,7 @@ class ProjectFiles:
     uv_lock: Lockfile | None
     poetry_lock: Lockfile | None
     pipfile: Pipfile | None
+    pipfile_lock: Lockfile | None
     other_locks: list[str]  # lockfiles of tools we do not run (pdm.lock, Pipfile.lock, ...)
     has_setup: bool  # setup.py / setup.cfg
     has_manage_py: bool
@@ -42,6 +44,7 @@ class ProjectFiles:
             or self.uv_lock
             or self.poetry_lock
             or self.pipfile
+            or self.pipfile_lock
             or self.has_setup
             or (self.pyproject and self.pyproject.is_uv_workspace)
         )
@@ -68,7 +71,7 @@ def _read_project(tree: SourceTree, directory: str) -> ProjectFiles:
         warnings.extend(requirements.warnings)
     other_locks = [
         join(directory, name)
-        for name in ("pdm.lock", "Pipfile.lock", "pylock.toml")
+        for name in ("pdm.lock", "pylock.toml")
         if tree.is_file(join(directory, name))
     ]
     return ProjectFiles(
@@ -78,6 +81,7 @@ def _read_project(tree: SourceTree, directory: str) -> ProjectFiles:
         uv_lock=read_uv_lock(tree, directory, warnings),
         poetry_lock=read_poetry_lock(tree, directory, warnings),
         pipfile=read_pipfile(tree, directory, warnings),
+        pipfile_lock=read_pipfile_lock(tree, directory, warnings),
         other_locks=other_locks,
         has_setup=tree.is_file(join(directory, "setup.py"))
         or tree.is_file(join(directory, "setup.cfg")),

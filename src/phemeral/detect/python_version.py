@@ -2,7 +2,10 @@
 
 Precedence: project setting > ``.python-version`` (project dir, then each parent up to the
 repository root) > ``runtime.txt`` > ``.tool-versions`` / ``mise.toml`` > ``requires-python`` >
-``uv.lock`` > Pipfile > Poetry ``python`` > platform default. A pinned version is used as is
+``uv.lock`` > Pipfile > Poetry ``python`` > platform default. Where none of these pins a version,
+another platform's file that does is used when every range present allows it: a Dockerfile's
+``FROM python:X.Y`` (the last stage that names one) or App Engine's ``runtime: pythonXY``.
+A pinned version is used as is
 (``3.12``, ``3.12.4``, ``python-3.12.4``); a range resolves to the default when it allows it,
 else to the newest available minor that does. The choice is then checked against every range
 present: a conflict is a `DetectionError` naming both files. A lower-ranked pin that disagrees
@@ -154,6 +157,51 @@ def read_mise(tree: SourceTree, path: str, warnings: list[str]) -> Pin | None:
     return Pin(minor, f"{path}:{line}" if line else path)
 
 
+_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
+_ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)", re.IGNORECASE | re.MULTILINE)
+_IMAGE_PYTHON = re.compile(r"(?:^|/)python:(\d+\.\d+)|[:-]python-?(\d+\.\d+)")
+_APP_ENGINE = re.compile(r"^runtime:\s*[\"']?python(3)(\d+)[\"']?\s*(?:#.*)?$", re.MULTILINE)
+
+
+def read_dockerfile(tree: SourceTree, path: str) -> Pin | None:
+    """The Python of the last ``FROM`` naming a python image (``ARG`` defaults expanded)."""
+    text = tree.read_text(path)
+    if text is None:
+        return None
+    args = {m.group(1): m.group(2).strip("\"'") for m in _ARG.finditer(text)}
+    found: Pin | None = None
+    for match in _FROM.finditer(text):
+        image = re.sub(
+            r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), ""), match.group(1)
+        )
+        version = _IMAGE_PYTHON.search(image)
+        if version:
+            line = text.count("\n", 0, match.start()) + 1
+            found = Pin(version.group(1) or version.group(2), f"{path}:{line}")
+    return found
+
+
+def read_app_yaml(tree: SourceTree, path: str) -> Pin | None:
+    """App Engine standard's ``runtime: python312`` → 3.12."""
+    text = tree.read_text(path)
+    match = _APP_ENGINE.search(text) if text else None
+    if text is None or match is None:
+        return None
+    line = text.count("\n", 0, match.start()) + 1
+    return Pin(f"{match.group(1)}.{match.group(2)}", f"{path}:{line}")
+
+
+def _platform_hint(tree: SourceTree, project_dir: str) -> Pin | None:
+    """Another platform's file that pins the version (the project dir, then its parents)."""
+    for directory in _parents(project_dir):
+        for name in ("Dockerfile", "app.yaml"):
+            path = join(directory, name)
+            pin = read_dockerfile(tree, path) if name == "Dockerfile" else read_app_yaml(tree, path)
+            if pin is not None:
+                return pin
+    return None
+
+
 def _parents(project_dir: str) -> list[str]:
     """The project dir, then each parent up to the repository root ("")."""
     dirs = [project_dir]
@@ -248,8 +296,21 @@ def decide_python_version(
 
     chosen: Pin
     leading = req_range or lock_range
+    hint = None if pins or pipfile_pin else _platform_hint(tree, project_dir)
+    if hint is not None and (
+        hint.minor not in KNOWN_MINORS
+        or (available_versions and hint.minor not in available)
+        or not all(satisfies(rng.constraint, hint.minor) for rng in ranges)
+    ):
+        warnings.append(
+            f"{_file_of(hint.source)} runs Python {hint.minor}, which is not used: it is not "
+            "installed here or conflicts with the project's own requirement"
+        )
+        hint = None
     if pins:
         chosen = pins[0]
+    elif hint is not None:
+        chosen = hint
     elif leading is not None:
         chosen = _resolve_range(leading, available, default)
     elif pipfile_pin:
