@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from phemeral.build import scope
 from phemeral.errors import SourceError
 
 SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__"})
@@ -113,9 +114,13 @@ def _walk(root: Path) -> Iterable[str]:
             yield (here / name).relative_to(root).as_posix()
 
 
-def pack(root: Path, dest: Path) -> ArchiveStats:
-    """Write ``root``'s shippable files into the gzip tar ``dest``; never follows symlinks."""
+def pack(root: Path, dest: Path, root_dir: str | None = None) -> ArchiveStats:
+    """Write ``root``'s shippable files into the gzip tar ``dest``; never follows symlinks.
+
+    With a project ``root_dir``, only what its build needs (`phemeral.build.scope`)."""
     names = files_to_pack(root)
+    if root_dir:
+        names = scope.needed_files(names, root_dir, lambda rel: _read_small(root, rel))
     total = 0
     with tarfile.open(dest, "w:gz", compresslevel=6) as tar:
         for rel in names:
@@ -129,6 +134,16 @@ def pack(root: Path, dest: Path) -> ArchiveStats:
             elif info.issym():
                 tar.addfile(info)
     return ArchiveStats(files=len(names), bytes=total)
+
+
+def _read_small(root: Path, rel: str) -> str | None:
+    path = root / rel
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 # -- unpacking ----------------------------------------------------------------------------------

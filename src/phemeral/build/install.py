@@ -5,8 +5,15 @@
 - ``poetry``: the locked main set as hashed pins (`phemeral.build.poetry`), installed with
   ``uv pip install --require-hashes --no-deps``, then the project itself (non-editable) unless
   ``package-mode = false``. Poetry itself never runs.
+- ``pipenv``: the ``default`` set of ``Pipfile.lock`` as hashed pins (`phemeral.build.pipenv`),
+  installed like Poetry's; a lone Pipfile's ``[packages]`` resolved afresh. Pipenv never runs.
 - ``pip``: ``uv pip install -r requirements.txt``; for a ``[project]`` table without a lock,
   ``uv pip install .`` (with a build backend) or its dependencies only (without one).
+
+pip and Pipenv projects get the venv ``python -m venv`` gives (pip, and setuptools + wheel
+before Python 3.12): their code may expect them. Whatever the manager, a dependency that
+imports ``pkg_resources`` outside a fallback (old gunicorn, celery, aiosql…) gets
+``setuptools<81``, the last series that ships it, and the build log names who needed it.
 
 Every command runs sandboxed as the app uid with the network shared. uv's cache is shared by
 every build of the same app uid (one tenant never installs what another could have planted);
@@ -29,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from phemeral.build import poetry
+from phemeral.build import pipenv, poetry
 from phemeral.build.runner import BuildContext, StepResult, run
 from phemeral.errors import BuildError
 
@@ -81,6 +88,8 @@ def input_files(plan: InstallPlan) -> list[Path]:
         return [root / "uv.lock", d / "pyproject.toml"]
     if plan.manager == "poetry":
         return [d / "poetry.lock", d / "pyproject.toml"]
+    if plan.manager == "pipenv":
+        return [d / "Pipfile.lock", d / "Pipfile", d / "setup.py", d / "pyproject.toml"]
     reqs = sorted(d.glob("requirements*.txt")) + sorted(d.glob("requirements/*.txt"))
     return [*reqs, d / "pyproject.toml", d / "setup.py", d / "setup.cfg"]
 
@@ -197,9 +206,13 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
 
     python = str(plan.venv / "bin" / "python")
     if plan.manager != "uv":  # uv sync creates the (empty) project environment itself
+        # pip and Pipenv users get what `python -m venv` gives them (pip; setuptools and wheel
+        # before 3.12); uv and Poetry projects declare everything they need
+        seed = ["--seed"] if plan.manager in ("pip", "pipenv") else []
         created = await uv_run(
-            ["venv", "--quiet", "--no-project", "--python", str(plan.python), str(plan.venv)]
-        )
+            ["venv", "--quiet", "--no-project", *seed, "--python", str(plan.python),
+             str(plan.venv)]
+        )  # fmt: skip
         _check(created, "creating the virtual environment failed", ctx)
     if plan.manager == "uv":
         ctx.log.write(
@@ -220,6 +233,8 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
         _check(synced, "uv sync failed", ctx)
     elif plan.manager == "poetry":
         await _install_poetry(plan, ctx, uv_run, python)
+    elif plan.manager == "pipenv":
+        await _install_pipenv(plan, ctx, uv_run, python)
     else:
         await _install_pip(plan, ctx, uv_run, python)
     if plan.extra_packages:
@@ -230,6 +245,7 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
         )
         added = await uv_run(["pip", "install", "--python", python, *plan.extra_packages])
         _check(added, f"installing {', '.join(plan.extra_packages)} failed", ctx)
+    await _pkg_resources(plan, ctx, uv_run, python)
     frozen, _ = await asyncio.gather(
         uv_run(["pip", "freeze", "--python", python], quiet=True),
         _bytecode(plan, ctx, key.key, python, env, ro, rw),
@@ -349,7 +365,12 @@ async def _install_poetry(
             _check(result, "installing the locked packages failed", ctx)
     finally:
         requirements.unlink(missing_ok=True)
-    if chosen.install_root:
+    missing = poetry.missing_root_package(
+        pyproject.read_text(), lambda rel: (plan.project_dir / rel).exists()
+    )
+    if chosen.install_root and missing:
+        ctx.log.write(STAGE, f"warning: {missing}")
+    elif chosen.install_root:
         ctx.log.write(STAGE, "installing the project itself (non-editable)")
         result = await uv_run(["pip", "install", "--python", python, "--no-deps", "."])
         _check(result, "installing the project failed", ctx)
@@ -379,6 +400,130 @@ async def _install_pip(plan: InstallPlan, ctx: BuildContext, uv_run: _UvRun, pyt
         ctx.log.write(STAGE, "no dependencies declared")
         return
     _check(result, "installing dependencies failed", ctx)
+
+
+async def _install_pipenv(
+    plan: InstallPlan, ctx: BuildContext, uv_run: _UvRun, python: str
+) -> None:
+    lock = plan.project_dir / "Pipfile.lock"
+    if lock.is_file():
+        chosen = pipenv.plan_lock(lock.read_text())
+        ctx.log.write(
+            STAGE, f"Pipfile.lock: {len(chosen.lines)} packages in [default], installed by hash"
+        )
+    else:
+        chosen = pipenv.plan_pipfile((plan.project_dir / "Pipfile").read_text())
+        ctx.log.write(
+            STAGE, f"Pipfile (no lock): {len(chosen.lines)} packages, versions resolved afresh"
+        )
+    requirements = plan.home / "pipenv-requirements.txt"
+    requirements.write_text(chosen.requirements_text())
+    if ctx.uid is not None:
+        os.chown(requirements, ctx.uid, ctx.uid)
+    hashed = ["--require-hashes", "--no-deps"] if chosen.hashed else []
+    try:
+        if chosen.lines:
+            result = await uv_run(
+                ["pip", "install", "--python", python, *hashed, "-r", str(requirements)]
+            )
+            _check(result, "installing the Pipenv packages failed", ctx)
+    finally:
+        requirements.unlink(missing_ok=True)
+    if chosen.install_root:
+        ctx.log.write(STAGE, "installing the project itself (non-editable)")
+        result = await uv_run(["pip", "install", "--python", python, "--no-deps", "."])
+        _check(result, "installing the project failed", ctx)
+
+
+# Runs in the sandbox with the venv's python: prints the distributions whose code imports
+# pkg_resources outside a `try:` (a fallback does not need it), then the installed setuptools
+# version (or "none").
+_PKG_RESOURCES_TOOL = r"""
+import ast, importlib.metadata as md, os, sys
+site = sys.argv[1]
+needers = []
+for dist in md.distributions():
+    name = dist.metadata["Name"] or "?"
+    if name.lower() in ("setuptools", "pip", "wheel", "pkg-resources"):
+        continue
+    for f in dist.files or ():
+        if not str(f).endswith(".py") or "/tests/" in str(f):
+            continue
+        path = os.path.join(site, str(f))
+        try:
+            text = open(path, encoding="utf-8", errors="replace").read()
+        except OSError:
+            continue
+        if "pkg_resources" not in text:
+            continue
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue
+        guarded = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try):
+                for sub in ast.walk(node):
+                    guarded.add(id(sub))
+        hit = False
+        for node in ast.walk(tree):
+            if id(node) in guarded:
+                continue
+            if isinstance(node, ast.Import):
+                hit = hit or any(a.name.split(".")[0] == "pkg_resources" for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                hit = hit or (node.module or "").split(".")[0] == "pkg_resources"
+        if hit:
+            needers.append(f"{name} {dist.version} ({f})")
+            break
+for n in needers:
+    print("needs", n)
+try:
+    print("setuptools", md.version("setuptools"))
+except md.PackageNotFoundError:
+    print("setuptools none")
+"""
+
+
+async def _pkg_resources(plan: InstallPlan, ctx: BuildContext, uv_run: _UvRun, python: str) -> None:
+    """Give code that imports ``pkg_resources`` a setuptools that still ships it (< 81)."""
+    sites = sorted(plan.venv.glob("lib/python*/site-packages"))
+    if not sites:
+        return
+    result = await run(
+        ctx, STAGE, [python, "-c", _PKG_RESOURCES_TOOL, str(sites[0])],
+        chdir=plan.project_dir, env=_env(plan), ro=[], rw=[], quiet=True,
+    )  # fmt: skip
+    if not result.ok:
+        return
+    needers = [line[6:] for line in result.output if line.startswith("needs ")]
+    installed = next(
+        (line.split()[1] for line in result.output if line.startswith("setuptools ")), "none"
+    )
+    decision = setuptools_decision(needers, installed)
+    if decision is None:
+        return
+    ctx.log.write(STAGE, decision)
+    added = await uv_run(["pip", "install", "--python", python, "setuptools<81"])
+    _check(added, "installing setuptools<81 (for pkg_resources) failed", ctx)
+
+
+def setuptools_decision(needers: Sequence[str], installed: str) -> str | None:
+    """The build-log line when ``setuptools<81`` must be added, else None (pure)."""
+    if not needers:
+        return None
+    if installed != "none":
+        try:
+            if int(installed.split(".")[0]) < 81:
+                return None
+        except ValueError:
+            return None
+    who = ", ".join(needers[:5]) + (f" and {len(needers) - 5} more" if len(needers) > 5 else "")
+    have = "is not installed" if installed == "none" else f"{installed} no longer ships it"
+    return (
+        f"adding setuptools<81: {who} imports pkg_resources, and setuptools {have}; "
+        "upgrade those packages (or pin setuptools<81 yourself) to silence this"
+    )
 
 
 class _UvRun(Protocol):  # the shape of the local uv_run closure

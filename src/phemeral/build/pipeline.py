@@ -22,7 +22,7 @@ from phemeral import sandbox
 from phemeral.build import archive, git, install, interpreters, release, verify
 from phemeral.build.runner import BuildContext
 from phemeral.detect import Detection, detect, resolve_start_command, why_start_command
-from phemeral.detect.binding import server_of, split_steps
+from phemeral.detect.servers import servers_in_command
 from phemeral.errors import BuildError, BuildTimeout, PhemeralError
 from phemeral.models import (
     ArchiveSource,
@@ -146,9 +146,14 @@ async def _stages(
     # with install_missing_python, any version uv can install is acceptable to detection
     offered = sorted(set(minors) | set(UV_INSTALLABLE), key=_minor_key)
     choices = offered if settings.install_missing_python else minors
+    custom = bool(job.custom_start_command and job.custom_start_command.strip())
     detection = await asyncio.to_thread(
         lambda: detect(
-            src, overrides=job.overrides, available_versions=choices, default_version=default
+            src,
+            overrides=job.overrides,
+            available_versions=choices,
+            default_version=default,
+            need_app=not custom,  # a custom command needs no autodetected entry point
         )
     )
     for line in detection.summary().splitlines():
@@ -271,18 +276,20 @@ def _number(value: object) -> float | None:
 def _extra_packages(
     detection: Detection, command: str, source: StartCommandSource
 ) -> tuple[str, ...]:
-    """The server the chosen command starts, when the dependencies lack it (never for a
-    custom command that starts something else)."""
-    server = detection.missing_server
-    if not server:
-        return ()
-    if source is not StartCommandSource.CUSTOM:
-        return (server,)
-    steps = split_steps(command)
-    started = server_of(steps[-1]) if steps else None
-    if started is not None and server.startswith(started.split("-")[0]):
-        return (server,)
-    return ()
+    """Servers the chosen command runs that the dependencies lack: the autodetected one, or
+    any named in a custom or declared command (every part of a compound command counts:
+    ``python manage.py migrate && gunicorn …``)."""
+    if source is StartCommandSource.AUTODETECTED:
+        return (detection.missing_server,) if detection.missing_server else ()
+    found = [s for s in servers_in_command(command) if detection.lacks(s)]
+    declared_missing = detection.missing_server
+    if (
+        source is not StartCommandSource.CUSTOM
+        and declared_missing
+        and declared_missing not in found
+    ):
+        found.append(declared_missing)
+    return tuple(found)
 
 
 def _find_upwards(start: Path, stop: Path, name: str) -> Path | None:

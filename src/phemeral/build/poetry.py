@@ -10,14 +10,19 @@ installs a pinned set much faster). The production set is:
   through the lock's dependency edges, following edge markers and skipping optional edges.
 
 Each pinned package is written as ``name==version --hash=sha256:…`` for every file the lock
-lists, so ``uv pip install --require-hashes --no-deps`` installs exactly the locked artifacts.
+lists (per package in lock 2.x; under ``[metadata.files]`` in lock 1.x), so
+``uv pip install --require-hashes --no-deps`` installs exactly the locked artifacts.
+
+The project itself is installed (non-editable) when it is a package; a project whose package
+folder does not exist (``name = "my-app"`` with no ``my_app/``, and no ``packages`` declared) is
+installed the way ``poetry install --no-root`` does: its dependencies only, with a warning.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +112,11 @@ def plan(lock_text: str, pyproject_text: str, python_version: str) -> PoetryPlan
         ) from exc
     env = marker_environment(python_version)
     raw = [p for p in lock.get("package", []) if isinstance(p, dict) and "name" in p]
+    metadata_files = {  # lock format 1.x keeps the hashes apart from the packages
+        normalise(str(name)): files
+        for name, files in ((lock.get("metadata") or {}).get("files") or {}).items()
+        if isinstance(files, list)
+    }
     by_name = {normalise(p["name"]): p for p in raw}
     roots = _main_roots(pyproject)
     missing = sorted(n for n, optional in roots.items() if not optional and n not in by_name)
@@ -156,15 +166,8 @@ def plan(lock_text: str, pyproject_text: str, python_version: str) -> PoetryPlan
                 "cannot be verified by hash; publish it to an index or vendor it as a wheel",
                 stage=STAGE,
             )
-        hashes = tuple(
-            sorted(
-                {
-                    f["hash"]
-                    for f in package.get("files", [])
-                    if isinstance(f, dict) and f.get("hash")
-                }
-            )
-        )
+        files = package.get("files") or metadata_files.get(normalise(package["name"]), [])
+        hashes = tuple(sorted({f["hash"] for f in files if isinstance(f, dict) and f.get("hash")}))
         if not hashes:
             raise BuildError(
                 f"poetry.lock has no file hashes for {package['name']}; run `poetry lock` again",
@@ -177,3 +180,31 @@ def plan(lock_text: str, pyproject_text: str, python_version: str) -> PoetryPlan
     # the root is a package only with a build backend and unless package-mode = false
     install_root = poetry.get("package-mode", True) is not False and "build-system" in pyproject
     return PoetryPlan(packages=tuple(packages), install_root=install_root)
+
+
+def missing_root_package(pyproject_text: str, exists: Callable[[str], bool]) -> str | None:
+    """Why the project itself cannot be built as a package (its folder is missing), or None.
+
+    Poetry's default package is the project name with ``-``/``.`` as ``_``, looked for as a
+    folder or module at the root or under ``src/``; declared ``packages`` are trusted.
+    """
+    try:
+        pyproject = tomllib.loads(pyproject_text)
+    except tomllib.TOMLDecodeError:
+        return None
+    poetry = pyproject.get("tool", {}).get("poetry", {})
+    if poetry.get("packages") or poetry.get("package-mode", True) is False:
+        return None
+    name = poetry.get("name") or (pyproject.get("project") or {}).get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    module = re.sub(r"[-.]+", "_", name).lower()
+    modules = {module, re.sub(r"[-.]+", "_", name)}
+    places = [p for m in modules for p in (m, f"{m}.py", f"src/{m}", f"src/{m}.py")]
+    if any(exists(place) for place in places):
+        return None
+    return (
+        f"the project is named {name!r} but has no {module}/ package (nor {module}.py, "
+        f"src/{module}/), so it is not installed itself, like `poetry install --no-root`; "
+        "set `package-mode = false` under [tool.poetry] to say so, or declare `packages`"
+    )

@@ -1,5 +1,8 @@
 """``phemeral deploy``: pack a folder, upload it, and follow its build live.
 
+When the project exists and sets ``root_dir`` (a monorepo), only what that folder's build needs
+is uploaded (`phemeral.build.scope`), not the whole checkout.
+
 Exit status: 0 when the deployment ends ``successful`` (or, with ``--no-wait``, was accepted),
 1 when it ends ``failed``.
 """
@@ -18,7 +21,7 @@ from rich.markup import escape
 
 from phemeral.build.archive import pack
 from phemeral.cli.client import Cli, api_command, err, out, status_text
-from phemeral.errors import InvalidInput
+from phemeral.errors import InvalidInput, NotFound
 
 POLL_SECONDS = 0.5
 
@@ -51,14 +54,20 @@ def deploy_command(
     """Deploy the project in PATH (default: the current folder)."""
     root = path.resolve()
     name = project or project_name_for(root)
+    try:
+        root_dir = cli.api.get(f"/projects/{name}").get("root_dir") or None
+    except NotFound:
+        root_dir = None
     with tempfile.TemporaryDirectory(prefix="phemeral-deploy-") as tmp:
         archive = Path(tmp) / "source.tar.gz"
         started = time.monotonic()
-        stats = pack(root, archive)
+        stats = pack(root, archive, root_dir=root_dir)
         if not cli.json:
             size = archive.stat().st_size
+            scope = f" (root dir {root_dir} and what its build needs)" if root_dir else ""
             err.print(
-                f"[dim]packed {stats.describe()} from {root} ({size / 1024:.0f} KiB compressed)[/]"
+                f"[dim]packed {stats.describe()} from {root}{scope} "
+                f"({size / 1024:.0f} KiB compressed)[/]"
             )
         with archive.open("rb") as handle:
             deployment = cli.api.post(

@@ -68,7 +68,11 @@ def why_start_command(custom: str | None, detection: Detection) -> str:
         passed = []
         if declared is not None:
             passed.append(f"{declared.location} declares `{declared.command}`")
-        passed.append(f"autodetected `{detection.autodetected_command}`")
+        passed.append(
+            f"autodetected `{detection.autodetected_command}`"
+            if detection.autodetected_command
+            else "autodetection (it found no entry point)"
+        )
         return (
             f"start command (custom, saved on the project, wins over {'; '.join(passed)}): "
             f"{command}"
@@ -76,8 +80,13 @@ def why_start_command(custom: str | None, detection: Detection) -> str:
     if declared is not None:
         return (
             f"start command ({source.value}, declared in {declared.location}; no custom command "
-            f"is saved, and a declaration wins over the autodetected "
-            f"`{detection.autodetected_command}`): {command}"
+            f"is saved, and a declaration wins over "
+            + (
+                f"the autodetected `{detection.autodetected_command}`"
+                if detection.autodetected_command
+                else "autodetection, which found no entry point"
+            )
+            + f"): {command}"
         )
     return (
         "start command (autodetected: no custom command is saved and the repository declares "
