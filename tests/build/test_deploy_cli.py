@@ -141,3 +141,29 @@ def test_deploy_of_git_checkout_ships_uncommitted_changes(
     src = releases[0]
     assert "shop v2" in (src / "shop" / "__init__.py").read_text()  # uncommitted change shipped
     assert not (src / "local.env").exists()  # ignored file left out
+
+
+def test_deploy_with_project_root_dir_uploads_only_what_the_build_needs(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    mono = tmp_path / "mono"
+    shutil.copytree(FIXTURES / "pip_flask_factory", mono / "services" / "shop")
+    (mono / "frontend" / "dist").mkdir(parents=True)
+    (mono / "frontend" / "dist" / "bundle.bin").write_bytes(os.urandom(8 << 20))
+    (mono / "docs").mkdir()
+    (mono / "docs" / "manual.pdf").write_bytes(os.urandom(2 << 20))
+    (mono / ".python-version").write_text("3.11\n")  # read from above the root dir
+    made = _cli(server, "projects", "create", "mono-shop", "--root-dir", "services/shop")
+    assert made.returncode == 0, made.stdout + made.stderr
+    result = _cli(server, "deploy", str(mono), "--project", "mono-shop")
+    assert result.returncode == 0, result.stdout + result.stderr
+    packed = next(line for line in result.stderr.splitlines() if line.startswith("packed"))
+    assert "root dir services/shop" in packed
+    compressed_kib = int(packed.rsplit("(", 1)[1].split()[0])
+    assert compressed_kib < 100, packed  # not the 10 MiB of frontend and docs
+    deployment_id = result.stdout.split("id      ")[1].split()[0]
+    _, data_dir = server
+    src = next((data_dir / "apps").glob(f"*/releases/{deployment_id}/src"))
+    assert (src / "services" / "shop" / "requirements.txt").is_file()
+    assert (src / ".python-version").is_file()
+    assert not (src / "frontend").exists() and not (src / "docs").exists()

@@ -554,6 +554,44 @@ def classify_failure(what: str, output: str) -> str:
     return f"{what}:\n{tail}"
 
 
+_NO_BUILD = re.compile(
+    r"Failed to build `?([A-Za-z0-9][A-Za-z0-9._-]*)(?:==|@| )|"
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)==\S+ has no wheels? (?:with a matching|for)|"
+    r"Failed to (?:download and )?build:? `?([A-Za-z0-9][A-Za-z0-9._-]*)"
+)
+
+
+def older_python_hint(
+    message: str, version: str, source: str, installed: Sequence[str]
+) -> str | None:
+    """When nothing pinned the Python and a package did not build for the default, name the
+    older installed versions to pin (pure). The build never switches Python by itself: the
+    version stays what the project's files say, and the log says how to change it."""
+    if source != "platform default":
+        return None
+    match = _NO_BUILD.search(message)
+    if match is None:
+        return None
+    package = next(g for g in match.groups() if g)
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split(".")[:2])
+
+    older = sorted((v for v in installed if (3, 8) <= key(v) < key(version)), key=key, reverse=True)
+    if not older:
+        return (
+            f"{package} does not build for Python {version}, the platform default (nothing in the "
+            "project pins a version), and no older Python is installed here. Upgrade "
+            f"{package} to a release that supports {version}."
+        )
+    return (
+        f"{package} does not build for Python {version}, the platform default (nothing in the "
+        f"project pins a version). Older Pythons installed here: {', '.join(older)}. Pin one in "
+        f".python-version (e.g. `{older[0]}`), or upgrade {package} to a release that supports "
+        f"{version}."
+    )
+
+
 def _check(result: StepResult, what: str, ctx: BuildContext) -> None:
     if result.ok:
         return

@@ -174,10 +174,16 @@ async def _stages(
         interpreter = await _install_python(detection.python_version, settings, ctx)
     if interpreter is None:
         have = ", ".join(minors) or "none"
+        how = (
+            "uv could not install it (see above)"
+            if settings.install_missing_python
+            else "the server does not download interpreters (`phemeral serve "
+            "--install-missing-python` allows it)"
+        )
         raise BuildError(
             f"Python {detection.python_version} (from {detection.python_version_source}) is not "
-            f"available on this server; available versions: {have}. Pin one of them in "
-            ".python-version, or set the project's python_version",
+            f"available on this server and {how}; available versions: {have}. Pin one of them "
+            "in .python-version, or set the project's python_version",
             stage="python",
         )
     prefix = interpreter.path.resolve().parent.parent
@@ -213,7 +219,15 @@ async def _stages(
         lock_root=_find_upwards(workdir, src, "uv.lock"),
         home=home,
     )
-    lock_hash = await install.install(plan, ctx)
+    try:
+        lock_hash = await install.install(plan, ctx)
+    except BuildError as exc:
+        hint = install.older_python_hint(
+            exc.message, detection.python_version, detection.python_version_source, minors
+        )
+        if hint is None:
+            raise
+        raise BuildError(f"{exc.message}\n{hint}", stage=exc.stage) from exc
     stage.done("dependencies installed")
 
     # 5. Verify ---------------------------------------------------------------------------

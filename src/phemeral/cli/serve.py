@@ -53,6 +53,12 @@ from phemeral.settings import LETSENCRYPT_STAGING, load_settings
     type=click.Path(path_type=Path, dir_okay=False),
     help="CA file to trust for the ACME server's own HTTPS (private or test CAs).",
 )
+@click.option(
+    "--install-missing-python",
+    is_flag=True,
+    default=None,
+    help="Let uv download a Python a project asks for that is not installed (off by default).",
+)
 def serve(**options: object) -> None:
     """Run the API, builder, runtime and router on one port."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
