@@ -166,3 +166,30 @@ def test_unknown_pull_request_actions_change_nothing(server: Server) -> None:
     assert response.status_code == 202
     assert "labeled" in response.json()["reason"]
     assert server.api("GET", "/projects/quietpr/previews").json()["items"] == []
+
+
+def test_a_preview_gets_its_own_database_destroyed_with_it(server: Server) -> None:
+    repo = init_repo(server.repos / "pgp")
+    version_commit(repo, "main")
+    git(repo, "checkout", "-q", "-b", "db-feature")
+    head = version_commit(repo, "db")
+    create_project(server, "pgp", repo, "secret-pgp")
+    created = server.api("POST", "/services", json={"kind": "postgres", "project": "pgp"})
+    assert created.status_code == 201, created.text
+    production_db = created.json()
+
+    body = pull_request_body("opened", 5, head_sha=head, clone_url=str(repo))
+    [item] = deliver_pr(server, "secret-pgp", body).json()["deployments"]
+    done = server.wait(item["id"])
+    assert done["status"] == "successful", done
+    preview_service = done["service_variables"]["DATABASE_URL"]
+    assert preview_service != production_db["name"]
+    shown = server.api("GET", f"/services/{preview_service}").json()
+    assert shown["environment"] == "pr-5" and shown["kind"] == "postgres"
+    assert shown["database"] != production_db["database"]
+    assert shown["user"] != production_db["user"]
+
+    closed = pull_request_body("closed", 5, head_sha=head, clone_url=str(repo))
+    deliver_pr(server, "secret-pgp", closed)
+    names = [s["name"] for s in server.api("GET", "/projects/pgp/services").json()["items"]]
+    assert names == [production_db["name"]]

@@ -14,6 +14,7 @@ from phemeral.api.projects import Strict, VariablesSet, VariablesUnset
 from phemeral.deploys.previews import (
     approve_preview,
     list_previews,
+    provision_preview_services,
     set_preview_variables,
     unset_preview_variables,
 )
@@ -41,7 +42,14 @@ def previews(name: str, cp: CP, actor: Actor) -> Json:
 async def approve(name: str, number: int, body: Approval, cp: CP, actor: Actor) -> Json:
     """Let a fork's preview receive the preview variables; by default its head is built again."""
     preview = await asyncio.to_thread(approve_preview, cp, name, number, actor)
-    out: Json = {"number": number, "approved_by": actor, "deployment": None}
+    environment = preview_environment(number)
+    provisioned = await asyncio.to_thread(provision_preview_services, cp, name, environment)
+    out: Json = {
+        "number": number,
+        "approved_by": actor,
+        "deployment": None,
+        "services": provisioned,
+    }
     if body.redeploy:
         if preview.head_sha is None or preview.state != "open":
             raise Conflict(f"preview #{number} is {preview.state}: nothing to redeploy")
@@ -51,9 +59,7 @@ async def approve(name: str, number: int, body: Approval, cp: CP, actor: Actor) 
             commit=preview.head_sha,
             pusher=actor,
         )
-        deployment, _ = await asyncio.to_thread(
-            deploys.deploy, cp, name, preview_environment(number), trigger
-        )
+        deployment, _ = await asyncio.to_thread(deploys.deploy, cp, name, environment, trigger)
         out["deployment"] = deployment.id
     return out
 

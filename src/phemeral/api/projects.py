@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +42,11 @@ class ProjectSettings(Strict):
     python_version: str | None = None
     package_manager: str | None = None
     webhook_secret: str | None = None
+    preview_data: Literal["empty", "copy"] | None = Field(
+        default=None,
+        description="What a pull-request preview gets of production's services: empty ones "
+        "(default) or a copy of the data (pg_dump | pg_restore, Redis RDB).",
+    )
 
 
 class ProjectCreate(ProjectSettings):

@@ -18,7 +18,12 @@ from sqlalchemy.exc import IntegrityError
 
 from phemeral.deploys.lifecycle import Trigger, deploy
 from phemeral.deploys.plane import ControlPlane
-from phemeral.deploys.previews import close_preview, open_preview
+from phemeral.deploys.previews import (
+    close_preview,
+    open_preview,
+    provision_preview_services,
+    remove_preview_services,
+)
 from phemeral.errors import Unauthorized
 from phemeral.github.events import (
     HookProject,
@@ -210,9 +215,11 @@ def deliver_pull_request(
         target = Target(hook.name, environment)
         if event.action is PullAction.CLOSE:
             retire += close_preview(cp, hook.name, event.number)
+            remove_preview_services(cp, hook.name, event.number)
             continue
         opened = open_preview(cp, hook.name, event)
         retire += opened.retire
+        provisioned = provision_preview_services(cp, hook.name, environment)
         by = event.sender or "unknown"
         trigger = Trigger(
             kind=TriggerKind.PUSH,
@@ -224,6 +231,9 @@ def deliver_pull_request(
             push_seq=push_sequence(None, received_at, None),
         )
         deployment, created = _deploy_once(cp, target, trigger)
+        if created:
+            for line in provisioned:
+                cp.logs.build_log(deployment.id).write("queue", line)
         candidate = by_name[hook.name]
         out.append(
             Delivered(

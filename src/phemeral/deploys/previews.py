@@ -22,9 +22,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from phemeral.deploys.environments import add_environment, deployment_runtime_env
-from phemeral.deploys.plane import ControlPlane, now
+from phemeral.deploys.plane import ControlPlane, find_environment, now
+from phemeral.deploys.preview_set import unapproved_fork
 from phemeral.deploys.routing import publish
-from phemeral.errors import NotFound
+from phemeral.deploys.services import (
+    copy_services,
+    delete_environment_services,
+    environment_services,
+)
+from phemeral.errors import NotFound, PhemeralError
 from phemeral.github.pulls import PullRequestEvent, preview_environment
 from phemeral.models import DeploymentStatus
 from phemeral.store.names import default_domain
@@ -125,6 +131,46 @@ def close_preview(cp: ControlPlane, project: str, number: int) -> list[str]:
         retire = _take_down(s, proj, preview_environment(number), PreviewState.CLOSED)
     publish(cp)
     return retire
+
+
+def provision_preview_services(cp: ControlPlane, project: str, environment: str) -> list[str]:
+    """Give a preview a service of each kind production has, once: empty, or with a copy of the
+    data (the project's ``preview_data``). A fork's unapproved preview gets none. Returns lines
+    for the build log; a failure is reported there, never raised (the app shows its own error).
+    """
+    with cp.store.read() as s:
+        proj = get_project(s, project)
+        env = find_environment(s, project, environment)
+        production = find_environment(s, project, "production")
+        if unapproved_fork(s, env) or environment_services(s, env.id):
+            return []
+        if not environment_services(s, production.id):
+            return []
+        with_data = proj.preview_data == "copy"
+    try:
+        copied = copy_services(cp, project, "production", environment, with_data=with_data)
+    except PhemeralError as exc:
+        return [f"preview services: could not provision them: {exc.message}"]
+    return [
+        f"preview services: {c['kind']} {c['name']} ({c['contents']}, from {c['from']})"
+        for c in copied
+    ]
+
+
+def remove_preview_services(cp: ControlPlane, project: str, number: int) -> list[str]:
+    """Delete a closed preview's services (each leaves a final backup in the data dir)."""
+    with cp.store.read() as s:
+        proj = get_project(s, project)
+        env = s.scalar(
+            select(Environment).where(
+                Environment.project_id == proj.id,
+                Environment.name == preview_environment(number),
+            )
+        )
+        if env is None:
+            return []
+        env_id = env.id
+    return [r.name for r in delete_environment_services(cp, [env_id])]
 
 
 def approve_preview(cp: ControlPlane, project: str, number: int, actor: str) -> Preview:

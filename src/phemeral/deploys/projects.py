@@ -44,6 +44,7 @@ def create_project(
     package_manager: str | None = None,
     webhook_secret: str | None = None,
     branch: str = "main",
+    preview_data: str | None = None,
 ) -> Project:
     """A project with its `production` environment (branch `main`) and default domain."""
     check_project_name(name)
@@ -55,6 +56,7 @@ def create_project(
             "start_command": start_command,
             "python_version": python_version,
             "package_manager": package_manager,
+            "preview_data": preview_data,
         },
     )
     secret = webhook_secret or os.urandom(24).hex()
@@ -109,7 +111,9 @@ def _checked_project_fields(cp: ControlPlane, given: Mapping[str, Any]) -> dict[
                 raise InvalidInput("the start command must be one line")
             if key == "repo_url":
                 _check_repo_url(cp.settings, value)
-        out[key] = value
+            if key == "preview_data" and value not in ("empty", "copy"):
+                raise InvalidInput("preview_data must be 'empty' or 'copy'")
+        out[key] = "empty" if key == "preview_data" and value is None else value
     return out
 
 
@@ -134,6 +138,7 @@ def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> P
         "start_command",
         "python_version",
         "package_manager",
+        "preview_data",
     }
     if unknown:
         raise InvalidInput(f"unknown project setting(s): {', '.join(sorted(unknown))}")

@@ -65,6 +65,8 @@ class Project(Base):
     package_manager: Mapped[str | None] = mapped_column(String(16))
     webhook_secret: Mapped[str | None] = mapped_column(Text)  # encrypted
     repo_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    # What a pull-request preview gets of production's services: "empty" ones or a "copy".
+    preview_data: Mapped[str] = mapped_column(String(8), default="empty", server_default="empty")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
