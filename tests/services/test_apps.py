@@ -109,6 +109,9 @@ def test_django_keeps_rows_across_redeploy_and_kill_9_restart(
     project = unique("dj")
     api.post("/projects", json={"name": project})
     pg = create(api, "postgres", project, connection_limit=20)
+    redis = create(api, "redis", project)
+    redis_pw = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
+    call("127.0.0.1", int(str(redis["port"])), "default", redis_pw, "SET", "kept", "yes")
     first = deploy(api, project, DJANGO_PG)
     log = build_log(api, str(first["id"]))
     assert "Applying notes.0001_initial... OK" in log  # the release command migrated
@@ -127,10 +130,14 @@ def test_django_keeps_rows_across_redeploy_and_kill_9_restart(
     server.kill(signal.SIGTERM)  # graceful: the cluster stops with the platform …
     cluster = server.data_dir / "services" / "postgres" / "data"
     assert not (cluster / "postmaster.pid").exists()
+    with pytest.raises(OSError):  # (the Redis server is down too)
+        call("127.0.0.1", int(str(redis["port"])), "default", redis_pw, "PING", timeout=2)
     server.start()  # … and starts again with it; the app reconnects
     with server.client() as fresh:
         assert fresh.get(f"/services/{pg['name']}").json()["status"] == "ready"
     assert get(server, second["id"]).json() == {"notes": 3}
+    port = int(str(redis["port"]))  # Redis too: saved on the way down, loaded on the way up
+    assert call("127.0.0.1", port, "default", redis_pw, "GET", "kept") == b"yes"
 
 
 def test_rotation_takes_effect_for_the_next_deployment(server: Server, api: httpx.Client) -> None:
