@@ -204,6 +204,18 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class ProcessState:
+    """One extra process (``worker``, ``clock``, …) of a deployment, as the runtime sees it."""
+
+    name: str
+    command: str
+    state: Literal["starting", "running", "backoff", "stopping", "stopped"]
+    restarts: int = 0
+    last_exit: str | None = None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class InstanceState:
     """Process state of a deployment, reported apart from its status (never changes it)."""
 
@@ -218,6 +230,7 @@ class InstanceState:
     # How a wake starts it: forked from a pre-loaded template (milliseconds) or by running the
     # start command as given (a cold start); None when the runtime does not know it.
     wake_path: Literal["template", "command"] | None = None
+    processes: tuple[ProcessState, ...] = ()  # extra processes (current deployments only)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from phemeral.deploys import (
     reconcile_after_restart,
     releases,
 )
+from phemeral.deploys.processes import ProcessSync
 from phemeral.deploys.services import start_services, stop_services
 from phemeral.models import RuntimeLogSink
 from phemeral.secrets import SecretBox
@@ -120,11 +121,15 @@ async def control_plane(
             cp.runtime = runtime
             for release in await asyncio.to_thread(releases, cp):
                 runtime.register(release)
+            cp.process_sync = ProcessSync(cp)
+            cp.listeners.append(cp.process_sync.poke)
         await asyncio.to_thread(publish, cp)
         try:
             yield cp
         finally:
             await cp.queue.close()
+            if cp.process_sync is not None:
+                await cp.process_sync.close()
             if runtime is not None:
                 await runtime.close()
             await asyncio.to_thread(stop_services, cp)

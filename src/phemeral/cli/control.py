@@ -339,6 +339,12 @@ def deployments_show(cli: Cli, deployment_id: str) -> None:
         out.print(f"  command: {command} ({source})")
         inst = d["instances"]
         out.print(f"  process: {inst['state']} ({inst['instances']} running)")
+        if d.get("release_command"):
+            out.print(f"  release: {escape(d['release_command'])}")
+        for proc in d.get("processes") or []:
+            extra = f", {proc['restarts']} restarts" if proc["restarts"] else ""
+            last = f", last: {escape(proc['last_exit'])}" if proc["last_exit"] else ""
+            out.print(f"  {proc['name']}: {escape(proc['command'])} ({proc['state']}{extra}{last})")
         out.print(f"  created: {d['created_at']}  finished: {d['finished_at'] or '—'}")
 
     cli.emit(d, human)

@@ -31,6 +31,7 @@ from phemeral.store.views import get_environment, get_project
 
 if TYPE_CHECKING:
     from phemeral.deploys.lifecycle import BuildQueue
+    from phemeral.deploys.processes import ProcessSync
 
 
 class Builder(Protocol):
@@ -49,6 +50,8 @@ class RuntimeControl(Protocol):
     async def boot_check(self, release: Release, log: BuildLog) -> None: ...
 
     async def run_release(self, release: Release, log: BuildLog) -> None: ...
+
+    async def run_processes(self, current: list[Release]) -> None: ...
 
     def instances(self, deployment_id: str) -> InstanceState: ...
 
@@ -80,6 +83,7 @@ class ControlPlane:
     queue: BuildQueue | None = None
     # one lock per (project, environment): release commands of one environment never overlap
     release_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    process_sync: ProcessSync | None = None  # extra processes follow the current pointers
     _services: ServiceManager | None = field(default=None, repr=False)
 
     @property

@@ -45,6 +45,7 @@ from phemeral.runtime.deployment import Deployment, Supervision
 from phemeral.runtime.idle import DormantTemplate, is_idle, sweep_interval, templates_to_evict
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.launch import ZYGOTE_SOURCE, Launcher
+from phemeral.runtime.processes import ExtraProcesses
 from phemeral.runtime.records import Records
 from phemeral.runtime.release_phase import run_release_command
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
@@ -99,6 +100,7 @@ class Runtime:
         )
         self._instances = Instances(self._sup, self._templates, self.ensure_running)
         self._sweeper: asyncio.Task[None] | None = None
+        self._extras = ExtraProcesses(self._sup)
 
     @property
     def _shared(self) -> dict[str, SharedTemplate]:
@@ -135,6 +137,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self._extras.close()
         await asyncio.gather(
             *(self._shutdown(d, drain=False) for d in list(self._deployments.values())),
             return_exceptions=True,
@@ -166,6 +169,11 @@ class Runtime:
         timeout = release.release_timeout or self.settings.release_timeout
         await run_release_command(self._launcher, release, log, timeout)
 
+    async def run_processes(self, current: list[Release]) -> None:
+        """Run the extra processes of exactly these releases (each environment's current
+        deployment): new ones start first, then the others drain and stop (`processes`)."""
+        await self._extras.run_for(current)
+
     def set_idle_timeout(self, deployment_id: str, seconds: float) -> None:
         self._get(deployment_id).idle_timeout = seconds
 
@@ -179,6 +187,7 @@ class Runtime:
         dep = self._deployments.get(deployment_id)
         if dep is None:
             return InstanceState(instances=0, state="stopped")
+        processes = self._extras.states(deployment_id)
         template_alive = dep.template is not None and dep.template.alive
         if dep.instance is not None:
             tier = "running"
@@ -202,6 +211,7 @@ class Runtime:
             restarts=dep.history.total_restarts,
             last_exit=dep.last_exit,
             wake_path="template" if dep.server is not None else "command",
+            processes=processes,
         )
 
     def shared_templates(self) -> list[dict[str, object]]:

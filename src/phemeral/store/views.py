@@ -118,7 +118,29 @@ def deployment_view(
         "created_at": iso(d.created_at),
         "started_at": iso(d.started_at),
         "finished_at": iso(d.finished_at),
+        "release_command": (d.release or {}).get("release_command"),
+        "processes": process_views(d.release, state),
     }
+
+
+def process_views(release: dict[str, Any] | None, state: InstanceState) -> list[Json]:
+    """The extra processes a release declares, with what the runtime says of each (they run
+    only while the deployment is current)."""
+    live = {p.name: p for p in state.processes}
+    out: list[Json] = []
+    for name, command in sorted(((release or {}).get("processes") or {}).items()):
+        seen = live.get(name)
+        out.append(
+            {
+                "name": name,
+                "command": command,
+                "state": seen.state if seen else "stopped",
+                "restarts": seen.restarts if seen else 0,
+                "last_exit": seen.last_exit if seen else None,
+                "started_at": iso(seen.started_at) if seen else None,
+            }
+        )
+    return out
 
 
 def list_deployments(

@@ -1,0 +1,100 @@
+"""A Celery worker declared in a Procfile consumes from the environment's Redis service; it runs
+for the current deployment only and is swapped on promote (new one starts, old one stops)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from .kit import Server, deploy, get, unique
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(900)]
+
+CELERY_APP = {
+    "requirements.txt": "flask\ngunicorn\ncelery[redis]>=5.3\n",
+    "Procfile": "web: gunicorn app:app\n"
+    "worker: celery -A tasks worker --loglevel INFO --concurrency 1 --without-gossip\n",
+    "tasks.py": """import os
+
+from celery import Celery
+
+app = Celery("tasks", broker=os.environ["REDIS_URL"], backend=os.environ["REDIS_URL"])
+app.conf.broker_connection_retry_on_startup = True
+
+
+@app.task
+def whoami(n):
+    return {"deployment": os.environ["PHEMERAL_DEPLOYMENT_ID"], "n": n * 2}
+""",
+    "app.py": """from flask import Flask
+
+from tasks import whoami
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return {"ok": True}
+
+
+@app.get("/run/<int:n>")
+def run(n):
+    return whoami.delay(n).get(timeout=60)
+""",
+}
+
+
+def processes(api: httpx.Client, deployment_id: str) -> dict[str, dict[str, Any]]:
+    body = api.get(f"/deployments/{deployment_id}").json()
+    return {p["name"]: p for p in body["processes"]}
+
+
+def wait_state(api: httpx.Client, deployment_id: str, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if processes(api, deployment_id)["worker"]["state"] == state:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"worker of {deployment_id}: {processes(api, deployment_id)}")
+
+
+def worker_lines(api: httpx.Client, deployment_id: str) -> list[str]:
+    body = api.get(
+        f"/deployments/{deployment_id}/logs/runtime", params={"limit": 1000, "order": "asc"}
+    ).json()
+    return [line["message"] for line in body["lines"] if line["instance"] == "worker"]
+
+
+def test_celery_worker_consumes_from_redis_and_is_swapped_on_promote(
+    server: Server, api: httpx.Client
+) -> None:
+    project = unique("cel")
+    api.post("/projects", json={"name": project})
+    response = api.post("/services", json={"kind": "redis", "project": project})
+    assert response.status_code == 201, response.text
+
+    first = deploy(api, project, CELERY_APP)
+    a = str(first["id"])
+    assert first["processes"][0]["name"] == "worker"
+    wait_state(api, a, "running")
+    assert get(server, a, "/run/21", timeout=90).json() == {"deployment": a, "n": 42}
+    assert any("ready" in line for line in worker_lines(api, a))  # tagged with its name
+
+    second = deploy(api, project, CELERY_APP)  # becomes current: the workers swap
+    b = str(second["id"])
+    wait_state(api, b, "running")
+    wait_state(api, a, "stopped")
+    # the old deployment's web process now hands its tasks to the new worker
+    assert get(server, a, "/run/1", timeout=90).json() == {"deployment": b, "n": 2}
+
+    # rollback: the first deployment's worker runs again, the second's stops
+    response = api.post(f"/deployments/{a}/promote", json={})
+    assert response.status_code == 200, response.text
+    wait_state(api, a, "running")
+    wait_state(api, b, "stopped")
+    assert get(server, b, "/run/2", timeout=90).json() == {"deployment": a, "n": 4}
+    assert processes(api, a)["worker"]["restarts"] == 0
