@@ -274,6 +274,8 @@ async def _stages(
     payload = detection.to_json()
     payload["start_command"] = command
     payload["start_command_source"] = command_source.value
+    if command_source is StartCommandSource.CUSTOM:
+        payload["sources"] = {**detection.sources, "start_command": "project setting"}
     return BuildResult(release=built, detection=payload, ancestry=ancestry)
 
 
