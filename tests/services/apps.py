@@ -67,7 +67,7 @@ def connect(dbname):
 @app.get("/")
 def who():
     with connect(settings.DATABASE["NAME"]) as conn:
-        db, user = conn.execute("SELECT current_database(), current_user").fetchone()
+        db, user = conn.execute("SELECT current_database(), session_user").fetchone()
     return {"database": db, "user": user, "password": settings.DATABASE["PASSWORD"]}
 
 

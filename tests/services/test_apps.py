@@ -144,25 +144,57 @@ def test_rotation_takes_effect_for_the_next_deployment(server: Server, api: http
     project = unique("rot")
     api.post("/projects", json={"name": project})
     pg = create(api, "postgres", project)
+    redis = create(api, "redis", project)
     before = deploy(api, project, RAILWAY_PG)
-    old = get(server, before["id"]).json()["password"]
+    old = get(server, before["id"]).json()
+    with psycopg.connect(credentials(api, str(pg["name"]))["DATABASE_URL"]) as conn:
+        conn.execute("CREATE TABLE made_before (x int)")
+        conn.execute("INSERT INTO made_before VALUES (1)")
+    old_redis = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
 
-    rotated = api.post(f"/services/{pg['name']}/credentials/rotate")
-    assert rotated.status_code == 200, rotated.text
-    new = credentials(api, str(pg["name"]))["PGPASSWORD"]
-    assert new != old
+    for svc in (pg, redis):
+        rotated = api.post(f"/services/{svc['name']}/credentials/rotate")
+        assert rotated.status_code == 200, rotated.text
+        assert "keep working until the next rotation" in rotated.json()["note"]
+    new = credentials(api, str(pg["name"]))
+    assert new["PGPASSWORD"] != old["password"] and new["PGUSER"] != old["user"]
     after = deploy(api, project, RAILWAY_PG)
     seen = get(server, after["id"]).json()
-    assert seen["password"] == new and seen["user"] == pg["user"]
-    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(
-            host="127.0.0.1",
-            port=int(str(pg["port"])),
-            user=str(pg["user"]),
-            password=old,
-            dbname=str(pg["database"]),
-            connect_timeout=3,
+    assert (seen["user"], seen["password"]) == (new["PGUSER"], new["PGPASSWORD"])
+    assert seen["database"] == old["database"]
+    assert get(server, before["id"]).json()["user"] == old["user"]  # the old one still works
+    with psycopg.connect(new["DATABASE_URL"]) as conn:  # same data, same owner
+        assert conn.execute("SELECT x FROM made_before").fetchall() == [(1,)]
+        conn.execute("CREATE TABLE made_after (x int)")
+    port = int(str(redis["port"]))
+    new_redis = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
+    assert call("127.0.0.1", port, "default", old_redis, "PING") == "PONG"
+    assert call("127.0.0.1", port, "default", new_redis, "PING") == "PONG"
+
+    for svc in (pg, redis):  # leaked: revoke what came before, at once
+        revoked = api.post(
+            f"/services/{svc['name']}/credentials/rotate", params={"revoke_previous": "true"}
         )
+        assert revoked.status_code == 200, revoked.text
+    latest = credentials(api, str(pg["name"]))
+    for user, password in ((old["user"], old["password"]), (new["PGUSER"], new["PGPASSWORD"])):
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(
+                host="127.0.0.1",
+                port=int(str(pg["port"])),
+                user=user,
+                password=password,
+                dbname=str(pg["database"]),
+                connect_timeout=3,
+            )
+    with psycopg.connect(latest["DATABASE_URL"]) as conn:  # tables made by any login remain
+        tables = conn.execute(
+            "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall()
+    assert tables == [("made_after", pg["database"]), ("made_before", pg["database"])]
+    for password in (old_redis, new_redis):
+        with pytest.raises(RedisError, match="WRONGPASS"):
+            call("127.0.0.1", port, "default", password, "PING")
 
 
 def test_user_variable_wins_and_the_listing_says_so(server: Server, api: httpx.Client) -> None:

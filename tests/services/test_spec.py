@@ -96,13 +96,39 @@ def test_redis_config_keeps_admin_commands_for_the_platform() -> None:
     assert "user default on >app ~* &* +@all -@admin" in conf
     assert "user phemeral on >adm ~* &* +@all" in conf
     assert "maxmemory 8mb" in conf and "appendonly yes" in conf
+    rotated = redis_config(
+        host="127.0.0.1",
+        port=1,
+        directory="/d",
+        password="new",
+        admin_password="adm",
+        maxmemory_mb=8,
+        previous_passwords=("old",),
+    )
+    assert "user default on >new >old ~* &* +@all -@admin" in rotated
+
+
+def test_rotation_keeps_one_previous_generation() -> None:
+    from phemeral.services.manager import ServiceRecord, rotated
+
+    pg = ServiceRecord("db", ServiceKind.POSTGRES, "embedded", "ph_db_x", 1, "p0")
+    one = rotated(pg, "p1", keep_previous=True)
+    assert (one.login, one.password, one.previous) == ("ph_db_x_r1", "p1", (("", "p0"),))
+    assert one.logins() == ["ph_db_x_r1", "ph_db_x"]
+    two = rotated(one, "p2", keep_previous=True)
+    assert two.login == "ph_db_x_r2" and two.previous == (("ph_db_x_r1", "p1"),)
+    assert rotated(two, "p3", keep_previous=False).previous == ()
+    redis = rotated(
+        ServiceRecord("c", ServiceKind.REDIS, "embedded", "c-x", 1, "a"), "b", keep_previous=True
+    )
+    assert redis.user == "" and redis.previous == (("", "a"),)
 
 
 def test_pg_hba_only_lets_roles_reach_their_own_database() -> None:
     lines = [ln.split() for ln in pg_hba("phemeral").splitlines() if not ln.startswith("#")]
     assert lines == [
         ["host", "all", "phemeral", "all", "scram-sha-256"],
-        ["host", "sameuser", "all", "all", "scram-sha-256"],
+        ["host", "samerole", "all", "all", "scram-sha-256"],
     ]
 
 

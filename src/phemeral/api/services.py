@@ -89,12 +89,21 @@ async def patch_service(name: str, body: ServicePatch, cp: CP, actor: Actor) -> 
 
 
 @router.post("/services/{name}/credentials/rotate")
-async def rotate_credentials(name: str, cp: CP, actor: Actor) -> Json:
-    """A new password, valid at once for new connections. Deployments created from now on
-    receive it; running deployments keep the old one, which no longer logs in: redeploy."""
-    await asyncio.to_thread(svc.rotate_credentials, cp, name)
+async def rotate_credentials(
+    name: str, cp: CP, actor: Actor, revoke_previous: bool = False
+) -> Json:
+    """New credentials (PostgreSQL: a new login role and password; Redis: a new password),
+    valid at once. Deployments created from now on receive them. The credentials they replace
+    stay valid until the next rotation, so running deployments keep working; with
+    ``revoke_previous=true`` they stop at once (and their connections are closed): use that
+    when they leaked, then redeploy."""
+    await asyncio.to_thread(svc.rotate_credentials, cp, name, revoke_previous=revoke_previous)
     view = _view(cp, name)
-    view["note"] = "applies to deployments created from now on; redeploy to use it"
+    view["note"] = "applies to deployments created from now on; " + (
+        "the previous credentials no longer work: redeploy now"
+        if revoke_previous
+        else "the previous credentials keep working until the next rotation"
+    )
     return view
 
 

@@ -110,17 +110,24 @@ def credentials() -> None:
 
 @credentials.command("rotate")
 @click.argument("name")
+@click.option(
+    "--revoke-previous",
+    is_flag=True,
+    help="The replaced credentials stop working at once (use when they leaked; then redeploy).",
+)
 @api_command
-def credentials_rotate(cli: Cli, name: str) -> None:
-    """Give service NAME a new password; deployments created from now on receive it.
+def credentials_rotate(cli: Cli, name: str, revoke_previous: bool) -> None:
+    """Give service NAME new credentials; deployments created from now on receive them.
 
-    The old password stops working at once for new connections: redeploy the environment.
+    The replaced ones keep working until the next rotation, so running deployments do too,
+    unless --revoke-previous.
     """
-    s = cli.api.post(f"/services/{name}/credentials/rotate")
+    params = {"revoke_previous": "true"} if revoke_previous else {}
+    s = cli.api.request("POST", f"/services/{name}/credentials/rotate", params=params)
 
     def human() -> None:
         out.print(f"[green]rotated[/] the credentials of {name}")
-        out.print("  deployments created from now on receive them; redeploy to use them")
+        out.print(f"  {s['note']}")
 
     cli.emit(s, human)
 

@@ -46,7 +46,7 @@ SECRET_SERVICE_VARIABLES = frozenset({"DATABASE_URL", "PGPASSWORD", "REDIS_URL"}
 
 
 def record_of(cp: ControlPlane, row: Service) -> ServiceRecord:
-    secrets: dict[str, str] = json.loads(cp.box.decrypt(row.credentials))
+    secrets: dict[str, Any] = json.loads(cp.box.decrypt(row.credentials))
     return ServiceRecord(
         name=row.name,
         kind=ServiceKind(row.kind),
@@ -57,13 +57,22 @@ def record_of(cp: ControlPlane, row: Service) -> ServiceRecord:
         admin_password=secrets.get("admin_password", ""),
         connection_limit=row.connection_limit,
         maxmemory_mb=row.maxmemory_mb,
+        user=secrets.get("user", ""),
+        generation=secrets.get("generation", 0),
+        previous=tuple((p["user"], p["password"]) for p in secrets.get("previous", [])),
     )
 
 
 def _credentials(cp: ControlPlane, record: ServiceRecord) -> str:
-    data = {"password": record.password}
+    data: dict[str, Any] = {"password": record.password}
     if record.admin_password:
         data["admin_password"] = record.admin_password
+    if record.generation:
+        data |= {
+            "user": record.user,
+            "generation": record.generation,
+            "previous": [{"user": u, "password": p} for u, p in record.previous],
+        }
     return cp.box.encrypt(json.dumps(data))
 
 
@@ -161,22 +170,18 @@ def create_service(
     return row
 
 
-def rotate_credentials(cp: ControlPlane, name: str) -> Service:
-    """A new password, effective at once for new connections; deployments created from now on
-    receive it (running ones keep the old one until they are redeployed)."""
+def rotate_credentials(cp: ControlPlane, name: str, *, revoke_previous: bool = False) -> Service:
+    """New credentials, valid at once; deployments created from now on receive them. The
+    current ones stay valid until the next rotation (running deployments keep working), unless
+    ``revoke_previous``: then they stop at once, and so do their open connections."""
     with cp.store.read() as s:
         record = record_of(cp, get_service(s, name))
-    password = new_password()
-    cp.services.set_password(record, password)
+    new = cp.services.rotate(record, new_password(), keep_previous=not revoke_previous)
     with cp.store.write() as s:
         row = get_service(s, name)
-        row.credentials = _credentials(cp, _with_password(record, password))
+        row.credentials = _credentials(cp, new)
         row.rotated_at = now()
     return row
-
-
-def _with_password(record: ServiceRecord, password: str) -> ServiceRecord:
-    return ServiceRecord(**{**record.__dict__, "password": password})
 
 
 def update_service(
@@ -339,6 +344,7 @@ def service_view(cp: ControlPlane, s: Session, row: Service, *, reveal: bool = F
         "variables": sorted(variables),
         "created_at": iso(row.created_at),
         "rotated_at": iso(row.rotated_at) if row.rotated_at else None,
+        "previous_credentials_valid": bool(record.previous),
     }
     if reveal:
         view["credentials"] = variables

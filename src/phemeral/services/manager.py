@@ -9,7 +9,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +38,25 @@ class ServiceRecord:
     admin_password: str = ""  # Redis: the platform's own user
     connection_limit: int | None = None
     maxmemory_mb: int | None = None
+    user: str = ""  # PostgreSQL: the current login ("" = the database's own role)
+    generation: int = 0  # rotations so far
+    previous: tuple[tuple[str, str], ...] = ()  # (user, password) still accepted
+
+    @property
+    def login(self) -> str:
+        return self.user or self.resource
+
+    def logins(self) -> list[str]:
+        return [self.login, *(user or self.resource for user, _ in self.previous)]
+
+
+def rotated(record: ServiceRecord, password: str, *, keep_previous: bool) -> ServiceRecord:
+    """The record after a rotation: a new login (PostgreSQL) and password; the current one
+    stays accepted as the previous one unless ``keep_previous`` is false; older ones go."""
+    generation = record.generation + 1
+    user = f"{record.resource}_r{generation}" if record.kind == ServiceKind.POSTGRES else ""
+    previous = ((record.user, record.password),) if keep_previous else ()
+    return replace(record, user=user, password=password, generation=generation, previous=previous)
 
 
 def enough_room(free_bytes: int) -> bool:
@@ -100,7 +119,7 @@ class ServiceManager:
                 ServiceKind.POSTGRES,
                 host,
                 record.port,
-                record.resource,
+                record.login,
                 record.password,
                 record.resource,
             )
@@ -142,23 +161,32 @@ class ServiceManager:
             password=record.password,
             admin_password=record.admin_password,
             maxmemory_mb=record.maxmemory_mb or self.settings.redis_maxmemory_mb,
+            previous_passwords=tuple(password for _, password in record.previous),
         )
         return RedisServer(spec, self.account)
 
-    def set_password(self, record: ServiceRecord, password: str) -> None:
-        """Replace the app's password; takes effect for new connections at once."""
+    def rotate(self, record: ServiceRecord, password: str, *, keep_previous: bool) -> ServiceRecord:
+        """New credentials, valid at once; the current ones stay valid (as the previous ones)
+        unless ``keep_previous`` is false, so running deployments keep working until the
+        next rotation. Older credentials stop working now."""
+        new = rotated(record, password, keep_previous=keep_previous)
+        kept = set(new.logins()[1:])
         if record.kind == ServiceKind.POSTGRES:
-            Databases(self._target(record.location)).set_password(record.resource, password)
-            return
-        old = self.redis(record)
-        old.set_password(password)
-        new = RedisServer(RedisSpec(**{**old.spec.__dict__, "password": password}), self.account)
-        new.write_config()
+            databases = Databases(self._target(record.location))
+            databases.add_login(record.resource, new.login, password, record.connection_limit)
+            for login in record.logins():
+                if login not in kept:
+                    databases.remove_login(record.resource, login)
+            return new
+        server = self.redis(new)
+        server.set_passwords(password, server.spec.previous_passwords)
+        server.write_config()
+        return new
 
     def set_limits(self, record: ServiceRecord) -> None:
         if record.kind == ServiceKind.POSTGRES:
             Databases(self._target(record.location)).set_connection_limit(
-                record.resource, record.connection_limit
+                record.resource, record.logins(), record.connection_limit
             )
             return
         server = self.redis(record)
@@ -200,7 +228,7 @@ class ServiceManager:
         """
         path = self.backup(record, when=when, tag="final")
         if record.kind == ServiceKind.POSTGRES:
-            Databases(self._target(record.location)).drop(record.resource)
+            Databases(self._target(record.location)).drop(record.resource, record.logins())
         else:
             server = self.redis(record)
             server.stop()

@@ -218,6 +218,7 @@ class EmbeddedCluster:
             )
         conf = self.data / "phemeral.conf"
         conf.write_text(pg_config(host=self.host, port=port))
+        (self.data / "pg_hba.conf").write_text(pg_hba(ADMIN_USER))
         if os.geteuid() == 0:
             for path in (conf, self.data / "pg_hba.conf"):
                 os.chown(path, self.account.uid, self.account.gid)
@@ -327,18 +328,55 @@ class Databases:
         except psycopg.Error as exc:
             raise ServiceFailure(f"cannot create database {ident}: {_first_line(exc)}") from exc
 
-    def set_password(self, ident: str, password: str) -> None:
-        self._alter(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(ident), sql.Literal(password)
-            ),
-            ident,
-        )
+    def add_login(
+        self, ident: str, login: str, password: str, connection_limit: int | None
+    ) -> None:
+        """One more role that logs in to the database and acts as its owner (``SET role``), so
+        what it creates belongs to the database's role and survives the login's removal."""
+        owner, name = sql.Identifier(ident), sql.Identifier(login)
+        limit = sql.Literal(-1 if connection_limit is None else connection_limit)
+        try:
+            with self._admin() as conn:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT {} IN ROLE {}"
+                    ).format(name, sql.Literal(password), limit, owner)
+                )
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} SET role = {}").format(name, sql.Literal(ident))
+                )
+        except psycopg.Error as exc:
+            raise ServiceFailure(f"cannot add a login to {ident}: {_first_line(exc)}") from exc
 
-    def set_connection_limit(self, ident: str, limit: int | None) -> None:
+    def remove_login(self, ident: str, login: str) -> None:
+        """The login no longer works; its sessions end. The database's own role stays (it owns
+        the data) but cannot log in any more."""
+        name = sql.Identifier(login)
+        try:
+            with self._admin() as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                    (login,),
+                )
+                if login == ident:
+                    conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(name))
+                    return
+            with self.target.connect(ident) as conn:
+                conn.execute(
+                    sql.SQL("REASSIGN OWNED BY {} TO {}").format(name, sql.Identifier(ident))
+                )
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+            with self._admin() as conn:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(name))
+        except psycopg.Error as exc:
+            raise ServiceFailure(f"cannot remove login {login}: {_first_line(exc)}") from exc
+
+    def set_connection_limit(self, ident: str, logins: list[str], limit: int | None) -> None:
         value = sql.Literal(-1 if limit is None else limit)
         name = sql.Identifier(ident)
-        self._alter(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(name, value), ident)
+        for login in dict.fromkeys([ident, *logins]):
+            role = sql.Identifier(login)
+            self._alter(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(role, value), ident)
         self._alter(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(name, value), ident)
 
     def _alter(self, statement: sql.Composed, ident: str) -> None:
@@ -348,12 +386,13 @@ class Databases:
         except psycopg.Error as exc:
             raise ServiceFailure(f"cannot change {ident}: {_first_line(exc)}") from exc
 
-    def drop(self, ident: str) -> None:
+    def drop(self, ident: str, logins: list[str]) -> None:
         name = sql.Identifier(ident)
         try:
             with self._admin() as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(name))
+                for login in [*(x for x in logins if x != ident), ident]:
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
         except psycopg.Error as exc:
             raise ServiceFailure(f"cannot drop database {ident}: {_first_line(exc)}") from exc
 

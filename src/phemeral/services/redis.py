@@ -42,6 +42,7 @@ class RedisSpec:
     password: str
     admin_password: str
     maxmemory_mb: int
+    previous_passwords: tuple[str, ...] = ()  # still accepted after a rotation
 
 
 class RedisServer:
@@ -98,6 +99,7 @@ class RedisServer:
                     password=s.password,
                     admin_password=s.admin_password,
                     maxmemory_mb=s.maxmemory_mb,
+                    previous_passwords=s.previous_passwords,
                 )
             )
         if os.geteuid() == 0:
@@ -180,8 +182,10 @@ class RedisServer:
             time.sleep(0.05)
         raise ServiceFailure(f"Redis on port {self.spec.port} did not finish rewriting its AOF")
 
-    def set_password(self, password: str) -> None:
-        self.admin("ACL", "SETUSER", "default", "resetpass", f">{password}")
+    def set_passwords(self, password: str, previous: tuple[str, ...]) -> None:
+        """Exactly these passwords log in as ``default`` from now on."""
+        keep = [f">{p}" for p in (password, *previous)]
+        self.admin("ACL", "SETUSER", "default", "resetpass", *keep)
 
     def set_maxmemory(self, mb: int) -> None:
         self.admin("CONFIG", "SET", "maxmemory", f"{mb}mb")

@@ -56,7 +56,7 @@ def check_connection_limit(limit: int | None) -> int | None:
 
 def database_identifier(name: str, salt: str) -> str:
     """The PostgreSQL database and role name of service ``name``: one identifier for both, so
-    pg_hba's ``sameuser`` keeps each role to its own database; ``salt`` (random, per service)
+    pg_hba's ``samerole`` keeps each role to its own database; ``salt`` (random, per service)
     keeps platforms that share one server apart."""
     return f"ph_{name.replace('-', '_')}_{salt}"[:63]
 
@@ -137,6 +137,7 @@ def redis_config(
     password: str,
     admin_password: str,
     maxmemory_mb: int,
+    previous_passwords: tuple[str, ...] = (),
 ) -> str:
     """One Redis service's configuration: its own port, password, memory cap, persistence.
 
@@ -165,7 +166,9 @@ def redis_config(
             "enable-protected-configs no",
             "enable-debug-command no",
             "enable-module-command no",
-            f"user default on >{password} ~* &* +@all -@admin",
+            "user default on "
+            + " ".join(f">{p}" for p in (password, *previous_passwords))
+            + " ~* &* +@all -@admin",
             f"user phemeral on >{admin_password} ~* &* +@all",
             "",
         ]
@@ -174,11 +177,12 @@ def redis_config(
 
 def pg_hba(admin_user: str) -> str:
     """The embedded cluster's only entries: the platform's admin role anywhere, and every other
-    role only to the database of its own name (``sameuser``), always by SCRAM password."""
+    role only to the database named like a role it belongs to (``samerole``: the database's
+    own role and the logins rotation adds to it), always by SCRAM password."""
     return (
         "# TYPE  DATABASE  USER  ADDRESS  METHOD  (written by Phemeral)\n"
         f"host    all       {admin_user}  all  scram-sha-256\n"
-        "host    sameuser  all   all      scram-sha-256\n"
+        "host    samerole  all   all      scram-sha-256\n"
     )
 
 
