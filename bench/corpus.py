@@ -239,22 +239,51 @@ def detect_line(tree: Path, entry: Entry) -> str:
     )
 
 
-def run_one(entry: Entry, platform: Platform, mirror: Path, work: Path) -> Result:
+# What a repository declares for a platform (Procfile, phemeral.toml, other platforms' files):
+# `--without-declarations` deploys each tree without them, as the platform did before it read them.
+DECLARATION_FILES = (
+    "Procfile",
+    "phemeral.toml",
+    "railway.json",
+    "railway.toml",
+    "render.yaml",
+    "heroku.yml",
+)
+
+
+def without_declarations(tree: Path) -> Path:
+    """A copy of ``tree`` without its declaration files (cached beside it)."""
+    dest = tree.with_name(tree.name + "-undeclared")
+    if not (dest / ".corpus-complete").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(
+            tree, dest, symlinks=True, ignore=shutil.ignore_patterns(*DECLARATION_FILES)
+        )
+    return dest
+
+
+def run_one(
+    entry: Entry, platform: Platform, mirror: Path, work: Path, strip: bool = False
+) -> Result:
     try:
-        return _run_one(entry, platform, mirror, work)
+        return _run_one(entry, platform, mirror, work, strip)
     except Exception as exc:
         result = Result(entry.name, entry.repo, entry.expect, outcome="bench-error")
         result.first_line = f"{type(exc).__name__}: {exc}"[:160]
         return result
 
 
-def _run_one(entry: Entry, platform: Platform, mirror: Path, work: Path) -> Result:
+def _run_one(
+    entry: Entry, platform: Platform, mirror: Path, work: Path, strip: bool = False
+) -> Result:
     result = Result(entry.name, entry.repo, entry.expect)
     started = time.monotonic()
     tree = extract(entry, mirror, work)
     if isinstance(tree, str):
         result.first_line = tree
         return result
+    if strip:
+        tree = without_declarations(tree)
     result.detection = detect_line(tree, entry)
     create = ["projects", "create", entry.name]
     if entry.root_dir:
@@ -339,6 +368,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra serve option")
+    parser.add_argument(
+        "--without-declarations",
+        action="store_true",
+        help="deploy without Procfile, phemeral.toml and other platforms' files (the baseline)",
+    )
     args = parser.parse_args()
     entries = load(args.corpus)
     if args.only:
@@ -350,7 +384,10 @@ def main() -> None:
         try:
             with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
                 futures = [
-                    pool.submit(run_one, e, platform, args.mirror, args.work) for e in entries
+                    pool.submit(
+                        run_one, e, platform, args.mirror, args.work, args.without_declarations
+                    )
+                    for e in entries
                 ]
                 results = []
                 for future in futures:

@@ -184,3 +184,43 @@ def test_hypercorn_app_declared_in_a_procfile(tmp_path: Path) -> None:
             assert response.headers["server"].startswith("hypercorn")
 
     asyncio.run(scenario())
+
+
+def test_release_commands_of_one_environment_never_overlap(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", port=8999, build_concurrency=2)
+    app = {**FLASK, "Procfile": "web: gunicorn app:app\nrelease: sleep 6 && echo released\n"}
+
+    async def scenario() -> None:
+        async with control_plane(settings, runtime_factory=Runtime) as cp:
+            assert cp.queue is not None
+            await asyncio.to_thread(deploys.create_project, cp, "pair")
+            ids = []
+            for n in range(2):
+                archive = tmp_path / f"pair-{n}.tar.gz"
+                archive.write_bytes(tar_gz(app))
+                trigger = Trigger(kind=TriggerKind.MANUAL, actor="test")
+                d, _ = await asyncio.to_thread(
+                    deploys.deploy, cp, "pair", "production", trigger, archive=archive
+                )
+                ids.append(d.id)
+            await cp.queue.wait_idle()
+            spans = []
+            waited = []
+            for did in ids:
+                with cp.store.read() as s:
+                    rows = s.execute(
+                        select(BuildLogRow.timestamp, BuildLogRow.message)
+                        .where(BuildLogRow.deployment_id == did, BuildLogRow.stage == "release")
+                        .order_by(BuildLogRow.id)
+                    ).all()
+                start = next(t for t, m in rows if m.startswith("running the release command"))
+                end = next(t for t, m in rows if m.startswith("release command finished"))
+                spans.append((start, end))
+                waited.append(any(m.startswith("waiting for another release") for _, m in rows))
+                assert row(cp, did)["status"] == "successful"
+            (_, first_end), (second_start, _) = sorted(spans)
+            assert first_end <= second_start, spans  # one after the other, never together
+            # the two builds ran side by side (2 slots), so the second release had to wait
+            assert any(waited), spans
+
+    asyncio.run(scenario())

@@ -3,7 +3,9 @@ for the current deployment only and is swapped on promote (new one starts, old o
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,6 +71,15 @@ def worker_lines(api: httpx.Client, deployment_id: str) -> list[str]:
     return [line["message"] for line in body["lines"] if line["instance"] == "worker"]
 
 
+def eventually_logged(api: httpx.Client, deployment_id: str, text: str) -> bool:
+    deadline = time.monotonic() + 30  # log lines reach the store in batches
+    while time.monotonic() < deadline:
+        if any(text in line for line in worker_lines(api, deployment_id)):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_celery_worker_consumes_from_redis_and_is_swapped_on_promote(
     server: Server, api: httpx.Client
 ) -> None:
@@ -82,7 +93,7 @@ def test_celery_worker_consumes_from_redis_and_is_swapped_on_promote(
     assert first["processes"][0]["name"] == "worker"
     wait_state(api, a, "running")
     assert get(server, a, "/run/21", timeout=90).json() == {"deployment": a, "n": 42}
-    assert any("ready" in line for line in worker_lines(api, a))  # tagged with its name
+    assert eventually_logged(api, a, "ready")  # its output: runtime log lines tagged "worker"
 
     second = deploy(api, project, CELERY_APP)  # becomes current: the workers swap
     b = str(second["id"])
@@ -98,3 +109,35 @@ def test_celery_worker_consumes_from_redis_and_is_swapped_on_promote(
     wait_state(api, b, "stopped")
     assert get(server, b, "/run/2", timeout=90).json() == {"deployment": a, "n": 4}
     assert processes(api, a)["worker"]["restarts"] == 0
+
+    # A platform killed with -9 and started again: the old worker is replaced, not doubled.
+    before = celery_pids(a)
+    assert before
+    server.kill(signal.SIGKILL)
+    server.start()
+    with server.client() as fresh:
+        wait_state(fresh, a, "running")
+        assert get(server, a, "/run/3", timeout=90).json() == {"deployment": a, "n": 6}
+        after = celery_pids(a)
+        assert after and not (after & before), (before, after)
+        assert len(after) == len(before)
+        assert not celery_pids(b)
+
+
+def celery_pids(deployment_id: str) -> set[int]:
+    """Host processes running the celery of this deployment's release."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if (
+            f"/releases/{deployment_id}/" in cmdline
+            and "celery" in cmdline
+            and "bwrap" not in cmdline
+        ):
+            found.add(int(entry.name))
+    return found
