@@ -100,7 +100,13 @@ def test_railway_settings_read_pg_variables_and_apps_are_isolated(
         )
     # one project's Redis password does not open another's Redis
     with pytest.raises(RedisError, match="WRONGPASS"):
-        call("127.0.0.1", int(str(redis_two["port"])), "default", mine["PGPASSWORD"], "PING")
+        call(
+            str(redis_two["host"]),
+            int(str(redis_two["port"])),
+            "default",
+            mine["PGPASSWORD"],
+            "PING",
+        )
 
 
 def test_django_keeps_rows_across_redeploy_and_kill_9_restart(
@@ -111,7 +117,7 @@ def test_django_keeps_rows_across_redeploy_and_kill_9_restart(
     pg = create(api, "postgres", project, connection_limit=20)
     redis = create(api, "redis", project)
     redis_pw = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
-    call("127.0.0.1", int(str(redis["port"])), "default", redis_pw, "SET", "kept", "yes")
+    call(str(redis["host"]), int(str(redis["port"])), "default", redis_pw, "SET", "kept", "yes")
     first = deploy(api, project, DJANGO_PG)
     log = build_log(api, str(first["id"]))
     assert "Applying notes.0001_initial... OK" in log  # the release command migrated
@@ -131,13 +137,13 @@ def test_django_keeps_rows_across_redeploy_and_kill_9_restart(
     cluster = server.data_dir / "services" / "postgres" / "data"
     assert not (cluster / "postmaster.pid").exists()
     with pytest.raises(OSError):  # (the Redis server is down too)
-        call("127.0.0.1", int(str(redis["port"])), "default", redis_pw, "PING", timeout=2)
+        call(str(redis["host"]), int(str(redis["port"])), "default", redis_pw, "PING", timeout=2)
     server.start()  # … and starts again with it; the app reconnects
     with server.client() as fresh:
         assert fresh.get(f"/services/{pg['name']}").json()["status"] == "ready"
     assert get(server, second["id"]).json() == {"notes": 3}
     port = int(str(redis["port"]))  # Redis too: saved on the way down, loaded on the way up
-    assert call("127.0.0.1", port, "default", redis_pw, "GET", "kept") == b"yes"
+    assert call(str(redis["host"]), port, "default", redis_pw, "GET", "kept") == b"yes"
 
 
 def test_rotation_takes_effect_for_the_next_deployment(server: Server, api: httpx.Client) -> None:
@@ -168,8 +174,8 @@ def test_rotation_takes_effect_for_the_next_deployment(server: Server, api: http
         conn.execute("CREATE TABLE made_after (x int)")
     port = int(str(redis["port"]))
     new_redis = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
-    assert call("127.0.0.1", port, "default", old_redis, "PING") == "PONG"
-    assert call("127.0.0.1", port, "default", new_redis, "PING") == "PONG"
+    assert call(str(redis["host"]), port, "default", old_redis, "PING") == "PONG"
+    assert call(str(redis["host"]), port, "default", new_redis, "PING") == "PONG"
 
     for svc in (pg, redis):  # leaked: revoke what came before, at once
         revoked = api.post(
@@ -180,7 +186,7 @@ def test_rotation_takes_effect_for_the_next_deployment(server: Server, api: http
     for user, password in ((old["user"], old["password"]), (new["PGUSER"], new["PGPASSWORD"])):
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(
-                host="127.0.0.1",
+                host=str(pg["host"]),
                 port=int(str(pg["port"])),
                 user=user,
                 password=password,
@@ -194,7 +200,7 @@ def test_rotation_takes_effect_for_the_next_deployment(server: Server, api: http
     assert tables == [("made_after", pg["database"]), ("made_before", pg["database"])]
     for password in (old_redis, new_redis):
         with pytest.raises(RedisError, match="WRONGPASS"):
-            call("127.0.0.1", port, "default", password, "PING")
+            call(str(redis["host"]), port, "default", password, "PING")
 
 
 def test_user_variable_wins_and_the_listing_says_so(server: Server, api: httpx.Client) -> None:
@@ -227,7 +233,7 @@ def test_delete_then_restore_brings_the_data_back(server: Server, api: httpx.Cli
         conn.execute("CREATE TABLE kept (word text)")
         conn.execute("INSERT INTO kept VALUES ('persisted')")
     redis_pw = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
-    call("127.0.0.1", int(str(redis["port"])), "default", redis_pw, "SET", "k", "v1")
+    call(str(redis["host"]), int(str(redis["port"])), "default", redis_pw, "SET", "k", "v1")
 
     dumps = {}
     for svc in (pg, redis):
@@ -247,7 +253,9 @@ def test_delete_then_restore_brings_the_data_back(server: Server, api: httpx.Cli
     with psycopg.connect(credentials(api, str(pg["name"]))["DATABASE_URL"]) as conn:
         assert conn.execute("SELECT word FROM kept").fetchall() == [("persisted",)]
     redis_pw = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
-    assert call("127.0.0.1", int(str(redis["port"])), "default", redis_pw, "GET", "k") == b"v1"
+    assert (
+        call(str(redis["host"]), int(str(redis["port"])), "default", redis_pw, "GET", "k") == b"v1"
+    )
 
 
 def test_new_environment_copies_services_and_deleting_it_asks_first(
@@ -311,3 +319,25 @@ def test_clear_errors_for_clashes_and_bad_input(api: httpx.Client) -> None:
     assert api.post("/services", json={"kind": "mysql", "project": project}).status_code == 422
     gone = api.post("/services", json={"kind": "redis", "project": "no-such-project"})
     assert gone.status_code == 404
+
+
+def test_connection_limit_and_maxmemory_are_enforced(api: httpx.Client) -> None:
+    project = unique("lim")
+    api.post("/projects", json={"name": project})
+    pg = create(api, "postgres", project, connection_limit=1)
+    redis = create(api, "redis", project, maxmemory_mb=1)
+    url = credentials(api, str(pg["name"]))["DATABASE_URL"]
+    with psycopg.connect(url):
+        with pytest.raises(psycopg.OperationalError, match="too many connections"):
+            psycopg.connect(url, connect_timeout=3)
+        patched = api.patch(f"/services/{pg['name']}", json={"connection_limit": 2})
+        assert patched.status_code == 200 and patched.json()["connection_limit"] == 2
+        with psycopg.connect(url):
+            pass  # a second one fits now
+    password = credentials(api, str(redis["name"]))["REDIS_URL"].split(":")[2].split("@")[0]
+    port = int(str(redis["port"]))
+    with pytest.raises(RedisError, match="OOM"):
+        for i in range(64):
+            call(str(redis["host"]), port, "default", password, "SET", f"k{i}", "x" * 65536)
+    refused = api.patch(f"/services/{redis['name']}", json={"connection_limit": 5})
+    assert refused.status_code == 422

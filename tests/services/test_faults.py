@@ -27,7 +27,7 @@ def services() -> Iterator[ServiceManager]:
     root = Path(tempfile.mkdtemp(prefix="phemeral-services-faults-"))
     traversable(root / "data")
     try:
-        yield ServiceManager(Settings(data_dir=root / "data"))
+        yield ServiceManager(Settings(data_dir=root / "data", services_host="127.0.0.1"))
     finally:
         stop_leftovers(root / "data")
         shutil.rmtree(root, ignore_errors=True)
