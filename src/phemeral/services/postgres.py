@@ -132,6 +132,8 @@ class EmbeddedCluster:
         with self._lock:
             if not self.exists():
                 self._init()
+            if self.running() and self.listening_on() != (self.host, self.port()):
+                self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60", check=False)  # moved
             if not self.running():
                 make_traversable(self.root)
                 self._start()
@@ -158,6 +160,14 @@ class EmbeddedCluster:
         except (OSError, ValueError, IndexError):
             return False
         return comm in ("postgres", "postmaster")
+
+    def listening_on(self) -> tuple[str, int] | None:
+        """The address and port the running postmaster recorded in ``postmaster.pid``."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            return lines[5].strip(), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def stop(self) -> None:
         with self._lock:
