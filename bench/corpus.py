@@ -15,9 +15,11 @@ commit is not on the machine is skipped with a line saying so; bring it with any
 `https://github.com/{owner}/{name}` into that path (`git clone --bare URL
 /work/.mirror/{owner}+{name}/repo`) and run again.
 
-Outcomes: ``serves`` (built, and the GET answered 2xx/3xx, or 401/403/404/405), ``boot-fail``
-(built, but the GET did not answer, or answered 400 or 5xx), ``build-fail`` (the deployment
-failed; the reason's first line is printed), ``skipped``, ``bench-error`` (this script failed).
+Outcomes: ``serves`` (built, and the GET answered below 500, but not Django refusing the
+host), ``boot-fail`` (built, but the GET did not answer, answered 5xx or refused the host),
+``build-fail`` (the deployment failed; the reason's first line is printed), ``skipped``,
+``bench-error`` (this script failed). Entries needing ``postgres``/``redis`` get the platform's
+own service (`phemeral services create`).
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus" / "repos.toml"
 BASE = "corpus.localhost"
-# an app that answers these is up (an API without a `/` route answers 404); a 400 is Django
-# refusing the host, a 5xx is a crash: neither serves
-SERVING_4XX = frozenset({401, 403, 404, 405})
+# any answer below 500 means the app is up (an API without a `/` route answers 404 or 422),
+# except a 400 that is Django refusing the host (ALLOWED_HOSTS)
+_HOST_REFUSED = re.compile(r"DisallowedHost|Invalid HTTP_HOST")
 
 
 @dataclass
@@ -294,6 +296,11 @@ def _run_one(
         return result
     if entry.env:
         platform.cli("env", "set", entry.name, *(f"{k}={v}" for k, v in entry.env.items()))
+    for kind in ("postgres", "redis"):
+        if kind in entry.needs:  # the platform's own backing service, as its README asks
+            made = platform.cli("services", "create", kind, "--project", entry.name)
+            if made.returncode != 0:
+                result.first_line = f"services create {kind}: " + _first(made.stderr or made.stdout)
     deployed = platform.cli("deploy", str(tree), "--project", entry.name, "--json")
     packed = next((ln for ln in deployed.stderr.splitlines() if ln.startswith("packed")), "")
     result.uploaded = packed
@@ -322,7 +329,10 @@ def _run_one(
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     result.status = status
-    if status is not None and (status < 400 or status in SERVING_4XX):
+    refused = ""
+    if status == 400:  # Django's ALLOWED_HOSTS says no: the app is up, but not for this host
+        refused = _runtime_error(platform, body["id"])
+    if status is not None and status < 500 and not _HOST_REFUSED.search(refused):
         result.outcome = "serves"
     else:
         result.outcome = "boot-fail"

@@ -63,6 +63,8 @@ def collect_dependencies(
     for dep in deps:
         direct.setdefault(dep.name, dep.source)
         resolved.add(dep.name)
+        if dep.name.startswith("flask-"):  # every Flask extension installs Flask itself
+            resolved.add("flask")
         resolved.update(IMPLIED.get(dep.name, ()))
         for extra in dep.extras:
             resolved.update(IMPLIED_BY_EXTRA.get((dep.name, extra), ()))
