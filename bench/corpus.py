@@ -329,14 +329,18 @@ def _run_one(
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     result.status = status
-    refused = ""
+    refused = None
     if status == 400:  # Django's ALLOWED_HOSTS says no: the app is up, but not for this host
-        refused = _runtime_error(platform, body["id"])
-    if status is not None and status < 500 and not _HOST_REFUSED.search(refused):
+        refused = next(
+            (m for m in _runtime_messages(platform, body["id"]) if _HOST_REFUSED.search(m)), None
+        )
+    if status is not None and status < 500 and refused is None:
         result.outcome = "serves"
     else:
         result.outcome = "boot-fail"
-        result.first_line = error or _runtime_error(platform, body["id"]) or f"GET {status}"
+        result.first_line = (
+            error or refused or _runtime_error(platform, body["id"]) or f"GET {status}"
+        )[:160]
     result.seconds = time.monotonic() - started
     return result
 
@@ -349,12 +353,16 @@ def _first(text: str) -> str:
     return ""
 
 
-def _runtime_error(platform: Platform, deployment_id: str) -> str:
+def _runtime_messages(platform: Platform, deployment_id: str) -> list[str]:
     try:
-        lines = platform.api(f"/deployments/{deployment_id}/logs/runtime?limit=200")["lines"]
+        lines = platform.api(f"/deployments/{deployment_id}/logs/runtime?limit=500")["lines"]
     except (httpx.HTTPError, KeyError, ValueError):
-        return ""
-    messages = [str(line.get("message", "")).strip() for line in lines]
+        return []
+    return [str(line.get("message", "")).strip() for line in lines]
+
+
+def _runtime_error(platform: Platform, deployment_id: str) -> str:
+    messages = _runtime_messages(platform, deployment_id)
     for pattern in (_EXCEPTION_LINE, re.compile(r"error|exited", re.IGNORECASE)):
         for message in reversed(messages):
             if pattern.search(message):

@@ -73,6 +73,9 @@ def test_requirement_lines() -> None:
     assert parse_line("-e git+https://example.com/x.git#egg=My_Lib") == ("my-lib", frozenset())
     assert parse_line("--index-url https://example.com/simple") is None
     assert parse_line("./local/path") is None
+    # a Python-version marker holds for some Python the project may run on: kept
+    assert parse_line('Django==6.0.5; python_version >= "3.12"') == ("django", frozenset())
+    assert parse_line('oldlib; python_version < "3.0"') is None
 
 
 def test_requirements_includes_cycles_and_escapes(tmp_path: Path) -> None:

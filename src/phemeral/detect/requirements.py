@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 
+from phemeral.detect.pyversions import KNOWN_MINORS
 from phemeral.detect.tree import SourceTree, clean_relpath
 
 MAX_INCLUDE_DEPTH = 8
@@ -101,10 +102,14 @@ def parse_line(line: str) -> tuple[str, frozenset[str]] | None:
 
 
 def _applies_on_linux(marker: Marker) -> bool:
-    """Judge a marker for a Linux target; one that cannot be judged keeps the requirement."""
+    """Judge a marker for a Linux target on any Python the project might run on (the version
+    is decided later): ``django==6.0; python_version >= "3.12"`` counts. One that cannot be
+    judged keeps the requirement."""
+    linux = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
     try:
-        return marker.evaluate(
-            {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
+        return any(
+            marker.evaluate({**linux, "python_version": m, "python_full_version": f"{m}.0"})
+            for m in KNOWN_MINORS
         )
     except (UndefinedComparison, UndefinedEnvironmentName):
         return True
