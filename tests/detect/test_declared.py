@@ -184,9 +184,19 @@ def test_split_steps_respects_quotes() -> None:
             "gunicorn p.wsgi",
         ),
         (
-            "python manage.py migrate && python manage.py collectstatic --noinput && uvicorn m:app",
-            "python manage.py migrate && python manage.py collectstatic --noinput",
+            "python manage.py migrate && python manage.py createcachetable && uvicorn m:app",
+            "python manage.py migrate && python manage.py createcachetable",
             "uvicorn m:app",
+        ),
+        (
+            "python manage.py migrate && python manage.py collectstatic --noinput && gunicorn m",
+            "python manage.py migrate",
+            "python manage.py collectstatic --noinput && gunicorn m",
+        ),
+        (
+            "python manage.py collectstatic --noinput && gunicorn m",
+            None,
+            "python manage.py collectstatic --noinput && gunicorn m",
         ),
         ("cd backend && gunicorn p.wsgi", None, "cd backend && gunicorn p.wsgi"),
         ("export X=1 && gunicorn p.wsgi", None, "export X=1 && gunicorn p.wsgi"),

@@ -22,6 +22,9 @@ SERVERS = ("gunicorn", "uvicorn", "hypercorn", "granian", "daphne", "waitress-se
 # Leading steps that change the shell the server runs in: never split off.
 _SHELL_STATE = ("cd", "export", "source", ".", "set", "unset", "ulimit", "umask", "exec")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# Steps that write files next to the app (static files, compiled messages): they stay in front of
+# the server, where the app's writable directory is, instead of moving to the release command.
+_FILES_STEP = re.compile(r"\b(collectstatic|compilemessages|compress|translate\s+compile)\b")
 _METACHARS = re.compile(r"[|;<>`]|(?<![$])\((?!\))")
 
 
@@ -85,7 +88,8 @@ def split_release_step(command: str) -> tuple[str | None, str]:
     """``steps && server …`` → (``steps``, ``server …``); (None, command) when not that shape.
 
     Only when the last step starts a known web server and no leading step changes the shell
-    the server runs in (``cd``, ``export``, ``source``, assignments).
+    the server runs in (``cd``, ``export``, ``source``, assignments). Steps that write files
+    beside the app (``collectstatic``, ``compilemessages``) stay in front of the server.
     """
     steps = split_steps(command)
     if len(steps) < 2 or any(not step for step in steps):
@@ -96,7 +100,11 @@ def split_release_step(command: str) -> tuple[str | None, str]:
         words = _words(step)
         if not words or words[0] in _SHELL_STATE or _ASSIGNMENT.match(words[0]):
             return None, command
-    return " && ".join(steps[:-1]), steps[-1]
+    release = [step for step in steps[:-1] if not _FILES_STEP.search(step)]
+    stays = [step for step in steps[:-1] if _FILES_STEP.search(step)]
+    if not release:
+        return None, command
+    return " && ".join(release), " && ".join([*stays, steps[-1]])
 
 
 def _mentions_port(value: str) -> bool:
