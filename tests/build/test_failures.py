@@ -251,3 +251,37 @@ def test_cancelled_build_leaves_no_processes_cgroup_or_release(
     assert not job.release_dir.exists()
     assert not list(Path("/sys/fs/cgroup/memory/phemeral").glob(f"build-{job.deployment_id}"))
     assert subprocess_run(["pgrep", "-f", "stuck_backend"]) == ""
+
+
+@pytest.mark.slow
+def test_verify_imports_as_the_server_does_so_a_boot_failure_fails_the_build(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # wsgi.py uses a model before get_wsgi_application() has set Django up: gunicorn fails
+    # on it at boot ("Apps aren't loaded yet"); a verify that set Django up first hid it.
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "django\ngunicorn\n",
+            "manage.py": "import os, sys\n"
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+            "from django.core.management import execute_from_command_line\n"
+            "execute_from_command_line(sys.argv)\n",
+            "mysite/__init__.py": "",
+            "mysite/settings.py": "SECRET_KEY = 'x'\nALLOWED_HOSTS = ['*']\n"
+            "INSTALLED_APPS = ['polls']\nROOT_URLCONF = 'mysite.urls'\n"
+            "WSGI_APPLICATION = 'mysite.wsgi.application'\nDATABASES = {}\n",
+            "mysite/urls.py": "urlpatterns = []\n",
+            "mysite/wsgi.py": "import os\n"
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+            "from polls.models import Question\n"
+            "from django.core.wsgi import get_wsgi_application\n"
+            "application = get_wsgi_application()\n",
+            "polls/__init__.py": "",
+            "polls/models.py": "from django.db import models\n"
+            "class Question(models.Model):\n    text = models.CharField(max_length=20)\n",
+        },
+    )
+    error, log, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "verify"
+    assert "Apps aren't loaded yet" in log.text("verify")

@@ -1,8 +1,12 @@
 """Import the app's entry point in the built venv, inside the sandbox, before anything serves it.
 
 A broken import fails the build with the traceback in the log instead of failing at the first
-request. Factories are called; Django is set up with the same ``DJANGO_SETTINGS_MODULE`` the
-runtime uses, and ``collectstatic --noinput`` runs when staticfiles and ``STATIC_ROOT`` are set.
+request. It sees what boot will see: the runtime's environment (``$PORT``, ``LANG``, the
+project's variables, ``DJANGO_SETTINGS_MODULE`` as the runtime sets it), the network the app
+will have, its working directory, and the target imported the way its server imports it (no
+``django.setup()`` first: the WSGI/ASGI module does that itself, or fails as it would at boot).
+Factories are called. Afterwards ``collectstatic --noinput`` runs when staticfiles and
+``STATIC_ROOT`` are set.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from phemeral.errors import BuildError
 from phemeral.models import AppSpec
 
 STAGE = "verify"
+VERIFY_PORT = "8000"  # what $PORT reads while imported (the runtime's templates load with it)
 MARK = "@@phemeral-verify@@"
 
 # Runs inside the sandbox with the release's interpreter; argv: target factory app_dir.
@@ -26,14 +31,7 @@ target, factory, app_dir = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 sys.path.insert(0, os.path.abspath(app_dir))
 report = {"staticfiles": False}
 try:
-    if os.environ.get("DJANGO_SETTINGS_MODULE"):
-        import django
-        django.setup()
-        from django.conf import settings
-        report["staticfiles"] = (
-            "django.contrib.staticfiles" in settings.INSTALLED_APPS
-            and bool(getattr(settings, "STATIC_ROOT", None))
-        )
+    # As the server does it: import the module, then the attribute (then call a factory).
     module_name, _, attr = target.partition(":")
     obj = importlib.import_module(module_name)
     for part in (attr or "app").removesuffix("()").split("."):
@@ -43,6 +41,12 @@ try:
     if not callable(obj):
         raise TypeError(f"{target} is {type(obj).__name__}, not a callable web application")
     report["type"] = type(obj).__module__ + "." + type(obj).__qualname__
+    if os.environ.get("DJANGO_SETTINGS_MODULE") and "django" in sys.modules:
+        from django.conf import settings
+        report["staticfiles"] = (
+            "django.contrib.staticfiles" in settings.INSTALLED_APPS
+            and bool(getattr(settings, "STATIC_ROOT", None))
+        )
 except BaseException:
     traceback.print_exc()
     sys.exit(3)
@@ -52,11 +56,17 @@ print(MARK + json.dumps(report))
 
 def app_env(spec: AppSpec, user_env: Mapping[str, str], venv: Path) -> dict[str, str]:
     """The environment the app sees at verify time, as at run time (pure)."""
-    env = dict(user_env)
-    env["VIRTUAL_ENV"] = str(venv)
-    env["PATH"] = f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
-    env.setdefault("HOME", "/tmp")  # noqa: S108 (the sandbox's private tmpfs)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    # The runtime's own order (`runtime.launch.Launcher.env`): its defaults, then the
+    # project's variables, then ``$PORT``.
+    env = {
+        "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",  # noqa: S108 (the sandbox's private tmpfs)
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "VIRTUAL_ENV": str(venv),
+    }
+    env.update(user_env)
+    env["PORT"] = VERIFY_PORT
     if spec.django_settings_module:
         env.setdefault("DJANGO_SETTINGS_MODULE", spec.django_settings_module)
     return env
@@ -91,6 +101,7 @@ async def verify(
         [*loader, python, "-c", _PROBE, target, "1" if spec.factory else "0", app_dir or "."],
         chdir=workdir,
         env=base,
+        share_net=True,  # the app has its network at boot; an import that connects works
         quiet=True,
     )
     report_line = next((line for line in result.output if line.startswith(MARK)), None)
