@@ -1,6 +1,7 @@
 """Wake → first byte for scaled-to-zero deployments, through the router, per stack and tier.
 
     .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15] [--stacks fastapi,flask,django]
+        [--read-only-app-dir]
 
 It constructs hello-world FastAPI (uvicorn), Flask (gunicorn) and Django (gunicorn) releases
 on real venvs (built once with uv, cached like the runtime tests' ones), a Procfile-style
@@ -49,7 +50,7 @@ PROCFILE_COMMAND = (
 # -- platform side (a child process) ----------------------------------------------------------
 
 
-async def platform(workdir: Path) -> None:
+async def platform(workdir: Path, writable_app_dir: bool) -> None:
     from phemeral.models import DeploymentRoute, DeploymentStatus, RoutingSnapshot, Upstream
     from phemeral.router.server import serve_router
     from phemeral.runtime.supervisor import Runtime
@@ -82,7 +83,7 @@ async def platform(workdir: Path) -> None:
         start_command="echo starting; exec uvicorn main:app --port $PORT",
     )
     settings = Settings(data_dir=workdir / "data", base_domain=BASE, boot_timeout=60)
-    runtime = Runtime(settings, NullSink())
+    runtime = Runtime(settings, NullSink(), writable_app_dir=writable_app_dir)
     await runtime.start()
     deployments = {
         did: DeploymentRoute(DeploymentStatus.SUCCESSFUL, "p", "production") for did in releases
@@ -164,16 +165,27 @@ def main() -> None:
         default=",".join([*STACKS, "procfile"]),
         help="e.g. fastapi,flask (procfile: the declared gunicorn command)",
     )
+    parser.add_argument(
+        "--read-only-app-dir",
+        action="store_true",
+        help="no writable overlay of the app directory per instance (to measure its cost)",
+    )
     parser.add_argument("--platform", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.platform:
-        asyncio.run(platform(Path(args.platform)))
+        asyncio.run(platform(Path(args.platform), not args.read_only_app_dir))
         return
     with tempfile.TemporaryDirectory(prefix="phemeral-wake-") as tmp:
         Path(tmp).chmod(0o755)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--platform", tmp],
+            [
+                sys.executable,
+                __file__,
+                "--platform",
+                tmp,
+                *(["--read-only-app-dir"] if args.read_only_app_dir else []),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

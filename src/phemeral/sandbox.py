@@ -80,6 +80,9 @@ class SandboxSpec:
     gid: int | None = None
     ro_binds: tuple[Path, ...] = ()
     rw_binds: tuple[Path, ...] = ()
+    # (host source, path inside, writable): a bind at another path (bwrap only), e.g. an app's
+    # throwaway copy-on-write view bound at the release's own path.
+    mounts: tuple[tuple[Path, Path, bool], ...] = ()
     chdir: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     share_net: bool = False
@@ -285,16 +288,17 @@ def _bwrap_args(spec: SandboxSpec, *, root: bool, exists: Callable[[str], bool])
             args += ["--ro-bind-try", item, item]
     args += list(spec.extra_bwrap_args)
     ro_binds = [*spec.ro_binds, *([spec.env_file] if spec.env_file is not None else [])]
-    binds = [(p, "--ro-bind") for p in ro_binds] + [(p, "--bind") for p in spec.rw_binds]
+    binds = [(p, "--ro-bind", p) for p in ro_binds] + [(p, "--bind", p) for p in spec.rw_binds]
+    binds += [(t, "--bind" if rw else "--ro-bind", s) for s, t, rw in spec.mounts]
     # Parents before children, so a child bind is not hidden by its parent's.
     binds.sort(key=lambda item: (len(item[0].parts), str(item[0])))
-    for path, flag in binds:
-        if not path.is_absolute():
+    for path, flag, source in binds:
+        if not path.is_absolute() or not source.is_absolute():
             raise SandboxRefused(f"sandbox bind {path} must be an absolute path")
         if any(path == p or p in path.parents for p in _SYSTEM_RO):
             continue
         args += _parents(path, made)
-        args += [flag, str(path), str(path)]
+        args += [flag, str(source), str(path)]
         made.add(path)
     args += ["--clearenv"]
     for key, value in sorted(spec.env.items()):

@@ -235,6 +235,9 @@ def make_release(
     for parent in root.parents:
         if parent != Path("/"):
             os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    if os.geteuid() == 0:  # as the build leaves it: the source belongs to the app's uid
+        for item in [src, *src.rglob("*")]:
+            os.chown(item, APP_UID, APP_UID)
     return Release(
         deployment_id=deployment_id,
         project="p",

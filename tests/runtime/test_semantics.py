@@ -5,6 +5,7 @@ its working directory. Real releases, real venvs, real (sandboxed when root) pro
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,151 @@ def test_an_arbitrary_command_runs_as_given_and_says_so(
         assert state.wake_path == "command" and state.tier == "running"
 
     run_with_runtime(settings, sink, body)
+
+
+WRITER_APP = """
+import os, pathlib, sqlite3
+from flask import Flask
+
+HERE = pathlib.Path(__file__).resolve().parent
+(HERE / "cache").mkdir(exist_ok=True)  # written while imported: the template's layer
+(HERE / "cache" / "built.txt").write_text("at import")
+app = Flask(__name__)
+
+@app.get("/")
+def root():
+    return {"hello": "flask", "pid": os.getpid()}
+
+@app.get("/write")
+def write():
+    (HERE / "logs").mkdir(exist_ok=True)
+    with open(HERE / "logs" / "app.log", "a") as log:
+        log.write("hit\\n")
+    db = sqlite3.connect(HERE / "app.db")
+    db.execute("CREATE TABLE IF NOT EXISTS hits (n INTEGER)")
+    db.execute("INSERT INTO hits VALUES (1)")
+    db.commit()
+    rows = db.execute("SELECT count(*) FROM hits").fetchone()[0]
+    db.close()
+    return {"rows": rows, "log": (HERE / "logs" / "app.log").read_text(),
+            "cache": (HERE / "cache" / "built.txt").read_text(), "cwd": os.getcwd()}
+"""
+
+
+def _root_only() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("overlay mounts need root")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_app_writes_next_to_its_code_in_a_throwaway_layer_of_each_instance(
+    shared: bool, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    _root_only()
+    release = make_release(
+        tmp_path,
+        "writer-1",
+        "flask",
+        files={"app.py": WRITER_APP},
+        lock_hash="L-writer" if shared else None,
+    )
+    before = sorted(p.name for p in release.workdir.iterdir())
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        for expected in (1, 2):
+            status, payload = await request(runtime, "writer-1", "/write")
+            assert status == 200, payload
+            answer = json.loads(payload)
+            assert answer["rows"] == expected and answer["log"] == "hit\n" * expected
+            assert answer["cache"] == "at import"
+            assert answer["cwd"] == str(release.workdir)
+        # The next instance starts from the template's view again: the first one's writes
+        # were thrown away with it; what the import wrote is still there.
+        await runtime._stop_instance(runtime._deployments["writer-1"], "idle")
+        status, payload = await request(runtime, "writer-1", "/write")
+        assert status == 200, payload
+        assert json.loads(payload)["rows"] == 1
+        assert json.loads(payload)["cache"] == "at import"
+
+    run_with_runtime(settings, sink, body)
+    # The release itself never changed, and nothing is left mounted or stored.
+    assert sorted(p.name for p in release.workdir.iterdir()) == before
+    assert str(settings.data_dir) not in Path("/proc/self/mountinfo").read_text()
+    assert not (settings.data_dir / "runtime" / "views").exists()
+
+
+HOLDER_APP = """
+import os, pathlib, sqlite3
+from flask import Flask
+
+HERE = pathlib.Path(__file__).resolve().parent
+DB = sqlite3.connect(HERE / "app.db", check_same_thread=False)  # kept open from import
+DB.execute("CREATE TABLE IF NOT EXISTS hits (n INTEGER)")
+DB.commit()
+app = Flask(__name__)
+
+@app.get("/")
+def root():
+    return {"hello": "flask"}
+
+@app.get("/write")
+def write():
+    DB.execute("INSERT INTO hits VALUES (1)")
+    DB.commit()
+    other = sqlite3.connect(HERE / "app.db")  # the same file, reopened by path
+    rows = other.execute("SELECT count(*) FROM hits").fetchone()[0]
+    other.execute("INSERT INTO hits VALUES (2)")
+    other.commit()
+    other.close()
+    return {"rows": rows, "mine": DB.execute("SELECT count(*) FROM hits").fetchone()[0]}
+"""
+
+
+@pytest.mark.root
+def test_a_database_opened_at_import_and_reopened_by_path_stays_one_file(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    _root_only()
+    release = make_release(tmp_path, "holder-1", "flask", files={"app.py": HOLDER_APP})
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        status, payload = await request(runtime, "holder-1", "/write")
+        assert status == 200, payload
+        assert json.loads(payload) == {"rows": 1, "mine": 2}
+        status, payload = await request(runtime, "holder-1", "/write")
+        assert json.loads(payload) == {"rows": 3, "mine": 4}
+        assert any("open from import" in m for m in sink.messages("holder-1", "system"))
+
+    run_with_runtime(settings, sink, body)
+    assert not (release.workdir / "app.db").exists()
+
+
+@pytest.mark.root
+def test_a_command_run_as_given_writes_in_its_own_throwaway_layer(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    _root_only()
+    release = make_release(
+        tmp_path,
+        "cmdwriter-1",
+        "flask",
+        custom=True,
+        files={"app.py": WRITER_APP},
+        start_command="echo started > started.txt; exec gunicorn -b 0.0.0.0:$PORT app:app",
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        assert runtime.instances("cmdwriter-1").wake_path == "command"
+        status, payload = await request(runtime, "cmdwriter-1", "/write")
+        assert status == 200, payload
+        assert json.loads(payload)["rows"] == 1
+        await runtime._stop_instance(runtime._deployments["cmdwriter-1"], "idle")
+        status, payload = await request(runtime, "cmdwriter-1", "/write")
+        assert json.loads(payload)["rows"] == 1
+
+    run_with_runtime(settings, sink, body)
+    assert not (release.workdir / "started.txt").exists()

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 from phemeral.errors import BootFailed
 from phemeral.runtime import procs
@@ -50,15 +51,19 @@ class AppTemplates:
         await sup.ensure_cgroup(dep)
         env = {**sup.launcher.env(release, 8000), **dep.server.env}
         timeout = sup.settings.boot_timeout
+        did = release.deployment_id
+        # The template's writable layer: pre-commands and the app's import write into it.
+        base = sup.views.base(did, release.workdir, release.uid)
         for command in dep.server.pre_commands:
-            await self._run_pre_command(dep, command, env, timeout)
+            await self._run_pre_command(dep, command, env, timeout, base)
 
         template = self._new(dep)
         if self.share and release.lock_hash:
             return await self._fork_from_shared(dep, template, env, timeout)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        spec = sup.launcher.spec(release, env)
+        # Bound from a shared mount point: instance layers stacked on it later appear inside.
+        spec = sup.launcher.spec(release, env, sup.views.attach(did))
         try:
             process = await template.launch(
                 lambda fd: sup.launcher.template_argv(release, fd, spec, dep.cgroup),
@@ -82,6 +87,13 @@ class AppTemplates:
         return template
 
     def _adopt(self, dep: Deployment, template: TemplateProcess) -> None:
+        if template.held and self.sup.views.share_base(dep.release.deployment_id):
+            self.sup.system(
+                dep,
+                f"the app keeps {len(template.held)} file(s) of its directory open from import "
+                f"({template.held[0]}): its instances write into the template's layer, not "
+                "one of their own",
+            )
         dep.template = template
         dep.dormant_since = self.sup.clock()
         self.sup.background(self._watch(dep, template))
@@ -93,13 +105,18 @@ class AppTemplates:
         return TemplateProcess(on_exit)
 
     async def _run_pre_command(
-        self, dep: Deployment, command: str, env: dict[str, str], timeout: float
+        self,
+        dep: Deployment,
+        command: str,
+        env: dict[str, str],
+        timeout: float,
+        app_view: Path | None,
     ) -> None:
         sup = self.sup
         sup.system(dep, f"running: {command}")
         out_r, out_w = os.pipe()
         try:
-            spec = sup.launcher.spec(dep.release, env)
+            spec = sup.launcher.spec(dep.release, env, app_view)
             process = await sup.launcher.exec(
                 sup.launcher.argv(["/bin/sh", "-c", command], spec, dep.cgroup), out_w, out_w
             )
@@ -162,6 +179,10 @@ class AppTemplates:
             os.close(out_w)
             os.close(err_w)
         logs = self.sup.attach_output(dep, "template", out_r, err_r)
+        if shared.releases_view is not None:
+            # The deployment's layer at its app directory inside the shared template's view.
+            inside = shared.releases_view / release.workdir.relative_to(release.path.parent)
+            self.sup.views.attach(did, inside)
         launcher = shared.template.host_pid
         template.host_pid = procs.host_pid(launcher, pid) if launcher is not None else None
         if dep.cgroup is not None and template.host_pid is not None:
@@ -244,6 +265,10 @@ class AppTemplates:
             if dep.cgroup is not None and dep.instance is None:
                 cgroup, dep.cgroup = dep.cgroup, None  # deep tier: not even a cgroup is left
                 await asyncio.to_thread(cgroup.remove)
+            if dep.instance is None:  # the template's writable layer goes with it
+                gone = self.sup.views.drop(dep.release.deployment_id)
+                if gone is not None:
+                    await self.sup.forget_dirs([gone])
             await self.shared.release(dep)
             if dep.instance is None:
                 self.sup.records.remove(dep.release.deployment_id)

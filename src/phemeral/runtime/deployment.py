@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from phemeral import sandbox
 from phemeral.models import Release, Upstream
+from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import CrashHistory
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import ServerCommand
@@ -83,7 +86,9 @@ class Supervision:
         records: Records,
         clock: Callable[[], float],
         stop_timeout: float,
+        views: AppViews,
     ) -> None:
+        self.views = views
         self.settings = settings
         self.capture = capture
         self.launcher = launcher
@@ -118,6 +123,11 @@ class Supervision:
             self.capture.attach(out_r, did, instance, "stdout", to),
             self.capture.attach(err_r, did, instance, "stderr", to),
         ]
+
+    async def forget_dirs(self, dirs: list[Path]) -> None:
+        """Delete throwaway layer directories (off the event loop)."""
+        for directory in dirs:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def ensure_cgroup(self, dep: Deployment) -> None:
         """Give the deployment its cgroup (limits, OOM count) unless it has one or cannot."""

@@ -85,15 +85,20 @@ class Instances:
             listener.listen(LISTEN_BACKLOG)
             port = listener.getsockname()[1]
             iid = instance_id()
+            did = dep.release.deployment_id
             try:
+                # Its own throwaway layer over the template's view, at the app's path.
+                self.sup.views.start_instance(did, iid, dep.release.uid)
                 pids = await template.serve(listener.fileno(), out_w, err_w, template.workers, iid)
             except TemplateGone as exc:
                 os.close(out_r)
                 os.close(err_r)
+                await self.sup.forget_dirs(self.sup.views.end_instance(did, iid))
                 raise BootFailed("the app's template process ended before it could serve") from exc
             except BaseException:
                 os.close(out_r)
                 os.close(err_r)
+                await self.sup.forget_dirs(self.sup.views.end_instance(did, iid))
                 raise
         finally:
             listener.close()
@@ -116,21 +121,24 @@ class Instances:
         await sup.ensure_cgroup(dep)
         port = free_port()
         env = sup.launcher.env(dep.release, port)
+        iid = instance_id()
+        release = dep.release
+        view = sup.views.command(release.deployment_id, iid, release.workdir, release.uid)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            spec = sup.launcher.spec(dep.release, env)
+            spec = sup.launcher.spec(dep.release, env, view)
             argv = sup.launcher.argv(["/bin/sh", "-c", dep.release.start_command], spec, dep.cgroup)
             process = await sup.launcher.exec(argv, out_w, err_w)
         except BaseException:
             os.close(out_r)
             os.close(err_r)
+            await sup.forget_dirs(sup.views.end_instance(release.deployment_id, iid))
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
         sup.records.write(dep.release.deployment_id, process.pid, dep.cgroup)
-        iid = instance_id()
         loop = asyncio.get_running_loop()
         instance = Instance(
             iid,
@@ -343,3 +351,7 @@ class Instances:
             await old.close(timeout=2)  # replaced by a refreshed template while it served
         elif old is not None:
             await old.release(instance.id)
+        # Its throwaway writes go with it.
+        await self.sup.forget_dirs(
+            self.sup.views.end_instance(dep.release.deployment_id, instance.id)
+        )

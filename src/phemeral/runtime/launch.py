@@ -15,6 +15,7 @@ import hashlib
 import logging
 import secrets
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 from phemeral import sandbox
@@ -52,23 +53,39 @@ class Launcher:
         env["PORT"] = str(port)
         return env
 
-    def spec(self, release: Release, env: dict[str, str]) -> sandbox.SandboxSpec:
-        """A deployment's own sandbox: its release, run from its working directory."""
-        return self._spec(release, release.path, release.workdir, env)
+    def spec(
+        self, release: Release, env: dict[str, str], app_view: Path | None = None
+    ) -> sandbox.SandboxSpec:
+        """A deployment's own sandbox: its release, run from its working directory; with an
+        ``app_view`` (a writable overlay of the app directory) bound at the app's own path."""
+        mounts = ((app_view, release.workdir, True),) if app_view is not None else ()
+        return self._spec(release, release.path, release.workdir, env, mounts)
 
-    def shared_spec(self, release: Release) -> sandbox.SandboxSpec:
-        """A shared framework template's sandbox: every release of the project, no app env."""
+    def shared_spec(
+        self, release: Release, releases_view: Path | None = None
+    ) -> sandbox.SandboxSpec:
+        """A shared framework template's sandbox: every release of the project, no app env
+        (the releases dir through ``releases_view``, where the forks' app views appear)."""
         env = self.env(release, 8000)
         releases_dir = release.path.parent
         shared_env = {k: env[k] for k in SHARED_ENV}
-        return self._spec(release, releases_dir, releases_dir, shared_env)
+        if releases_view is None:
+            return self._spec(release, releases_dir, releases_dir, shared_env)
+        spec = self._spec(release, release.venv, releases_dir, shared_env)
+        return replace(spec, mounts=((releases_view, releases_dir, False),))
 
     def _spec(
-        self, release: Release, root: Path, chdir: Path, env: dict[str, str]
+        self,
+        release: Release,
+        root: Path,
+        chdir: Path,
+        env: dict[str, str],
+        mounts: tuple[tuple[Path, Path, bool], ...] = (),
     ) -> sandbox.SandboxSpec:
         ro = [root, release.venv, self.zygote_path, *interpreter_dirs(release.venv)]
         return sandbox.SandboxSpec(
             uid=release.uid,
+            mounts=mounts,
             ro_binds=tuple(dict.fromkeys(ro)),
             chdir=chdir,
             env=env,

@@ -55,6 +55,7 @@ class SharedTemplate:
     users: set[str] = field(default_factory=set)
     logs: list[asyncio.Future[None]] = field(default_factory=list)
     learned: bool = False
+    releases_view: Path | None = None  # where the forks' writable app views appear inside
 
 
 class SharedTemplates:
@@ -89,7 +90,8 @@ class SharedTemplates:
         assert server is not None
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         cgroup = await sup.launcher.create_cgroup("s-" + digest, f"the shared template {key}")
-        spec = sup.launcher.shared_spec(release)
+        releases_view = sup.views.shared_releases(key, release.path.parent)
+        spec = sup.launcher.shared_spec(release, releases_view)
         template = TemplateProcess(lambda _pid, _code, _sig: None)
 
         def argv_for(fd: int) -> list[str]:
@@ -102,7 +104,7 @@ class SharedTemplates:
         finally:
             os.close(out_w)
             os.close(err_w)
-        shared = SharedTemplate(key, template, release.venv, cgroup)
+        shared = SharedTemplate(key, template, release.venv, cgroup, releases_view=releases_view)
         shared.logs = sup.attach_output(dep, "shared-template", out_r, err_r, tee=False)
         sup.records.write_shared(key, process.pid, cgroup)
         await template.preload(
@@ -133,6 +135,7 @@ class SharedTemplates:
         await self.sup.capture.drain(shared.logs, 1.0)
         if shared.cgroup is not None:
             await asyncio.to_thread(shared.cgroup.remove)
+        await asyncio.to_thread(self.sup.views.close_shared, shared.key)
         self.sup.records.remove_shared(shared.key)
 
     async def close_all(self) -> None:

@@ -37,6 +37,7 @@ from phemeral.errors import BootFailed, NotFound, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
 from phemeral.runtime import procs
 from phemeral.runtime.app_template import AppTemplates
+from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import may_start, retry_after
 from phemeral.runtime.bootcheck import probe_http
 from phemeral.runtime.capture import LogCapture
@@ -69,6 +70,7 @@ class Runtime:
         drain_timeout: float = 30.0,
         use_templates: bool = True,
         share_templates: bool = True,
+        writable_app_dir: bool = True,
         log_rate: float | None = None,
         log_burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -86,8 +88,9 @@ class Runtime:
         self._zygote_path = self.state_dir / "zygote.py"
         self._launcher = Launcher(settings, self._zygote_path)
         self._records = Records(self.state_dir)
+        self._views = AppViews(self.state_dir / "views", enabled=writable_app_dir)
         self._sup = Supervision(
-            settings, self.capture, self._launcher, self._records, clock, stop_timeout
+            settings, self.capture, self._launcher, self._records, clock, stop_timeout, self._views
         )
         self._deployments = self._sup.deployments
         self._sharing = SharedTemplates(self._sup)
@@ -128,6 +131,7 @@ class Runtime:
             self._launcher.cgroup_prefix,
             self._zygote_path,
         )
+        await asyncio.to_thread(self._views.clean)
         self._sweeper = asyncio.create_task(self._sweep_loop())
 
     async def close(self) -> None:
@@ -143,6 +147,7 @@ class Runtime:
             return_exceptions=True,
         )
         await self._sharing.close_all()
+        await asyncio.to_thread(self._views.clean)
         self.capture.close()
 
     # -- registry ------------------------------------------------------------------------------
@@ -325,6 +330,9 @@ class Runtime:
                 await asyncio.sleep(0.05)
         await self._instances.stop(dep, reason="retired")
         await self._templates.drop(dep)
+        gone = self._views.drop(dep.release.deployment_id)
+        if gone is not None:
+            await self._sup.forget_dirs([gone])
         if dep.cgroup is not None:
             cgroup = dep.cgroup
             dep.cgroup = None

@@ -38,6 +38,7 @@ class TemplateProcess:
         self.workers = 1
         self.host_pid: int | None = None  # for memory figures and cgroup moves
         self.modules: list[str] = []  # modules the loaded app imported, outside its own code
+        self.held: list[str] = []  # files of its directory the app keeps open from import
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -183,6 +184,7 @@ class TemplateProcess:
         self.server = reply.get("server")
         self.workers = int(reply.get("workers") or 1)
         self.modules = [str(m) for m in reply.get("modules") or []]
+        self.held = [str(f) for f in reply.get("held") or []]
 
     async def serve(
         self, listener: int, stdout: int, stderr: int, workers: int, instance: str = ""

@@ -181,6 +181,7 @@ class Template:
                 freeze()
                 reply.update(ok=True, workers=self.workers, server=self.server)
                 reply["modules"] = shareable_modules(message.get("workdir") or "")
+                reply["held"] = held_files(message.get("workdir") or "")
             elif op == "fork_template":
                 reply.update(ok=True, pid=self.fork_template(fds))
             elif op == "signal":
@@ -459,6 +460,28 @@ def shareable_modules(workdir: str) -> list[str]:
             continue
         names.append(name)
     return sorted(names)
+
+
+def held_files(workdir: str) -> list[str]:
+    """Files of the app's directory the app keeps open (opened while it was imported)."""
+    if not workdir:
+        return []
+    prefix = workdir.rstrip("/") + "/"
+    held = set()
+    try:
+        names = [p.name for p in pathlib.Path("/proc/self/fd").iterdir()]
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit() or int(name) < 3 or int(name) in PLATFORM_FDS:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")  # noqa: PTH115 (none on 3.8)
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            held.add(target)
+    return sorted(held)
 
 
 def import_target(target: str, factory: bool) -> Any:
