@@ -4,6 +4,7 @@ its working directory. Real releases, real venvs, real (sandboxed when root) pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -53,13 +54,24 @@ FD_APP_FASTAPI = FD_APP_FASTAPI.replace("app = Flask(__name__)", "app = FastAPI(
 
 
 @pytest.mark.parametrize(
-    ("stack", "files"),
-    [("flask", {"app.py": FD_APP_FLASK}), ("fastapi", {"main.py": FD_APP_FASTAPI})],
+    ("stack", "files", "command"),
+    [
+        # --preload: gunicorn's own semantics are "import once, fork": the template's fork
+        # must keep every descriptor the import opened.
+        ("flask", {"app.py": FD_APP_FLASK}, "gunicorn --preload -b :$PORT app:app"),
+        # uvicorn imports in the serving process: so does each server forked here.
+        ("fastapi", {"main.py": FD_APP_FASTAPI}, None),
+    ],
 )
 def test_descriptors_the_app_opened_at_import_survive_the_fork_and_writes_reach_their_file(
-    stack: str, files: dict[str, str], tmp_path: Path, settings: Settings, sink: ListSink
+    stack: str,
+    files: dict[str, str],
+    command: str | None,
+    tmp_path: Path,
+    settings: Settings,
+    sink: ListSink,
 ) -> None:
-    release = make_release(tmp_path, f"fds-{stack}", stack, files=files)
+    release = make_release(tmp_path, f"fds-{stack}", stack, files=files, start_command=command)
 
     async def body(runtime: Runtime) -> None:
         await runtime.boot_check(release, ListBuildLog())
@@ -402,11 +414,22 @@ def write():
 
 
 @pytest.mark.root
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        # Without --preload each server imports the app (its own connection, its own layer).
+        ("gunicorn -b :$PORT app:app", "each server imports it after the fork"),
+        # With --preload the template's connection is the servers': they share its layer.
+        ("gunicorn --preload -b :$PORT app:app", "open from import"),
+    ],
+)
 def test_a_database_opened_at_import_and_reopened_by_path_stays_one_file(
-    tmp_path: Path, settings: Settings, sink: ListSink
+    command: str, said: str, tmp_path: Path, settings: Settings, sink: ListSink
 ) -> None:
     _root_only()
-    release = make_release(tmp_path, "holder-1", "flask", files={"app.py": HOLDER_APP})
+    release = make_release(
+        tmp_path, "holder-1", "flask", files={"app.py": HOLDER_APP}, start_command=command
+    )
 
     async def body(runtime: Runtime) -> None:
         await runtime.boot_check(release, ListBuildLog())
@@ -415,7 +438,7 @@ def test_a_database_opened_at_import_and_reopened_by_path_stays_one_file(
         assert json.loads(payload) == {"rows": 1, "mine": 2}
         status, payload = await request(runtime, "holder-1", "/write")
         assert json.loads(payload) == {"rows": 3, "mine": 4}
-        assert any("open from import" in m for m in sink.messages("holder-1", "system"))
+        await wait_until(lambda: any(said in m for m in sink.messages("holder-1", "system")))
 
     run_with_runtime(settings, sink, body)
     assert not (release.workdir / "app.db").exists()
@@ -447,3 +470,55 @@ def test_a_command_run_as_given_writes_in_its_own_throwaway_layer(
 
     run_with_runtime(settings, sink, body)
     assert not (release.workdir / "started.txt").exists()
+
+
+SHARING_APP = """
+import os, socket, threading, time
+from flask import Flask
+
+CONNECTION, PEER = socket.socketpair()  # as a database client's connection would be
+TICKS = []
+threading.Thread(target=lambda: [TICKS.append(time.sleep(0.01)) for _ in iter(int, 1)],
+                 daemon=True).start()  # as a scheduler started at import would be
+app = Flask(__name__)
+
+@app.get("/")
+def root():
+    return {"pid": os.getpid(), "connection": os.fstat(CONNECTION.fileno()).st_ino,
+            "ticking": len(TICKS) > 0 and threading.active_count() > 1}
+"""
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_connections_and_threads_opened_at_import_are_per_server_unless_preload(
+    preload: bool, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    flag = "--preload " if preload else ""
+    release = make_release(
+        tmp_path,
+        "sharing-1",
+        "flask",
+        files={"app.py": SHARING_APP},
+        start_command=f"gunicorn {flag}-w 2 -b 0.0.0.0:$PORT app:app",
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())
+        seen: dict[int, dict[str, object]] = {}
+        for _ in range(20):
+            results = await asyncio.gather(*(request(runtime, "sharing-1") for _ in range(8)))
+            for _, payload in results:
+                answer = json.loads(payload)
+                seen[answer["pid"]] = answer
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2
+        connections = {answer["connection"] for answer in seen.values()}
+        ticking = [answer["ticking"] for answer in seen.values()]
+        if preload:  # gunicorn --preload: one import, its connection shared, no threads
+            assert len(connections) == 1 and ticking == [False, False]
+        else:  # as gunicorn without --preload: each worker its own connection and thread
+            assert len(connections) == 2 and ticking == [True, True]
+        assert runtime.instances("sharing-1").wake_path == "template"
+
+    run_with_runtime(settings, sink, body)

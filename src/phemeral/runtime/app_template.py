@@ -57,9 +57,44 @@ class AppTemplates:
         for command in dep.server.pre_commands:
             await self._run_pre_command(dep, command, env, timeout, base)
 
-        template = self._new(dep)
         if self.share and release.lock_hash:
-            return await self._fork_from_shared(dep, template, env, timeout)
+            return await self._fork_from_shared(dep, env, timeout)
+        while True:
+            template = await self._launch_own(dep, env, timeout)
+            if not self._import_per_server(dep, template):
+                break
+            await template.close(timeout=2)
+            await sup.capture.drain(dep.template_logs, 1.0)
+        self._adopt(dep, template)
+        return template
+
+    def _import_per_server(self, dep: Deployment, template: TemplateProcess) -> bool:
+        """Whether ``template`` imported an app that forks must not share (then the next
+        template of the deployment lets each server import it, as gunicorn without
+        --preload and uvicorn do)."""
+        if not template.must_import_per_server:
+            return False
+        opened = [
+            *template.resources[:3],
+            *([f"{template.threads} thread(s)"] * bool(template.threads)),
+        ]
+        self.sup.system(
+            dep,
+            "the app's import opens what forked servers must not share ("
+            + ", ".join(opened)
+            + "): each server imports it after the fork, as its server does without --preload",
+        )
+        dep.import_per_server = True
+        dep.app_modules = template.modules
+        return True
+
+    async def _launch_own(
+        self, dep: Deployment, env: dict[str, str], timeout: float
+    ) -> TemplateProcess:
+        """A template launched alone in the deployment's sandbox, the app loaded."""
+        assert dep.server is not None
+        sup, release, did = self.sup, dep.release, dep.release.deployment_id
+        template = self._new(dep)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         # Bound from a shared mount point: instance layers stacked on it later appear inside.
@@ -77,13 +112,18 @@ class AppTemplates:
         sup.records.write(release.deployment_id, process.pid, dep.cgroup)
         try:
             await template.load(
-                app_spec(dep), list(dep.server.argv), server_workdir(dep), env, timeout
+                app_spec(dep),
+                list(dep.server.argv),
+                server_workdir(dep),
+                env,
+                timeout,
+                lazy=dep.import_per_server,
+                preload=dep.app_modules,
             )
         except BootFailed:
             await template.close(timeout=2)
             await sup.capture.drain(dep.template_logs, 1.0)
             raise
-        self._adopt(dep, template)
         return template
 
     def _adopt(self, dep: Deployment, template: TemplateProcess) -> None:
@@ -136,7 +176,7 @@ class AppTemplates:
             raise BootFailed(f"`{command}` failed with exit code {code}")
 
     async def _fork_from_shared(
-        self, dep: Deployment, template: TemplateProcess, env: dict[str, str], timeout: float
+        self, dep: Deployment, env: dict[str, str], timeout: float
     ) -> TemplateProcess:
         """A per-deployment template forked from its project's shared framework template.
 
@@ -145,7 +185,13 @@ class AppTemplates:
         """
         shared = await self.shared.acquire(dep)
         try:
-            dep.template_logs = await self._fork(dep, shared, template, env, timeout)
+            while True:
+                template = self._new(dep)
+                dep.template_logs = await self._fork(dep, shared, template, env, timeout)
+                if not self._import_per_server(dep, template):
+                    break
+                await template.close(timeout=2)
+                await self.sup.capture.drain(dep.template_logs, 1.0)
         except BootFailed:
             await self.shared.release(dep)
             raise
@@ -199,6 +245,8 @@ class AppTemplates:
                 timeout,
                 venv_from=str(shared.venv),
                 venv_to=str(release.venv),
+                lazy=dep.import_per_server,
+                preload=dep.app_modules,
             )
         except BootFailed:
             await template.close(timeout=2)

@@ -73,6 +73,10 @@ class Deployment:
     needs_refresh: bool = False  # its template predates the shared template's learned preload
     memory_cache: tuple[TemplateProcess, float, int] | None = None
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
+    # Each server imports the app after the fork (what the app's import opens must not be
+    # shared); ``app_modules`` are what its import pulled in, for the template to preload.
+    import_per_server: bool = False
+    app_modules: list[str] = field(default_factory=list)
 
 
 class Supervision:

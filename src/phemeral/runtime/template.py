@@ -39,6 +39,10 @@ class TemplateProcess:
         self.host_pid: int | None = None  # for memory figures and cgroup moves
         self.modules: list[str] = []  # modules the loaded app imported, outside its own code
         self.held: list[str] = []  # files of its directory the app keeps open from import
+        self.resources: list[str] = []  # what the app's import opened and kept (fd targets)
+        self.threads = 0  # threads the app's import started
+        self.preload_app = False  # gunicorn --preload asked for
+        self.lazy = False  # each server imports the app after the fork
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -162,9 +166,14 @@ class TemplateProcess:
         timeout: float,
         venv_from: str | None = None,
         venv_to: str | None = None,
+        lazy: bool = False,
+        preload: Sequence[str] = (),
     ) -> None:
-        """Import and warm the app; BootFailed (with the template's traceback) if it cannot."""
+        """Import the app (or, ``lazy``, only what it imports: ``preload``); BootFailed (with
+        the template's traceback) if it cannot."""
         message = {
+            "lazy": lazy,
+            "preload": list(preload),
             "op": "load",
             "spec": spec,
             "argv": list(argv),
@@ -185,6 +194,16 @@ class TemplateProcess:
         self.workers = int(reply.get("workers") or 1)
         self.modules = [str(m) for m in reply.get("modules") or []]
         self.held = [str(f) for f in reply.get("held") or []]
+        self.resources = [str(f) for f in reply.get("resources") or []]
+        self.threads = int(reply.get("threads") or 0)
+        self.preload_app = bool(reply.get("preload_app"))
+        self.lazy = bool(reply.get("lazy"))
+
+    @property
+    def must_import_per_server(self) -> bool:
+        """The app's import left connections, files or threads that forked servers must not
+        share, and the command did not ask for gunicorn's --preload semantics."""
+        return not self.lazy and not self.preload_app and bool(self.resources or self.threads)
 
     async def serve(
         self, listener: int, stdout: int, stderr: int, workers: int, instance: str = ""

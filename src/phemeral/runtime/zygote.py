@@ -86,6 +86,14 @@ class Template:
         self.worker_class: Any = None
         self.gunicorn_log: Any = None
         self.master: Any = None  # what gunicorn's hooks get as ``server`` (no arbiter here)
+        # Each server imports the app after the fork (gunicorn without --preload), instead of
+        # this template importing it once: for apps whose import opens connections or files or
+        # starts threads, which forked copies must not share.
+        self.lazy = False
+        self.preload_app = False  # gunicorn --preload (or preload_app in its config) was asked
+        self.uvicorn_app: tuple[str, bool, dict[str, Any]] | None = None  # target, factory, kwargs
+        self.resources: list[str] = []  # what the app's import opened and kept
+        self.threads_started = 0  # threads its import started (a fork does not copy them)
         self.workdir = ""
         self.children: set[int] = set()
         self.kept: dict[str, list[int]] = {}  # instance → [listener, stdout, stderr]
@@ -182,6 +190,10 @@ class Template:
                 reply.update(ok=True, workers=self.workers, server=self.server)
                 reply["modules"] = shareable_modules(message.get("workdir") or "")
                 reply["held"] = held_files(message.get("workdir") or "")
+                reply["resources"] = self.resources
+                reply["threads"] = self.threads_started
+                reply["preload_app"] = self.preload_app
+                reply["lazy"] = self.lazy
             elif op == "fork_template":
                 reply.update(ok=True, pid=self.fork_template(fds))
             elif op == "signal":
@@ -263,6 +275,8 @@ class Template:
         if spec.get("django_settings_module"):
             os.environ.setdefault("DJANGO_SETTINGS_MODULE", spec["django_settings_module"])
         argv = [str(a) for a in message.get("argv") or []]
+        self.lazy = bool(message.get("lazy"))
+        preload(list(message.get("preload") or []))  # what an earlier load of it imported
         self.server = spec.get("server") or (
             "uvicorn" if spec.get("interface") == "asgi" else "gunicorn"
         )
@@ -298,15 +312,19 @@ class Template:
         factory = bool(params.get("factory")) or (
             bool(spec.get("factory")) and target == spec.get("target")
         )
-        app = import_target(target, factory)
         accepted = set(inspect.signature(uv_config.Config.__init__).parameters)
         skip = {"self", "app", "host", "port", "uds", "fd", "workers", "factory", "app_dir"}
         skip |= {name for name in accepted if name.startswith("reload")}
         kwargs = {k: v for k, v in params.items() if k in accepted and k not in skip}
+        self.uvicorn_app = (target, factory, kwargs)
+        preload(ASGI_LAZY_MODULES)
+        if self.lazy:
+            self.config = None
+            return
+        app = self.import_app(lambda: import_target(target, factory))
         config = uv_config.Config(app, **kwargs)
         config.load()
         self.app, self.config = app, config
-        preload(ASGI_LAZY_MODULES)
         self.warm(lambda path: warm_asgi(config.loaded_app, path))
 
     def load_gunicorn(self, spec: dict[str, Any], argv: list[str]) -> None:
@@ -342,8 +360,10 @@ class Template:
                 application = application_for([*args, target])
             except SystemExit as again:
                 raise RuntimeError(f"gunicorn refused its command line: {args}") from again
-        application.cfg.set("preload_app", True)
-        self.app = application.wsgi()
+        self.preload_app = bool(application.cfg.preload_app)
+        if not self.lazy:
+            application.cfg.set("preload_app", True)
+            self.app = self.import_app(application.wsgi)
         self.config = application
         self.workers = int(application.cfg.workers)
         # Import the worker, its HTTP parser and the logger now, not in every forked child.
@@ -354,7 +374,18 @@ class Template:
         self.master = GunicornMaster(application, self.gunicorn_log, self.workers)
         cfg.on_starting(self.master)
         cfg.when_ready(self.master)
-        self.warm(lambda path: warm_wsgi(self.app, path))
+        if not self.lazy:
+            self.warm(lambda path: warm_wsgi(self.app, path))
+
+    def import_app(self, load: Callable[[], Any]) -> Any:
+        """Import the app here; note what its import opened and kept, and threads it started."""
+        before = open_descriptors()
+        threads = threading_count()
+        app = load()
+        after = open_descriptors()
+        self.resources = sorted(target for fd, target in after.items() if before.get(fd) != target)
+        self.threads_started = max(0, threading_count() - threads)
+        return app
 
     def warm(self, request: Callable[[str], None]) -> None:
         """The opt-in warm-up (``PHEMERAL_WARMUP_PATH`` in the app's environment): one request
@@ -415,7 +446,13 @@ class Template:
             after_fork(self.control, out_fd, err_fd, keep=[listen_fd])
             serving_environment(listen_fd, self.workdir)
             if self.server == "uvicorn":
-                serve_uvicorn(self.config, listen_fd)
+                config = self.config
+                if config is None:  # lazy: the app is imported here, as uvicorn does
+                    assert self.uvicorn_app is not None
+                    target, factory, kwargs = self.uvicorn_app
+                    uv_config = importlib.import_module("uvicorn.config")
+                    config = uv_config.Config(import_target(target, factory), **kwargs)
+                serve_uvicorn(config, listen_fd)
                 return 0
             return serve_gunicorn(
                 self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log, self.master
@@ -482,6 +519,30 @@ def held_files(workdir: str) -> list[str]:
         if target.startswith(prefix):
             held.add(target)
     return sorted(held)
+
+
+def open_descriptors() -> dict[int, str]:
+    """Every descriptor that is not the template's own, and what it is."""
+    found: dict[int, str] = {}
+    try:
+        names = [p.name for p in pathlib.Path("/proc/self/fd").iterdir()]
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) < 3 or int(name) in PLATFORM_FDS:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")  # noqa: PTH115 (none on 3.8)
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+        if not target.startswith("/proc/"):
+            found[int(name)] = target
+    return found
+
+
+def threading_count() -> int:
+    threading = sys.modules.get("threading")
+    return int(threading.active_count()) if threading is not None else 1
 
 
 def import_target(target: str, factory: bool) -> Any:
@@ -630,7 +691,8 @@ def serve_gunicorn(
         listener = sock_mod.TCP6Socket(name, cfg, log, fd=listen_fd)
     else:
         listener = sock_mod.TCPSocket(name, cfg, log, fd=listen_fd)
-    application.wsgi = lambda: app
+    if app is not None:  # imported by the template; else the worker loads it (no --preload)
+        application.wsgi = lambda: app
     worker = worker_class(1, os.getppid(), [listener], application, cfg.timeout / 2.0, cfg, log)
     master.pid = os.getppid()
     master.LISTENERS = [listener]
