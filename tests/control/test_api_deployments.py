@@ -134,3 +134,22 @@ def test_create_project_on_first_deploy(api: httpx.Client) -> None:
     created = upload(api, name, NOT_A_PROJECT, create_project="true")
     assert created["project"] == name and created["environment"] == "production"
     assert wait_done(api, str(created["id"]))["status"] == "failed"
+
+
+def test_the_project_worker_count_reaches_new_deployments_as_web_concurrency(
+    api: httpx.Client,
+) -> None:
+    name = unique("workers")
+    created = api.post("/projects", json={"name": name, "workers": 3})
+    assert created.status_code == 201 and created.json()["workers"] == 3
+    for bad in (0, 65, "two", 2.5, True):
+        refused = api.patch(f"/projects/{name}", json={"workers": bad})
+        assert refused.status_code == 422, bad
+    done = wait_done(api, str(upload(api, name, FASTAPI_APP)["id"]))
+    assert done["service_variables"]["WEB_CONCURRENCY"] == "project setting workers"
+    # An environment's own WEB_CONCURRENCY is more specific: it wins.
+    variables = f"/projects/{name}/environments/production/variables"
+    assert api.post(variables, json={"values": {"WEB_CONCURRENCY": "2"}}).status_code == 200
+    again = wait_done(api, str(upload(api, name, FASTAPI_APP)["id"]))
+    assert "WEB_CONCURRENCY" not in again["service_variables"]
+    assert api.patch(f"/projects/{name}", json={"workers": None}).json()["workers"] is None

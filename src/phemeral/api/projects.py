@@ -7,7 +7,7 @@ import shutil
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import select
 
 from phemeral import deploys
@@ -42,6 +42,11 @@ class ProjectSettings(Strict):
     python_version: str | None = None
     package_manager: str | None = None
     webhook_secret: str | None = None
+    workers: StrictInt | None = Field(
+        default=None,
+        description="Server processes per instance (WEB_CONCURRENCY for new deployments, "
+        "unless an environment sets that variable; a command's own --workers wins).",
+    )
     preview_data: Literal["empty", "copy"] | None = Field(
         default=None,
         description="What a pull-request preview gets of production's services: empty ones "

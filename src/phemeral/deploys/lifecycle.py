@@ -95,6 +95,9 @@ def create_deployment(
             push_seq = trigger.push_seq if trigger.push_seq is not None else env.last_push_seq + 1
             env.last_push_seq = max(env.last_push_seq, push_seq)
         variables, sources = snapshot_variables(cp, s, env)
+        if proj.workers is not None and "WEB_CONCURRENCY" not in variables:
+            variables["WEB_CONCURRENCY"] = str(proj.workers)  # the project's worker count
+            sources["WEB_CONCURRENCY"] = "project setting workers"
         deployment = Deployment(
             id=_unused_deployment_id(s),
             project_id=proj.id,

@@ -45,6 +45,7 @@ def create_project(
     webhook_secret: str | None = None,
     branch: str = "main",
     preview_data: str | None = None,
+    workers: int | None = None,
 ) -> Project:
     """A project with its `production` environment (branch `main`) and default domain."""
     check_project_name(name)
@@ -57,6 +58,7 @@ def create_project(
             "python_version": python_version,
             "package_manager": package_manager,
             "preview_data": preview_data,
+            "workers": workers,
         },
     )
     secret = webhook_secret or os.urandom(24).hex()
@@ -98,6 +100,13 @@ def _insert_project(
 def _checked_project_fields(cp: ControlPlane, given: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in given.items():
+        if key == "workers":
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64
+            ):
+                raise InvalidInput("workers must be a whole number from 1 to 64 (or null)")
+            out[key] = value
+            continue
         if isinstance(value, str):
             value = value.strip() or None
         if value is not None:
@@ -139,6 +148,7 @@ def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> P
         "python_version",
         "package_manager",
         "preview_data",
+        "workers",
     }
     if unknown:
         raise InvalidInput(f"unknown project setting(s): {', '.join(sorted(unknown))}")

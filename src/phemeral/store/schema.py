@@ -67,6 +67,9 @@ class Project(Base):
     repo_token: Mapped[str | None] = mapped_column(Text)  # encrypted
     # What a pull-request preview gets of production's services: "empty" ones or a "copy".
     preview_data: Mapped[str] = mapped_column(String(8), default="empty", server_default="empty")
+    # Server processes per instance: WEB_CONCURRENCY for its deployments unless an environment
+    # sets that variable itself (None: the server's own default, or the command's --workers).
+    workers: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

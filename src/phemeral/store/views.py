@@ -53,6 +53,7 @@ def project_view(s: Session, project: Project, settings: Settings) -> Json:
         "has_webhook_secret": project.webhook_secret is not None,
         "has_repo_token": project.repo_token is not None,
         "preview_data": project.preview_data,
+        "workers": project.workers,
         "created_at": iso(project.created_at),
         "environments": [environment_view(s, env, project, settings) for env in envs],
     }
