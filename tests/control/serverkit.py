@@ -35,6 +35,7 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -49,6 +50,7 @@ class Server:
         args += ["--port", str(self.port)]
         if self.database_url:
             args += ["--database-url", self.database_url]
+        args += self.extra_args
         env = {**os.environ, "PHEMERAL_LOG_LEVEL": "warning", **self.extra_env}
         log = (self.data_dir.parent / f"server-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)

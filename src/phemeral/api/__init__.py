@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 
 from phemeral import __version__
-from phemeral.api import deployments, logs, previews, projects, services
+from phemeral.api import deployments, domains, logs, previews, projects, services
 from phemeral.api.auth import TokenChecker
 from phemeral.api.deps import authenticated
 from phemeral.api.errors import install_error_handlers
@@ -49,7 +49,7 @@ def create_app(cp: ControlPlane) -> FastAPI:
 
     app.include_router(public)
     private = [Depends(authenticated)]
-    for module in (projects, deployments, logs, previews, services):
+    for module in (projects, deployments, logs, previews, services, domains):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=private)
     _include_webhooks(app)
     app.include_router(

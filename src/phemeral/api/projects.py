@@ -86,6 +86,8 @@ class EnvironmentPatch(Strict):
 
     branches: list[str] | None = None
     domains: list[str] | None = None
+    https_redirect: bool | None = None  # 308 to HTTPS once a host has a valid certificate
+    hsts_max_age: int | None = None  # seconds; 0 turns HSTS off
 
 
 class VariablesSet(Strict):
@@ -205,7 +207,12 @@ def list_environments(name: str, cp: CP, actor: Actor) -> Json:
 
 @router.patch("/projects/{name}/environments/{env}")
 def patch_environment(name: str, env: str, body: EnvironmentPatch, cp: CP, actor: Actor) -> Json:
-    deploys.update_environment(cp, name, env, branches=body.branches, domains=body.domains)
+    if body.branches is not None or body.domains is not None:
+        deploys.update_environment(cp, name, env, branches=body.branches, domains=body.domains)
+    if body.https_redirect is not None or body.hsts_max_age is not None:
+        deploys.set_https(
+            cp, name, env, https_redirect=body.https_redirect, hsts_max_age=body.hsts_max_age
+        )
     with cp.store.read() as s:
         project = get_project(s, name)
         return environment_view(s, get_environment(s, project, env), project, cp.settings)

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from phemeral.cli.client import Cli, api_command, out, status_text
+from phemeral.cli.domains import domains
 from phemeral.cli.serve import serve
 from phemeral.errors import InvalidInput, PhemeralError
 
@@ -18,7 +19,17 @@ from phemeral.errors import InvalidInput, PhemeralError
 def register(main: click.Group) -> None:
     from phemeral.cli.services import services
 
-    for command in (projects, environments, deployments, promote, logs, env, serve, services):
+    for command in (
+        projects,
+        environments,
+        deployments,
+        promote,
+        logs,
+        env,
+        serve,
+        services,
+        domains,
+    ):
         main.add_command(command)
 
 
@@ -207,6 +218,12 @@ def environments_create(
 @click.option("--no-branches", is_flag=True, help="Map no branch (pushes deploy nothing here).")
 @click.option("--domain", "domains", multiple=True, help="Replaces the custom subdomains.")
 @click.option("--no-domains", is_flag=True, help="Remove every custom subdomain.")
+@click.option(
+    "--https-redirect/--no-https-redirect",
+    default=None,
+    help="Redirect plain HTTP to HTTPS (308) once a host has a valid certificate (default on).",
+)
+@click.option("--hsts", "hsts_max_age", type=int, help="HSTS max-age in seconds (0: off).")
 @api_command
 def environments_set(
     cli: Cli,
@@ -216,16 +233,23 @@ def environments_set(
     no_branches: bool,
     domains: tuple[str, ...],
     no_domains: bool,
+    https_redirect: bool | None,
+    hsts_max_age: int | None,
 ) -> None:
-    """Change the branches or custom domains of environment NAME."""
-    body: dict[str, list[str]] = {}
+    """Change the branches, subdomains or HTTPS settings of environment NAME."""
+    body: dict[str, Any] = {}
     if branches or no_branches:
         body["branches"] = list(branches)
     if domains or no_domains:
         body["domains"] = list(domains)
+    if https_redirect is not None:
+        body["https_redirect"] = https_redirect
+    if hsts_max_age is not None:
+        body["hsts_max_age"] = hsts_max_age
     if not body:
         raise InvalidInput(
-            "nothing to change: pass --branch/--no-branches or --domain/--no-domains"
+            "nothing to change: pass --branch/--no-branches, --domain/--no-domains, "
+            "--https-redirect/--no-https-redirect or --hsts"
         )
     e = cli.api.patch(f"/projects/{project}/environments/{name}", body)
     cli.emit(e, lambda: out.print(f"[green]updated[/] environment {project}/{name}"))

@@ -7,6 +7,7 @@
     promote (explicit, any successful deployment = rollback)          (promotion)
     reconcile_after_restart (nothing stays `building`)                (restart)
     publish (a new RoutingSnapshot)                                   (routing)
+    add_domain / remove_domain / renew_domain, publish_certificates   (domains)
 
 Every function that touches the database is sync and runs its writes in one transaction; async
 callers use threads. The builder and the runtime plug in through the `Builder` and
@@ -14,6 +15,15 @@ callers use threads. The builder and the runtime plug in through the `Builder` a
 phemeral.runtime.supervisor.Runtime satisfy them).
 """
 
+from phemeral.deploys.domains import (
+    add_domain,
+    get_domain,
+    list_domains,
+    publish_certificates,
+    remove_domain,
+    renew_domain,
+    set_https,
+)
 from phemeral.deploys.environments import (
     create_environment,
     delete_environment,
@@ -34,7 +44,14 @@ from phemeral.deploys.lifecycle import (
     resolved_start_command,
     run_build,
 )
-from phemeral.deploys.plane import Builder, ControlPlane, RuntimeControl, SnapshotListener, now
+from phemeral.deploys.plane import (
+    Builder,
+    ControlPlane,
+    RuntimeControl,
+    SnapshotListener,
+    TlsListener,
+    now,
+)
 from phemeral.deploys.projects import create_project, delete_project, update_project, webhook_secret
 from phemeral.deploys.promotion import promote, should_promote
 from phemeral.deploys.restart import INTERRUPTED, reconcile_after_restart, releases
@@ -48,7 +65,9 @@ __all__ = [
     "ControlPlane",
     "RuntimeControl",
     "SnapshotListener",
+    "TlsListener",
     "Trigger",
+    "add_domain",
     "create_deployment",
     "create_environment",
     "create_project",
@@ -58,16 +77,22 @@ __all__ = [
     "enough_disk",
     "finish_failed",
     "finish_successful",
+    "get_domain",
     "instances",
+    "list_domains",
     "now",
     "prepare_job",
     "promote",
     "publish",
+    "publish_certificates",
     "reconcile_after_restart",
     "releases",
+    "remove_domain",
+    "renew_domain",
     "resolved_start_command",
     "routing_snapshot",
     "run_build",
+    "set_https",
     "set_variables",
     "should_promote",
     "unset_variables",

@@ -4,7 +4,7 @@ and the lookups by name that raise `NotFound`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from phemeral.models import (
     InstanceState,
     Release,
     RoutingSnapshot,
+    TlsCertificate,
 )
 from phemeral.secrets import SecretBox
 from phemeral.services.manager import ServiceManager
@@ -63,6 +64,14 @@ SnapshotListener = Callable[[RoutingSnapshot], None]
 FinishListener = Callable[[str, DeploymentStatus, str | None], None]
 
 
+class TlsListener(Protocol):
+    """What receives certificates and ACME HTTP-01 answers (the router's `RouterServer`)."""
+
+    def set_certificates(self, certificates: Iterable[TlsCertificate]) -> None: ...
+
+    def set_challenge(self, host: str, token: str, key_authorization: str | None) -> None: ...
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -85,6 +94,9 @@ class ControlPlane:
     release_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     process_sync: ProcessSync | None = None  # extra processes follow the current pointers
     _services: ServiceManager | None = field(default=None, repr=False)
+    tls_listeners: list[TlsListener] = field(default_factory=list)
+    wildcard: TlsCertificate | None = None  # the operator's --tls-cert, when given
+    certificates_changed: Callable[[], None] | None = None  # wakes the certificate manager
 
     @property
     def services(self) -> ServiceManager:

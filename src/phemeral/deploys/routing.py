@@ -4,18 +4,41 @@ router) after every change, and what the runtime says of a deployment's instance
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
 
 from phemeral.deploys.plane import ControlPlane
-from phemeral.models import DeploymentRoute, DeploymentStatus, InstanceState, RoutingSnapshot
+from phemeral.models import (
+    DeploymentRoute,
+    DeploymentStatus,
+    HostPolicy,
+    InstanceState,
+    RoutingSnapshot,
+    TlsCertificate,
+)
 from phemeral.store.db import Store
-from phemeral.store.schema import Deployment, Domain, Environment, Preview, Project
+from phemeral.store.schema import CustomDomain, Deployment, Domain, Environment, Preview, Project
+from phemeral.tls.pem import covers
 
 log = logging.getLogger("phemeral.deploys")
 
 
-def routing_snapshot(store: Store, base_domain: str) -> RoutingSnapshot:
+def routing_snapshot(
+    store: Store,
+    base_domain: str,
+    *,
+    https: bool = False,
+    wildcard: TlsCertificate | None = None,
+    at: datetime | None = None,
+) -> RoutingSnapshot:
+    """Every routable name; with ``https`` (an HTTPS listener exists) also each environment
+    host's policy: 308 to HTTPS once the host has a valid certificate (unless the environment
+    turned it off), HSTS as the environment says."""
+    at = at or datetime.now(UTC)
+    wildcard_names = () if wildcard is None or at >= wildcard.not_after else wildcard.names
+    policies: dict[str, HostPolicy] = {}
+    custom: dict[str, str | None] = {}
     with store.read() as s:
         deployments = {
             row.id: DeploymentRoute(
@@ -36,17 +59,47 @@ def routing_snapshot(store: Store, base_domain: str) -> RoutingSnapshot:
             )
         }
         domains: dict[str, str | None] = {}
-        query = select(Domain.label, Environment.current_deployment_id).join(
-            Environment, Environment.id == Domain.environment_id
-        )
-        for label, current in s.execute(query):
+        query = select(
+            Domain.label,
+            Environment.current_deployment_id,
+            Environment.https_redirect,
+            Environment.hsts_max_age,
+        ).join(Environment, Environment.id == Domain.environment_id)
+        for label, current, redirect, hsts in s.execute(query):
             domains[label] = current
-    return RoutingSnapshot(base_domain=base_domain, deployments=deployments, domains=domains)
+            host = f"{label}.{base_domain}"
+            if https:
+                certified = covers(wildcard_names, host)
+                policies[host] = HostPolicy(redirect and certified, hsts)
+        custom_query = select(
+            CustomDomain.name,
+            CustomDomain.cert_not_after,
+            Environment.current_deployment_id,
+            Environment.https_redirect,
+            Environment.hsts_max_age,
+        ).join(Environment, Environment.id == CustomDomain.environment_id)
+        for name, not_after, current, redirect, hsts in s.execute(custom_query):
+            custom[name] = current
+            if https:
+                certified = not_after is not None and at < not_after
+                policies[name] = HostPolicy(redirect and certified, hsts)
+    return RoutingSnapshot(
+        base_domain=base_domain,
+        deployments=deployments,
+        domains=domains,
+        custom_domains=custom,
+        policies=policies,
+    )
 
 
 def publish(cp: ControlPlane) -> RoutingSnapshot:
     """Compute the routing snapshot and hand it to every listener (the router)."""
-    snapshot = routing_snapshot(cp.store, cp.settings.base_domain)
+    snapshot = routing_snapshot(
+        cp.store,
+        cp.settings.base_domain,
+        https=cp.settings.https_port is not None,
+        wildcard=cp.wildcard,
+    )
     cp.snapshot = snapshot
     for listener in list(cp.listeners):
         try:

@@ -84,3 +84,30 @@ def check_branch(branch: str) -> str:
 def _check_not_reserved(label: str, what: str) -> None:
     if label in RESERVED_LABELS:
         raise InvalidInput(f"{what} {label!r} is reserved by the platform; pick another")
+
+
+def check_custom_domain(name: str, base_domain: str) -> str:
+    """A full host name people point at the platform (``shop.example.com``).
+
+    At least two labels of letters, digits and hyphens, ≤ 253 characters, no wildcard, no IP
+    literal, and not the base domain or a name below it (those are the platform's own).
+    """
+    name = name.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if (
+        len(name) > 253
+        or len(labels) < 2
+        or not all(DOMAIN_LABEL.match(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise InvalidInput(
+            f"domain {name!r} is not a valid host name: use labels of letters, digits and "
+            "hyphens separated by dots, like shop.example.com"
+        )
+    base = base_domain.lower().rstrip(".")
+    if name == base or name.endswith("." + base):
+        raise InvalidInput(
+            f"domain {name!r} is under the platform's base domain {base!r}: "
+            "add it as an environment domain instead"
+        )
+    return name

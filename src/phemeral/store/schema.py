@@ -85,6 +85,8 @@ class Environment(Base):
     last_push_seq: Mapped[int] = mapped_column(Integer, default=0)  # counter of pushes received
     promoted_push_seq: Mapped[int] = mapped_column(Integer, default=0)  # newest push made current
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    https_redirect: Mapped[bool] = mapped_column(Boolean, default=True)  # 308 once certified
+    hsts_max_age: Mapped[int] = mapped_column(Integer, default=0)  # 0: no HSTS header
 
 
 class Domain(Base):
@@ -97,6 +99,41 @@ class Domain(Base):
         ForeignKey("environments.id", ondelete="CASCADE"), index=True
     )
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CustomDomain(Base):
+    """A full host name attached to one environment, with its certificate (ACME HTTP-01).
+
+    The certificate columns stay empty until one is issued; a failed renewal keeps the old one
+    (it is served until ``cert_not_after``).
+    """
+
+    __tablename__ = "custom_domains"
+
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cert_chain: Mapped[str | None] = mapped_column(Text)  # PEM, leaf first
+    cert_key: Mapped[str | None] = mapped_column(Text)  # encrypted PEM
+    cert_not_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cert_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cert_failures: Mapped[int] = mapped_column(Integer, default=0)  # since the last success
+    cert_last_error: Mapped[str | None] = mapped_column(Text)
+    cert_next_try_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: when due
+    cert_renew_now: Mapped[bool] = mapped_column(Boolean, default=False)  # asked by hand
+
+
+class AcmeAccount(Base):
+    """The platform's account at one ACME directory (one per directory URL)."""
+
+    __tablename__ = "acme_accounts"
+
+    directory: Mapped[str] = mapped_column(String(500), primary_key=True)
+    key: Mapped[str] = mapped_column(Text)  # encrypted PEM
+    email: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Deployment(Base):

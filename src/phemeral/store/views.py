@@ -19,6 +19,7 @@ from phemeral.settings import Settings
 from phemeral.store.cursor import clamp_limit, decode_cursor, encode_cursor
 from phemeral.store.schema import (
     BuildLogRow,
+    CustomDomain,
     Deployment,
     Domain,
     Environment,
@@ -71,6 +72,15 @@ def environment_view(s: Session, env: Environment, project: Project, settings: S
             {"label": d.label, "url": settings.url_for_label(d.label), "default": d.is_default}
             for d in domains
         ],
+        "custom_domains": list(
+            s.scalars(
+                select(CustomDomain.name)
+                .where(CustomDomain.environment_id == env.id)
+                .order_by(CustomDomain.name)
+            )
+        ),
+        "https_redirect": env.https_redirect,
+        "hsts_max_age": env.hsts_max_age,
         "current_deployment_id": env.current_deployment_id,
         "created_at": iso(env.created_at),
     }
