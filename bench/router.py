@@ -12,6 +12,14 @@ then runs wrk against each in turn, rounds interleaved to spread machine noise:
 - latency at moderate load (``--moderate`` connections, default 2): p99 added over direct
   (goal ≤ 1 ms).
 
+``--tls``: both proxies terminate TLS (same certificate and key, TLS 1.2/1.3, one P-256 leaf
+made for the run) in front of the same plain upstream, and three runs are compared:
+
+- keep-alive requests/s over TLS at ``--connections`` (goal ≥ 0.9× nginx);
+- handshakes/s: ``Connection: close`` on every request, so each one is a full handshake
+  (no session resumption on either side) plus one request;
+- p99 added over the plain upstream at ``--moderate`` keep-alive connections.
+
 Installs nginx-light and wrk with apt-get when missing.
 """
 
@@ -71,7 +79,7 @@ http {{
     scgi_temp_path {tmp}/scgi;
     upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -84,6 +92,52 @@ http {{
     }}
 }}
 """
+
+
+NGINX_TLS = """ ssl;
+        ssl_certificate {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
+        ssl_session_cache off;
+        ssl_session_tickets off"""
+
+
+def make_certificate(tmp: Path) -> None:
+    """A self-signed P-256 leaf for the bench host (and 127.0.0.1: wrk sends the URL's host as
+    SNI), written as cert.pem / key.pem for both proxies."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST_HEADER)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(HOST_HEADER), x509.DNSName("127.0.0.1")]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def free_port() -> int:
@@ -150,8 +204,17 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(port: int, connections: int, duration: int, pid: int | None) -> Run:
+def wrk(
+    port: int,
+    connections: int,
+    duration: int,
+    pid: int | None,
+    *,
+    scheme: str = "http",
+    close: bool = False,
+) -> Run:
     before = process_tree_cpu(pid) if pid else 0.0
+    extra = ["-H", "Connection: close"] if close else []
     out = subprocess.run(
         [
             _which("wrk") or "wrk",
@@ -161,7 +224,8 @@ def wrk(port: int, connections: int, duration: int, pid: int | None) -> Run:
             "--latency",
             "-H",
             f"Host: {HOST_HEADER}",
-            f"http://127.0.0.1:{port}/",
+            *extra,
+            f"{scheme}://127.0.0.1:{port}/",
         ],
         capture_output=True,
         text=True,
@@ -178,8 +242,10 @@ def wrk(port: int, connections: int, duration: int, pid: int | None) -> Run:
     return Run(rps, p50, p99, used / total * 1e6 if pid and total else None)
 
 
-def serve_router(port: int, upstream_port: int) -> None:
-    """Child mode: the router alone in this process, routing dep1 to the upstream."""
+def serve_router(port: int, upstream_port: int, tls_dir: str | None = None) -> None:
+    """Child mode: the router alone in this process, routing dep1 to the upstream; with
+    ``tls_dir`` its HTTPS listener on ``port`` (the plain one on a free port) serving the
+    certificate in that folder."""
     import uvloop
 
     from phemeral.models import DeploymentRoute, DeploymentStatus, RoutingSnapshot, Upstream
@@ -207,13 +273,21 @@ def serve_router(port: int, upstream_port: int) -> None:
             deployments={"dep1": DeploymentRoute(DeploymentStatus.SUCCESSFUL, "bench", "prod")},
             domains={},
         )
+        certificates = []
+        if tls_dir is not None:
+            from phemeral.tls.pem import certificate_from_files
+
+            folder = Path(tls_dir)
+            certificates.append(certificate_from_files(folder / "cert.pem", folder / "key.pem"))
         await serve(
             host="127.0.0.1",
-            port=port,
+            port=free_port() if tls_dir else port,
             snapshot=snapshot,
             backends=StaticBackends(),
             control_plane=Upstream(port=upstream_port),
             log_sink=NullSink(),  # type: ignore[arg-type]
+            https_port=port if tls_dir else None,
+            certificates=certificates,
         )
         await asyncio.Event().wait()
 
@@ -227,17 +301,22 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--moderate", type=int, default=2, help="connections for the p99 run")
     parser.add_argument("--app", choices=sorted(HELLO_APPS), default="fastapi")
-    parser.add_argument("--serve-router", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tls", action="store_true", help="both proxies terminate TLS")
+    parser.add_argument("--serve-router", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_router:
-        serve_router(*args.serve_router)
+        port, upstream, *tls_dir = args.serve_router
+        serve_router(int(port), int(upstream), tls_dir[0] if tls_dir else None)
         return
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="phemeral-bench-router-"))
     (tmp / "hello.py").write_text(HELLO_APPS[args.app])
     upstream_port, nginx_port, router_port = free_port(), free_port(), free_port()
+    tls = NGINX_TLS.format(tmp=tmp) if args.tls else ""
+    if args.tls:
+        make_certificate(tmp)
     (tmp / "nginx.conf").write_text(
-        NGINX_CONF.format(tmp=tmp, upstream=upstream_port, port=nginx_port)
+        NGINX_CONF.format(tmp=tmp, upstream=upstream_port, port=nginx_port, tls=tls)
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -250,9 +329,10 @@ def main() -> None:
         procs.append(upstream)
         nginx = subprocess.Popen([_which("nginx") or "nginx", "-c", str(tmp / "nginx.conf")])
         procs.append(nginx)
-        router = subprocess.Popen(
-            [sys.executable, __file__, "--serve-router", str(router_port), str(upstream_port)]
-        )
+        router_args = ["--serve-router", str(router_port), str(upstream_port)]
+        if args.tls:
+            router_args.append(str(tmp))
+        router = subprocess.Popen([sys.executable, __file__, *router_args])
         procs.append(router)
         for port in (upstream_port, nginx_port, router_port):
             wait_port(port)
@@ -261,6 +341,9 @@ def main() -> None:
             "nginx": (nginx_port, nginx.pid),
             "router": (router_port, router.pid),
         }
+        if args.tls:
+            tls_rounds(targets, args)
+            return
         for port, _ in targets.values():  # warm-up
             wrk(port, args.connections, 1, None)
         load: dict[str, list[Run]] = {name: [] for name in targets}
@@ -281,6 +364,64 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tls_rounds(targets: dict[str, tuple[int, int | None]], args: argparse.Namespace) -> None:
+    """Keep-alive over TLS, a handshake per request, and moderate-load latency; interleaved."""
+    proxies = {name: target for name, target in targets.items() if name != "direct"}
+    direct_port = targets["direct"][0]
+    for port, _ in proxies.values():  # warm-up
+        wrk(port, args.connections, 1, None, scheme="https")
+    keepalive: dict[str, list[Run]] = {name: [] for name in proxies}
+    handshakes: dict[str, list[Run]] = {name: [] for name in proxies}
+    calm: dict[str, list[Run]] = {name: [] for name in targets}
+    for index in range(args.rounds):
+        print(f"round {index + 1}/{args.rounds} …", flush=True)
+        for name, (port, pid) in proxies.items():
+            keepalive[name].append(wrk(port, args.connections, args.duration, pid, scheme="https"))
+        for name, (port, pid) in proxies.items():
+            handshakes[name].append(
+                wrk(port, args.connections, args.duration, pid, scheme="https", close=True)
+            )
+        calm["direct"].append(wrk(direct_port, args.moderate, max(2, args.duration // 2), None))
+        for name, (port, pid) in proxies.items():
+            calm[name].append(
+                wrk(port, args.moderate, max(2, args.duration // 2), pid, scheme="https")
+            )
+    print()
+    print(
+        f"upstream: uvicorn 1 worker, {args.app} hello (plain HTTP); "
+        "nginx 1 worker; router 1 process"
+    )
+    print("both terminate TLS with the same P-256 certificate; no session resumption")
+    for title, runs_by in (
+        (f"keep-alive over TLS: wrk -t1 -c{args.connections} -d{args.duration}s", keepalive),
+        (f"a full handshake per request (Connection: close), -c{args.connections}", handshakes),
+    ):
+        print(f"{title}, median of {args.rounds}")
+        print(f"{'target':8} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU µs/req':>17}")
+        for name, runs in runs_by.items():
+            cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
+            cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "-"
+            print(
+                f"{name:8} {_median(runs, 'rps'):>10.0f} {_median(runs, 'p50'):>8.2f} "
+                f"{_median(runs, 'p99'):>8.2f} {cpu_text:>17}"
+            )
+        print()
+    print(f"moderate load: wrk -t1 -c{args.moderate} (keep-alive), median of {args.rounds}")
+    direct_p99 = _median(calm["direct"], "p99")
+    for name, runs in calm.items():
+        p99 = _median(runs, "p99")
+        added = "-" if name == "direct" else f"{p99 - direct_p99:+.2f}"
+        print(f"{name:8} p50 {_median(runs, 'p50'):.2f} ms  p99 {p99:.2f} ms  added p99 {added}")
+    keep_ratio = _median(keepalive["router"], "rps") / _median(keepalive["nginx"], "rps")
+    hs_ratio = _median(handshakes["router"], "rps") / _median(handshakes["nginx"], "rps")
+    added = _median(calm["router"], "p99") - direct_p99
+    print()
+    verdict = "met" if keep_ratio >= 0.9 else "MISSED"
+    print(f"router/nginx keep-alive TLS throughput: {keep_ratio:.2f}  (goal ≥ 0.90: {verdict})")
+    print(f"router/nginx handshakes per second: {hs_ratio:.2f}")
+    print(f"router added p99 over TLS at -c{args.moderate}: {added:.2f} ms")
 
 
 def _median(runs: list[Run], attr: str) -> float:

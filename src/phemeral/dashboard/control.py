@@ -115,6 +115,38 @@ class ControlPlane:
         )
         return _items(body)
 
+    # custom domains and HTTPS settings
+    async def custom_domains(self, project: str, environment: str) -> list[JSON]:
+        body = await self._call("GET", "/api/domains", params={"project": project})
+        return [d for d in _items(body) if d.get("environment") == environment]
+
+    async def add_domain(self, project: str, environment: str, domain: str) -> JSON:
+        fields = {"name": domain, "project": project, "environment": environment}
+        body: JSON = await self._call("POST", "/api/domains", json=fields)
+        return body
+
+    async def domain(self, domain: str) -> JSON:
+        body: JSON = await self._call("GET", f"/api/domains/{_seg(domain)}")
+        return body
+
+    async def renew_domain(self, domain: str) -> JSON:
+        body: JSON = await self._call("POST", f"/api/domains/{_seg(domain)}/renew")
+        return body
+
+    async def remove_domain(self, domain: str) -> JSON:
+        await self._call("DELETE", f"/api/domains/{_seg(domain)}")
+        return {"name": domain}
+
+    async def update_environment(
+        self, project: str, environment: str, changes: Mapping[str, object]
+    ) -> JSON:
+        body: JSON = await self._call(
+            "PATCH",
+            f"/api/projects/{_seg(project)}/environments/{_seg(environment)}",
+            json=dict(changes),
+        )
+        return body
+
     # deployments
     # backing services
     async def services(self, project: str, environment: str) -> list[JSON]:

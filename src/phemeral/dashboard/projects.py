@@ -133,6 +133,7 @@ class ProjectPages(Pages):
                 "status_code": status_code,
                 "problem": problem,
                 "services": await api.services(name, env),
+                "custom_domains": await api.custom_domains(name, env),
                 "project": project,
                 "env": found,
                 "current": current,

@@ -18,9 +18,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from phemeral.dashboard.deployments import DeploymentPages
+from phemeral.dashboard.domains import DomainPages
 from phemeral.dashboard.live import LiveEvents
 from phemeral.dashboard.page import STATIC_TYPES
-from phemeral.dashboard.services import ServicePages
 from phemeral.dashboard.signin import SignInPages
 from phemeral.errors import ConfigError
 from phemeral.settings import Settings
@@ -50,6 +50,9 @@ def create_router(
     add("/projects/{name}/deployments", pages.deployments, methods=["GET"])
     add("/projects/{name}/environments/{env}", pages.environment, methods=["GET"])
     add("/projects/{name}/environments/{env}/services", pages.create_service, methods=["POST"])
+    add("/projects/{name}/environments/{env}/domains", pages.add_domain, methods=["POST"])
+    add("/projects/{name}/environments/{env}/https", pages.save_https, methods=["POST"])
+    add("/domains/{domain}/{action}", pages.domain_action, methods=["POST"])
     add("/services/{service}/delete", pages.confirm_delete_service, methods=["GET"])
     add("/services/{service}/{action}", pages.service_action, methods=["POST"])
     add("/deployments/{deployment_id}", pages.deployment, methods=["GET"])
@@ -81,7 +84,7 @@ class AdminTokenFile:
         return self._seen[1]
 
 
-class _Pages(SignInPages, ServicePages, DeploymentPages, LiveEvents):
+class _Pages(SignInPages, DomainPages, DeploymentPages, LiveEvents):
     """Every page handler, sharing one `Pages` state (settings, token, templates, assets)."""
 
     async def asset(self, asset: str) -> Response:
