@@ -84,6 +84,7 @@ class CertificateManager:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the round: a wake during it starts the next one at once
             sleep = MAX_SLEEP
             try:
                 sleep = await self.round()
@@ -91,8 +92,7 @@ class CertificateManager:
                 log.exception("certificate round failed")
                 sleep = 60.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(sleep, 0.5))
-            self._wake.clear()
+                await asyncio.wait_for(self._wake.wait(), sleep)
 
     async def round(self) -> float:
         """Order what is due; republish when what may be served changed. Seconds to sleep."""
@@ -106,8 +106,10 @@ class CertificateManager:
             await asyncio.to_thread(publish, self.cp)
             await asyncio.to_thread(publish_certificates, self.cp)
         if wake_at is None:
-            return MAX_SLEEP
-        return min(max((wake_at - now()).total_seconds(), 0.5), MAX_SLEEP)
+            sleep = MAX_SLEEP
+        else:
+            sleep = min(max((wake_at - now()).total_seconds(), 0.5), MAX_SLEEP)
+        return sleep
 
     def _plan(self, at: datetime) -> tuple[list[str], datetime | None]:
         """Domains due now, and when the next thing happens (a try, a renewal, an expiry)."""
@@ -118,6 +120,7 @@ class CertificateManager:
                 facts = cert_facts(row)
                 if renewal.is_due(facts, at):
                     due.append(row.name)
+                    wake_at = at  # still due after this round (added meanwhile): look again
                     continue
                 for when in (renewal.next_due(facts), facts.not_after):
                     if when is not None and when > at and (wake_at is None or when < wake_at):
@@ -134,6 +137,7 @@ class CertificateManager:
             return frozenset((name, when) for name, when in rows if when is not None and at < when)
 
     async def _order(self, name: str) -> None:
+        log.info("ordering a certificate for %s", name)
         key_pem = new_private_key_pem()
         try:
             if self._issuer is None:
