@@ -400,3 +400,15 @@ def test_flask_with_granian_only(tmp_path: Path) -> None:
 def test_declared_server_missing_from_dependencies_is_added(tmp_path: Path) -> None:
     out = run(tmp_path, {"Procfile": "web: hypercorn app:app\n"})
     assert out["missing_server"] == "hypercorn"
+
+
+def test_a_root_dir_upload_keeps_the_repository_roots_declarations() -> None:
+    from phemeral.build.scope import needed_files
+
+    files = ["phemeral.toml", "Procfile", "README.md", "web/app.js", "api/app.py", "api/req.txt"]
+    assert needed_files(files, "api", {}.get) == [
+        "Procfile",
+        "api/app.py",
+        "api/req.txt",
+        "phemeral.toml",
+    ]

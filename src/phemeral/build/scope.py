@@ -4,7 +4,8 @@
 
 - everything under ``root_dir``;
 - from each folder above it, the files detection reads there (``.python-version``, another
-  platform's ``Dockerfile`` / ``app.yaml``);
+  platform's ``Dockerfile`` / ``app.yaml``, ``phemeral.toml``, ``Procfile`` and the other
+  platforms' files that declare commands);
 - a uv workspace above it (``[tool.uv.workspace]`` beside ``uv.lock``): the whole workspace,
   since ``uv sync --locked`` checks every member and path dependencies live there;
 - files and folders that ``root_dir``'s requirements files reach outside it (``-r ../base.txt``,
@@ -19,7 +20,19 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable
 
-PARENT_FILES = (".python-version", "Dockerfile", "app.yaml")
+PARENT_FILES = (
+    ".python-version",
+    "Dockerfile",
+    "app.yaml",
+    # what the repository declares (detect.declared reads the repository root's too)
+    "phemeral.toml",
+    "Procfile",
+    "railway.json",
+    "railway.toml",
+    "render.yaml",
+    "heroku.yml",
+    "app.json",
+)
 _REQ_REF = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint|-e|--editable)\s*=?\s*(\S+)")
 _PATH_LIKE = re.compile(r"(?:file:|^)(\.{1,2}/\S*)")
 _PYPROJECT_PATH = re.compile(r"""path\s*=\s*["']([^"']+)["']""")
