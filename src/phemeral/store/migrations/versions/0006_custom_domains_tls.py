@@ -1,7 +1,7 @@
 """custom domains with their certificates, the ACME account, per-environment HTTPS settings
 
-Revision ID: 0005_custom_domains_tls
-Revises: 0004_preview_data
+Revision ID: 0006_custom_domains_tls
+Revises: 0005_project_workers
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_custom_domains_tls"
-down_revision = "0004_preview_data"
+revision = "0006_custom_domains_tls"
+down_revision = "0005_project_workers"
 branch_labels = None
 depends_on = None
 
