@@ -176,6 +176,9 @@ class CertificateManager:
             row.cert_failures += 1
             row.cert_last_error = message
             row.cert_next_try_at = renewal.retry_at(row.cert_failures, now(), base, retry_after)
+            warning = renewal.warning(cert_facts(row), now())
+            if warning is not None:
+                log.warning("%s: %s (last error: %s)", name, warning, message)
 
     def _issued(self, name: str, chain: bytes, key_pem: bytes, expires: datetime) -> None:
         with self.cp.store.write() as s:
