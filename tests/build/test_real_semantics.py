@@ -160,3 +160,15 @@ def test_pipenv_lock_installs_its_default_set_by_hash(tmp_path: Path, settings: 
     assert (site / "flask").is_dir() and (site / "gunicorn").is_dir()
     assert not (site / "pytest").exists()  # [develop] left out
     assert "app:app imported" in log.text("verify")
+
+
+def test_poetry_root_that_cannot_be_built_installs_like_no_root(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # the legacy `poetry.masonry.api` backend needs Poetry itself: Poetry users never notice
+    result, log = _build(FIXTURES / "poetry_legacy_backend", tmp_path, settings, project="legacy")
+    install = log.text("install")
+    assert "warning: the project itself could not be built" in install
+    assert "poetry install --no-root" in install
+    assert (_site(result) / "flask").is_dir()
+    assert "wsgi:app imported" in log.text("verify")

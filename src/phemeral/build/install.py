@@ -373,7 +373,18 @@ async def _install_poetry(
     elif chosen.install_root:
         ctx.log.write(STAGE, "installing the project itself (non-editable)")
         result = await uv_run(["pip", "install", "--python", python, "--no-deps", "."])
-        _check(result, "installing the project failed", ctx)
+        if not result.ok:
+            # Poetry installs the root itself, never through the declared backend, so a
+            # project can run under Poetry with a backend that cannot build it (the legacy
+            # `poetry.masonry.api`, a missing readme…): its dependencies are in, and the app
+            # runs from its folder, as after `poetry install --no-root`
+            ctx.log.write(
+                STAGE,
+                "warning: the project itself could not be built "
+                f"({_first_error(result.output)}); continuing like `poetry install --no-root` "
+                "(the app runs from its folder). Fix the [build-system] table (e.g. "
+                'build-backend = "poetry.core.masonry.api") or set package-mode = false',
+            )
     else:
         ctx.log.write(STAGE, "package-mode = false: the project itself is not installed")
 
@@ -524,6 +535,15 @@ def setuptools_decision(needers: Sequence[str], installed: str) -> str | None:
         f"adding setuptools<81: {who} imports pkg_resources, and setuptools {have}; "
         "upgrade those packages (or pin setuptools<81 yourself) to silence this"
     )
+
+
+def _first_error(output: Sequence[str]) -> str:
+    """The most telling line of a failed command's output (pure)."""
+    for line in reversed(output):
+        text = line.strip()
+        if re.search(r"Error|error:", text):
+            return text[:200]
+    return output[-1].strip()[:200] if output else "no output"
 
 
 class _UvRun(Protocol):  # the shape of the local uv_run closure
