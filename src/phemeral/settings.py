@@ -70,15 +70,23 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_dir / 'phemeral.db'}"
 
     @property
+    def _origin_parts(self) -> tuple[str, str]:
+        """Scheme and port suffix of the platform's own names: HTTPS when a certificate for
+        the base domain is supplied (``--tls-cert``), else plain HTTP."""
+        if self.https_port is not None and self.tls_cert is not None:
+            return "https", "" if self.https_port == 443 else f":{self.https_port}"
+        return "http", "" if self.port in (80, 443) else f":{self.port}"
+
+    @property
     def base_url(self) -> str:
         """The dashboard and API: the base domain itself."""
-        port = "" if self.port in (80, 443) else f":{self.port}"
-        return f"http://{self.base_domain}{port}"
+        scheme, port = self._origin_parts
+        return f"{scheme}://{self.base_domain}{port}"
 
     def url_for_label(self, label: str) -> str:
         """The public URL of a deployment or environment domain label."""
-        port = "" if self.port in (80, 443) else f":{self.port}"
-        return f"http://{label}.{self.base_domain}{port}"
+        scheme, port = self._origin_parts
+        return f"{scheme}://{label}.{self.base_domain}{port}"
 
 
 _CASTS: dict[str, Any] = {

@@ -27,6 +27,28 @@ def test_https_options_are_checked(tmp_path: Path) -> None:
             load_settings({}, {**base, **overrides})
 
 
+def test_platform_urls_are_https_once_the_base_domain_has_a_certificate(tmp_path: Path) -> None:
+    plain = load_settings({}, {"data_dir": tmp_path, "https_port": 8443})
+    assert (
+        plain.url_for_label("shop-production") == "http://shop-production.phemeral.localhost:8000"
+    )
+    ca = new_ca()
+    cert = ca.issue("*.phemeral.localhost")
+    (tmp_path / "c.pem").write_bytes(cert.chain_pem)
+    (tmp_path / "k.pem").write_bytes(cert.key_pem)
+    tls = load_settings(
+        {},
+        {
+            "data_dir": tmp_path,
+            "https_port": 443,
+            "tls_cert": tmp_path / "c.pem",
+            "tls_key": tmp_path / "k.pem",
+        },
+    )
+    assert tls.url_for_label("abc") == "https://abc.phemeral.localhost"
+    assert tls.base_url == "https://phemeral.localhost"
+
+
 def test_certificate_files_are_read_and_checked(tmp_path: Path) -> None:
     ca = new_ca()
     cert = ca.issue("*.example.test", "example.test")

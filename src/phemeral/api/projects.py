@@ -154,8 +154,7 @@ def show_webhook(name: str, cp: CP, actor: Actor) -> Json:
 
 
 def _base_url(cp: deploys.ControlPlane) -> str:
-    port = "" if cp.settings.port in (80, 443) else f":{cp.settings.port}"
-    return f"http://{cp.settings.base_domain}{port}"
+    return cp.settings.base_url
 
 
 @router.post("/projects/{name}/environments", status_code=201)

@@ -34,8 +34,7 @@ class ProjectPages(Pages):
         ]
 
     def webhook_url(self) -> str:
-        port = "" if self.settings.port in (80, 443) else f":{self.settings.port}"
-        return f"http://{self.settings.base_domain}{port}/api/webhooks/github"
+        return f"{self.settings.base_url}/api/webhooks/github"
 
     async def project(self, request: Request, name: str) -> Response:
         session = self.session(request)
