@@ -163,8 +163,10 @@ def test_procfile_precedence_and_a_failing_release(tmp_path: Path) -> None:
 HYPERCORN = {
     "requirements.txt": "fastapi\nhypercorn\n",
     "main.py": "from fastapi import FastAPI\n\napp = FastAPI()\n\n\n@app.get('/')\n"
-    "def index():\n    return {'server': 'hypercorn'}\n",
+    "def index():\n    return {'server': 'hypercorn'}\n\n\n@app.get('/healthz')\n"
+    "def health():\n    print('health probe answered', flush=True)\n    return {'ok': True}\n",
     "Procfile": "web: hypercorn main:app --bind 0.0.0.0:${PORT:-8000} --workers 1\n",
+    "phemeral.toml": 'health_check_path = "/healthz"\n',
 }
 
 
@@ -179,6 +181,8 @@ def test_hypercorn_app_declared_in_a_procfile(tmp_path: Path) -> None:
             assert info["status"] == "successful", "\n".join(f"{s}: {m}" for s, m in info["log"])  # type: ignore[union-attr]
             assert info["source"] == "procfile"
             assert info["command"] == HYPERCORN["Procfile"][5:].strip()
+            boot = [m for stage, m in info["log"] if stage == "boot"]  # type: ignore[union-attr]
+            assert "health probe answered" in boot  # the boot check asked phemeral.toml's path
             response = await get(cp, did)
             assert response.json() == {"server": "hypercorn"}
             assert response.headers["server"].startswith("hypercorn")
