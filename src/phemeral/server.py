@@ -38,7 +38,6 @@ from phemeral.deploys import (
     ControlPlane,
     RuntimeControl,
     publish,
-    publish_certificates,
     reconcile_after_restart,
     releases,
 )
@@ -181,7 +180,7 @@ async def run_platform(settings: Settings) -> None:
     from phemeral.models import Upstream
     from phemeral.router import serve_router
     from phemeral.runtime.supervisor import Runtime
-    from phemeral.tls.manager import CertificateManager
+    from phemeral.tls.manager import https_for
     from phemeral.tls.pem import certificate_from_files
 
     wildcard = None
@@ -203,19 +202,10 @@ async def run_platform(settings: Settings) -> None:
                 certificates=[] if wildcard is None else [wildcard],
             )
             cp.listeners.append(router.update)
-            manager = None
-            if settings.https_port is not None:
-                cp.wildcard = wildcard
-                cp.tls_listeners.append(router)
-                await asyncio.to_thread(publish, cp)  # host policies know the wildcard now
-                await asyncio.to_thread(publish_certificates, cp)
-                manager = CertificateManager(cp)
-                manager.start()
             try:
-                await serve_api(cp, uds=sock)
+                async with https_for(cp, router):
+                    await serve_api(cp, uds=sock)
             finally:
-                if manager is not None:
-                    await manager.close()
                 await router.close()
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -14,18 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from phemeral.deploys.domains import cert_facts, publish_certificates
-from phemeral.deploys.plane import ControlPlane, now
+from phemeral.deploys.plane import ControlPlane, TlsListener, now
 from phemeral.deploys.routing import publish
 from phemeral.store.schema import AcmeAccount, CustomDomain
 from phemeral.tls import renewal
 from phemeral.tls.acme import AcmeIssuer, IssueFailed, new_account_key_pem
-from phemeral.tls.pem import leaf, names_of, new_private_key_pem, not_after
+from phemeral.tls.pem import certificate_from_files, leaf, names_of, new_private_key_pem, not_after
 
 log = logging.getLogger("phemeral.tls")
 
@@ -55,6 +55,30 @@ def acme_issuer(cp: ControlPlane) -> AcmeIssuer:
         account_key_pem=key,
         ca_bundle=settings.acme_ca_bundle,
     )
+
+
+@contextlib.asynccontextmanager
+async def https_for(cp: ControlPlane, listener: TlsListener) -> AsyncIterator[None]:
+    """HTTPS on a running control plane, when ``--https-port`` is set: the operator's wildcard
+    (``--tls-cert``) read and known to the host policies, ``listener`` (the router, or whatever
+    carries certificates and HTTP-01 answers to it) given every servable certificate, and the
+    certificate manager running until the block ends. Without an HTTPS port: nothing."""
+    settings = cp.settings
+    if settings.https_port is None:
+        yield
+        return
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        cp.wildcard = certificate_from_files(settings.tls_cert, settings.tls_key)
+    cp.tls_listeners.append(listener)
+    await asyncio.to_thread(publish, cp)  # host policies know the wildcard now
+    await asyncio.to_thread(publish_certificates, cp)
+    manager = CertificateManager(cp)
+    manager.start()
+    try:
+        yield
+    finally:
+        await manager.close()
+        cp.tls_listeners.remove(listener)
 
 
 class CertificateManager:
