@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,15 @@ def build_log(api: httpx.Client, deployment_id: str) -> str:
 
 
 def get(server: Server, deployment_id: str, path: str = "/", timeout: float = 60) -> httpx.Response:
-    """A request to the deployment through the platform's router."""
+    """A request to the deployment through the platform's router; the router's own 503 (waking
+    on a loaded machine, Retry-After) is retried a few times, an app's answer never."""
     host = f"{deployment_id}.phemeral.localhost"
-    return httpx.get(server.url + path, headers={"Host": host}, timeout=timeout)
+    for _ in range(5):
+        response = httpx.get(server.url + path, headers={"Host": host}, timeout=timeout)
+        if response.status_code != 503 or "retry-after" not in response.headers:
+            return response
+        time.sleep(1)
+    return response
 
 
 def traversable(path: Path) -> None:
