@@ -306,8 +306,18 @@ def test_renewal_replaces_the_certificate_without_dropping_a_keepalive_connectio
 
 
 def test_ca_outage_is_retried_and_then_issued(platform: Platform) -> None:
+    root = platform.pebble.roots()  # the root of the certificates issued so far
     platform.pebble.stop()
     try:
+        # a renewal that fails keeps the current certificate serving
+        assert platform.api.post("/domains/app.example.test/renew").is_success
+        failing = wait_certificate(
+            platform.api, "app.example.test", lambda c: c["failures"] >= 1, timeout=60
+        )
+        assert failing["certificate"]["state"] == "renewal-failing"
+        conn = TlsConnection(platform.https_port, "app.example.test", root)
+        assert conn.get("/")[0] == 200
+        conn.close()
         added = platform.api.post(
             "/domains", json={"name": "late.example.test", "project": platform.project}
         )
@@ -325,6 +335,7 @@ def test_ca_outage_is_retried_and_then_issued(platform: Platform) -> None:
     finally:
         platform.pebble.start()
     wait_certificate(platform.api, "late.example.test", lambda c: c["state"] == "valid")
+    wait_certificate(platform.api, "app.example.test", lambda c: c["state"] == "valid")
     conn = TlsConnection(platform.https_port, "late.example.test", platform.pebble.roots())
     assert conn.get("/")[0] == 200
     conn.close()
