@@ -447,8 +447,8 @@ async def _install_pipenv(
 
 
 # Runs in the sandbox with the venv's python: prints the distributions whose code imports
-# pkg_resources outside a `try:` (a fallback does not need it), then the installed setuptools
-# version (or "none").
+# pkg_resources outside a `try:` or an `if` about pkg_resources (a fallback does not need it),
+# then the installed setuptools version (or "none").
 _PKG_RESOURCES_TOOL = r"""
 import ast, importlib.metadata as md, os, sys
 site = sys.argv[1]
@@ -473,7 +473,12 @@ for dist in md.distributions():
             continue
         guarded = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.Try):
+            # a fallback (try/except) or a check that it is already there
+            # (`if "pkg_resources" in sys.modules:`) does not need it
+            fallback = isinstance(node, ast.Try) or (
+                isinstance(node, ast.If) and "pkg_resources" in ast.dump(node.test)
+            )
+            if fallback:
                 for sub in ast.walk(node):
                     guarded.add(id(sub))
         hit = False
