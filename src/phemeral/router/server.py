@@ -137,6 +137,7 @@ async def serve_router(
                     sock=https_sock,
                     ssl=ctx,
                     ssl_handshake_timeout=handshake,
+                    ssl_shutdown_timeout=limits.tls_shutdown_timeout,
                     backlog=1024,
                 )
             else:
@@ -147,6 +148,7 @@ async def serve_router(
                     https_port,
                     ssl=ctx,
                     ssl_handshake_timeout=handshake,
+                    ssl_shutdown_timeout=limits.tls_shutdown_timeout,
                     reuse_address=True,
                     backlog=1024,
                 )

@@ -38,6 +38,7 @@ class RouterLimits:
     pool_max_idle: int = 128  # idle upstream connections kept per backend
     pool_idle_timeout: float = 4.0  # below uvicorn's 5 s keep-alive, to avoid reuse races
     tls_handshake_timeout: float = 15.0  # a TLS handshake must complete within this
+    tls_shutdown_timeout: float = 5.0  # waiting for the client's close_notify after ours
 
 
 class Router:
