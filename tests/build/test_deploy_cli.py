@@ -5,77 +5,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from buildkit import FIXTURES
+from platformkit import Platform, wait_done
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    data_dir = tmp_path_factory.mktemp("serve-data")
-    port = _free_port()
-    log = (data_dir.parent / "serve.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "phemeral",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "PHEMERAL_LOG_LEVEL": "warning"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited; see {log.name}"
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield url, data_dir
-    proc.terminate()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    platform = Platform(tmp_path_factory.mktemp("serve") / "data")
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        yield platform.start()
+    finally:
+        platform.stop()
 
 
-def _cli(server: tuple[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
-    url, data_dir = server
-    return subprocess.run(
-        [sys.executable, "-m", "phemeral", *args, "--url", url, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def _cli(server: Platform, *args: str) -> subprocess.CompletedProcess[str]:
+    return server.cli(*args)
 
 
-def test_deploy_streams_log_and_succeeds(server: tuple[str, Path]) -> None:
+def test_deploy_streams_log_and_succeeds(server: Platform) -> None:
     result = _cli(server, "deploy", str(FIXTURES / "uv_fastapi"), "--project", "cli-uv")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -94,7 +49,7 @@ def test_deploy_streams_log_and_succeeds(server: tuple[str, Path]) -> None:
     assert stamps == sorted(stamps)
 
 
-def test_deploy_json_and_failed_exit_status(server: tuple[str, Path], tmp_path: Path) -> None:
+def test_deploy_json_and_failed_exit_status(server: Platform, tmp_path: Path) -> None:
     project = tmp_path / "broken-app"
     project.mkdir()
     (project / "requirements.txt").write_text("fastapi\nuvicorn\n")
@@ -110,9 +65,7 @@ def test_deploy_json_and_failed_exit_status(server: tuple[str, Path], tmp_path: 
     assert "no_such_module_here" in (body.get("failure_reason") or "")
 
 
-def test_deploy_of_git_checkout_ships_uncommitted_changes(
-    server: tuple[str, Path], tmp_path: Path
-) -> None:
+def test_deploy_of_git_checkout_ships_uncommitted_changes(server: Platform, tmp_path: Path) -> None:
     repo = tmp_path / "gitapp"
     shutil.copytree(FIXTURES / "pip_flask_factory", repo)
     git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
@@ -126,17 +79,10 @@ def test_deploy_of_git_checkout_ships_uncommitted_changes(
     result = _cli(server, "deploy", str(repo), "--no-wait", "--json")
     assert result.returncode == 0, result.stderr
     deployment_id = json.loads(result.stdout)["id"]
-    url, data_dir = server
-    deadline = time.monotonic() + 300
-    token = (data_dir / "admin-token").read_text().strip()
-    headers = {"Authorization": f"Bearer {token}"}
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{url}/api/deployments/{deployment_id}", headers=headers).json()
-        if status["status"] != "building":
-            break
-        time.sleep(0.5)
+    with server.client() as api:
+        status = wait_done(api, deployment_id, timeout=300)
     assert status["status"] == "successful", status
-    releases = list((data_dir / "apps").glob(f"*/releases/{deployment_id}/src"))
+    releases = list((server.data_dir / "apps").glob(f"*/releases/{deployment_id}/src"))
     assert len(releases) == 1
     src = releases[0]
     assert "shop v2" in (src / "shop" / "__init__.py").read_text()  # uncommitted change shipped
@@ -144,7 +90,7 @@ def test_deploy_of_git_checkout_ships_uncommitted_changes(
 
 
 def test_deploy_with_project_root_dir_uploads_only_what_the_build_needs(
-    server: tuple[str, Path], tmp_path: Path
+    server: Platform, tmp_path: Path
 ) -> None:
     mono = tmp_path / "mono"
     shutil.copytree(FIXTURES / "pip_flask_factory", mono / "services" / "shop")
@@ -162,8 +108,7 @@ def test_deploy_with_project_root_dir_uploads_only_what_the_build_needs(
     compressed_kib = int(packed.rsplit("(", 1)[1].split()[0])
     assert compressed_kib < 100, packed  # not the 10 MiB of frontend and docs
     deployment_id = result.stdout.split("id      ")[1].split()[0]
-    _, data_dir = server
-    src = next((data_dir / "apps").glob(f"*/releases/{deployment_id}/src"))
+    src = next((server.data_dir / "apps").glob(f"*/releases/{deployment_id}/src"))
     assert (src / "services" / "shop" / "requirements.txt").is_file()
     assert (src / ".python-version").is_file()
     assert not (src / "frontend").exists() and not (src / "docs").exists()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import httpx
-import psycopg
+import platformkit
 import pytest
 
-from .serverkit import PG_ADMIN, Server
+from .serverkit import Server
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +18,8 @@ def pg_database() -> Iterator[str]:
     Each server has its own data dir, hence its own secret key: a database shared between
     servers would hold secrets the next server cannot decrypt (and rightly refuses to start).
     """
-    name = "phemeral_test_" + secrets.token_hex(4)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with platformkit.pg_database() as url:
+        yield url
 
 
 @pytest.fixture(
@@ -41,7 +36,7 @@ def server(
     url = request.getfixturevalue("pg_database") if backend == "postgres" else None
     srv = Server(data_dir=tmp_path_factory.mktemp(f"data-{backend}"), database_url=url).start()
     yield srv
-    srv.kill()
+    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from platformkit import Platform
 
 from .serverkit import FASTAPI_APP, Server, unique, upload
 
@@ -52,20 +54,17 @@ def test_kill_9_mid_build_then_restart(
         server.kill()
 
 
-def test_replacing_the_admin_token_file_rotates_the_token(tmp_path: Path) -> None:
-    server = Server(data_dir=tmp_path / "data", database_url=None)
-    server.data_dir.mkdir()
+def test_replacing_the_admin_token_file_rotates_the_token(
+    platform_factory: Callable[..., Platform],
+) -> None:
+    server = platform_factory()
+    old = server.token
+    server.stop()
+    (server.data_dir / "admin-token").unlink()
     server.start()
-    try:
-        old = server.token
-        server.kill()
-        (server.data_dir / "admin-token").unlink()
-        server.start()
-        new = server.token
-        assert new != old
-        with server.client(new) as api:
-            assert api.get("/projects").status_code == 200
-        with server.client(old) as api:
-            assert api.get("/projects").status_code == 401
-    finally:
-        server.kill()
+    new = server.token
+    assert new != old
+    with server.client(new) as api:
+        assert api.get("/projects").status_code == 200
+    with server.client(old) as api:
+        assert api.get("/projects").status_code == 401

@@ -4,21 +4,14 @@ Chromium from Debian driven by Playwright."""
 
 from __future__ import annotations
 
-import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from platformkit import Platform, tar_gz
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
@@ -34,111 +27,39 @@ CHROMIUM_ARGS = [
 ]
 
 
-@dataclass
-class Server:
-    port: int
-    data_dir: Path
-    token: str
-    log: Path
+class Server(Platform):
+    """The platform as the dashboard tests use it: the API client speaks from the root."""
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        """What people type: the base domain (``*.localhost`` resolves to 127.0.0.1)."""
-        return f"http://phemeral.localhost:{self.port}"
+        return self.url
 
     def api(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.api_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30.0,
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0
         )
 
     def anonymous(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30.0, follow_redirects=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve_argv(data_dir: Path, port: int) -> list[str]:
-    """`phemeral serve`: the platform on one port (router, runtime, builder, API, dashboard)."""
-    return [
-        sys.executable,
-        "-m",
-        "phemeral",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--base-domain",
-        "phemeral.localhost",
-    ]
+        return httpx.Client(base_url=self.url, timeout=30.0, follow_redirects=False)
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("dashboard-data")
-    log = data_dir.parent / "dashboard-server.log"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHEMERAL_")}
-    # one build at a time: a second deployment waits queued, so its page opens before it builds
-    env["PHEMERAL_BUILD_CONCURRENCY"] = "1"
-    env["PHEMERAL_ALLOW_LOCAL_REPOS"] = "true"  # push deployments fetch from local repositories
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _serve_argv(data_dir, port),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
+    env = {
+        # one build at a time: a second deployment waits queued, so its page opens before it
+        # builds
+        "PHEMERAL_BUILD_CONCURRENCY": "1",
+        "PHEMERAL_ALLOW_LOCAL_REPOS": "true",  # push deployments fetch from local repositories
+    }
+    platform = Server(
+        tmp_path_factory.mktemp("dashboard") / "data",
+        env=env,
+        args=["--base-domain", "phemeral.localhost"],
+    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"phemeral serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"phemeral serve did not answer in 60 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        token = (data_dir / "admin-token").read_text().strip()
-        yield Server(port=port, data_dir=data_dir, token=token, log=log)
+        yield platform.start()
     finally:
-        # Ctrl-C, as a person stops it: the server stops its app instances on the way out
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def tar_gz(files: dict[str, str]) -> bytes:
-    """A source archive as `phemeral deploy` uploads it."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        platform.stop()
 
 
 def pack_dir(root: Path) -> bytes:

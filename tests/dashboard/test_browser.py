@@ -90,14 +90,6 @@ def via_router(server: Server, url: str, path: str = "/") -> httpx.Response:
     )
 
 
-def require_router(server: Server, url: str) -> None:
-    """Skip (saying why) while `phemeral serve` answers deployment hosts with the control plane
-    itself, i.e. before the router and runtime are wired into it."""
-    response = via_router(server, url, "/")
-    if response.status_code == 303 and response.headers.get("location", "").startswith("/login"):
-        pytest.skip("phemeral serve does not route deployment hosts yet (router/runtime unwired)")
-
-
 @pytest.fixture(scope="module")
 def context(browser: Any, server: Server) -> Iterator[Any]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -220,7 +212,6 @@ def test_deployment_page_links_its_url_and_serves(
     page.goto(f"{server.dashboard_url}/deployments/{first['id']}")
     link = page.locator("#deployment-url")
     assert link.get_attribute("href") == first["url"]
-    require_router(server, first["url"])
     assert via_router(server, first["url"]).status_code == 200
     assert page.get_by_text(first["start_command"]).first.is_visible()
 
@@ -336,7 +327,6 @@ def test_the_environment_domain_follows_the_promotion(
     url, current = env_domain(server, name)
     older, newer = deployed["older"], deployed["watched"]
     assert current == older["id"], "run after test_promote_an_older_deployment_…"
-    require_router(server, url)
     probe = f"/probe-{uuid.uuid4().hex[:8]}"
     assert via_router(server, url, probe).status_code < 500
     with server.api() as api:

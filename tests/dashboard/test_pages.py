@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from markupsafe import escape
+from platformkit import git
 
 from phemeral.github.signature import sign
 
@@ -290,27 +289,6 @@ def test_deployments_list_pages_older_and_newer(server: Server, browser_like: ht
     assert newer_href
     back = browser_like.get(f"/projects/{name}/deployments?" + html.unescape(newer_href[1]))
     assert [i for i in newest_first if i in back.text] == newest_first[:2]
-
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Ada Lovelace",
-    "GIT_AUTHOR_EMAIL": "ada@example.com",
-    "GIT_COMMITTER_NAME": "Ada Lovelace",
-    "GIT_COMMITTER_EMAIL": "ada@example.com",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_ENV},
-    )
-    return out.stdout.strip()
 
 
 def test_a_push_deployment_shows_branch_commit_and_pusher(

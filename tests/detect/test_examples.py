@@ -7,7 +7,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 import tomllib
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from platformkit import free_port
 
 from phemeral.build.interpreters import choose, discover_pythons
 from phemeral.detect import detect
@@ -80,12 +80,6 @@ def test_poetry_lock_is_fresh(name: str) -> None:
         assert all(f["hash"].startswith("sha256:") for f in package["files"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if not n.endswith("-poetry")])
 def test_example_serves_its_root_route(name: str, tmp_path: Path) -> None:
@@ -103,7 +97,7 @@ def test_example_serves_its_root_route(name: str, tmp_path: Path) -> None:
         subprocess.run([UV, "venv", "-q", "--python", str(interpreter.path), str(venv)], check=True)
         install = [UV, "pip", "install", "-q", "--python", str(venv), "-r", "requirements.txt"]
     subprocess.run(install, cwd=source, env=env, check=True, capture_output=True, timeout=240)
-    port = _free_port()
+    port = free_port()
     command = detect(source).start_command.replace("$PORT", str(port))
     argv = shlex.split(command)
     argv[0] = str(venv / "bin" / argv[0])

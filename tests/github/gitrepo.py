@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from platformkit import GIT_ENV, commit, git, init_repo
+
 from phemeral.github.signature import sign
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Octo Cat",
-    "GIT_AUTHOR_EMAIL": "octo@example.com",
-    "GIT_COMMITTER_NAME": "Octo Cat",
-    "GIT_COMMITTER_EMAIL": "octo@example.com",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_ENV},
-    )
-    return result.stdout.strip()
-
-
-def init_repo(path: Path, branch: str = "main") -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", branch)
-    return path
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> str:
-    """Write ``files`` and commit them; returns the new commit SHA."""
-    for name, text in files.items():
-        target = repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
+__all__ = ["GIT_ENV", "commit", "git", "headers", "init_repo", "pull_request_body", "push_body"]
 
 
 def push_body(

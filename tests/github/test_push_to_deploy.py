@@ -7,22 +7,16 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from platformkit import PG_ADMIN, Platform, pg_database
 
 from .fake_github import FakeGitHub, start_fake_github
 from .gitrepo import commit, git, headers, init_repo, push_body
@@ -34,18 +28,20 @@ ZERO = "0" * 40
 TOKEN = "ghp_e2e_token_never_in_logs_0123456789"
 
 
-@dataclass
-class Server:
-    url: str
-    token: str
-    log: Path
+class Server(Platform):
+    """The platform with GitHub's API on a local recording server and local repositories."""
+
     github: FakeGitHub
     repos: Path
-    database: str | None = None  # the PostgreSQL database name, when on PostgreSQL
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def database(self) -> str | None:
+        """The PostgreSQL database name, when on PostgreSQL."""
+        return self.database_url.rsplit("/", 1)[1] if self.database_url else None
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(
@@ -80,16 +76,6 @@ class Server:
         return current
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
 @contextlib.contextmanager
 def running_server(database_url: str | None = None) -> Iterator[Server]:
     """`phemeral serve` with local repositories allowed and GitHub's API on a local server."""
@@ -98,42 +84,13 @@ def running_server(database_url: str | None = None) -> Iterator[Server]:
     root.chmod(0o755)
     (root / "repos").mkdir(mode=0o755)
     github = start_fake_github()
-    port = _free_port()
-    log = root / "server.log"
-    env = {
-        **os.environ,
-        "PHEMERAL_GITHUB_API_URL": github.url,
-        "PHEMERAL_LOG_LEVEL": "warning",
-        "PHEMERAL_BUILD_TIMEOUT": "240",
-    }
-    argv = [sys.executable, "-m", "phemeral", "serve", "--data-dir", str(root / "data")]
-    argv += ["--port", str(port), "--allow-local-repos"]
-    if database_url:
-        argv += ["--database-url", database_url]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    env = {"PHEMERAL_GITHUB_API_URL": github.url, "PHEMERAL_BUILD_TIMEOUT": "240"}
+    server = Server(root / "data", database_url, env=env, args=["--allow-local-repos"])
+    server.github, server.repos = github, root / "repos"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        token = (root / "data" / "admin-token").read_text().strip()
-        database = database_url.rsplit("/", 1)[1] if database_url else None
-        yield Server(url, token, log, github, root / "repos", database)
+        yield server.start()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop(timeout=15)
         github.close()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -147,17 +104,8 @@ def server() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[Server]:
     """The same server on a PostgreSQL database of its own (dropped afterwards)."""
-    import psycopg
-
-    name = "phemeral_github_" + secrets.token_hex(4)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with running_server(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}") as srv:
-            yield srv
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database("phemeral_github_") as url, running_server(url) as srv:
+        yield srv
 
 
 def make_repo(server: Server, name: str) -> tuple[Path, list[str]]:
