@@ -15,6 +15,9 @@ from phemeral.store.schema import Deployment, Environment, Promotion
 from phemeral.store.views import get_deployment
 
 
+SUCCEEDED = "push deployment succeeded"  # how the audit trail names an automatic move
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
     """Whether a finished deployment becomes current, and why (for the build log)."""
@@ -53,7 +56,9 @@ def should_promote(
         return PromotionDecision(False, "push without a sequence: not made current")
     short = (current_commit or "")[:12]
     if relation is CommitRelation.DESCENDANT:
-        return PromotionDecision(True, f"its commit descends from the current commit {short}")
+        return PromotionDecision(
+            True, f"{SUCCEEDED}: its commit descends from the current commit {short}"
+        )
     if relation is CommitRelation.ANCESTOR:
         return PromotionDecision(
             False,
@@ -70,11 +75,11 @@ def should_promote(
     elif current_commit is not None:
         basis = f"this build did not compare with the current commit {short}"
     elif promoted_push_seq == 0:
-        return PromotionDecision(True, "the first push deployment of this environment")
+        return PromotionDecision(True, f"{SUCCEEDED} (the first push of this environment)")
     else:
         basis = "the current deployment has no commit to compare with"
     if later:
-        return PromotionDecision(True, f"{basis}; the later push wins")
+        return PromotionDecision(True, f"{SUCCEEDED}: {basis}; the later push wins")
     return PromotionDecision(False, f"{basis}; a later push is already current")
 
 
