@@ -14,7 +14,6 @@ from phemeral.models import CommitRelation, DeploymentStatus, TriggerKind
 from phemeral.store.schema import Deployment, Environment, Promotion
 from phemeral.store.views import get_deployment
 
-
 SUCCEEDED = "push deployment succeeded"  # how the audit trail names an automatic move
 
 
