@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from phemeral.models import DeploymentStatus
 from phemeral.router.host import normalise_host
 from phemeral.router.table import (
-    CONTROL_PLANE,
+    PLATFORM,
     DeploymentTarget,
-    NotFound,
+    NoRoute,
     RouteTable,
 )
 
@@ -62,11 +62,11 @@ def test_normalise_host(raw: bytes, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"phemeral.localhost", CONTROL_PLANE),
-        (b"PHEMERAL.localhost.:8000", CONTROL_PLANE),
-        (b"localhost:8000", CONTROL_PLANE),
-        (b"10.0.0.7", CONTROL_PLANE),
-        (b"[::1]:8000", CONTROL_PLANE),
+        (b"phemeral.localhost", PLATFORM),
+        (b"PHEMERAL.localhost.:8000", PLATFORM),
+        (b"localhost:8000", PLATFORM),
+        (b"10.0.0.7", PLATFORM),
+        (b"[::1]:8000", PLATFORM),
         (
             b"d1a2b3.phemeral.localhost",
             DeploymentTarget("d1a2b3", "deployment", DeploymentStatus.SUCCESSFUL),
@@ -76,13 +76,13 @@ def test_normalise_host(raw: bytes, expected: str | None) -> None:
             DeploymentTarget("d1a2b3", "environment", DeploymentStatus.SUCCESSFUL),
         ),
         (b"old.phemeral.localhost", DeploymentTarget("old", "deployment", DeploymentStatus.FAILED)),
-        (b"shop-staging.phemeral.localhost", NotFound("no-current-deployment")),
-        (b"gone.phemeral.localhost", NotFound("unknown-host")),
-        (b"x.d1a2b3.phemeral.localhost", NotFound("unknown-host")),
-        (b"evilphemeral.localhost", NotFound("unknown-host")),
-        (b"d1a2b3phemeral.localhost", NotFound("unknown-host")),
-        (b"phemeral.localhost.evil.com", NotFound("unknown-host")),
-        (b"other.localhost", NotFound("unknown-host")),
+        (b"shop-staging.phemeral.localhost", NoRoute("no-current-deployment")),
+        (b"gone.phemeral.localhost", NoRoute("unknown-host")),
+        (b"x.d1a2b3.phemeral.localhost", NoRoute("unknown-host")),
+        (b"evilphemeral.localhost", NoRoute("unknown-host")),
+        (b"d1a2b3phemeral.localhost", NoRoute("unknown-host")),
+        (b"phemeral.localhost.evil.com", NoRoute("unknown-host")),
+        (b"other.localhost", NoRoute("unknown-host")),
         (b"d1a2b3.phemeral.localhost@evil", None),
     ],
 )
@@ -92,7 +92,7 @@ def test_resolve(raw: bytes, expected: object) -> None:
 
 
 def test_no_host_is_not_found_never_a_default_app() -> None:
-    assert TABLE.resolve(None) == NotFound("no-host")
+    assert TABLE.resolve(None) == NoRoute("no-host")
 
 
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)

@@ -52,7 +52,7 @@ def _query(params: Mapping[str, object]) -> dict[str, str]:
     return {k: str(v) for k, v in params.items() if v not in (None, "")}
 
 
-class ControlPlane:
+class PlatformApi:
     """Typed-enough calls to `/api` over an in-process transport (or any httpx transport)."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport, token: str) -> None:

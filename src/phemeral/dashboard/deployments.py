@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from phemeral.dashboard import present
-from phemeral.dashboard.control import JSON, ControlPlane
+from phemeral.dashboard.control import JSON, PlatformApi
 from phemeral.dashboard.page import Pages
 from phemeral.dashboard.redeploy import can_redeploy, redeploy
 from phemeral.deploys import ControlPlane as ControlPlaneState
@@ -37,7 +37,7 @@ class DeploymentPages(Pages):
     ) -> Response:
         limit = max(1, min(limit, 100))
 
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             project = await api.project(name)
             envs = await api.environments(name)
             items, next_cursor = await filtered_deployments(
@@ -77,7 +77,7 @@ class DeploymentPages(Pages):
         trail: str = "",
         limit: int = RUNTIME_PAGE_SIZE,
     ) -> Response:
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             d = await api.deployment(deployment_id)
             # while someone pages or filters runtime logs, the build log stays out of the way
             browsing_runtime = bool(cursor or stream or q)
@@ -131,7 +131,7 @@ class DeploymentPages(Pages):
         return await self.signed_in_page(request, "deployment.html", load)
 
     async def confirm_promote(self, request: Request, deployment_id: str) -> Response:
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             d = await api.deployment(deployment_id)
             envs = await api.environments(str(d.get("project")))
             env = next((e for e in envs if e.get("name") == d.get("environment")), {})
@@ -153,7 +153,7 @@ class DeploymentPages(Pages):
         if isinstance(fields, Response):
             return fields
 
-        async def promote_it(api: ControlPlane) -> JSON:
+        async def promote_it(api: PlatformApi) -> JSON:
             await api.promote(deployment_id, fields.get("reason", "").strip() or None)
             return await api.deployment(deployment_id)
 
@@ -182,7 +182,7 @@ class DeploymentPages(Pages):
 
 
 async def filtered_deployments(
-    api: ControlPlane,
+    api: PlatformApi,
     project: str,
     environment: str | None,
     status: str | None,
@@ -203,7 +203,7 @@ async def filtered_deployments(
 
 
 async def whole_build_log(
-    api: ControlPlane, deployment_id: str
+    api: PlatformApi, deployment_id: str
 ) -> tuple[list[JSON], str | None, int]:
     """Every build log line (up to a cap), plus where a live follower resumes: the last cursor
     the API gave and how many lines after it were already read."""

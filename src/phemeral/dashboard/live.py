@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from phemeral.dashboard import present
-from phemeral.dashboard.control import JSON, ControlPlane
+from phemeral.dashboard.control import JSON, PlatformApi
 from phemeral.dashboard.deployments import BUILD_LOG_PAGE
 from phemeral.dashboard.page import Pages
 
@@ -34,7 +34,7 @@ class LiveEvents(Pages):
     async def follow_build(
         self,
         request: Request,
-        api: ControlPlane,
+        api: PlatformApi,
         deployment_id: str,
         cursor: str | None,
         seen: int,
@@ -78,7 +78,7 @@ class LiveEvents(Pages):
         return _sse(self.follow_runtime(request, api, deployment_id, stream, q), api)
 
     async def follow_runtime(
-        self, request: Request, api: ControlPlane, deployment_id: str, stream: str, q: str
+        self, request: Request, api: PlatformApi, deployment_id: str, stream: str, q: str
     ) -> AsyncIterator[str]:
         """Runtime log lines that arrive from now on, oldest first, as SSE `data:` events."""
 
@@ -116,7 +116,7 @@ def _line_key(lines: list[JSON]) -> tuple[object, ...] | None:
     return (line.get("timestamp"), line.get("instance"), line.get("stream"), line.get("message"))
 
 
-def _sse(events: AsyncIterator[str], api: ControlPlane) -> StreamingResponse:
+def _sse(events: AsyncIterator[str], api: PlatformApi) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         try:
             yield "retry: 2000\n\n"

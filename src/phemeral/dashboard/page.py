@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from phemeral.dashboard import present
-from phemeral.dashboard.control import ControlPlane
+from phemeral.dashboard.control import PlatformApi
 from phemeral.dashboard.session import (
     SESSION_COOKIE,
     Session,
@@ -86,8 +86,8 @@ class Pages:
     def session(self, request: Request) -> Session | None:
         return read_session(self.key(), request.cookies.get(SESSION_COOKIE), time.time())
 
-    def api(self, request: Request) -> ControlPlane:
-        return ControlPlane(httpx.ASGITransport(app=request.app), self.token())
+    def api(self, request: Request) -> PlatformApi:
+        return PlatformApi(httpx.ASGITransport(app=request.app), self.token())
 
     def render(
         self,
@@ -160,7 +160,7 @@ class Pages:
         return session, fields
 
     async def calling(
-        self, request: Request, call: Callable[[ControlPlane], Awaitable[T]]
+        self, request: Request, call: Callable[[PlatformApi], Awaitable[T]]
     ) -> T | PhemeralError:
         """What ``call`` reads or does through the API, or the error it raised."""
         api = self.api(request)
@@ -176,7 +176,7 @@ class Pages:
         request: Request,
         session: Session | None,
         template: str,
-        load: Callable[[ControlPlane], Awaitable[Mapping[str, Any]]],
+        load: Callable[[PlatformApi], Awaitable[Mapping[str, Any]]],
     ) -> Response:
         """``template`` rendered with what ``load`` reads from the API; an error's own page."""
         context = await self.calling(request, load)
@@ -188,7 +188,7 @@ class Pages:
         self,
         request: Request,
         template: str,
-        load: Callable[[ControlPlane], Awaitable[Mapping[str, Any]]],
+        load: Callable[[PlatformApi], Awaitable[Mapping[str, Any]]],
     ) -> Response:
         """`from_api` for a signed-in person; anyone else is sent to sign in first."""
         session = self.session(request)

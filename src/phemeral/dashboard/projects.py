@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from phemeral.dashboard import present
-from phemeral.dashboard.control import JSON, ControlPlane
+from phemeral.dashboard.control import JSON, PlatformApi
 from phemeral.dashboard.deployments import filtered_deployments
 from phemeral.dashboard.page import Pages
 from phemeral.dashboard.session import Session
@@ -21,7 +21,7 @@ ROLLBACK_CANDIDATES = 20
 
 class ProjectPages(Pages):
     async def projects(self, request: Request) -> Response:
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             items = await api.projects()
             items.sort(key=lambda p: str(p.get("name", "")))
             return {"projects": items}
@@ -52,7 +52,7 @@ class ProjectPages(Pages):
         problem: str | None = None,
         status_code: int = 200,
     ) -> Response:
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             project = await api.project(name)
             envs = await api.environments(name)
             recent, _ = await api.deployments(name, limit=RECENT_DEPLOYMENTS)
@@ -114,7 +114,7 @@ class ProjectPages(Pages):
         problem: str | None = None,
         status_code: int = 200,
     ) -> Response:
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             project = await api.project(name)
             envs = self.with_urls(await api.environments(name))
             found = next((e for e in envs if e.get("name") == env), None)
@@ -146,7 +146,7 @@ class ProjectPages(Pages):
         return await self.from_api(request, session, "environment.html", load)
 
     @staticmethod
-    async def history(api: ControlPlane, project: str, env: str) -> tuple[list[JSON], str | None]:
+    async def history(api: PlatformApi, project: str, env: str) -> tuple[list[JSON], str | None]:
         try:
             return await api.promotions(project, env), None
         except NotFound:

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from phemeral.dashboard.control import JSON, ControlPlane
+from phemeral.dashboard.control import JSON, PlatformApi
 from phemeral.dashboard.projects import ProjectPages
 from phemeral.dashboard.session import Session
 from phemeral.errors import NotFound, PhemeralError
@@ -79,7 +79,7 @@ class ServicePages(ProjectPages):
         return self.error_page(request, session, NotFound(f"no action {action!r}"))
 
     async def confirm_delete_service(self, request: Request, service: str) -> Response:
-        async def load(api: ControlPlane) -> dict[str, Any]:
+        async def load(api: PlatformApi) -> dict[str, Any]:
             found = await api.service(service)
             return {
                 "s": found,

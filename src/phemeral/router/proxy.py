@@ -32,7 +32,7 @@ from phemeral.router.host import normalise_host
 from phemeral.router.pages import named_page, plain_text, redirect_page, reject_page
 from phemeral.router.state import Router as Router
 from phemeral.router.state import RouterLimits as RouterLimits
-from phemeral.router.table import NO_HOST, ControlPlane, DeploymentTarget
+from phemeral.router.table import NO_HOST, DeploymentTarget, PlatformRoute
 from phemeral.router.tls import ACME_CHALLENGE_PREFIX
 from phemeral.router.upstream import R_HEAD, UpstreamConnection
 
@@ -198,7 +198,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             deployment_id: str | None = route.deployment_id
             key = route.deployment_id
-        elif type(route) is ControlPlane:
+        elif type(route) is PlatformRoute:
             self.extra_head = b""
             deployment_id = None
             key = CONTROL_KEY

@@ -21,8 +21,8 @@ from phemeral.router.host import is_ip_literal, normalise_host
 
 
 @dataclass(frozen=True, slots=True)
-class ControlPlane:
-    """The API and dashboard."""
+class PlatformRoute:
+    """The platform's own API and dashboard (the base domain, `localhost`, IP literals)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +35,17 @@ class DeploymentTarget:
 
 
 @dataclass(frozen=True, slots=True)
-class NotFound:
+class NoRoute:
+    """No deployment answers this host (unknown, no current deployment, or no Host at all)."""
+
     reason: Literal["unknown-host", "no-current-deployment", "no-host"]
 
 
-Route = ControlPlane | DeploymentTarget | NotFound
+Route = PlatformRoute | DeploymentTarget | NoRoute
 
-CONTROL_PLANE = ControlPlane()
-UNKNOWN_HOST = NotFound("unknown-host")
-NO_HOST = NotFound("no-host")
+PLATFORM = PlatformRoute()
+UNKNOWN_HOST = NoRoute("unknown-host")
+NO_HOST = NoRoute("no-host")
 _CACHE_LIMIT = 4096
 
 
@@ -67,7 +69,7 @@ class RouteTable:
         if host is None:
             return NO_HOST
         if host == self._base or host == "localhost" or is_ip_literal(host):
-            return CONTROL_PLANE
+            return PLATFORM
         snapshot = self._snapshot
         if host in snapshot.custom_domains:
             return self._environment(host, snapshot.custom_domains[host])
@@ -88,7 +90,7 @@ class RouteTable:
         snapshot = self._snapshot
         route = None if current is None else snapshot.deployments.get(current)
         if route is None or current is None:
-            return NotFound("no-current-deployment")
+            return NoRoute("no-current-deployment")
         policy = snapshot.policies.get(host)
         if policy is None:
             return DeploymentTarget(current, "environment", route.status)
