@@ -7,7 +7,7 @@ import pytest
 from buildkit import FIXTURES
 
 from phemeral.build import pipenv, poetry
-from phemeral.build.install import older_python_hint, setuptools_decision
+from phemeral.build.install import older_python_hint, setuptools_decision, unpinned_import_hint
 from phemeral.build.scope import needed_files
 from phemeral.detect.servers import servers_in_command
 from phemeral.errors import BuildError
@@ -143,3 +143,15 @@ def test_older_python_hint_names_installed_versions_only_when_nothing_pins() -> 
     assert "Older Pythons installed here: 3.11, 3.10. Pin one in .python-version" in hint
     assert older_python_hint(failed, "3.12", ".python-version", ["3.11"]) is None
     assert older_python_hint("No solution found", "3.12", "platform default", ["3.11"]) is None
+
+
+def test_unpinned_import_hint_for_code_newer_pythons_removed() -> None:
+    failed = (
+        "importing the entry point conduit.wsgi:application failed: ModuleNotFoundError: "
+        "No module named 'django.utils.six.moves'"
+    )
+    hint = unpinned_import_hint(failed, "3.12", "platform default", ["3.9", "3.11", "3.12"])
+    assert hint is not None and "Older Pythons installed here: 3.11, 3.9" in hint
+    assert unpinned_import_hint(failed, "3.12", "runtime.txt", ["3.11"]) is None
+    other = "importing the entry point main:app failed: KeyError: 'DBUSER'"
+    assert unpinned_import_hint(other, "3.12", "platform default", ["3.11"]) is None

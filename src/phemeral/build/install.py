@@ -617,6 +617,37 @@ def older_python_hint(
     )
 
 
+_OLD_CODE = re.compile(
+    r"(ModuleNotFoundError: No module named '(?:distutils|imp|asynchat|asyncore|smtpd)\b|"
+    r"ModuleNotFoundError: No module named '[\w.]*six\.moves|"
+    r"ImportError: cannot import name '\w+' from 'collections'|"
+    r"AttributeError: module 'collections' has no attribute|"
+    r"AttributeError: module 'pkgutil' has no attribute 'ImpImporter')"
+)
+
+
+def unpinned_import_hint(
+    message: str, version: str, source: str, installed: Sequence[str]
+) -> str | None:
+    """When nothing pinned the Python and the import failed on something newer Pythons
+    removed (distutils, imp, six.moves' importer, collections ABC aliases…), name the older
+    installed versions to pin (pure)."""
+    if source != "platform default" or not _OLD_CODE.search(message):
+        return None
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split(".")[:2])
+
+    older = sorted((v for v in installed if (3, 8) <= key(v) < key(version)), key=key, reverse=True)
+    where = f"Older Pythons installed here: {', '.join(older)}. " if older else ""
+    return (
+        f"The code (or a dependency) uses something Python {version} no longer has, and nothing "
+        f"in the project pins a version ({version} is the platform default). {where}Pin the "
+        "Python it was written for in .python-version, or upgrade the dependency named in the "
+        "traceback."
+    )
+
+
 def _check(result: StepResult, what: str, ctx: BuildContext) -> None:
     if result.ok:
         return

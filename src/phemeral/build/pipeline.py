@@ -233,15 +233,23 @@ async def _stages(
     # 5. Verify ---------------------------------------------------------------------------
     app = detection.app_spec if command_source is StartCommandSource.AUTODETECTED else None
     stage.enter("verify", "checking the app imports in the built environment")
-    await verify.verify(
-        app,
-        workdir=workdir,
-        app_dir=detection.app_dir,
-        venv=venv,
-        user_env=job.env,
-        home=home,
-        ctx=ctx,
-    )
+    try:
+        await verify.verify(
+            app,
+            workdir=workdir,
+            app_dir=detection.app_dir,
+            venv=venv,
+            user_env=job.env,
+            home=home,
+            ctx=ctx,
+        )
+    except BuildError as exc:
+        hint = install.unpinned_import_hint(
+            exc.message, detection.python_version, detection.python_version_source, minors
+        )
+        if hint is None:
+            raise
+        raise BuildError(f"{exc.message}\n{hint}", stage=exc.stage) from exc
     stage.done("verified")
 
     # 6. Release --------------------------------------------------------------------------
