@@ -13,3 +13,5 @@ A deployment flows through five stages, each a package of its own:
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -64,3 +64,6 @@ def _include_webhooks(app: FastAPI) -> None:
         return
     webhooks = importlib.import_module("phemeral.api.webhooks")
     app.include_router(webhooks.router, prefix=API_PREFIX)
+
+
+__all__ = ["API_PREFIX", "create_app"]

@@ -23,3 +23,5 @@ main.add_command(deploy_command)
 from phemeral.cli.previews import previews  # noqa: E402 - registration after the group
 
 main.add_command(previews)
+
+__all__ = ["main"]

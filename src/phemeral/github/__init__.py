@@ -4,3 +4,6 @@
 thin shell that reports commit statuses back to GitHub; ``phemeral.api.webhooks`` wires them to
 the HTTP API and the deployment use-cases.
 """
+
+# Nothing re-exported: import the module that owns a name (see the docstring).
+__all__: list[str] = []
