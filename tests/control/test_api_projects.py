@@ -54,6 +54,17 @@ def test_project_uids_are_unique(api: httpx.Client) -> None:
     assert len(set(uids)) == 3 and all(u > 20000 for u in uids)
 
 
+def test_a_deleted_projects_uid_is_never_handed_out_again(api: httpx.Client) -> None:
+    """Not max(uid) + 1 over the live rows: deleting the newest project frees nothing."""
+    first = api.post("/projects", json={"name": unique("gone")}).json()
+    assert api.delete(f"/projects/{first['name']}").status_code == 204
+    second = api.post("/projects", json={"name": unique("next")}).json()
+    assert second["uid"] > first["uid"]
+    assert api.delete(f"/projects/{second['name']}").status_code == 204
+    again = api.post("/projects", json={"name": first["name"]}).json()  # the same name, too
+    assert again["uid"] > second["uid"]
+
+
 def test_bad_input_is_refused_with_a_message_and_changes_nothing(api: httpx.Client) -> None:
     for bad in ("Upper", "-lead", "trail-", "a" * 41, "under_score", "api", ""):
         assert error(api.post("/projects", json={"name": bad})) == (422, "invalid_input"), bad

@@ -15,9 +15,16 @@ before Python 3.12): their code may expect them. Whatever the manager, a depende
 imports ``pkg_resources`` outside a fallback (old gunicorn, celery, aiosql…) gets
 ``setuptools<81``, the last series that ships it, and the build log names who needed it.
 
-Every command runs sandboxed as the app uid with the network shared. uv's cache is shared by
-every build of the same app uid (one tenant never installs what another could have planted);
-a cache key of lock + interpreter + platform says in the log whether the cache hit, and why not.
+Every command runs sandboxed as the app uid with the network shared. Two steps (see
+`phemeral.build.cache`):
+
+1. `prefetch`: the locked or pinned wheels go into the release's venv with ``--no-build`` (no
+   code of the project or of a package runs), the only step that writes the project's cache;
+   bytecode is compiled by the base interpreter in isolated mode (``-I -S``: no ``.pth`` runs);
+2. `install`: the manager's own command completes the venv (sdists, the project itself); the
+   cache it sees is an overlay whose writes are thrown away after the build.
+
+A cache key of lock + interpreter + platform says in the log whether the cache hit, and why not.
 """
 
 from __future__ import annotations
@@ -176,8 +183,10 @@ def _env(plan: InstallPlan) -> dict[str, str]:
     return env
 
 
-async def install(plan: InstallPlan, ctx: BuildContext) -> str:
-    """Create the venv and install; returns the cache key (the release's ``lock_hash``)."""
+async def install(plan: InstallPlan, ctx: BuildContext, *, bytecode: bool = True) -> str:
+    """Create the venv and install; returns the cache key (the release's ``lock_hash``).
+
+    ``bytecode`` False: the venv already has its bytecode (from `prefetch`)."""
     uv = str(find_uv())
     env = _env(plan)
     ro = [Path(uv)]
@@ -205,7 +214,8 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
         )  # fmt: skip
 
     python = str(plan.venv / "bin" / "python")
-    if plan.manager != "uv":  # uv sync creates the (empty) project environment itself
+    if plan.manager != "uv" and not (plan.venv / "bin" / "python").exists():
+        # (uv sync creates the project environment itself; the prefetch may have made it)
         # pip and Pipenv users get what `python -m venv` gives them (pip; setuptools and wheel
         # before 3.12); uv and Poetry projects declare everything they need
         seed = ["--seed"] if plan.manager in ("pip", "pipenv") else []
@@ -248,7 +258,7 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
     await _pkg_resources(plan, ctx, uv_run, python)
     frozen, _ = await asyncio.gather(
         uv_run(["pip", "freeze", "--python", python], quiet=True),
-        _bytecode(plan, ctx, key.key, python, env, ro, rw),
+        _bytecode(plan, ctx, key.key, python, env, ro, rw) if bytecode else asyncio.sleep(0),
     )
     if frozen.ok:
         pins = [line for line in frozen.output if "==" in line or " @ " in line]
@@ -257,6 +267,97 @@ async def install(plan: InstallPlan, ctx: BuildContext) -> str:
     warm.touch()
     last.write_text(json.dumps(dict(key.parts), sort_keys=True))
     return key.key
+
+
+def prefetch_steps(plan: InstallPlan, requirements: Path | None) -> list[list[str]]:
+    """The uv commands of `prefetch` (pure): wheels only, one install command at most, so no
+    interpreter of the venv is ever started after a package landed in it (a ``.pth`` file
+    would run). ``requirements`` is the hashed pin file of a Poetry or Pipenv lock, if any."""
+    python = str(plan.venv / "bin" / "python")
+    no_build = ["--no-build", "--link-mode", "copy"]
+    seed = ["--seed"] if plan.manager in ("pip", "pipenv") else []  # as install makes it
+    make_venv = ["venv", "--quiet", "--no-project", *seed, "--python", str(plan.python),
+                 str(plan.venv)]  # fmt: skip
+    pip = ["pip", "install", *no_build, "--python", python]
+    d = plan.project_dir
+    if plan.manager == "uv":
+        return [["sync", "--locked", *no_build, "--no-install-workspace", "--python",
+                 str(plan.python)]]  # fmt: skip
+    if plan.manager in ("poetry", "pipenv"):
+        if requirements is None:
+            return []
+        return [make_venv, [*pip, "--require-hashes", "--no-deps", "-r", str(requirements)]]
+    if (d / "requirements.txt").is_file():
+        return [make_venv, [*pip, "-r", "requirements.txt", *plan.extra_packages]]
+    if (d / "pyproject.toml").is_file():
+        return [make_venv, [*pip, "-r", "pyproject.toml", *plan.extra_packages]]
+    if plan.extra_packages:
+        return [make_venv, [*pip, *plan.extra_packages]]
+    return []
+
+
+def _locked_pins(plan: InstallPlan) -> str | None:
+    """The hashed pins of a Poetry or Pipenv lock (None without one, or when unusable)."""
+    d = plan.project_dir
+    try:
+        if plan.manager == "poetry" and (d / "poetry.lock").is_file():
+            chosen = poetry.plan(
+                (d / "poetry.lock").read_text(),
+                (d / "pyproject.toml").read_text(),
+                plan.python_version,
+            )
+            return chosen.requirements_text() if chosen.packages else None
+        if plan.manager == "pipenv" and (d / "Pipfile.lock").is_file():
+            locked = pipenv.plan_lock((d / "Pipfile.lock").read_text())
+            return locked.requirements_text() if locked.lines and locked.hashed else None
+    except (OSError, ValueError, BuildError):
+        return None
+    return None
+
+
+async def prefetch(plan: InstallPlan, ctx: BuildContext) -> bool:
+    """Fill the project's cache (``plan.cache_dir``, writable only here) and the venv with the
+    wheels the project pins, running no code of the project or of its packages.
+
+    Best effort: what cannot be had without building (sdists, local paths) is left to `install`,
+    which sees the cache read-only. Bytecode for this dependency set is compiled here too, by the
+    base interpreter in isolated mode. True when it got that far (the venv has its bytecode).
+    """
+    uv = str(find_uv())
+    env = {**_env(plan), "UV_LINK_MODE": "copy"}
+    requirements = None
+    pins = _locked_pins(plan)
+    if pins:
+        requirements = plan.home / "prefetch-requirements.txt"
+        requirements.write_text(pins)
+    started = time.monotonic()
+    steps = prefetch_steps(plan, requirements)
+    if not steps:
+        ctx.log.write(STAGE, "prefetch: nothing pinned to fetch without building")
+        return False
+    try:
+        for args in steps:
+            result = await run(
+                ctx, STAGE, [uv, *args], chdir=plan.project_dir, env=env, share_net=True,
+                ro=[Path(uv)], rw=[plan.cache_dir], quiet=True,
+            )  # fmt: skip
+            if not result.ok:
+                ctx.log.write(
+                    STAGE,
+                    "prefetch incomplete (the install step fetches the rest, uncached): "
+                    + (result.tail(1) or f"exit {result.returncode}"),
+                )
+                return False
+    finally:
+        if requirements is not None:
+            requirements.unlink(missing_ok=True)
+    key = cache_key(
+        plan.manager, _read_inputs(plan), plan.python_version, platform_tag(), plan.extra_packages
+    )
+    await _bytecode(plan, ctx, key.key, str(plan.python), env, [Path(uv)], [plan.cache_dir],
+                    isolated=True)  # fmt: skip
+    ctx.log.write(STAGE, f"prefetch: pinned wheels in place ({time.monotonic() - started:.1f} s)")
+    return True
 
 
 # Runs in the sandbox with the venv's python: "restore" copies cached __pycache__ folders into
@@ -301,6 +402,8 @@ async def _bytecode(
     env: Mapping[str, str],
     ro: Sequence[Path],
     rw: Sequence[Path],
+    *,
+    isolated: bool = False,
 ) -> None:
     """Give the fresh venv compiled bytecode: from the cache when this dependency set was
     compiled before (a warm rebuild then imports fast), else compile it once and keep it."""
@@ -314,8 +417,9 @@ async def _bytecode(
         if ctx.uid is not None:
             os.chown(store.parent, ctx.uid, ctx.uid)
     started = time.monotonic()
+    flags = ["-I", "-S"] if isolated else []  # isolated: no site, no .pth of the venv runs
     result = await run(
-        ctx, STAGE, [python, "-c", _PYC_TOOL, mode, str(sites[0]), str(store)],
+        ctx, STAGE, [python, *flags, "-c", _PYC_TOOL, mode, str(sites[0]), str(store)],
         chdir=plan.project_dir, env=env, ro=ro, rw=rw, quiet=True,
     )  # fmt: skip
     took = time.monotonic() - started

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from phemeral.build import cache
 from phemeral.deploys.environments import (
     add_environment,
     require_service_confirmation,
@@ -24,11 +25,11 @@ from phemeral.deploys.services import Removed, delete_environment_services
 from phemeral.errors import Conflict, InvalidInput
 from phemeral.models import DeploymentStatus
 from phemeral.settings import Settings
+from phemeral.store.counters import next_app_uid
 from phemeral.store.names import check_branch, check_project_name
 from phemeral.store.schema import Deployment, Environment, Project
 from phemeral.store.views import get_project
 
-FIRST_APP_UID = 20000
 PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
 PACKAGE_MANAGERS = ("uv", "poetry", "pip")
 
@@ -46,6 +47,7 @@ def create_project(
     branch: str = "main",
     preview_data: str | None = None,
     workers: int | None = None,
+    build_timeout: int | None = None,
 ) -> Project:
     """A project with its `production` environment (branch `main`) and default domain."""
     check_project_name(name)
@@ -59,6 +61,7 @@ def create_project(
             "package_manager": package_manager,
             "preview_data": preview_data,
             "workers": workers,
+            "build_timeout": build_timeout,
         },
     )
     secret = webhook_secret or os.urandom(24).hex()
@@ -78,15 +81,11 @@ def _insert_project(
     cp: ControlPlane, name: str, secret: str, branch: str, fields: dict[str, Any]
 ) -> Project:
     with cp.store.write() as s:
-        if s.get_bind().dialect.name == "postgresql":
-            # Serialise uid allocation (SQLite's BEGIN IMMEDIATE already does).
-            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_APP_UID})
         if s.scalar(select(Project.id).where(Project.name == name)) is not None:
             raise Conflict(f"project {name!r} already exists")
-        highest = s.scalar(select(Project.uid).order_by(Project.uid.desc()).limit(1))
         project = Project(
             name=name,
-            uid=max(highest or FIRST_APP_UID, FIRST_APP_UID) + 1,
+            uid=next_app_uid(s),  # never a deleted project's: its files may still be around
             webhook_secret=cp.box.encrypt(secret),
             created_at=now(),
             **fields,
@@ -122,6 +121,8 @@ def _checked_project_fields(cp: ControlPlane, given: Mapping[str, Any]) -> dict[
                 _check_repo_url(cp.settings, value)
             if key == "preview_data" and value not in ("empty", "copy"):
                 raise InvalidInput("preview_data must be 'empty' or 'copy'")
+            if key == "build_timeout":
+                _check_build_timeout(cp.settings, value)
         out[key] = "empty" if key == "preview_data" and value is None else value
     return out
 
@@ -137,6 +138,16 @@ def _check_repo_url(settings: Settings, url: str) -> None:
         raise InvalidInput(f"repository {url!r} is not an https, ssh or git URL")
 
 
+def _check_build_timeout(settings: Settings, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput("build_timeout must be a whole number of seconds")
+    if not 30 <= value <= settings.max_build_timeout:
+        raise InvalidInput(
+            f"build_timeout must be between 30 and {settings.max_build_timeout:g} s "
+            "(the server's --max-build-timeout)"
+        )
+
+
 def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> Project:
     """Change settings; a new start command (or clearing it) applies to new deployments only."""
     secrets_given = {k: changes[k] for k in ("webhook_secret", "repo_token") if k in changes}
@@ -149,6 +160,7 @@ def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> P
         "package_manager",
         "preview_data",
         "workers",
+        "build_timeout",
     }
     if unknown:
         raise InvalidInput(f"unknown project setting(s): {', '.join(sorted(unknown))}")
@@ -193,9 +205,11 @@ def delete_project(
         )
         if building:
             raise Conflict(f"deployment {building} of {name} is building; delete it afterwards")
+        uid = project.uid
         s.execute(delete(Project).where(Project.id == project.id))
     publish(cp)
     shutil.rmtree(cp.settings.data_dir / "apps" / name, ignore_errors=True)
+    cache.remove_project(cp.settings.data_dir, uid)
     return ids, removed
 
 

@@ -57,7 +57,7 @@ class Project(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
-    uid: Mapped[int] = mapped_column(Integer, unique=True)  # per-app OS user, 20000 + n
+    uid: Mapped[int] = mapped_column(Integer, unique=True)  # per-app OS user, never reused
     repo_url: Mapped[str | None] = mapped_column(Text)
     root_dir: Mapped[str | None] = mapped_column(Text)
     start_command: Mapped[str | None] = mapped_column(Text)  # the saved custom start command
@@ -70,7 +70,18 @@ class Project(Base):
     # Server processes per instance: WEB_CONCURRENCY for its deployments unless an environment
     # sets that variable itself (None: the server's own default, or the command's --workers).
     workers: Mapped[int | None] = mapped_column(Integer)
+    build_timeout: Mapped[int | None] = mapped_column(Integer)  # seconds; None: the server's
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Counter(Base):
+    """Monotonic counters that must never go back (e.g. ``app_uid``: a deleted project's uid is
+    never handed out again, whatever rows are left)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class Environment(Base):
@@ -165,6 +176,8 @@ class Deployment(Base):
     release: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the Release, for restarts
     # Variables of the snapshot that came from backing services: {key: service name}.
     env_sources: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # kept by release retention
+    collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # release files removed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
