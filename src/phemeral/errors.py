@@ -87,6 +87,26 @@ class Unauthorized(PhemeralError):
     code = "unauthorized"
 
 
+class PayloadTooLarge(PhemeralError):
+    """A request body over the server's limit for that endpoint (checked while it streams)."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class TooManyFailures(PhemeralError):
+    """Too many failed sign-ins from one client address; try again after ``retry_after``."""
+
+    http_status = 429
+    code = "too_many_failures"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed authentications from this address; retry in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
 class SourceError(PhemeralError):
     """An uploaded archive or a repository was refused or could not be read."""
 

@@ -16,12 +16,18 @@ from phemeral.api import deployments, domains, logs, previews, projects, service
 from phemeral.api.auth import TokenChecker
 from phemeral.api.deps import authenticated
 from phemeral.api.errors import install_error_handlers
+from phemeral.api.gate import BodyLimits, Gate
 from phemeral.deploys import ControlPlane
 
 API_PREFIX = "/api"
 
 
-def create_app(cp: ControlPlane) -> FastAPI:
+def create_app(cp: ControlPlane, *, trust_forwarded: bool = False) -> FastAPI:
+    """The API and the dashboard behind the `Gate` (token and body cap before any body is read).
+
+    ``trust_forwarded``: the app is reached only through our router (which sets
+    ``X-Forwarded-For``), so that header is the client's address.
+    """
     app = FastAPI(
         title="Phemeral",
         version=__version__,
@@ -33,6 +39,12 @@ def create_app(cp: ControlPlane) -> FastAPI:
     app.state.cp = cp
     app.state.tokens = TokenChecker(cp.store)
     install_error_handlers(app)
+    app.add_middleware(
+        Gate,
+        tokens=app.state.tokens,
+        limits=BodyLimits.for_uploads_of(cp.settings.max_upload_mb),
+        trust_forwarded=trust_forwarded,
+    )
 
     public = APIRouter(prefix=API_PREFIX)
 

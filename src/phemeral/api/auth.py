@@ -10,6 +10,7 @@ import hmac
 import os
 import secrets
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,31 +49,44 @@ def ensure_admin_token(store: Store, data_dir: Path) -> Path:
 
 
 class TokenChecker:
-    """Knows the token hashes; reloads them from the database when it sees an unknown one."""
+    """Knows the token hashes; reloads them from the database when it sees an unknown one (at
+    most once per `RELOAD_INTERVAL`, so a flood of wrong tokens is not a flood of queries)."""
+
+    RELOAD_INTERVAL = 1.0
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._known: dict[str, str] = {}
+        self._reloaded_at = -float("inf")
 
     def _reload(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._reloaded_at < self.RELOAD_INTERVAL:
+                return
+            self._reloaded_at = now
         with self._store.read() as s:
             known = {row.token_hash: row.name for row in s.scalars(select(ApiToken))}
         with self._lock:
             self._known = known
 
-    def actor(self, authorization: str | None) -> str:
-        """The token's name, or `Unauthorized` with a message that says what is wrong."""
+    def known(self, authorization: str | None) -> str | None:
+        """The token's name from memory alone; None when a reload might still know it;
+        `Unauthorized` when the header is missing or malformed (no reload can help)."""
         if not authorization:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
-        digest = hash_token(token.strip())
-        name = self._match(digest)
+        return self._match(hash_token(token.strip()))
+
+    def actor(self, authorization: str | None) -> str:
+        """The token's name, or `Unauthorized` with a message that says what is wrong."""
+        name = self.known(authorization)
         if name is None:
             self._reload()
-            name = self._match(digest)
+            name = self.known(authorization)
         if name is None:
             raise Unauthorized("the token is not valid for this server")
         return name
