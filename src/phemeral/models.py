@@ -153,6 +153,7 @@ class BuildJob:
     env: Mapping[str, str]
     release_dir: Path  # where the release is built in place
     uid: int | None = None
+    timeout: float | None = None  # seconds; None: the server's build_timeout
 
 
 class BuildLog(Protocol):

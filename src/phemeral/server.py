@@ -32,6 +32,7 @@ from fastapi import APIRouter
 
 from phemeral.api import create_app
 from phemeral.api.auth import ensure_admin_token
+from phemeral.build import cache, workspace
 from phemeral.deploys import (
     Builder,
     BuildQueue,
@@ -78,6 +79,8 @@ def open_control_plane(settings: Settings, *, builder: Builder | None = None) ->
     cp = ControlPlane(
         settings=settings, store=store, box=SecretBox.open(data_dir), logs=logs, builder=builder
     )
+    workspace.remove_leftovers(data_dir)  # mounts of builds a crash interrupted
+    cache.remove_leftovers(data_dir)
     interrupted = reconcile_after_restart(cp)
     if interrupted:
         log.warning("%d build(s) interrupted by the restart marked failed", len(interrupted))
@@ -150,7 +153,8 @@ async def serve_api(
 
     Binds ``uds`` (a Unix socket path) when given, else ``host:port`` (default: the settings').
     """
-    app = create_app(cp)
+    # on the private Unix socket only our router reaches the API: its X-Forwarded-For is true
+    app = create_app(cp, trust_forwarded=uds is not None)
     for router in routers:
         app.include_router(router)
     config = uvicorn.Config(
@@ -160,6 +164,7 @@ async def serve_api(
         uds=uds,
         log_level=os.environ.get("PHEMERAL_LOG_LEVEL", "info").lower(),
         lifespan="off",
+        proxy_headers=False,  # the gate decides whose X-Forwarded-For to believe
         timeout_graceful_shutdown=5,
     )
     await uvicorn.Server(config).serve()

@@ -38,10 +38,14 @@ class Settings:
     database_url: str | None = None  # None: SQLite file in data_dir
     idle_timeout: float = 300.0  # seconds without requests before instances stop
     boot_timeout: float = 60.0  # seconds a new instance has to answer on $PORT
-    build_timeout: float = 900.0  # wall-clock limit of one build
+    build_timeout: float = 300.0  # wall-clock limit of one build; a project may raise its own
     release_timeout: float = 900.0  # default limit of a release command (phemeral.toml may set)
-    build_concurrency: int = 2  # builds running at once; the rest wait as "queued"
+    max_build_timeout: float = 3600.0  # the most a project may raise it to
+    build_concurrency: int = 4  # builds running at once (one per project); the rest wait
     build_memory_mb: int = 4096
+    build_cpus: float = 1.0  # CPU quota of one build (cgroup), in CPUs
+    build_disk_mb: int = 4096  # disk quota of one build's release folder (loop-mounted ext4)
+    keep_releases: int = 5  # per project, besides every environment's current and the pinned
     app_memory_mb: int = 512  # per instance
     app_pids_max: int = 256
     max_upload_mb: int = 200
@@ -99,8 +103,12 @@ _CASTS: dict[str, Any] = {
     "boot_timeout": float,
     "build_timeout": float,
     "release_timeout": float,
+    "max_build_timeout": float,
     "build_concurrency": int,
     "build_memory_mb": int,
+    "build_cpus": float,
+    "build_disk_mb": int,
+    "keep_releases": int,
     "app_memory_mb": int,
     "app_pids_max": int,
     "max_upload_mb": int,
@@ -178,7 +186,14 @@ def validate(settings: Settings) -> Settings:
     labels = base.split(".")
     if not base or any(not lab or len(lab) > 63 for lab in labels):
         raise ConfigError(f"base domain {settings.base_domain!r} is not a valid domain name")
-    for name in ("idle_timeout", "boot_timeout", "build_timeout", "release_timeout"):
+    for name in (
+        "idle_timeout",
+        "boot_timeout",
+        "build_timeout",
+        "release_timeout",
+        "max_build_timeout",
+        "build_cpus",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name.replace('_', '-')} must be positive")
     if settings.build_concurrency < 1:
@@ -196,6 +211,12 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"ACME directory {settings.acme_directory!r} is not an http(s) URL")
     if settings.acme_retry_seconds <= 0:
         raise ConfigError("acme-retry-seconds must be positive")
+    if settings.max_build_timeout < settings.build_timeout:
+        raise ConfigError("max-build-timeout must be at least build-timeout")
+    if settings.build_disk_mb < 0:
+        raise ConfigError("build-disk-mb must be 0 (no quota) or more")
+    if settings.keep_releases < 0:
+        raise ConfigError("keep-releases must be 0 or more")
     if settings.sandbox not in ("auto", "bwrap", "none"):
         raise ConfigError(f"sandbox must be auto, bwrap or none, not {settings.sandbox!r}")
     admin = settings.postgres_admin_url

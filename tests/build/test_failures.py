@@ -285,3 +285,31 @@ def test_verify_imports_as_the_server_does_so_a_boot_failure_fails_the_build(
     error, log, _ = _fail(project, tmp_path, settings)
     assert error.stage == "verify"
     assert "Apps aren't loaded yet" in log.text("verify")
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="the disk quota is a loop mount (root)")
+def test_a_5_gb_write_stops_at_the_disk_quota(tmp_path: Path, settings: Settings) -> None:
+    # importing the app (the verify stage) writes up to 5 GB next to it
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "fastapi\nuvicorn\n",
+            "main.py": (
+                "import os\nfrom fastapi import FastAPI\n\napp = FastAPI()\n"
+                "with open(os.path.join(os.path.dirname(__file__), 'fill.bin'), 'wb') as out:\n"
+                "    block = os.urandom(1 << 20)\n"
+                "    for _ in range(5 * 1024):\n"
+                "        out.write(block)\n"
+            ),
+        },
+    )
+    small = replace(settings, build_disk_mb=300)
+    error, log, _ = _fail(project, tmp_path, small)
+    assert error.stage == "verify"
+    assert "ran out of disk space" in error.message and "300 MB" in error.message
+    assert "No space left on device" in log.text("verify")
+    # nothing of the build's file system is left: no image, no mount
+    assert not any((settings.data_dir / "workspaces").glob("*.img"))
+    assert str(settings.data_dir / "workspaces") not in Path("/proc/self/mountinfo").read_text()

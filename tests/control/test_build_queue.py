@@ -93,3 +93,17 @@ def test_log_lines_of_a_vanished_deployment_do_not_block_others(tmp_path: Path) 
     assert messages[-1] == "kept"
     cp.logs.flush()  # nothing left behind to fail again
     cp.store.close()
+
+
+# -- fairness ---------------------------------------------------------------------------------
+
+
+def test_pick_is_oldest_first_one_per_project_within_the_free_slots() -> None:
+    from phemeral.deploys.queue import Waiting, pick
+
+    a1, a2, b1, c1 = (Waiting(d, d[0]) for d in ("a1", "a2", "b1", "c1"))
+    assert pick([a1, a2, b1, c1], running=(), free=4) == [a1, b1, c1]  # never two of a
+    assert pick([a1, a2, b1, c1], running={"a"}, free=4) == [b1, c1]  # a's queue waits
+    assert pick([a1, a2, b1, c1], running=(), free=1) == [a1]
+    assert pick([a2, b1], running={"b"}, free=0) == []
+    assert pick([], running=(), free=3) == []

@@ -30,6 +30,12 @@ Json = dict[str, Any]
 CHUNK = 1 << 20
 
 
+class DeploymentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pinned: bool
+
+
 class PromoteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +106,13 @@ def show(cp: ControlPlane, deployment_id: str) -> Json:
 
 @router.get("/deployments/{deployment_id}")
 def show_deployment(deployment_id: str, cp: CP, actor: Actor) -> Json:
+    return show(cp, deployment_id)
+
+
+@router.patch("/deployments/{deployment_id}")
+def patch_deployment(deployment_id: str, body: DeploymentPatch, cp: CP, actor: Actor) -> Json:
+    """Pin a deployment (release retention keeps it whatever its age) or unpin it."""
+    deploys.set_pinned(cp, deployment_id, body.pinned)
     return show(cp, deployment_id)
 
 

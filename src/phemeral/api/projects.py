@@ -52,6 +52,7 @@ class ProjectSettings(Strict):
         description="What a pull-request preview gets of production's services: empty ones "
         "(default) or a copy of the data (pg_dump | pg_restore, Redis RDB).",
     )
+    build_timeout: int | None = None  # seconds; null: the server's default
 
 
 class ProjectCreate(ProjectSettings):

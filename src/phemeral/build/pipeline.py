@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
 from pathlib import Path
 
 from phemeral import sandbox
-from phemeral.build import archive, git, install, interpreters, release, verify
+from phemeral.build import archive, cache, git, install, interpreters, release, verify, workspace
 from phemeral.build.runner import BuildContext
 from phemeral.detect import Detection, detect, resolve_start_command, why_start_command
 from phemeral.detect.servers import servers_in_command
@@ -65,13 +66,14 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
     """Build ``job`` in place at ``job.release_dir``; returns the release, or raises BuildError."""
     stage = _Stage(log)
     started = time.monotonic()
+    timeout = job.timeout or settings.build_timeout
     if job.uid is None and sandbox.is_root():
         raise BuildError("refusing to build as root: the project has no app uid", stage="source")
     ctx = BuildContext(
         log=log,
         uid=job.uid,
-        deadline=started + settings.build_timeout,
-        timeout=settings.build_timeout,
+        deadline=started + timeout,
+        timeout=timeout,
         use_bwrap=False,
         memory_mb=settings.build_memory_mb,
     )
@@ -79,28 +81,45 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
         ctx.use_bwrap = sandbox.resolve_use_bwrap(settings.sandbox)
         if Cgroup.supported():
             ctx.cgroup = Cgroup(f"build-{job.deployment_id}").create(
-                memory_mb=settings.build_memory_mb, pids_max=4096
+                memory_mb=settings.build_memory_mb, pids_max=4096, cpu_quota=settings.build_cpus
             )
-        async with asyncio.timeout(settings.build_timeout):
+        async with asyncio.timeout(timeout):
             result = await _stages(job, settings, ctx, stage)
+        if ctx.workspace is not None:
+            await asyncio.to_thread(_keep_release, ctx)
         log.write("release", f"build finished in {time.monotonic() - started:.1f} s")
         return result
     except TimeoutError:
         _cleanup_failed(job, ctx)
         error = BuildTimeout(
-            f"the build ran past its {settings.build_timeout:.0f} s limit and was stopped",
+            f"the build ran past its {timeout:.0f} s limit and was stopped (a project may "
+            "raise its own limit: phemeral projects set NAME --build-timeout SECONDS)",
             stage=stage.name,
         )
         log.write(stage.name, f"build failed: {error.message}")
         raise error from None
     except BuildError as exc:
+        full = _out_of_disk(ctx, exc.stage, exc.message)
         _cleanup_failed(job, ctx)
+        if full is not None:
+            log.write(full.stage, f"build failed: {full.message}")
+            raise full from exc
         log.write(exc.stage, f"build failed: {exc.message}")
         raise
     except PhemeralError as exc:
+        failure = _out_of_disk(ctx, stage.name, exc.message) or BuildError(
+            exc.message, stage=stage.name
+        )
         _cleanup_failed(job, ctx)
-        log.write(stage.name, f"build failed: {exc.message}")
-        raise BuildError(exc.message, stage=stage.name) from exc
+        log.write(stage.name, f"build failed: {failure.message}")
+        raise failure from exc
+    except OSError as exc:  # the platform's own writes (unpacking, copying) hit the quota
+        full = _out_of_disk(ctx, stage.name, str(exc))
+        _cleanup_failed(job, ctx)
+        if full is None:
+            raise
+        log.write(stage.name, f"build failed: {full.message}")
+        raise full from exc
     except asyncio.CancelledError:
         _cleanup_failed(job, ctx)
         raise
@@ -108,6 +127,8 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
         if ctx.cgroup is not None:
             # synchronously: a cancelled build (server shutting down) must still clean up
             ctx.cgroup.remove()
+        if ctx.workspace is not None:
+            workspace.remove(ctx.workspace)
         shutil.rmtree(job.release_dir / ".home", ignore_errors=True)
 
 
@@ -122,7 +143,11 @@ async def _stages(
 
     # 1. Source ---------------------------------------------------------------------------
     stage.enter("source", _describe_source(job))
-    await asyncio.to_thread(_prepare_dirs, settings.data_dir, release_dir, job.uid, [venv, home])
+    ctx.workspace = await asyncio.to_thread(
+        _prepare_dirs, settings, job.deployment_id, release_dir, job.uid, [venv, home]
+    )
+    if ctx.workspace is not None:
+        stage.log.write("source", f"disk quota of this build: {ctx.workspace.size_mb} MB")
     ctx.rw_binds = [src, venv, home]
     if isinstance(job.source, ArchiveSource):
         limits = archive.ArchiveLimits(max_bytes=max(1 << 30, settings.max_upload_mb << 22))
@@ -202,9 +227,7 @@ async def _stages(
 
     # 4. Install --------------------------------------------------------------------------
     stage.enter("install", f"installing dependencies with {detection.package_manager}")
-    cache_owner = str(job.uid) if job.uid is not None else "shared"
-    cache_dir = settings.data_dir / "cache" / "uv" / cache_owner
-    await asyncio.to_thread(_prepare_cache, settings.data_dir, cache_dir, job.uid)
+    project_cache = await asyncio.to_thread(cache.prepare_project, settings.data_dir, job.uid)
     extras = _extra_packages(detection, command, command_source)
     plan = install.InstallPlan(
         manager=detection.package_manager,
@@ -212,15 +235,27 @@ async def _stages(
         python=interpreter.path,
         python_version=interpreter.version,
         venv=venv,
-        cache_dir=cache_dir,
-        keys_dir=settings.data_dir / "cache" / "keys" / cache_owner,
+        cache_dir=project_cache.uv,
+        keys_dir=project_cache.keys,
         project=job.project,
         extra_packages=extras,
         lock_root=_find_upwards(workdir, src, "uv.lock"),
         home=home,
     )
+    prefetched = False
+    if cache.overlays_supported(job.uid):
+        # the only step that writes the project's cache; it runs no code of the project
+        prefetched = await install.prefetch(plan, ctx)
+    overlay = (
+        ctx.workspace.cache
+        if ctx.workspace is not None
+        else cache.overlay_dir(settings.data_dir, job.deployment_id)
+    )
+    view = await asyncio.to_thread(cache.mount_view, job.uid, project_cache.uv, overlay)
     try:
-        lock_hash = await install.install(plan, ctx)
+        lock_hash = await install.install(
+            dataclasses.replace(plan, cache_dir=view), ctx, bytecode=not prefetched
+        )
     except BuildError as exc:
         hint = install.older_python_hint(
             exc.message, detection.python_version, detection.python_version_source, minors
@@ -228,6 +263,8 @@ async def _stages(
         if hint is None:
             raise
         raise BuildError(f"{exc.message}\n{hint}", stage=exc.stage) from exc
+    finally:
+        await asyncio.to_thread(cache.unmount, overlay)
     stage.done("dependencies installed")
 
     # 5. Verify ---------------------------------------------------------------------------
@@ -352,16 +389,54 @@ async def _install_python(
 # -- host-side file system work (trusted, runs in a worker thread) -----------------------------
 
 
-def _prepare_dirs(data_dir: Path, release_dir: Path, uid: int | None, owned: list[Path]) -> None:
-    """Release dir root-owned 0711 (the app cannot swap release.json); its parts owned by uid."""
+def _prepare_dirs(
+    settings: Settings, deployment_id: str, release_dir: Path, uid: int | None, owned: list[Path]
+) -> workspace.Workspace | None:
+    """Release dir root-owned 0711 (the app cannot swap release.json), on the build's own
+    quota-limited file system when the host allows; its parts owned by uid."""
     if release_dir.exists():
         raise BuildError(f"release directory {release_dir} already exists", stage="source")
     release_dir.mkdir(parents=True, mode=0o711)
-    _make_traversable(data_dir, release_dir)
+    _make_traversable(settings.data_dir, release_dir)
+    space = None
+    if workspace.supported(settings.build_disk_mb):
+        space = workspace.create(
+            settings.data_dir, deployment_id, release_dir, settings.build_disk_mb
+        )
     for path in owned:
         path.mkdir(mode=0o755)
         if uid is not None:
             os.chown(path, uid, uid)
+    return space
+
+
+def _keep_release(ctx: BuildContext) -> None:
+    """Copy the finished release off the build's file system, then drop that file system."""
+    assert ctx.workspace is not None
+    if ctx.cgroup is not None:
+        ctx.cgroup.kill()  # nothing the build started may still write
+    started = time.monotonic()
+    used = ctx.workspace.used_mb()
+    workspace.keep_release(ctx.workspace)
+    workspace.remove(ctx.workspace)
+    ctx.workspace = None
+    ctx.log.write(
+        "release",
+        f"release copied off the build's disk ({used} MB in {time.monotonic() - started:.1f} s)",
+    )
+
+
+def _out_of_disk(ctx: BuildContext, stage: str, detail: str) -> BuildError | None:
+    """The plain reason when the build's disk quota is what stopped it, else None."""
+    if ctx.workspace is None or not ctx.workspace.full():
+        return None
+    tail = detail.strip().splitlines()[-1] if detail.strip() else ""
+    return BuildError(
+        f"the build ran out of disk space: a build may write {ctx.workspace.size_mb} MB "
+        "(source, virtual environment, downloads; the server's --build-disk-mb)"
+        + (f"; last error: {tail}" if tail else ""),
+        stage=stage,
+    )
 
 
 def unreachable(path: Path) -> Path | None:
@@ -391,13 +466,6 @@ def _make_traversable(data_dir: Path, leaf: Path) -> None:
                 directory.chmod(mode | 0o011)
 
 
-def _prepare_cache(data_dir: Path, cache_dir: Path, uid: int | None) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _make_traversable(data_dir, cache_dir.parent)
-    if uid is not None and cache_dir.stat().st_uid != uid:
-        os.chown(cache_dir, uid, uid)
-
-
 def _chown_tree(root: Path, uid: int | None) -> None:
     if uid is None:
         return
@@ -425,4 +493,7 @@ def _cleanup_failed(job: BuildJob, ctx: BuildContext) -> None:
     """Kill what the build left running and remove the half-built release."""
     if ctx.cgroup is not None:
         ctx.cgroup.kill()
+    if ctx.workspace is not None:
+        workspace.remove(ctx.workspace)
+        ctx.workspace = None
     shutil.rmtree(job.release_dir, ignore_errors=True)

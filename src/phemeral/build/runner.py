@@ -16,11 +16,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phemeral import sandbox
 from phemeral.errors import BuildTimeout
 from phemeral.models import BuildLog
 from phemeral.sandbox import Cgroup, SandboxSpec
+
+if TYPE_CHECKING:
+    from phemeral.build.workspace import Workspace
 
 LOG_CAP_BYTES = 10 * 1024 * 1024  # per build (B8): a build printing gigabytes is cut short
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -48,6 +52,7 @@ class BuildContext:
     use_bwrap: bool
     memory_mb: int | None = None
     cgroup: Cgroup | None = None
+    workspace: Workspace | None = None  # the build's disk quota (a loop-mounted file system)
     ro_binds: list[Path] = field(default_factory=list)
     rw_binds: list[Path] = field(default_factory=list)
     base_env: dict[str, str] = field(default_factory=dict)

@@ -50,6 +50,7 @@ def projects() -> None:
 @click.option("--package-manager", type=click.Choice(["uv", "poetry", "pip"]))
 @click.option("--webhook-secret", help="GitHub webhook secret (generated when not given).")
 @click.option("--branch", default="main", show_default=True, help="Branch of `production`.")
+@click.option("--build-timeout", type=int, help="Seconds a build may take (default: the server's).")
 @api_command
 def projects_create(cli: Cli, name: str, **fields: Any) -> None:
     """Create project NAME with its `production` environment."""
@@ -139,6 +140,7 @@ def projects_delete(cli: Cli, name: str, yes: bool) -> None:
 @click.option("--repo", "repo_url")
 @click.option("--webhook-secret")
 @click.option("--repo-token", help="Access token for a private repository (stored encrypted).")
+@click.option("--build-timeout", type=int, help="Seconds a build may take.")
 @api_command
 def projects_set(cli: Cli, name: str, clear_start_command: bool, **fields: Any) -> None:
     """Change project settings; start-command changes apply to new deployments only."""
@@ -370,8 +372,30 @@ def deployments_show(cli: Cli, deployment_id: str) -> None:
             last = f", last: {escape(proc['last_exit'])}" if proc["last_exit"] else ""
             out.print(f"  {proc['name']}: {escape(proc['command'])} ({proc['state']}{extra}{last})")
         out.print(f"  created: {d['created_at']}  finished: {d['finished_at'] or '—'}")
+        if d.get("pinned"):
+            out.print("  pinned:  kept by release retention")
+        if d.get("collected_at"):
+            out.print(f"  release collected by retention at {d['collected_at']}")
 
     cli.emit(d, human)
+
+
+@deployments.command("pin")
+@click.argument("deployment_id")
+@api_command
+def deployments_pin(cli: Cli, deployment_id: str) -> None:
+    """Keep DEPLOYMENT_ID's release whatever its age (release retention skips it)."""
+    d = cli.api.patch(f"/deployments/{deployment_id}", {"pinned": True})
+    cli.emit(d, lambda: out.print(f"[green]pinned[/] {deployment_id}"))
+
+
+@deployments.command("unpin")
+@click.argument("deployment_id")
+@api_command
+def deployments_unpin(cli: Cli, deployment_id: str) -> None:
+    """Let release retention collect DEPLOYMENT_ID again once it is old enough."""
+    d = cli.api.patch(f"/deployments/{deployment_id}", {"pinned": False})
+    cli.emit(d, lambda: out.print(f"[green]unpinned[/] {deployment_id}"))
 
 
 @click.command()

@@ -33,7 +33,6 @@ from phemeral.deploys.environments import (
 )
 from phemeral.deploys.lifecycle import (
     MIN_FREE_BYTES,
-    BuildQueue,
     Trigger,
     create_deployment,
     deploy,
@@ -54,7 +53,9 @@ from phemeral.deploys.plane import (
 )
 from phemeral.deploys.projects import create_project, delete_project, update_project, webhook_secret
 from phemeral.deploys.promotion import promote, should_promote
+from phemeral.deploys.queue import BuildQueue
 from phemeral.deploys.restart import INTERRUPTED, reconcile_after_restart, releases
+from phemeral.deploys.retention import collect_releases, set_pinned, to_collect
 from phemeral.deploys.routing import instances, publish, routing_snapshot
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "TlsListener",
     "Trigger",
     "add_domain",
+    "collect_releases",
     "create_deployment",
     "create_environment",
     "create_project",
@@ -93,8 +95,10 @@ __all__ = [
     "routing_snapshot",
     "run_build",
     "set_https",
+    "set_pinned",
     "set_variables",
     "should_promote",
+    "to_collect",
     "unset_variables",
     "update_environment",
     "update_project",

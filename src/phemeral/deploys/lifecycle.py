@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 from phemeral.deploys.environments import deployment_runtime_env
 from phemeral.deploys.plane import ControlPlane, find_environment, now
 from phemeral.deploys.promotion import move_pointer, should_promote
+from phemeral.deploys.retention import collect_releases
 from phemeral.deploys.routing import publish
 from phemeral.deploys.services import snapshot_variables
 from phemeral.errors import BuildError, InvalidInput, PhemeralError, StoreUnavailable
@@ -150,7 +150,7 @@ def deploy(
         cp, project, environment, trigger, archive=archive, promote=promote
     )
     if created and cp.queue is not None:
-        cp.queue.submit(deployment.id)
+        cp.queue.submit(deployment.id, project)
     return deployment, created
 
 
@@ -187,6 +187,7 @@ def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
             env=deployment_runtime_env(cp, s, d, env),
             release_dir=cp.release_dir(project.name, d.id),
             uid=project.uid if os.geteuid() == 0 else None,
+            timeout=build_timeout(cp.settings.build_timeout, project.build_timeout),
         )
 
 
@@ -214,6 +215,11 @@ def _commits_to_compare(s: Session, env: Environment, d: Deployment) -> tuple[st
     )
     commits += [c for c in recent if c]
     return tuple(dict.fromkeys(commits))
+
+
+def build_timeout(default: float, project: int | None) -> float:
+    """A project's own limit when it set one, else the server's (pure)."""
+    return float(project) if project else default
 
 
 def enough_disk(free_bytes: int) -> bool:
@@ -253,9 +259,9 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
             )
         if cp.builder is None:
             raise BuildError("this server has no builder attached", stage="build")
-        result = await asyncio.wait_for(
-            cp.builder(job, build_log, cp.settings), timeout=cp.settings.build_timeout
-        )
+        limit = job.timeout or cp.settings.build_timeout
+        # the builder stops itself at the limit; this is the backstop (cleanup included)
+        result = await asyncio.wait_for(cp.builder(job, build_log, cp.settings), limit + 30)
         command, source = resolved_start_command(job.custom_start_command, result.release)
         await release_phase(cp, job, result.release, build_log)
         if cp.runtime is not None:
@@ -268,7 +274,7 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
         stage = getattr(exc, "stage", "boot" if exc.code.startswith("boot") else "build")
         return await _fail(cp, deployment_id, build_log, stage, exc.message)
     except TimeoutError:
-        reason = f"the build ran past its {cp.settings.build_timeout:g} s limit"
+        reason = "the build ran past its time limit (and did not stop itself)"
         return await _fail(cp, deployment_id, build_log, "build", reason)
     except Exception as exc:
         log.exception("build of %s crashed", deployment_id)
@@ -282,6 +288,7 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
     await _until_stored(finish_successful, cp, deployment_id, result)
     await _until_stored(publish, cp)
     _tell_finished(cp, deployment_id, DeploymentStatus.SUCCESSFUL, None)
+    _retain_later(cp, job.project)
     return DeploymentStatus.SUCCESSFUL
 
 
@@ -299,6 +306,24 @@ async def release_phase(cp: ControlPlane, job: BuildJob, release: Release, log: 
         log.write("release", f"waiting for another release command on {job.environment} to end")
     async with lock:
         await cp.runtime.run_release(release, log)
+
+
+_RETENTION: set[asyncio.Task[None]] = set()
+
+
+def _retain_later(cp: ControlPlane, project: str) -> None:
+    """Release retention after a successful build, in the background (the runtime drains what
+    it retires, which must not hold the build slot)."""
+
+    async def retain() -> None:
+        try:
+            await collect_releases(cp, project)
+        except Exception:  # retention never fails a deployment; the next build tries again
+            log.exception("release retention for %s failed", project)
+
+    task = asyncio.get_running_loop().create_task(retain(), name=f"retention-{project}")
+    _RETENTION.add(task)
+    task.add_done_callback(_RETENTION.discard)
 
 
 async def _fail(
@@ -383,45 +408,3 @@ def finish_successful(cp: ControlPlane, deployment_id: str, result: BuildResult)
         message = "deployment is live" + (" and current" if decision.promote else "")
         s.add(BuildLogRow(deployment_id=d.id, stage="release", timestamp=now(), message=message))
         return decision.promote
-
-
-class BuildQueue:
-    """Runs at most `settings.build_concurrency` builds at once; the rest wait (`queued`)."""
-
-    def __init__(self, cp: ControlPlane) -> None:
-        self._cp = cp
-        self._slots = asyncio.Semaphore(cp.settings.build_concurrency)
-        self._tasks: set[asyncio.Task[DeploymentStatus]] = set()
-        self._loop = asyncio.get_running_loop()
-        self._lock = threading.Lock()
-        self._pending = 0  # submitted from another thread, task not created yet
-
-    def submit(self, deployment_id: str) -> None:
-        """Thread-safe: may be called from a request handler's worker thread."""
-        with self._lock:
-            self._pending += 1
-        self._loop.call_soon_threadsafe(self._start, deployment_id)
-
-    def _start(self, deployment_id: str) -> None:
-        with self._lock:
-            self._pending -= 1
-        task = self._loop.create_task(self._run(deployment_id), name=f"build-{deployment_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, deployment_id: str) -> DeploymentStatus:
-        async with self._slots:
-            return await run_build(self._cp, deployment_id)
-
-    async def wait_idle(self) -> None:
-        """Until every submitted build has finished (tests, orderly shutdown)."""
-        while self._tasks or self._pending:
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            else:
-                await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -31,8 +31,8 @@ from phemeral.store.schema import Environment
 from phemeral.store.views import get_environment, get_project
 
 if TYPE_CHECKING:
-    from phemeral.deploys.lifecycle import BuildQueue
     from phemeral.deploys.processes import ProcessSync
+    from phemeral.deploys.queue import BuildQueue
 
 
 class Builder(Protocol):

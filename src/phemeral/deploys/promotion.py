@@ -89,6 +89,11 @@ def promote(cp: ControlPlane, deployment_id: str, actor: str, reason: str | None
         env = s.get_one(Environment, d.environment_id, with_for_update=True)
         if d.status != DeploymentStatus.SUCCESSFUL:
             raise Conflict(f"deployment {d.id} is {d.status}; only successful ones can be promoted")
+        if d.collected_at is not None:
+            raise Conflict(
+                f"deployment {d.id}'s release was collected (retention keeps the newest, the "
+                "current and the pinned ones); redeploy its source instead"
+            )
         if env.current_deployment_id == d.id:
             raise Conflict(f"deployment {d.id} is already current on {env.name}")
         promotion = move_pointer(s, env, d, actor, reason or "promoted by hand")

@@ -46,7 +46,9 @@ def releases(cp: ControlPlane) -> list[Release]:
     with cp.store.read() as s:
         rows = s.scalars(
             select(Deployment).where(
-                Deployment.status == DeploymentStatus.SUCCESSFUL, Deployment.release.is_not(None)
+                Deployment.status == DeploymentStatus.SUCCESSFUL,
+                Deployment.release.is_not(None),
+                Deployment.collected_at.is_(None),
             )
         )
         out = []

@@ -56,6 +56,7 @@ def routing_snapshot(
                 # A closed or suspended preview's deployments are not routed (nor woken).
                 .outerjoin(Preview, Preview.environment_id == Environment.id)
                 .where(or_(Preview.state.is_(None), Preview.state == "open"))
+                .where(Deployment.collected_at.is_(None))  # their releases are gone
             )
         }
         domains: dict[str, str | None] = {}

@@ -51,6 +51,7 @@ def project_view(s: Session, project: Project, settings: Settings) -> Json:
         "start_command": project.start_command,
         "python_version": project.python_version,
         "package_manager": project.package_manager,
+        "build_timeout": project.build_timeout,
         "has_webhook_secret": project.webhook_secret is not None,
         "has_repo_token": project.repo_token is not None,
         "preview_data": project.preview_data,
@@ -115,6 +116,8 @@ def deployment_view(
         "is_current": env.current_deployment_id == d.id,
         # variable name → the service it came from, as snapshotted at creation
         "service_variables": dict(sorted((d.env_sources or {}).items())),
+        "pinned": d.pinned,
+        "collected_at": iso(d.collected_at),  # its release was removed by retention
         "instances": {
             "instances": state.instances,
             "state": state.state,
