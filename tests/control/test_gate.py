@@ -38,6 +38,7 @@ def test_body_limits_per_endpoint() -> None:
     assert body_limit("POST", "/api/projects", limits) == 1 << 20
     assert body_limit("POST", "/api/webhooks/github", limits) == 25 << 20
     assert body_limit("POST", "/login", limits) == 1 << 20
+    assert body_limit("POST", "/api/services/db/restore", limits) > 8 << 30
 
 
 def test_client_address_believes_x_forwarded_for_only_behind_our_router() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from phemeral.api.auth import TokenChecker
 from phemeral.api.errors import RETRY_AFTER_SECONDS
 from phemeral.api.ratelimit import AuthFailures
+from phemeral.api.services import MAX_RESTORE_BYTES
 from phemeral.errors import PhemeralError, TooManyFailures, Unauthorized
 from phemeral.github.events import MAX_BODY_BYTES as WEBHOOK_BODY_BYTES
 
@@ -43,21 +44,24 @@ PUBLIC_API = frozenset(
 )
 WEBHOOK_PATH = "/api/webhooks/github"
 UPLOAD_PATH = re.compile(r"^/api/projects/[^/]+/deployments/?$")
+RESTORE_PATH = re.compile(r"^/api/services/[^/]+/restore/?$")
+FRAMING = 64 << 10  # multipart boundaries and the few form fields beside a file
 UNKNOWN_ADDRESS = "unknown"
 
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """Bytes a request body may have: uploads, webhook deliveries, everything else."""
+    """Bytes a request body may have: source uploads, service backups to restore, webhook
+    deliveries, everything else."""
 
     upload: int
+    restore: int = MAX_RESTORE_BYTES + FRAMING
     webhook: int = WEBHOOK_BODY_BYTES
     other: int = 1 << 20
 
     @classmethod
     def for_uploads_of(cls, max_upload_mb: int) -> BodyLimits:
-        # the archive plus the multipart framing and the few form fields beside it
-        return cls(upload=max_upload_mb * 1024 * 1024 + (64 << 10))
+        return cls(upload=max_upload_mb * 1024 * 1024 + FRAMING)
 
 
 def client_address(scope: Scope, *, trust_forwarded: bool) -> str:
@@ -84,6 +88,8 @@ def needs_token(path: str) -> bool:
 def body_limit(method: str, path: str, limits: BodyLimits) -> int:
     if method == "POST" and UPLOAD_PATH.match(path):
         return limits.upload
+    if method == "POST" and RESTORE_PATH.match(path):
+        return limits.restore
     if path.rstrip("/") == WEBHOOK_PATH:
         return limits.webhook
     return limits.other
