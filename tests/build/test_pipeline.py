@@ -36,6 +36,15 @@ def _assert_release(result: BuildResult) -> None:
         # the build really ran as the app uid: the venv it created belongs to it
         assert (rel.venv / "pyvenv.cfg").stat().st_uid == APP_UID
         assert rel.path.stat().st_uid == 0
+        # host modes: no other host user lists or reads the release; the app's uid owns its parts
+        assert rel.path.stat().st_mode & 0o777 == 0o711  # root's: release.json cannot be swapped
+        for folder in (rel.path.parent, rel.path.parent.parent):  # releases/, apps/<project>/
+            assert folder.stat().st_mode & 0o777 == 0o711, folder
+        for part in (rel.path / "src", rel.venv):
+            assert (part.stat().st_uid, part.stat().st_mode & 0o777) == (APP_UID, 0o700), part
+        cache = rel.path.parents[3] / "cache" / "projects" / str(APP_UID)
+        assert (cache / "uv").stat().st_mode & 0o777 == 0o700
+        assert (cache / "uv").stat().st_uid == APP_UID
 
 
 def test_uv_project(tmp_path: Path, settings: Settings) -> None:

@@ -160,6 +160,7 @@ async def _stages(
                 job.source, release_dir, ctx, allow_local=settings.allow_local_repos
             )
         stats = await asyncio.to_thread(_measure, src)
+    await asyncio.to_thread(src.chmod, 0o700)  # the app's uid only (it owns src/)
     stage.done(f"source ready: {stats.describe()}")
     ctx.check_deadline("source")
 
@@ -397,6 +398,10 @@ def _prepare_dirs(
     if release_dir.exists():
         raise BuildError(f"release directory {release_dir} already exists", stage="source")
     release_dir.mkdir(parents=True, mode=0o711)
+    # apps/, apps/<project>/, releases/: traversable, never listable by other host users
+    for folder in release_dir.relative_to(settings.data_dir).parents:
+        if folder.parts and (settings.data_dir / folder).stat().st_uid == os.geteuid():
+            (settings.data_dir / folder).chmod(0o711)
     _make_traversable(settings.data_dir, release_dir)
     space = None
     if workspace.supported(settings.build_disk_mb):
@@ -404,7 +409,7 @@ def _prepare_dirs(
             settings.data_dir, deployment_id, release_dir, settings.build_disk_mb
         )
     for path in owned:
-        path.mkdir(mode=0o755)
+        path.mkdir(mode=0o700)  # the app's uid only: no other host user reads a release
         if uid is not None:
             os.chown(path, uid, uid)
     return space
