@@ -3,6 +3,7 @@ then a real `phemeral serve` (router in front, the API behind it) under attack."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -93,11 +94,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.kill()
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    """RSS of ``phemeral serve`` and every process under it (the platform may be more than one
+    process: the API behind the router, for instance)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            todo += _children(current)
+    return total
 
 
 def raw_post(port: int, path: str, size: int, *, chunked: bool, headers: str = "") -> bytes:
