@@ -1,7 +1,7 @@
 """uid counter (uids never reused), pinned / collected deployments, per-project build timeout
 
-Revision ID: 0005_uids_pins_build_limits
-Revises: 0004_preview_data
+Revision ID: 0007_uids_pins_build_limits
+Revises: 0006_custom_domains_tls
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_uids_pins_build_limits"
-down_revision = "0004_preview_data"
+revision = "0007_uids_pins_build_limits"
+down_revision = "0006_custom_domains_tls"
 branch_labels = None
 depends_on = None
 
