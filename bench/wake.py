@@ -67,7 +67,7 @@ async def platform(workdir: Path, writable_app_dir: bool) -> None:
     }
     # A Procfile-style declared command with its options: a template wake too.
     releases["procfile-gunicorn"] = make_release(
-        workdir / "procfile",
+        workdir,  # the project's releases dir: it forks from the project's shared template
         "procfile-gunicorn",
         "flask",
         custom=True,
