@@ -31,6 +31,7 @@ STACKS = {
     "flask": ["flask", "gunicorn"],
     "django": ["django", "gunicorn"],
     "fastapi+gunicorn": ["fastapi", "uvicorn", "gunicorn"],  # gunicorn -k UvicornWorker
+    "fastapi+hypercorn": ["fastapi", "hypercorn"],
 }
 
 

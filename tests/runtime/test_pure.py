@@ -106,7 +106,6 @@ def test_commands_the_template_cannot_reproduce_run_as_given() -> None:
     for command in (
         "uvicorn main:app --reload",
         "gunicorn app:app | tee log",
-        "hypercorn main:app",
         "uvicorn main:app --workers $WEB_CONCURRENCY",  # not set: the shell shows what happens
         "newrelic-admin run-program gunicorn app:app",
         "./start.sh",
@@ -151,3 +150,6 @@ def test_declared_server_command_lines_with_their_options_are_understood() -> No
         "--port",
         "5",
     )
+    hyper = parse_server_command("python -m hypercorn main:app -b 0.0.0.0:$PORT -w 2", 7)
+    assert hyper is not None and hyper.server == "hypercorn"
+    assert hyper.argv == ("hypercorn", "main:app", "-b", "0.0.0.0:7", "-w", "2")

@@ -263,6 +263,11 @@ def post_fork(server, worker):
             {"web/main.py": FASTAPI_APP},
             "cd web && exec uvicorn main:app --host 0.0.0.0 --port ${PORT} --workers 2",
         ),
+        (
+            "fastapi+hypercorn",
+            {"main.py": FASTAPI_APP},
+            "hypercorn main:app --bind 0.0.0.0:$PORT --workers 2 --keep-alive 10",
+        ),
     ],
 )
 def test_a_declared_server_command_with_options_wakes_through_the_template(

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-SERVERS = ("uvicorn", "gunicorn")
+SERVERS = ("uvicorn", "gunicorn", "hypercorn")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _UNSUPPORTED = ("--reload", "--uds", "--fd", "--daemon", "-D", "--paste", "--pid", "-p")

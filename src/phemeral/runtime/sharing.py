@@ -34,6 +34,7 @@ SERVER_PRELOAD = {
         "uvicorn.protocols.http.h11_impl",
         "anyio._backends._asyncio",
     ],
+    "hypercorn": ["hypercorn.config", "hypercorn.asyncio.run", "hypercorn.utils"],
     "gunicorn": [
         "gunicorn.app.wsgiapp",
         "gunicorn.workers.sync",

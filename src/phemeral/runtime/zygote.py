@@ -284,6 +284,8 @@ class Template:
             self.load_uvicorn(spec, argv)
         elif self.server == "gunicorn":
             self.load_gunicorn(spec, argv)
+        elif self.server == "hypercorn":
+            self.load_hypercorn(spec, argv)
         else:
             raise ValueError(f"unsupported server {self.server!r}")
         self.workdir = str(pathlib.Path.cwd())  # gunicorn's --chdir moves it
@@ -377,6 +379,42 @@ class Template:
         if not self.lazy:
             self.warm(lambda path: warm_wsgi(self.app, path))
 
+    def load_hypercorn(self, spec: dict[str, Any], argv: list[str]) -> None:
+        """hypercorn's own parser and Config (its ``run`` captured, not called)."""
+        hmain: Any = importlib.import_module("hypercorn.__main__")
+        captured: list[Any] = []
+        original = hmain.run
+
+        def capture(config: Any) -> int:
+            captured.append(config)
+            return 0
+
+        hmain.run = capture
+        args = [a for a in argv[1:] if a]
+        try:
+            try:
+                hmain.main(list(args))
+            except SystemExit:
+                if not spec.get("target") or spec["target"] in args:
+                    raise
+                hmain.main([*args, spec["target"]])
+        except SystemExit as exc:
+            raise RuntimeError(f"hypercorn refused its command line: {args}") from exc
+        finally:
+            hmain.run = original
+        config = captured[0]
+        self.config = config
+        self.workers = max(1, int(config.workers or 1))
+        worker_module = (
+            "hypercorn.trio.run" if config.worker_class == "trio" else "hypercorn.asyncio.run"
+        )
+        preload([worker_module, "hypercorn.utils"])
+        if not self.lazy:  # hypercorn's workers import it themselves; this fills sys.modules
+            utils = importlib.import_module("hypercorn.utils")
+            self.app = self.import_app(
+                lambda: utils.load_application(config.application_path, config.wsgi_max_body_size)
+            )
+
     def import_app(self, load: Callable[[], Any]) -> Any:
         """Import the app here; note what its import opened and kept, and threads it started."""
         before = open_descriptors()
@@ -453,6 +491,9 @@ class Template:
                     uv_config = importlib.import_module("uvicorn.config")
                     config = uv_config.Config(import_target(target, factory), **kwargs)
                 serve_uvicorn(config, listen_fd)
+                return 0
+            if self.server == "hypercorn":
+                serve_hypercorn(self.config, listen_fd)
                 return 0
             return serve_gunicorn(
                 self.config, self.app, listen_fd, self.worker_class, self.gunicorn_log, self.master
@@ -673,6 +714,22 @@ def serve_uvicorn(config: Any, listen_fd: int) -> None:
     sock = socket.socket(fileno=listen_fd)
     server = server_mod.Server(config)
     server.run(sockets=[sock])
+
+
+def serve_hypercorn(config: Any, listen_fd: int) -> None:
+    """One hypercorn worker (its configured worker class) on the passed socket."""
+    config.bind = [f"fd://{listen_fd}"]
+    config.insecure_bind = []
+    config.quic_bind = []
+    config.certfile = config.keyfile = None
+    sockets = config.create_sockets()
+    if config.worker_class == "trio":
+        worker = importlib.import_module("hypercorn.trio.run").trio_worker
+    elif config.worker_class == "uvloop":
+        worker = importlib.import_module("hypercorn.asyncio.run").uvloop_worker
+    else:
+        worker = importlib.import_module("hypercorn.asyncio.run").asyncio_worker
+    worker(config, sockets)
 
 
 def serve_gunicorn(
