@@ -21,6 +21,7 @@ from phemeral.errors import BootFailed, RuntimeFailure
 from phemeral.models import DeploymentStatus
 from phemeral.router.backends import WakeBusy, WakeTimeout
 from phemeral.router.chunked import LAST_CHUNK, ChunkedDecoder, ChunkError, encode_chunk
+from phemeral.router.exchange import Exchange
 from phemeral.router.head import (
     MAX_HEAD_BYTES,
     Reject,
@@ -47,12 +48,15 @@ _NONE, _HEAD, _KEEPALIVE, _FIRST_BYTE, _IDLE = range(5)
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client connection: reads request heads, routes them, relays the exchange."""
+    """One client connection: reads request heads, routes them, relays each exchange.
+
+    What lasts as long as the connection lives here (buffer, deadline, flow control); what
+    belongs to one request lives in its `Exchange` (``self.ex``, None between requests).
+    """
 
     def __init__(self, router: Router, *, tls: bool = False) -> None:
         self.router = router
         self.tls = tls  # the connection came in over the HTTPS listener
-        self.extra_head = b""  # lines added to the response head (HSTS over HTTPS)
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.closed = False
@@ -63,25 +67,7 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded = b""
         self.read_paused = 0
         self.writing_paused = False
-        # current exchange
-        self.request: RequestHead | None = None
-        self.key = ""
-        self.deployment_id: str | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.upstream_head = b""
-        self.connecting: asyncio.Task[None] | None = None
-        self.early: list[bytes] = []
-        self.early_size = 0
-        self.body_left = 0
-        self.decoder: ChunkedDecoder | None = None
-        self.body_done = True
-        self.status = 0
-        self.sent = 0
-        self.started = 0.0
-        self.wake_ms: float | None = None
-        self.close_after = False
-        self.tunnel = False
-        self.retried = False
+        self.ex: Exchange | None = None
 
     # asyncio callbacks -------------------------------------------------------------------
 
@@ -96,52 +82,59 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.router.connections.discard(self)
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        upstream = self.upstream
+        ex = self.ex
+        if ex is None:
+            return
+        if ex.connecting is not None:
+            ex.connecting.cancel()
+            ex.connecting = None
+        upstream = ex.upstream
         if upstream is not None:
             # The client left: cancel the app's request by closing its connection.
-            self.upstream = None
+            ex.upstream = None
             upstream.client = None
             upstream.close()
-        if self.request is not None:
-            self._finish(self.status or 499)
+        self._finish(ex.status or 499)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.pause_reading()
+        upstream = self.ex.upstream if self.ex is not None else None
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.resume_reading()
+        upstream = self.ex.upstream if self.ex is not None else None
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.tunnel:
-            upstream = self.upstream
-            if upstream is not None and upstream.transport is not None:
-                upstream.transport.write(data)
-                self.deadline = self.router.loop.time() + self.idle_limit
-            return
-        if self.request is not None and not self.body_done:
-            self._feed_body(data)
+        ex = self.ex
+        if ex is not None:
+            if ex.tunnel:
+                upstream = ex.upstream
+                if upstream is not None and upstream.transport is not None:
+                    upstream.transport.write(data)
+                    self.deadline = self.router.loop.time() + self.idle_limit
+                return
+            if not ex.body_done:
+                self._feed_body(ex, data)
+                return
+            self.buf += data
+            if len(self.buf) > BUFFER_LIMIT:
+                self.set_read_pause(2, True)
             return
         buf = self.buf
-        if self.request is None and not buf:
+        if not buf:
             end = data.find(b"\r\n\r\n")
             if end >= 0 and end + 4 == len(data) and data[0] != 0x0D:
                 self._on_head(data)
                 return
             self._set_deadline(_HEAD, self.router.limits.header_timeout)
         buf += data
-        if self.request is None:
-            self._process()
-        elif len(buf) > BUFFER_LIMIT:
-            self.set_read_pause(2, True)
+        self._process()
 
     # request side ------------------------------------------------------------------------
 
@@ -149,7 +142,7 @@ class ClientConnection(asyncio.Protocol):
         """Start the requests held in the buffer, in order, while each is answered at once
         (our own pages); stop at the first one that goes to an app, or an incomplete head."""
         buf = self.buf
-        while self.request is None and not self.closing:
+        while self.ex is None and not self.closing:
             while buf[:2] == b"\r\n":  # empty lines before a request line are allowed
                 del buf[:2]
             if not buf:
@@ -185,9 +178,10 @@ class ClientConnection(asyncio.Protocol):
         if route is None:
             self._reject(400, "invalid Host header")
             return
+        extra_head = b""
         if type(route) is DeploymentTarget:
             if self.tls:
-                self.extra_head = route.hsts
+                extra_head = route.hsts
             elif route.https_redirect and router.https_port is not None:
                 assert host is not None
                 self._redirect(parsed, host, router.https_port)
@@ -199,36 +193,28 @@ class ClientConnection(asyncio.Protocol):
             deployment_id: str | None = route.deployment_id
             key = route.deployment_id
         elif type(route) is PlatformRoute:
-            self.extra_head = b""
             deployment_id = None
             key = CONTROL_KEY
         else:
             self._local(parsed, route.reason)  # type: ignore[union-attr]
             return
         assert host is not None
-        self.request = parsed
-        self.key = key
-        self.deployment_id = deployment_id
-        self.started = router.loop.time()
-        self.status = 0
-        self.sent = 0
-        self.wake_ms = None
-        self.close_after = not parsed.keep_alive
-        self.retried = False
+        ex = self.ex = Exchange(
+            parsed, key, deployment_id, started=router.loop.time(), extra_head=extra_head
+        )
         if parsed.chunked:
             framing = b"transfer-encoding: chunked\r\n"
-            self.decoder = ChunkedDecoder()
-            self.body_done = False
+            ex.decoder = ChunkedDecoder()
+            ex.body_done = False
         elif parsed.content_length is not None:
             framing = b"content-length: %d\r\n" % parsed.content_length
-            self.body_left = parsed.content_length
-            self.body_done = parsed.content_length == 0
+            ex.body_left = parsed.content_length
+            ex.body_done = parsed.content_length == 0
         else:
             framing = b""
-            self.body_done = True
         if parsed.upgrade is not None:
             framing += b"connection: upgrade\r\nupgrade: websocket\r\n"
-        self.upstream_head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n%s\r\n" % (
+        ex.upstream_head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n%s\r\n" % (
             parsed.method,
             parsed.target,
             host,
@@ -241,67 +227,67 @@ class ClientConnection(asyncio.Protocol):
             router.backends.request_started(deployment_id)
         conn = router.pool.take(key)
         if conn is not None:
-            self._attach(conn, reused=True)
+            self._attach(ex, conn, reused=True)
         else:
             self.deadline = 0.0
-            self.connecting = router.loop.create_task(self._connect())
-        if not self.body_done and self.buf:
+            ex.connecting = router.loop.create_task(self._connect(ex))
+        if not ex.body_done and self.buf:
             rest = bytes(self.buf)
             self.buf.clear()
-            self._feed_body(rest)
+            self._feed_body(ex, rest)
 
-    def _feed_body(self, data: bytes) -> None:
-        decoder = self.decoder
+    def _feed_body(self, ex: Exchange, data: bytes) -> None:
+        decoder = ex.decoder
         if decoder is None:
-            left = self.body_left
+            left = ex.body_left
             size = len(data)
             if size <= left:
-                self._send_body(data)
-                self.body_left = left - size
+                self._send_body(ex, data)
+                ex.body_left = left - size
                 if size == left:
-                    self.body_done = True
+                    ex.body_done = True
                 return
-            self._send_body(data[:left])
-            self.body_left = 0
-            self.body_done = True
+            self._send_body(ex, data[:left])
+            ex.body_left = 0
+            ex.body_done = True
             self.buf += data[left:]
         else:
             try:
                 pieces, used = decoder.feed(data)
             except ChunkError as exc:
-                self.close_after = True
-                if self.status == 0:
+                ex.close_after = True
+                if ex.status == 0:
                     self._fail_with(reject_page(400, exc.message), 400)
                 else:
                     self.abort()
                 return
             for piece in pieces:
                 if piece:
-                    self._send_body(encode_chunk(piece))
+                    self._send_body(ex, encode_chunk(piece))
             if decoder.done:
-                self._send_body(LAST_CHUNK)
-                self.body_done = True
-                self.decoder = None
+                self._send_body(ex, LAST_CHUNK)
+                ex.body_done = True
+                ex.decoder = None
                 if used < len(data):
                     self.buf += data[used:]
-        if self.body_done and len(self.buf) > BUFFER_LIMIT:
+        if ex.body_done and len(self.buf) > BUFFER_LIMIT:
             self.set_read_pause(2, True)
 
-    def _send_body(self, piece: bytes) -> None:
-        upstream = self.upstream
+    def _send_body(self, ex: Exchange, piece: bytes) -> None:
+        upstream = ex.upstream
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(piece)
-            if self.status == 0:
+            if ex.status == 0:
                 self._set_deadline(_FIRST_BYTE, self.router.limits.first_byte_timeout)
         else:
-            self.early.append(piece)
-            self.early_size += len(piece)
-            if self.early_size > BUFFER_LIMIT:
+            ex.early.append(piece)
+            ex.early_size += len(piece)
+            if ex.early_size > BUFFER_LIMIT:
                 self.set_read_pause(2, True)
 
-    async def _connect(self) -> None:
+    async def _connect(self, ex: Exchange) -> None:
         router = self.router
-        deployment_id = self.deployment_id
+        deployment_id = ex.deployment_id
         try:
             if deployment_id is None:
                 upstream = router.control_plane
@@ -310,9 +296,9 @@ class ClientConnection(asyncio.Protocol):
                 upstream = await router.gate.upstream_for(deployment_id)
                 waited = (router.loop.time() - started) * 1000
                 if waited >= 1.0:
-                    self.wake_ms = waited
+                    ex.wake_ms = waited
             conn = await asyncio.wait_for(
-                router.pool.connect(self.key, upstream, UpstreamConnection),
+                router.pool.connect(ex.key, upstream, UpstreamConnection),
                 router.limits.connect_timeout,
             )
         except WakeBusy:
@@ -332,15 +318,15 @@ class ClientConnection(asyncio.Protocol):
             log.exception("could not reach the upstream of %s", deployment_id or "control plane")
             self._fail("connect-failed")
         else:
-            if self.closed or self.request is None:
+            if self.closed or self.ex is not ex:
                 conn.close()
             else:
-                self._attach(conn, reused=False)
+                self._attach(ex, conn, reused=False)
         finally:
-            self.connecting = None
+            ex.connecting = None
 
-    def _attach(self, conn: UpstreamConnection, *, reused: bool) -> None:
-        self.upstream = conn
+    def _attach(self, ex: Exchange, conn: UpstreamConnection, *, reused: bool) -> None:
+        ex.upstream = conn
         conn.client = self
         conn.reused = reused
         conn.state = R_HEAD
@@ -351,11 +337,11 @@ class ClientConnection(asyncio.Protocol):
         assert transport is not None
         if self.writing_paused:
             transport.pause_reading()
-        transport.write(self.upstream_head)
-        if self.early:
-            transport.writelines(self.early)
-            self.early = []
-            self.early_size = 0
+        transport.write(ex.upstream_head)
+        if ex.early:
+            transport.writelines(ex.early)
+            ex.early = []
+            ex.early_size = 0
             self.set_read_pause(2, False)
         self.deadline_kind = _FIRST_BYTE
         self.deadline = self.router.loop.time() + self.router.limits.first_byte_timeout
@@ -363,16 +349,20 @@ class ClientConnection(asyncio.Protocol):
     # response side -----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        self.sent += len(data)
+        ex = self.ex
+        if ex is not None:
+            ex.sent += len(data)
         transport = self.transport
         if transport is not None:
             transport.write(data)
 
     def start_tunnel(self) -> None:
-        self.tunnel = True
+        ex = self.ex
+        assert ex is not None
+        ex.tunnel = True
         self.idle_limit = self.router.limits.tunnel_idle_timeout
         self._set_deadline(_IDLE, self.idle_limit)
-        upstream = self.upstream
+        upstream = ex.upstream
         if self.buf and upstream is not None and upstream.transport is not None:
             upstream.transport.write(bytes(self.buf))
             self.buf.clear()
@@ -380,16 +370,18 @@ class ClientConnection(asyncio.Protocol):
     def response_done(self, upstream: UpstreamConnection, *, reusable: bool, close: bool) -> None:
         """The app's response is complete; recycle its connection and take the next request."""
         router = self.router
-        self.upstream = None
+        ex = self.ex
+        assert ex is not None
+        ex.upstream = None
         upstream.client = None
         if self.writing_paused and upstream.transport is not None:
             upstream.transport.resume_reading()
-        if reusable and self.body_done and not upstream.closed:
-            router.pool.put(self.key, upstream)
+        if reusable and ex.body_done and not upstream.closed:
+            router.pool.put(ex.key, upstream)
         else:
             upstream.close()
-        self._finish(self.status)
-        if close or self.close_after or not self.body_done or self.closed:
+        self._finish(ex.status)
+        if close or ex.close_after or not ex.body_done or self.closed:
             if self.transport is not None:
                 self.transport.close()
             return
@@ -402,50 +394,52 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_closed_early(self, upstream: UpstreamConnection) -> None:
         """A reused connection closed before answering: retry once on a fresh one if safe."""
-        request = self.request
+        ex = self.ex
         if (
-            upstream.reused
-            and not self.retried
-            and request is not None
-            and not request.has_body
-            and request.upgrade is None
+            ex is not None
+            and upstream.reused
+            and not ex.retried
+            and not ex.request.has_body
+            and ex.request.upgrade is None
         ):
-            self.retried = True
-            self.upstream = None
+            ex.retried = True
+            ex.upstream = None
             self.deadline = 0.0
-            self.connecting = self.router.loop.create_task(self._connect())
+            ex.connecting = self.router.loop.create_task(self._connect(ex))
             return
         self.upstream_failed(upstream)
 
     def upstream_failed(self, upstream: UpstreamConnection) -> None:
-        self.upstream = None
-        if self.status == 0 and self.sent == 0:
-            self._fail("upstream-error")
-        else:
-            self.abort()
+        ex = self.ex
+        if ex is not None:
+            ex.upstream = None
+            if ex.status == 0 and ex.sent == 0:
+                self._fail("upstream-error")
+                return
+        self.abort()
 
     def _finish(self, status: int) -> None:
-        """Account for the end of an exchange (in-flight count, access log)."""
-        request = self.request
-        if request is None:
+        """Account for the end of an exchange (in-flight count, access log) and drop it."""
+        ex = self.ex
+        if ex is None:
             return
-        self.request = None
-        if self.tunnel:
-            self.tunnel = False
+        self.ex = None
+        if ex.tunnel:
             self.idle_limit = self.router.limits.idle_timeout
-        deployment_id = self.deployment_id
+        deployment_id = ex.deployment_id
         if deployment_id is None:
             return
         router = self.router
         router.backends.request_finished(deployment_id)
+        request = ex.request
         router.access_log.add(
             deployment_id,
             request.method,
             request.target,
             status,
-            self.sent,
-            (router.loop.time() - self.started) * 1000,
-            self.wake_ms,
+            ex.sent,
+            (router.loop.time() - ex.started) * 1000,
+            ex.wake_ms,
         )
 
     # local answers and errors ------------------------------------------------------------
@@ -498,28 +492,34 @@ class ClientConnection(asyncio.Protocol):
         self._fail_with(page, status)
 
     def _fail_with(self, page: bytes, status: int) -> None:
-        upstream = self.upstream
-        if upstream is not None:
-            self.upstream = None
-            upstream.client = None
-            upstream.close()
+        ex = self.ex
+        if ex is not None:
+            self._drop_upstream(ex)
+            ex.status = status
         if self.closed:
             return
-        self.status = status
         self.write(page)
         self._finish(status)
         self._close()
 
     def abort(self) -> None:
         """Cut the client connection mid-response (the app failed after sending bytes)."""
-        upstream = self.upstream
+        ex = self.ex
+        status = 0
+        if ex is not None:
+            self._drop_upstream(ex)
+            status = ex.status
+        self._finish(status or 502)
+        if self.transport is not None:
+            self.transport.abort() if status == 0 else self.transport.close()
+
+    @staticmethod
+    def _drop_upstream(ex: Exchange) -> None:
+        upstream = ex.upstream
         if upstream is not None:
-            self.upstream = None
+            ex.upstream = None
             upstream.client = None
             upstream.close()
-        self._finish(self.status or 502)
-        if self.transport is not None:
-            self.transport.abort() if self.status == 0 else self.transport.close()
 
     def _close(self) -> None:
         self.deadline = 0.0
@@ -548,12 +548,13 @@ class ClientConnection(asyncio.Protocol):
     def on_deadline(self) -> None:
         kind = self.deadline_kind
         self.deadline = 0.0
-        if self.request is None:
+        ex = self.ex
+        if ex is None:
             if kind == _HEAD and self.buf:
                 self._reject(408, "request head not received in time")
             else:
                 self._close()
-        elif self.status == 0 and self.upstream is not None:
+        elif ex.status == 0 and ex.upstream is not None:
             self._fail("first-byte-timeout")
         else:
             self.abort()

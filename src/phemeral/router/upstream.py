@@ -17,6 +17,7 @@ from phemeral.router.chunked import ChunkedDecoder, ChunkError
 from phemeral.router.head import match_plain_response, parse_response_head, rebuild_response_head
 
 if TYPE_CHECKING:
+    from phemeral.router.exchange import Exchange
     from phemeral.router.pool import UpstreamPool
     from phemeral.router.proxy import ClientConnection
 
@@ -88,165 +89,172 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
-        if client is None:  # bytes on an idle connection: the app broke framing
+        if client is None or client.ex is None:  # bytes on an idle connection: broken framing
             self.close()
             return
         self.got_bytes = True
         state = self.state
         if state != R_HEAD or self.buf:
             client.deadline = self.pool.time() + client.idle_limit
-        if state == R_TUNNEL:
-            client.write(data)
-            return
         if state == R_HEAD:
-            if self.buf:
-                self.buf += data
-                data = bytes(self.buf)
-                self.buf.clear()
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                client.deadline = self.pool.time() + client.idle_limit
-                if len(data) > _MAX_RESPONSE_HEAD:
-                    self._broken()
-                else:
-                    self.buf += data
-                return
-            end += 4
-            extra = client.extra_head
-            if extra:  # e.g. Strict-Transport-Security, after the status line
-                line_end = data.find(b"\r\n") + 2
-                data = data[:line_end] + extra + data[line_end:]
-                end += len(extra)
-            request = client.request
-            assert request is not None
-            plain = match_plain_response(data, 0, end)
-            if plain is not None and request.keep_alive and request.method != b"HEAD":
-                # The common case: an HTTP/1.1 response with a Content-Length and nothing
-                # hop-by-hop, whole in this read, relayed as is (the checks below, in short).
-                minor, code, length = plain.groups()
-                status = int(code)
-                if (
-                    minor == b"1"
-                    and len(data) - end == int(length)
-                    and status >= 200
-                    and status != 204
-                    and status != 304
-                ):
-                    client.status = status
-                    client.close_after = False
-                    self.dechunk = False
-                    self.reusable = True
-                    client.sent += len(data)
-                    if client.transport is not None:
-                        client.transport.write(data)
-                    self.state = R_IDLE
-                    client.response_done(self, reusable=True, close=False)
-                    return
-            head = parse_response_head(data[:end])
-            if head is None:
-                self._broken()
-                return
-            status = head.status
-            if status < 200:
-                if status == 101:
-                    if request.upgrade is None:
-                        self._broken()
-                        return
-                    client.status = 101
-                    self.state = R_TUNNEL
-                    self.reusable = False
-                    client.write(rebuild_response_head(head, close=False, upgrade=True))
-                    client.start_tunnel()
-                    if end < len(data):
-                        client.write(data[end:])
-                    return
-                client.write(data[:end])  # 100 Continue and other interim responses
-                if end < len(data):
-                    self.data_received(data[end:])
-                return
-            client.status = status
-            no_body = request.method == b"HEAD" or status == 204 or status == 304
-            client_close = not request.keep_alive
-            self.dechunk = False
-            if no_body:
-                state = R_IDLE
-            elif head.chunked:
-                state = R_CHUNKED
-                self.decoder = ChunkedDecoder()
-                self.dechunk = request.version == 10
-                client_close = client_close or self.dechunk
-            elif head.content_length is not None:
-                state = R_LENGTH
-                self.left = head.content_length
-            else:
-                state = R_EOF
-                client_close = True
-            self.reusable = head.keep_alive and state != R_EOF
-            client.close_after = client_close
-            rest_len = len(data) - end
-            if head.clean and not client_close:
-                if state == R_LENGTH and rest_len == self.left:
-                    # The common case: the whole response in one piece, relayed as is.
-                    client.sent += len(data)
-                    if client.transport is not None:
-                        client.transport.write(data)
-                    self.state = R_IDLE
-                    client.response_done(self, reusable=self.reusable, close=False)
-                    return
-                client.write(data[:end])
-                client.deadline = self.pool.time() + client.idle_limit
-            else:
-                client.deadline = self.pool.time() + client.idle_limit
-                client.write(
-                    rebuild_response_head(
-                        head, close=client_close, dechunk=self.dechunk, version=request.version
-                    )
-                )
-            if state == R_IDLE:
-                self.state = R_IDLE
-                if rest_len:
-                    self.reusable = False
-                client.response_done(self, reusable=self.reusable, close=client_close)
-                return
-            self.state = state
-            if not rest_len:
-                return
-            data = data[end:]
-        if state == R_LENGTH:
-            left = self.left
-            size = len(data)
-            if size < left:
-                self.left = left - size
-                client.write(data)
-                return
-            client.write(data if size == left else data[:left])
-            self.left = 0
-            self.state = R_IDLE
-            if size > left:
-                self.reusable = False
-            client.response_done(self, reusable=self.reusable, close=client.close_after)
+            self._on_head(client, client.ex, data)
+        elif state == R_LENGTH:
+            self._on_length(client, client.ex, data)
         elif state == R_CHUNKED:
-            decoder = self.decoder
-            assert decoder is not None
-            try:
-                pieces, used = decoder.feed(data)
-            except ChunkError:
-                self._broken()
-                return
-            if self.dechunk:
-                for piece in pieces:
-                    client.write(piece)
-            else:
-                client.write(data if used == len(data) else data[:used])
-            if decoder.done:
-                self.state = R_IDLE
-                if used < len(data):
-                    self.reusable = False
-                client.response_done(self, reusable=self.reusable, close=client.close_after)
-        elif state == R_EOF:
+            self._on_chunked(client, client.ex, data)
+        elif state in (R_EOF, R_TUNNEL):
             client.write(data)
         else:  # bytes after the response was complete
             self.close()
+
+    def _on_head(self, client: ClientConnection, ex: Exchange, data: bytes) -> None:
+        """The response head (maybe with body bytes after it): relay it, pick the framing."""
+        if self.buf:
+            self.buf += data
+            data = bytes(self.buf)
+            self.buf.clear()
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            client.deadline = self.pool.time() + client.idle_limit
+            if len(data) > _MAX_RESPONSE_HEAD:
+                self._broken()
+            else:
+                self.buf += data
+            return
+        end += 4
+        extra = ex.extra_head
+        if extra:  # e.g. Strict-Transport-Security, after the status line
+            line_end = data.find(b"\r\n") + 2
+            data = data[:line_end] + extra + data[line_end:]
+            end += len(extra)
+        request = ex.request
+        plain = match_plain_response(data, 0, end)
+        if plain is not None and request.keep_alive and request.method != b"HEAD":
+            # The common case: an HTTP/1.1 response with a Content-Length and nothing
+            # hop-by-hop, whole in this read, relayed as is (the checks below, in short).
+            minor, code, length = plain.groups()
+            status = int(code)
+            if (
+                minor == b"1"
+                and len(data) - end == int(length)
+                and status >= 200
+                and status != 204
+                and status != 304
+            ):
+                ex.status = status
+                ex.close_after = False
+                self.dechunk = False
+                self.reusable = True
+                ex.sent += len(data)
+                if client.transport is not None:
+                    client.transport.write(data)
+                self.state = R_IDLE
+                client.response_done(self, reusable=True, close=False)
+                return
+        head = parse_response_head(data[:end])
+        if head is None:
+            self._broken()
+            return
+        status = head.status
+        if status < 200:
+            if status == 101:
+                if request.upgrade is None:
+                    self._broken()
+                    return
+                ex.status = 101
+                self.state = R_TUNNEL
+                self.reusable = False
+                client.write(rebuild_response_head(head, close=False, upgrade=True))
+                client.start_tunnel()
+                if end < len(data):
+                    client.write(data[end:])
+                return
+            client.write(data[:end])  # 100 Continue and other interim responses
+            if end < len(data):
+                self.data_received(data[end:])
+            return
+        ex.status = status
+        no_body = request.method == b"HEAD" or status == 204 or status == 304
+        client_close = not request.keep_alive
+        self.dechunk = False
+        if no_body:
+            state = R_IDLE
+        elif head.chunked:
+            state = R_CHUNKED
+            self.decoder = ChunkedDecoder()
+            self.dechunk = request.version == 10
+            client_close = client_close or self.dechunk
+        elif head.content_length is not None:
+            state = R_LENGTH
+            self.left = head.content_length
+        else:
+            state = R_EOF
+            client_close = True
+        self.reusable = head.keep_alive and state != R_EOF
+        ex.close_after = client_close
+        rest_len = len(data) - end
+        if head.clean and not client_close:
+            if state == R_LENGTH and rest_len == self.left:
+                # The common case: the whole response in one piece, relayed as is.
+                ex.sent += len(data)
+                if client.transport is not None:
+                    client.transport.write(data)
+                self.state = R_IDLE
+                client.response_done(self, reusable=self.reusable, close=False)
+                return
+            client.write(data[:end])
+            client.deadline = self.pool.time() + client.idle_limit
+        else:
+            client.deadline = self.pool.time() + client.idle_limit
+            client.write(
+                rebuild_response_head(
+                    head, close=client_close, dechunk=self.dechunk, version=request.version
+                )
+            )
+        if state == R_IDLE:
+            self.state = R_IDLE
+            if rest_len:
+                self.reusable = False
+            client.response_done(self, reusable=self.reusable, close=client_close)
+            return
+        self.state = state
+        if rest_len:
+            self.data_received(data[end:])
+
+    def _on_length(self, client: ClientConnection, ex: Exchange, data: bytes) -> None:
+        """Body bytes counted against the response's Content-Length."""
+        left = self.left
+        size = len(data)
+        if size < left:
+            self.left = left - size
+            client.write(data)
+            return
+        client.write(data if size == left else data[:left])
+        self.left = 0
+        self.state = R_IDLE
+        if size > left:
+            self.reusable = False
+        client.response_done(self, reusable=self.reusable, close=ex.close_after)
+
+    def _on_chunked(self, client: ClientConnection, ex: Exchange, data: bytes) -> None:
+        """Chunked body bytes: framing validated, relayed as is (de-chunked for HTTP/1.0)."""
+        decoder = self.decoder
+        assert decoder is not None
+        try:
+            pieces, used = decoder.feed(data)
+        except ChunkError:
+            self._broken()
+            return
+        if self.dechunk:
+            for piece in pieces:
+                client.write(piece)
+        else:
+            client.write(data if used == len(data) else data[:used])
+        if decoder.done:
+            self.state = R_IDLE
+            if used < len(data):
+                self.reusable = False
+            client.response_done(self, reusable=self.reusable, close=ex.close_after)
 
     def _broken(self) -> None:
         """The app sent something that is not HTTP/1.1: drop the connection, 502 if possible."""
