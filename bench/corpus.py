@@ -77,6 +77,7 @@ class Result:
     status: int | None = None
     first_line: str = ""
     start_command: str = ""
+    last_line: str = ""
     seconds: float = 0.0
     uploaded: str = ""
 
@@ -314,7 +315,11 @@ def _run_one(
     result.start_command = str(body.get("start_command") or "")
     if body.get("status") != "successful":
         result.outcome = "build-fail"
-        result.first_line = _first(str(body.get("failure_reason") or body.get("status")))
+        reason = str(body.get("failure_reason") or body.get("status"))
+        result.first_line = _first(reason)
+        lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+        if len(lines) > 1 and lines[-1][:160] != result.first_line:
+            result.last_line = lines[-1][:300]  # where the fix usually is
         result.seconds = time.monotonic() - started
         return result
     host = f"{body['id']}.{BASE}:{platform.port}"
@@ -429,6 +434,8 @@ def _print_row(r: Result) -> None:
         print(f"{'':30} command: {r.start_command[:110]}")
     if r.first_line:
         print(f"{'':30} {r.first_line}")
+    if r.last_line:
+        print(f"{'':30} … {r.last_line}")
     sys.stdout.flush()
 
 
