@@ -323,7 +323,7 @@ def _run_one(
         result.seconds = time.monotonic() - started
         return result
     host = f"{body['id']}.{BASE}:{platform.port}"
-    status, error = None, ""
+    status, error, body_text = None, "", ""
     try:
         answer = httpx.get(
             f"http://127.0.0.1:{platform.port}{entry.health}",
@@ -331,6 +331,7 @@ def _run_one(
             timeout=90,
         )
         status = answer.status_code
+        body_text = answer.text[:2000]
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     result.status = status
@@ -339,6 +340,8 @@ def _run_one(
         refused = next(
             (m for m in _runtime_messages(platform, body["id"]) if _HOST_REFUSED.search(m)), None
         )
+        if refused is None and "<h1>Bad Request (400)</h1>" in body_text:
+            refused = "Django answered Bad Request (400): the host is not in ALLOWED_HOSTS"
     if status is not None and status < 500 and refused is None:
         result.outcome = "serves"
     else:
