@@ -1,6 +1,8 @@
-"""`phemeral serve`: one process that runs the control plane and everything plugged into it.
+"""The control plane's composition root, and `phemeral serve`'s entry point.
 
-Two pieces compose the process:
+`phemeral serve` (`run_platform`) runs the data plane process (`phemeral.dataplane.process`:
+router + runtime), which starts the control plane as a child process (`run_control_plane`).
+The control plane is composed of:
 
 - `control_plane(settings, builder=, runtime_factory=)` (async context manager): opens the store
   (migrations, reconciliation of builds a previous process left `building`), creates the admin
@@ -9,8 +11,9 @@ Two pieces compose the process:
 - `serve_api(cp, ...)`: serves the HTTP API (plus any extra routers, e.g. the dashboard) with
   uvicorn on a TCP port or a Unix socket until cancelled.
 
-`run(settings)` serves the API alone on the public port; `run_platform(settings)` puts the
-router in front and attaches the runtime and the dashboard (one port for everything).
+`run(settings)` serves the API alone on the public port; `run_control_plane` serves it and the
+dashboard on the data plane's private Unix socket, its runtime the data plane's
+(`phemeral.dataplane.remote.RemoteRuntime`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -38,13 +39,14 @@ from phemeral.deploys import (
     BuildQueue,
     ControlPlane,
     RuntimeControl,
+    SnapshotListener,
     publish,
     reconcile_after_restart,
     releases,
 )
 from phemeral.deploys.processes import ProcessSync
 from phemeral.deploys.services import start_services, stop_services
-from phemeral.models import RuntimeLogSink
+from phemeral.models import RoutingSnapshot, RuntimeLogSink
 from phemeral.secrets import SecretBox
 from phemeral.settings import Settings
 from phemeral.store import Store, migrate
@@ -64,8 +66,8 @@ class ManagedRuntime(RuntimeControl, Protocol):
 RuntimeFactory = Callable[[Settings, RuntimeLogSink], ManagedRuntime]
 
 
-def open_control_plane(settings: Settings, *, builder: Builder | None = None) -> ControlPlane:
-    """Data dir, database (migrated), secret key, log writer; builds left over are failed."""
+def open_store(settings: Settings) -> Store:
+    """Data dir and database (migrated); shared by the control plane and the data plane."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o711)  # app uids traverse to apps/…/releases; nothing else is readable
@@ -75,6 +77,13 @@ def open_control_plane(settings: Settings, *, builder: Builder | None = None) ->
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 Path(f"{data_dir / 'phemeral.db'}{suffix}").chmod(0o600)
+    return store
+
+
+def open_control_plane(settings: Settings, *, builder: Builder | None = None) -> ControlPlane:
+    """Data dir, database (migrated), secret key, log writer; builds left over are failed."""
+    data_dir = settings.data_dir
+    store = open_store(settings)
     logs = LogWriter(store, runtime_log_cap=settings.runtime_log_cap)
     cp = ControlPlane(
         settings=settings, store=store, box=SecretBox.open(data_dir), logs=logs, builder=builder
@@ -101,11 +110,13 @@ async def control_plane(
     *,
     builder: Builder | None = None,
     runtime_factory: RuntimeFactory | None = None,
+    listeners: Sequence[SnapshotListener] = (),
 ) -> AsyncIterator[ControlPlane]:
     """The running control plane: store, token, logs, build queue, runtime, first snapshot.
 
     ``runtime_factory`` is called with the settings and the runtime log sink (`cp.logs`);
-    ``phemeral.runtime.supervisor.Runtime`` fits as is.
+    ``phemeral.runtime.supervisor.Runtime`` fits as is. ``listeners`` get every routing
+    snapshot, the first one included.
     """
     cp = await asyncio.to_thread(open_control_plane, settings, builder=builder or default_builder())
     try:
@@ -114,6 +125,7 @@ async def control_plane(
         if cp.builder is None:
             log.warning("no builder installed: new deployments will fail until one is attached")
         cp.logs.start()
+        cp.listeners.extend(listeners)
         failed = await asyncio.to_thread(start_services, cp)
         for message in failed:
             print(f"backing service failed to start: {message}", flush=True)
@@ -177,40 +189,30 @@ async def run(settings: Settings) -> None:
 
 
 async def run_platform(settings: Settings) -> None:
-    """The whole platform on one port: router in front, runtime, builder, API and dashboard.
+    """`phemeral serve`: the data plane (router + runtime) and, as its child, the control plane."""
+    from phemeral.dataplane.process import run_dataplane
 
-    The router owns ``settings.host:settings.port``; control-plane hosts reach the API and the
-    dashboard over a private Unix socket, deployment hosts reach the runtime's instances.
-    """
-    from phemeral.models import Upstream
-    from phemeral.router import serve_router
-    from phemeral.runtime.supervisor import Runtime
+    await run_dataplane(settings)
+
+
+async def run_control_plane(settings: Settings, dataplane: str, api: str) -> None:
+    """The control plane process: API and dashboard on the Unix socket ``api``; the runtime
+    and the routers are the data plane's, reached over its socket ``dataplane``."""
+    from phemeral.dataplane.remote import RemoteRuntime
     from phemeral.tls.manager import https_for
-    from phemeral.tls.pem import certificate_from_files
 
-    wildcard = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        wildcard = certificate_from_files(settings.tls_cert, settings.tls_key)
-    private = Path(tempfile.mkdtemp(prefix="phemeral-api-"))  # short path: sun_path ≤ 107
-    sock = str(private / "api.sock")
-    try:
-        async with control_plane(settings, runtime_factory=Runtime) as cp:
-            assert cp.snapshot is not None and isinstance(cp.runtime, Runtime)
-            router = await serve_router(
-                host=settings.host,
-                port=settings.port,
-                snapshot=cp.snapshot,
-                backends=cp.runtime,
-                control_plane=Upstream(unix_path=sock),
-                log_sink=cp.logs,
-                https_port=settings.https_port,
-                certificates=[] if wildcard is None else [wildcard],
-            )
-            cp.listeners.append(router.update)
-            try:
-                async with https_for(cp, router):
-                    await serve_api(cp, uds=sock)
-            finally:
-                await router.close()
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+    remotes: list[RemoteRuntime] = []
+
+    def runtime_factory(_settings: Settings, sink: RuntimeLogSink) -> ManagedRuntime:
+        remotes.append(RemoteRuntime(dataplane, sink))
+        return remotes[0]
+
+    def to_dataplane(snapshot: RoutingSnapshot) -> None:
+        remotes[0].publish(snapshot)
+
+    async with control_plane(
+        settings, runtime_factory=runtime_factory, listeners=[to_dataplane]
+    ) as cp:
+        Path(api).unlink(missing_ok=True)  # left by a control plane that was killed
+        async with https_for(cp, remotes[0]):  # certificates and ACME answers → every router
+            await serve_api(cp, uds=api)

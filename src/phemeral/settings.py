@@ -68,6 +68,7 @@ class Settings:
     services_host: str = "127.0.0.1"  # where services listen and apps reach them
     redis_maxmemory_mb: int = 64  # per Redis service
     preview_limit: int = 10  # open pull-request previews per project; the oldest idle suspended
+    router_processes: int = 1  # routers on the public port (SO_REUSEPORT when more than one)
 
     @property
     def database_uri(self) -> str:
@@ -126,6 +127,7 @@ _CASTS: dict[str, Any] = {
     "postgres_admin_url": str,
     "services_host": str,
     "redis_maxmemory_mb": int,
+    "router_processes": int,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -196,6 +198,8 @@ def validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name.replace('_', '-')} must be positive")
+    if not 1 <= settings.router_processes <= 64:
+        raise ConfigError("router processes must be between 1 and 64")
     if settings.build_concurrency < 1:
         raise ConfigError("build concurrency must be at least 1")
     if settings.https_port is not None:

@@ -1,4 +1,4 @@
-"""`phemeral serve`: run the platform in one process."""
+"""`phemeral serve`: run the platform (data plane process, control plane child)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ from phemeral.settings import LETSENCRYPT_STAGING, load_settings
     "--postgres-admin-url",
     help="postgresql://… of an existing server to provision databases into "
     "(default: a private PostgreSQL cluster in the data dir).",
+)
+@click.option(
+    "--router-processes",
+    type=int,
+    help="Router processes on the public port (SO_REUSEPORT; default 1).",
 )
 @click.option(
     "--allow-local-repos", is_flag=True, default=None, help="Allow local paths as repositories."
@@ -77,13 +82,13 @@ def serve(**options: object) -> None:
             click.echo(f"listening on https://{settings.host}:{settings.https_port}")
         click.echo(f"dashboard: {settings.base_url}")
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(_until_signalled(run_platform(settings)))
+            uvloop.run(until_signalled(run_platform(settings)))
     except PhemeralError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
 
 
-async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
+async def until_signalled(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main``; SIGTERM and SIGINT cancel it so every part shuts down in order.
 
     Without this, SIGTERM would end the process at once and leave app instances behind.

@@ -238,6 +238,14 @@ class Runtime:
             dep.in_flight = max(0, dep.in_flight - 1)
             dep.last_request_at = self.clock()
 
+    def running_upstream(self, deployment_id: str) -> Upstream | None:
+        """The upstream of the instance serving now (None while none does); never wakes."""
+        dep = self._deployments.get(deployment_id)
+        instance = dep.instance if dep is not None else None
+        if instance is None or instance.stopping:
+            return None
+        return instance.upstream
+
     async def ensure_running(self, deployment_id: str) -> Upstream:
         """The upstream of a running instance, waking one if needed (one wake per burst)."""
         dep = self._deployments.get(deployment_id)

@@ -1,0 +1,215 @@
+"""`phemeral serve`: the data plane process, and the processes it keeps running beside it.
+
+This process owns what must keep serving: the public port (router), the runtime (every app
+process, wakes, idle stops) and the routing table. It starts, before anything else answers:
+
+1. the routing table saved by the last run (``{data_dir}/routing.json``), else one computed
+   from the database;
+2. the store (migrated), the runtime log writer, the runtime (leftovers of an earlier run
+   replaced) with every successful release registered — read from the database, so apps wake
+   even while the control plane is down;
+3. its Unix socket (`DataPlaneService`) and the router on the public port.
+
+Then it starts the control plane (API, dashboard, builder, store use-cases) as a child process
+(`phemeral.dataplane.child control`), restarted whenever it exits, and ``router_processes - 1``
+router workers (`phemeral.dataplane.child router`) on the same port with ``SO_REUSEPORT``.
+A control plane that crashes, restarts or is upgraded takes nothing down with it; the routers
+answer requests for the API with 502 until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from phemeral.dataplane import routes_file
+from phemeral.dataplane.children import Child
+from phemeral.dataplane.service import DataPlaneService
+from phemeral.models import RoutingSnapshot, Upstream
+from phemeral.settings import Settings, load_settings
+
+log = logging.getLogger("phemeral.dataplane")
+
+
+# -- what the children are told ----------------------------------------------------------------
+
+
+def settings_to_json(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = os.pathsep.join(str(p) for p in value)
+        out[f.name] = value
+    return out
+
+
+def settings_from_json(data: dict[str, Any]) -> Settings:
+    return load_settings(environ={}, overrides=data)
+
+
+def write_child_config(path: Path, settings: Settings, dataplane: str, api: str) -> None:
+    body = {"settings": settings_to_json(settings), "dataplane": dataplane, "api": api}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(body, file)
+
+
+def read_child_config(path: Path) -> tuple[Settings, str, str]:
+    body = json.loads(path.read_text())
+    return settings_from_json(body["settings"]), str(body["dataplane"]), str(body["api"])
+
+
+# -- the public socket --------------------------------------------------------------------------
+
+
+def public_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """The router's listening socket; ``reuse_port`` lets router workers bind the same port."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# -- the process --------------------------------------------------------------------------------
+
+
+async def run_dataplane(settings: Settings) -> None:
+    """Serve until cancelled; then stop the children, the router and every app, in order."""
+    from phemeral.dataplane.logrelay import LogRelay
+    from phemeral.dataplane.registry import ReleaseRegistry
+    from phemeral.router import serve_router
+    from phemeral.runtime.supervisor import Runtime
+    from phemeral.secrets import SecretBox
+
+    started = time.monotonic()
+    static_certificates = []
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        from phemeral.tls.pem import certificate_from_files
+
+        static_certificates.append(certificate_from_files(settings.tls_cert, settings.tls_key))
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o711)  # app uids traverse to apps/…/releases; nothing else is readable
+    workers = max(1, settings.router_processes)
+    # Listening first: a request that arrives while the rest starts waits in the backlog.
+    sock = public_socket(settings.host, settings.port, reuse_port=workers > 1)
+    https_sock = None
+    if settings.https_port is not None:
+        https_sock = public_socket(settings.host, settings.https_port, reuse_port=workers > 1)
+    private = Path(tempfile.mkdtemp(prefix="phemeral-"))  # short path: sun_path ≤ 107
+    dataplane_sock = str(private / "dataplane.sock")
+    api_sock = str(private / "api.sock")
+    config = private / "children.json"
+    children: list[Child] = []
+    try:
+        snapshot = routes_file.load(data_dir)
+        if snapshot is None or snapshot.base_domain != settings.base_domain:
+            snapshot = RoutingSnapshot(settings.base_domain, {}, {})  # until the control plane's
+        registry = ReleaseRegistry(data_dir, SecretBox.open(data_dir))
+        relay = LogRelay()
+        runtime = Runtime(settings, relay)
+        await runtime.start()
+        try:
+            for release in await asyncio.to_thread(registry.load_all):
+                runtime.register(release)
+            service = DataPlaneService(
+                runtime, data_dir, snapshot, relay, registry, static_certificates
+            )
+            await service.start(dataplane_sock)
+            router = await serve_router(
+                host=settings.host,
+                port=settings.port,
+                snapshot=snapshot,
+                backends=runtime,
+                control_plane=Upstream(unix_path=api_sock),
+                log_sink=relay,
+                sock=sock,
+                https_sock=https_sock,
+                certificates=static_certificates,
+            )
+            service.routers.append(router)
+            log.info("data plane serving after %.0f ms", (time.monotonic() - started) * 1000)
+            try:
+                write_child_config(config, settings, dataplane_sock, api_sock)
+                module = [sys.executable, "-m", "phemeral.dataplane.child"]
+                children.append(Child("control plane", [*module, "control", str(config)]))
+                for index in range(1, workers):
+                    children.append(
+                        Child(f"router {index}", [*module, "router", str(config), str(index)])
+                    )
+                for child in children:
+                    child.start()
+                await asyncio.Event().wait()
+            finally:
+                for child in reversed(children):
+                    await child.stop()
+                await router.close()
+                await service.close()
+        finally:
+            await runtime.close()
+    finally:
+        sock.close()
+        if https_sock is not None:
+            https_sock.close()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+async def run_router_worker(settings: Settings, dataplane: str, api: str) -> None:
+    """One more router on the public port (``SO_REUSEPORT``), its backends the data plane's."""
+    from phemeral.dataplane.remote import RemoteBackends, connect
+    from phemeral.router import serve_router
+
+    channel = await connect(dataplane)
+    reading = asyncio.create_task(channel.run())
+    backends = RemoteBackends(channel)
+    snapshot, certificates, challenges = await backends.subscribe()
+    sock = public_socket(settings.host, settings.port, reuse_port=True)
+    https_sock = None
+    if settings.https_port is not None:
+        https_sock = public_socket(settings.host, settings.https_port, reuse_port=True)
+    router = await serve_router(
+        host=settings.host,
+        port=settings.port,
+        snapshot=snapshot,
+        backends=backends,
+        control_plane=Upstream(unix_path=api),
+        log_sink=backends,
+        sock=sock,
+        https_sock=https_sock,
+        certificates=certificates,
+    )
+    for host, token, answer in challenges:
+        router.set_challenge(host, token, answer)
+    await backends.attach(router)
+    try:
+        await reading  # the data plane went away: stop (it restarts us, or we die with it)
+    finally:
+        with contextlib.suppress(Exception):
+            await router.close()
+        await backends.close()
