@@ -156,6 +156,16 @@ class Platform:
         except (OSError, http.client.HTTPException):
             return False
 
+    def router_answers(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn.request("GET", "/", headers={"Host": f"nothing.{BASE}"})
+            conn.getresponse().read()
+            conn.close()
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+
     def has_project(self, name: str) -> bool:
         token = (self.data_dir / "admin-token").read_text().strip()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -268,6 +278,9 @@ def main() -> None:
             platform.start()
             tallies = load.tallies
             before = {h: t.ok for h, t in tallies.items()}
+            while not platform.router_answers():
+                time.sleep(0.005)
+            listening = time.monotonic() - exited
             while any(t.ok == before[h] for h, t in tallies.items()):
                 time.sleep(0.005)
             back = time.monotonic() - exited
@@ -275,7 +288,8 @@ def main() -> None:
             report(
                 f"[{index + 1}] full restart",
                 load.stop(),
-                f"old exited → both apps answer: {back:.2f} s; load {os.getloadavg()[0]:.2f}",
+                f"old exited → router answers {listening:.2f} s, both apps {back:.2f} s; "
+                f"load {os.getloadavg()[0]:.2f}",
             )
             platform.wait_api()
     finally:

@@ -127,6 +127,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server,
         with server.client() as api:
             for _ in range(2):
                 name = unique("fo")
+                assert api.post("/projects", json={"name": name}).status_code == 201
                 deployment = upload(api, name, FASTAPI_APP)
                 assert wait_done(api, str(deployment["id"]))["status"] == "successful"
                 hosts.append(f"{name}-production.{BASE}")
