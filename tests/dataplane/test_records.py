@@ -130,6 +130,9 @@ def test_release_records_keep_the_environment_encrypted(tmp_path: Path) -> None:
     assert [r.deployment_id for r in registry.load_all()] == ["a1b2c3d4e5f6"]
     with pytest.raises(ValueError, match="not a deployment id"):
         registry.remove("../secret")
+    assert registry.load_current() == []
+    registry.save_current(["c1b2c3d4e5f6", "a1b2c3d4e5f6"])
+    assert registry.load_current() == ["a1b2c3d4e5f6", "c1b2c3d4e5f6"]
     # another data dir's key cannot read them: the record is skipped, not trusted
     other = ReleaseRegistry(tmp_path, SecretBox.open(tmp_path / "other"))
     assert other.load_all() == []

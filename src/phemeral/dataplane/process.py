@@ -136,8 +136,13 @@ async def run_dataplane(settings: Settings) -> None:
         runtime = Runtime(settings, relay)
         await runtime.start()
         try:
-            for release in await asyncio.to_thread(registry.load_all):
+            known = await asyncio.to_thread(registry.load_all)
+            for release in known:
                 runtime.register(release)
+            current = set(await asyncio.to_thread(registry.load_current))
+            extras = asyncio.create_task(
+                runtime.run_processes([r for r in known if r.deployment_id in current])
+            )
             service = DataPlaneService(
                 runtime, data_dir, snapshot, relay, registry, static_certificates
             )
@@ -167,6 +172,7 @@ async def run_dataplane(settings: Settings) -> None:
                     child.start()
                 await asyncio.Event().wait()
             finally:
+                extras.cancel()
                 for child in reversed(children):
                     await child.stop()
                 await router.close()

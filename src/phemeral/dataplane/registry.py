@@ -4,6 +4,8 @@ One file per deployment in ``{data_dir}/dataplane/releases/{deployment_id}.json`
 atomically): the release as `release.json` has it, with its environment encrypted by the data
 dir's `SecretBox` (variables are secrets at rest here as in the database). Written on
 ``register``, removed on ``retire``, read on start so apps wake before the control plane is up.
+``{data_dir}/dataplane/current.json`` lists the deployments whose extra processes run (the
+last ``run_processes``), so they start again with the data plane.
 """
 
 from __future__ import annotations
@@ -45,6 +47,23 @@ class ReleaseRegistry:
             file.flush()
             os.fsync(file.fileno())
         tmp.replace(path)
+
+    @property
+    def current_path(self) -> Path:
+        return self.dir.parent / "current.json"
+
+    def save_current(self, deployment_ids: list[str]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.current_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(deployment_ids)))
+        tmp.replace(self.current_path)
+
+    def load_current(self) -> list[str]:
+        try:
+            ids = json.loads(self.current_path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(i) for i in ids] if isinstance(ids, list) else []
 
     def remove(self, deployment_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

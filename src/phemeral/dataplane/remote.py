@@ -117,6 +117,9 @@ class RemoteRuntime:
     async def run_release(self, release: Release, log: BuildLog) -> None:
         await self.channel.call("run_release", release=release_out(release), on_log=log.write)
 
+    async def run_processes(self, current: list[Release]) -> None:
+        await self.channel.call("run_processes", releases=[release_out(r) for r in current])
+
     async def retire(self, deployment_id: str) -> None:
         await self.channel.call("retire", deployment_id=deployment_id)
 

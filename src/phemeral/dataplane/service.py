@@ -8,6 +8,9 @@ From the control plane (`phemeral.dataplane.remote.RemoteRuntime`):
 - ``boot_check`` {release}: start it and require an HTTP answer; the boot lines come back as
   ``log`` frames, then the answer (or `BootFailed`);
 - ``run_release`` {release}: the release phase, its lines streamed the same way;
+- ``run_processes`` {releases}: the extra processes of exactly these (current) deployments;
+  their ids are recorded (`ReleaseRegistry.save_current`) so a restarted data plane runs them
+  again at once;
 - ``instances`` {deployment_id} → `InstanceState`; ``retire`` {deployment_id} (record removed);
 - ``snapshot`` {snapshot}: the new routing table; applied to every router at once and saved to
   ``{data_dir}/routing.json`` (`routes_file`) for the next start;
@@ -75,6 +78,8 @@ class DataPlaneRuntime(Protocol):
     async def boot_check(self, release: Release, log: BuildLog) -> None: ...
 
     async def run_release(self, release: Release, log: BuildLog) -> None: ...
+
+    async def run_processes(self, current: list[Release]) -> None: ...
 
     def instances(self, deployment_id: str) -> InstanceState: ...
 
@@ -257,6 +262,11 @@ class DataPlaneService:
             await runtime.run_release(
                 release_in(message["release"]), _StreamedLog(channel, message.get("id"))
             )
+            return None
+        if op == "run_processes":
+            current = [release_in(r) for r in message["releases"]]
+            await asyncio.to_thread(self.registry.save_current, [r.deployment_id for r in current])
+            await runtime.run_processes(current)
             return None
         if op == "instances":
             return state_to_json(runtime.instances(str(message["deployment_id"])))
