@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from phemeral.models import (
     AppSpec,
     DeploymentRoute,
     DeploymentStatus,
+    HostPolicy,
     InstanceState,
+    ProcessState,
     Release,
     RoutingSnapshot,
     RuntimeLogLine,
@@ -37,6 +40,8 @@ SNAPSHOT = RoutingSnapshot(
         "b1b2c3d4e5f6": DeploymentRoute(DeploymentStatus.BUILDING, "shop", "staging"),
     },
     domains={"shop-production": "a1b2c3d4e5f6", "shop-staging": None},
+    custom_domains={"shop.example.com": "a1b2c3d4e5f6"},
+    policies={"shop.example.com": HostPolicy(https_redirect=True, hsts_max_age=300)},
 )
 
 
@@ -72,6 +77,7 @@ def test_frames_round_trip_and_refuse_garbage() -> None:
 
 def test_values_round_trip(tmp_path: Path) -> None:
     assert wire.snapshot_from_json(wire.snapshot_to_json(SNAPSHOT)) == SNAPSHOT
+    assert set(wire.snapshot_to_json(SNAPSHOT)) == {f.name for f in fields(RoutingSnapshot)}
     state = InstanceState(
         instances=1,
         state="running",
@@ -81,7 +87,14 @@ def test_values_round_trip(tmp_path: Path) -> None:
         last_wake_ms=12.5,
         restarts=2,
         last_exit="exited with code 1",
+        wake_path="template",
+        processes=(
+            ProcessState("worker", "celery -A tasks worker", "running", 1, None, datetime.now(UTC)),
+            ProcessState("clock", "python clock.py", "stopped"),
+        ),
     )
+    # every field is set above: a field added to InstanceState fails here until it travels
+    assert all(getattr(state, f.name) != f.default for f in fields(InstanceState))
     assert wire.state_from_json(json.loads(json.dumps(wire.state_to_json(state)))) == state
     up = Upstream("127.0.0.1", 4567)
     assert wire.upstream_from_json(wire.upstream_to_json(up)) == up

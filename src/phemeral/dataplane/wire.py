@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from phemeral.models import (
     DeploymentStatus,
     HostPolicy,
     InstanceState,
+    ProcessState,
     Release,
     RoutingSnapshot,
     RuntimeLogLine,
@@ -135,31 +137,30 @@ def upstream_from_json(data: Message) -> Upstream:
     return Upstream(host=str(data["host"]), port=int(data["port"]), unix_path=data["unix_path"])
 
 
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_when(value: object) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value else None
+
+
 def state_to_json(state: InstanceState) -> Message:
-    return {
-        "instances": state.instances,
-        "state": state.state,
-        "tier": state.tier,
-        "idle_memory_kb": state.idle_memory_kb,
-        "last_wake_at": state.last_wake_at.isoformat() if state.last_wake_at else None,
-        "last_wake_ms": state.last_wake_ms,
-        "restarts": state.restarts,
-        "last_exit": state.last_exit,
-    }
+    data = asdict(state)
+    data["last_wake_at"] = _when(state.last_wake_at)
+    data["processes"] = [{**asdict(p), "started_at": _when(p.started_at)} for p in state.processes]
+    return data
 
 
 def state_from_json(data: Message) -> InstanceState:
-    wake_at = data.get("last_wake_at")
-    return InstanceState(
-        instances=int(data["instances"]),
-        state=data["state"],
-        tier=data["tier"],
-        idle_memory_kb=int(data["idle_memory_kb"]),
-        last_wake_at=datetime.fromisoformat(wake_at) if wake_at else None,
-        last_wake_ms=data.get("last_wake_ms"),
-        restarts=int(data["restarts"]),
-        last_exit=data.get("last_exit"),
+    known = {f.name for f in fields(InstanceState)}
+    values = {k: v for k, v in data.items() if k in known}  # a newer peer's extra fields wait
+    values["last_wake_at"] = _parse_when(values.get("last_wake_at"))
+    values["processes"] = tuple(
+        ProcessState(**{**p, "started_at": _parse_when(p.get("started_at"))})
+        for p in values.get("processes") or ()
     )
+    return InstanceState(**values)
 
 
 def lines_to_json(lines: list[RuntimeLogLine]) -> list[list[str]]:
