@@ -1,8 +1,9 @@
 """Runtime and access log lines, held by the data plane until the control plane stores them.
 
 The data plane never opens the database (it keeps serving while the database or the control
-plane is down), so its `RuntimeLogSink` is this bounded buffer: the control plane drains it
-over the data plane socket every `RELAY_INTERVAL` seconds. While no control plane is attached
+plane is down), so its `RuntimeLogSink` is this bounded buffer: lines go to the control plane
+over the data plane socket as soon as they come (``on_lines`` schedules that), and every
+`RELAY_INTERVAL` seconds in any case. While no control plane is attached
 at most `limit` lines wait; older ones are dropped, and the count goes to the data plane's own
 log when lines flow again.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from phemeral.models import RuntimeLogLine
 
@@ -24,6 +26,7 @@ class LogRelay:
         self._lines: deque[RuntimeLogLine] = deque(maxlen=limit)
         self.limit = limit
         self.dropped = 0
+        self.on_lines: Callable[[], None] | None = None
 
     def write(self, lines: list[RuntimeLogLine]) -> None:
         """`RuntimeLogSink`: never blocks; past the limit the oldest lines go."""
@@ -31,6 +34,8 @@ class LogRelay:
         if overflow > 0:
             self.dropped += min(overflow, len(self._lines) + len(lines))
         self._lines.extend(lines)
+        if self.on_lines is not None:
+            self.on_lines()
 
     def drain(self) -> list[RuntimeLogLine]:
         lines = list(self._lines)

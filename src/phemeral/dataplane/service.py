@@ -145,6 +145,7 @@ class DataPlaneService:
         self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._relaying: asyncio.Task[None] | None = None
+        self._relay_soon = False
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, path: str) -> None:
@@ -153,6 +154,14 @@ class DataPlaneService:
         Path(path).chmod(0o600)
         self._watcher = asyncio.create_task(self._watch())
         self._relaying = asyncio.create_task(self._relay_loop())
+        loop = asyncio.get_running_loop()
+
+        def soon() -> None:  # runtime lines come on this loop; one relay per loop pass
+            if not self._relay_soon:
+                self._relay_soon = True
+                loop.call_soon(self.relay_logs)
+
+        self.relay.on_lines = soon
 
     async def close(self) -> None:
         if self._server is not None:
@@ -277,6 +286,7 @@ class DataPlaneService:
             return None
         if op == "attach":
             self.control = channel
+            self.relay_logs()  # what waited while no control plane was there
             return None
         if op == "snapshot":
             self.apply_snapshot(snapshot_from_json(message["snapshot"]))
@@ -306,6 +316,7 @@ class DataPlaneService:
 
     def relay_logs(self) -> None:
         """Hand the waiting log lines to the attached control plane (they wait while none is)."""
+        self._relay_soon = False
         control = self.control
         if control is None or control.closed:
             return
