@@ -16,6 +16,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from phemeral.dataplane.channel import Channel, ChannelClosed
@@ -135,7 +136,7 @@ class RemoteRuntime:
         """A `SnapshotListener`: hand the new routing table to the data plane."""
         self.channel.send({"op": "snapshot", "snapshot": snapshot_to_json(snapshot)})
 
-    def set_certificates(self, certificates: list[TlsCertificate]) -> None:
+    def set_certificates(self, certificates: Iterable[TlsCertificate]) -> None:
         """A TLS listener: the complete set the control plane issued (keys travel in memory)."""
         self.channel.send(
             {"op": "certificates", "certificates": [certificate_to_json(c) for c in certificates]}
