@@ -190,9 +190,12 @@ def test_hypercorn_app_declared_in_a_procfile(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.root  # the writable throwaway app directory is an overlay mount
 def test_release_commands_of_one_environment_never_overlap(tmp_path: Path) -> None:
+    """Also: the release writes into a throwaway layer over the app directory (discarded)."""
     settings = Settings(data_dir=tmp_path / "data", port=8999, build_concurrency=2)
-    app = {**FLASK, "Procfile": "web: gunicorn app:app\nrelease: sleep 6 && echo released\n"}
+    release = "sleep 6 && echo released > marker.txt && cat marker.txt"
+    app = {**FLASK, "Procfile": f"web: gunicorn app:app\nrelease: {release}\n"}
 
     async def scenario() -> None:
         async with control_plane(settings, runtime_factory=Runtime) as cp:
@@ -222,6 +225,9 @@ def test_release_commands_of_one_environment_never_overlap(tmp_path: Path) -> No
                 spans.append((start, end))
                 waited.append(any(m.startswith("waiting for another release") for _, m in rows))
                 assert row(cp, did)["status"] == "successful"
+                assert "released" in [m for _, m in rows]  # written, then read back
+                src = cp.release_dir("pair", did) / "src"
+                assert src.is_dir() and not (src / "marker.txt").exists()  # release unchanged
             (_, first_end), (second_start, _) = sorted(spans)
             assert first_end <= second_start, spans  # one after the other, never together
             # the two builds ran side by side (2 slots), so the second release had to wait

@@ -5,7 +5,8 @@ wake them and idleness never stops them. `ExtraProcesses.run_for` is handed the 
 are current now; it starts what is missing first, then drains and stops what is no longer
 current, so a promote swaps them (new ones start, old ones get SIGTERM, then SIGKILL after the
 stop timeout). Each process runs as ``sh -c COMMAND`` in its deployment's sandbox (the same
-`Launcher` spec, uid and limits as the web process), in a cgroup of its own, with ``$PORT`` set;
+`Launcher` spec, uid and limits as the web process; a writable throwaway app directory of its
+own when the host allows it), in a cgroup of its own, with ``$PORT`` set;
 a crash is restarted on the web process's schedule (`backoff`); its output is the deployment's
 runtime log with the process name as the instance. Records let a restarted platform replace
 what an earlier run left behind.
@@ -145,7 +146,10 @@ class ExtraProcesses:
             proc.cgroup = await sup.launcher.create_cgroup(key, f"process {key}")
         env = sup.launcher.env(release, free_port())
         env["PHEMERAL_PROCESS"] = proc.name
-        spec = sup.launcher.spec(release, env)
+        # a writable throwaway app directory of its own (a fresh one per start), keyed apart
+        # from the deployment's web view so dropping that never touches this one
+        view = sup.views.command(key, "run", release.workdir, release.uid)
+        spec = sup.launcher.spec(release, env, view)
         argv = sup.launcher.argv(["/bin/sh", "-c", proc.command], spec, proc.cgroup)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -154,6 +158,7 @@ class ExtraProcesses:
         except BaseException:
             os.close(out_r)
             os.close(err_r)
+            await self._forget_view(key)
             raise
         finally:
             os.close(out_w)
@@ -172,7 +177,14 @@ class ExtraProcesses:
         procs.kill_tree(process.pid)  # what the launcher left behind goes with it
         await sup.capture.drain(proc.logs, 1.0)
         sup.records.remove(key)
+        await self._forget_view(key)
         return code
+
+    async def _forget_view(self, key: str) -> None:
+        views = self.sup.views
+        gone = views.end_instance(key, "run")
+        dropped = views.drop(key)
+        await self.sup.forget_dirs([*gone, *([dropped] if dropped else [])])
 
     async def _stop_deployment(self, deployment_id: str) -> None:
         found = self.running.pop(deployment_id, {})
@@ -205,5 +217,7 @@ class ExtraProcesses:
                 await asyncio.wait_for(process.wait(), 5)
         if proc.cgroup is not None:
             await asyncio.to_thread(proc.cgroup.remove)
-        self.sup.records.remove(record_key(proc.release.deployment_id, proc.name))
+        key = record_key(proc.release.deployment_id, proc.name)
+        self.sup.records.remove(key)
+        await self._forget_view(key)
         proc.state = "stopped"

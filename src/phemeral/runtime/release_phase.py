@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 
 from phemeral.errors import ReleaseFailed
 from phemeral.models import BuildLog, Release
 from phemeral.runtime import procs
+from phemeral.runtime.appview import AppViews
 from phemeral.runtime.launch import Launcher, free_port
 
 MAX_LINE = 4096
@@ -39,9 +41,17 @@ async def _copy_output(stream: asyncio.StreamReader, log: BuildLog) -> None:
 
 
 async def run_release_command(
-    launcher: Launcher, release: Release, log: BuildLog, timeout: float
+    launcher: Launcher,
+    release: Release,
+    log: BuildLog,
+    timeout: float,
+    views: AppViews | None = None,
 ) -> float:
-    """Run ``release.release_command``; the seconds it took, or `ReleaseFailed`."""
+    """Run ``release.release_command``; the seconds it took, or `ReleaseFailed`.
+
+    With ``views``, the app directory is a writable throwaway layer (what the command writes
+    there, a SQLite file or compiled assets, is discarded with it, as on Heroku's release
+    dynos); without, it is read-only."""
     command = release.release_command
     if not command:
         return 0.0
@@ -51,16 +61,24 @@ async def run_release_command(
         f"{release.deployment_id}-release", f"the release of {release.deployment_id}"
     )
     env = launcher.env(release, free_port())
-    spec = launcher.spec(release, env)
+    key = f"{release.deployment_id}.release"
+    view = views.command(key, "release", release.workdir, release.uid) if views else None
+    spec = launcher.spec(release, env, view)
     argv = launcher.argv(["/bin/sh", "-c", command], spec, cgroup)
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        await _forget_view(views, key)
+        if cgroup is not None:
+            await asyncio.to_thread(cgroup.remove)
+        raise
     assert proc.stdout is not None
     copying = asyncio.ensure_future(_copy_output(proc.stdout, log))
     try:
@@ -82,6 +100,7 @@ async def run_release_command(
         if cgroup is not None:
             await asyncio.to_thread(cgroup.kill)
             await asyncio.to_thread(cgroup.remove)
+        await _forget_view(views, key)
     elapsed = time.monotonic() - started
     if code is None:
         raise ReleaseFailed(
@@ -91,6 +110,16 @@ async def run_release_command(
         raise ReleaseFailed(f"the release command exited with code {code}: {command}")
     log.write("release", f"release command finished in {elapsed:.1f} s")
     return elapsed
+
+
+async def _forget_view(views: AppViews | None, key: str) -> None:
+    """Unmount and delete the release's throwaway layer."""
+    if views is None:
+        return
+    gone = views.end_instance(key, "release")
+    dropped = views.drop(key)
+    for directory in [*gone, *([dropped] if dropped else [])]:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

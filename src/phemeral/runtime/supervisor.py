@@ -172,7 +172,7 @@ class Runtime:
     async def run_release(self, release: Release, log: BuildLog) -> None:
         """The release phase of a new deployment (`release_phase`); raises ReleaseFailed."""
         timeout = release.release_timeout or self.settings.release_timeout
-        await run_release_command(self._launcher, release, log, timeout)
+        await run_release_command(self._launcher, release, log, timeout, self._views)
 
     async def run_processes(self, current: list[Release]) -> None:
         """Run the extra processes of exactly these releases (each environment's current
