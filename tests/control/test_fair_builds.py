@@ -3,8 +3,10 @@ goes through while they hang, and a hanging project's next build waits behind it
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -41,6 +43,26 @@ def wait_for_line(api: httpx.Client, deployment_id: str, text: str, timeout: flo
     raise AssertionError(f"{deployment_id} never logged {text!r}: {build_log(api, deployment_id)}")
 
 
+def build_limits(deployment_id: str) -> tuple[int, int, int] | None:
+    """CPU quota, period and memory limit of a running build's cgroup (v1 or v2)."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        group = root / "phemeral" / f"build-{deployment_id}"
+        if not group.is_dir():
+            return None
+        quota, period = (group / "cpu.max").read_text().split()
+        return int(quota), int(period), int((group / "memory.max").read_text())
+    cpu = root / "cpu" / "phemeral" / f"build-{deployment_id}"
+    memory = root / "memory" / "phemeral" / f"build-{deployment_id}"
+    if not cpu.is_dir():
+        return None
+    return (
+        int((cpu / "cpu.cfs_quota_us").read_text()),
+        int((cpu / "cpu.cfs_period_us").read_text()),
+        int((memory / "memory.limit_in_bytes").read_text()),
+    )
+
+
 def test_two_hanging_builds_do_not_hold_up_a_third_project(server: Server) -> None:
     with server.client() as api:
         hanging = []
@@ -51,6 +73,10 @@ def test_two_hanging_builds_do_not_hold_up_a_third_project(server: Server) -> No
             hanging.append((name, str(deployment["id"])))
         for _, deployment_id in hanging:
             wait_for_line(api, deployment_id, "importing main:app")  # stuck in verify
+        for _, deployment_id in hanging:  # each build is bounded: 1 CPU, its memory limit
+            limits = build_limits(deployment_id)
+            if os.geteuid() == 0:
+                assert limits == (100_000, 100_000, 4096 << 20), limits
         # the first hanging project's next build waits behind its own running build
         queued_behind = str(upload(api, hanging[0][0], FASTAPI_APP)["id"])
 
