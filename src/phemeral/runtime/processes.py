@@ -32,6 +32,7 @@ from phemeral.runtime.deployment import Supervision
 from phemeral.runtime.launch import free_port
 
 log = logging.getLogger(__name__)
+START_WAIT = 15.0  # seconds a swap waits for the new processes to launch before stopping the old
 
 
 def record_key(deployment_id: str, name: str) -> str:
@@ -84,13 +85,21 @@ class ExtraProcesses:
         """Run the processes of exactly these releases: start new ones, then stop the rest."""
         async with self._lock:
             wanted = {r.deployment_id: r for r in releases if r.processes}
+            started: list[ExtraProcess] = []
             for deployment_id, release in wanted.items():
                 if deployment_id not in self.running:
                     self.running[deployment_id] = {
                         name: self._start(release, name, command)
                         for name, command in release.processes.items()
                     }
+                    started += self.running[deployment_id].values()
             old = [d for d in self.running if d not in wanted]
+            if old and started:
+                # the new ones are up (launched, or already failing into backoff) before the
+                # old ones are asked to stop; bounded so a slow sandbox cannot hold a swap
+                deadline = time.monotonic() + START_WAIT
+                while time.monotonic() < deadline and any(p.state == "starting" for p in started):
+                    await asyncio.sleep(0.05)
             await asyncio.gather(*(self._stop_deployment(d) for d in old))
 
     async def close(self) -> None:
