@@ -146,7 +146,7 @@ class DataPlaneService:
         self._watcher: asyncio.Task[None] | None = None
         self._relaying: asyncio.Task[None] | None = None
         self._relay_soon = False
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[Channel] = set()
 
     async def start(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
@@ -170,8 +170,8 @@ class DataPlaneService:
             if task is not None:
                 task.cancel()
         self.relay_logs()
-        for task in list(self._connections):
-            task.cancel()
+        for channel in list(self._connections):
+            channel.close()  # its reader ends: no cancelled handler tasks at shutdown
         if self._saver is not None:
             with contextlib.suppress(Exception):
                 await self._saver
@@ -231,13 +231,11 @@ class DataPlaneService:
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         channel = Channel(reader, writer, self._handle)
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        self._connections.add(channel)
         try:
             await channel.run()
         finally:
-            self._connections.discard(task)
+            self._connections.discard(channel)
             self.subscribers.discard(channel)
             self._release_in_flight(channel)
             if self.control is channel:
