@@ -23,7 +23,6 @@ import contextlib
 import importlib
 import importlib.util
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -174,18 +173,12 @@ async def serve_api(
         host=host or cp.settings.host,
         port=port or cp.settings.port,
         uds=uds,
-        log_level=os.environ.get("PHEMERAL_LOG_LEVEL", "info").lower(),
+        log_level=cp.settings.log_level,
         lifespan="off",
         proxy_headers=False,  # the gate decides whose X-Forwarded-For to believe
         timeout_graceful_shutdown=5,
     )
     await uvicorn.Server(config).serve()
-
-
-async def run(settings: Settings) -> None:
-    """`phemeral serve`: the control plane and its API on ``settings.host:settings.port``."""
-    async with control_plane(settings) as cp:
-        await serve_api(cp)
 
 
 async def run_platform(settings: Settings) -> None:

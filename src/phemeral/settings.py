@@ -55,6 +55,7 @@ class Settings:
     sandbox: str = "auto"  # auto | bwrap | none
     runtime_log_cap: int = 20_000  # runtime log lines kept per deployment
     github_api_url: str = "https://api.github.com"
+    log_level: str = "info"  # debug | info | warning | error (the platform's own log)
     https_port: int | None = None  # the router's TLS listener; None: plain HTTP only
     tls_cert: Path | None = None  # a wildcard for the base domain (PEM chain), with tls_key
     tls_key: Path | None = None
@@ -95,6 +96,7 @@ class Settings:
 
 
 _CASTS: dict[str, Any] = {
+    "log_level": lambda raw: str(raw).strip().lower(),
     "data_dir": Path,
     "host": str,
     "port": int,
@@ -180,7 +182,12 @@ def load_settings(
     return validate(settings)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def validate(settings: Settings) -> Settings:
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     """Check ranges and formats; return the settings with normalised values."""
     if not 0 < settings.port < 65536:
         raise ConfigError(f"port must be between 1 and 65535, not {settings.port}")

@@ -15,7 +15,7 @@ import click
 import uvloop
 
 from phemeral.errors import PhemeralError
-from phemeral.settings import LETSENCRYPT_STAGING, load_settings
+from phemeral.settings import LETSENCRYPT_STAGING, Settings, load_settings
 
 
 @click.command("serve")
@@ -66,7 +66,6 @@ from phemeral.settings import LETSENCRYPT_STAGING, load_settings
 )
 def serve(**options: object) -> None:
     """Run the API, builder, runtime and router on one port."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from phemeral.server import run_platform
 
     if options.pop("acme_staging"):
@@ -76,6 +75,7 @@ def serve(**options: object) -> None:
         options["acme_directory"] = LETSENCRYPT_STAGING
     try:
         settings = load_settings(overrides=options)
+        configure_logging(settings)
         click.echo(f"data dir: {settings.data_dir}")
         click.echo(f"listening on http://{settings.host}:{settings.port}")
         if settings.https_port is not None:
@@ -86,6 +86,13 @@ def serve(**options: object) -> None:
     except PhemeralError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+
+
+def configure_logging(settings: Settings) -> None:
+    """The platform's own log on stderr, at ``settings.log_level`` (``PHEMERAL_LOG_LEVEL``)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 async def until_signalled(main: Coroutine[Any, Any, None]) -> None:

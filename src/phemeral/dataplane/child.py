@@ -8,7 +8,6 @@ CONFIG is the 0600 JSON file the data plane wrote (settings and its private sock
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -16,15 +15,15 @@ import uvloop
 
 
 def main(argv: list[str]) -> int:
-    from phemeral.cli.serve import until_signalled
+    from phemeral.cli.serve import configure_logging, until_signalled
     from phemeral.dataplane.process import read_child_config, run_router_worker
     from phemeral.server import run_control_plane
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if len(argv) < 2 or argv[0] not in ("control", "router"):
         print("usage: python -m phemeral.dataplane.child control|router CONFIG", file=sys.stderr)
         return 2
     settings, dataplane, api = read_child_config(Path(argv[1]))
+    configure_logging(settings)
     if argv[0] == "control":
         uvloop.run(until_signalled(run_control_plane(settings, dataplane, api)))
     else:
