@@ -234,3 +234,23 @@ def test_repeated_failures_are_429_per_client_address(server: Server) -> None:
     )
     assert spoofed.status_code == 429
     assert httpx.get(server.url + "/api/health").status_code == 200  # public paths still answer
+
+
+@pytest.fixture(scope="module")
+def webhook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(data_dir=tmp_path_factory.mktemp("data-gate-hook"), database_url=None).start()
+    yield srv
+    srv.kill()
+
+
+def test_bad_webhook_signatures_count_as_failures(webhook_server: Server) -> None:
+    """Each unsigned delivery costs an HMAC per project: an address that keeps sending them is
+    blocked, and then refused before its body is read."""
+    url = webhook_server.url + "/api/webhooks/github"
+    headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+    codes = [httpx.post(url, content=b"{}", headers=headers).status_code]
+    while codes[-1] == 401 and len(codes) < 20:
+        codes.append(httpx.post(url, content=b"{}", headers=headers).status_code)
+    assert codes == [401] * 10 + [429], codes  # the 10th failure blocks the address
+    big = raw_post(webhook_server.port, "/api/webhooks/github", 20 << 20, chunked=False)
+    assert status_and_error(big) == (429, "too_many_failures")

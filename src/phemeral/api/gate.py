@@ -8,7 +8,9 @@ An ASGI middleware around the whole FastAPI app (API and dashboard), in this ord
 2. for every ``/api`` path but the public ones (health, the OpenAPI document and the signed
    GitHub webhook): an address with too many recent failures gets 429 + ``Retry-After``; then the
    bearer token is checked, from the headers alone; a missing or wrong token is 401. Neither
-   reads a byte of the body, and both close the connection so the rest is never read;
+   hands a byte of the body to the app (the server discards what still arrives). The
+   webhook's own 401s (bad signatures) count as failures of the address too, and a blocked
+   address gets 429 there before its body is read;
 3. the body cap of the endpoint: a declared ``Content-Length`` over it is 413 at once; a body
    that grows past it while streaming (chunked, or lying) is cut off and answered 413.
 
@@ -105,12 +107,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 async def refuse(
     send: Send, status: int, code: str, message: str, *, retry_after: int | None = None
 ) -> None:
-    """The JSON error shape; the connection closes (an unread body is never read)."""
+    """The JSON error shape. No ``Connection: close``: closing a socket with unread data makes
+    the kernel send a reset, which can destroy the answer before the peer (our router) reads it;
+    the server discards the rest of the body instead (never handed to the app, no memory)."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
     ]
     if retry_after is None and status == 503:
         retry_after = RETRY_AFTER_SECONDS  # the store cannot answer: as every 503 of the API
@@ -151,12 +154,22 @@ class Gate:
                     send, refused.http_status, refused.code, refused.message, retry_after=wait
                 )
                 return
+        signed = path.rstrip("/") == WEBHOOK_PATH
+        if signed:  # a bad signature costs an HMAC per project: failures count there too
+            wait = self.failures.retry_after(self._address(scope), self.clock())
+            if wait is not None:
+                error = _too_many(wait)
+                await refuse(send, error.http_status, error.code, error.message, retry_after=wait)
+                return
         limit = body_limit(str(scope.get("method", "GET")), path, self.limits)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             await refuse(send, 413, "payload_too_large", _too_large(limit))
             return
-        await self._limited(scope, receive, send, limit)
+        await self._limited(scope, receive, send, limit, count_401=signed)
+
+    def _address(self, scope: Scope) -> str:
+        return client_address(scope, trust_forwarded=self.trust_forwarded)
 
     async def _authenticate(self, scope: Scope) -> PhemeralError | None:
         address = client_address(scope, trust_forwarded=self.trust_forwarded)
@@ -174,7 +187,9 @@ class Gate:
             return exc
         return None
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, *, count_401: bool = False
+    ) -> None:
         received = 0
         too_large = False
         started = False
@@ -200,6 +215,8 @@ class Gate:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                if count_401 and message.get("status") == 401:
+                    self.failures.failed(self._address(scope), self.clock())
             await send(message)
 
         await self.app(scope, counted_receive, guarded_send)
