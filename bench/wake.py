@@ -1,7 +1,7 @@
 """Wake → first byte for scaled-to-zero deployments, through the router, per stack and tier.
 
     .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15] [--stacks fastapi,flask,django]
-        [--read-only-app-dir]
+        [--read-only-app-dir] [--networks isolated,host]
 
 It constructs hello-world FastAPI (uvicorn), Flask (gunicorn) and Django (gunicorn) releases
 on real venvs (built once with uv, cached like the runtime tests' ones), a Procfile-style
@@ -18,7 +18,9 @@ Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero stat
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
 template; each forks its own per-deployment template from it (the app imported and warmed).
-Idle memory: the USS of each deployment's own template, and of the shared framework template
+``--networks isolated,host`` runs one platform per ``network`` setting side by side and
+interleaves their samples (the cost of a network namespace per sandbox, measured under the same
+load). Idle memory: the USS of each deployment's own template, and of the shared framework template
 (its private pages only: pages it shares with the forks count for nobody in USS).
 """
 
@@ -50,7 +52,7 @@ PROCFILE_COMMAND = (
 # -- platform side (a child process) ----------------------------------------------------------
 
 
-async def platform(workdir: Path, writable_app_dir: bool) -> None:
+async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
     from phemeral.models import DeploymentRoute, DeploymentStatus, RoutingSnapshot, Upstream
     from phemeral.router.server import serve_router
     from phemeral.runtime.supervisor import Runtime
@@ -82,7 +84,9 @@ async def platform(workdir: Path, writable_app_dir: bool) -> None:
         custom=True,
         start_command="echo starting; exec uvicorn main:app --port $PORT",
     )
-    settings = Settings(data_dir=workdir / "data", base_domain=BASE, boot_timeout=60)
+    settings = Settings(
+        data_dir=workdir / "data", base_domain=BASE, boot_timeout=60, network=network
+    )
     runtime = Runtime(settings, NullSink(), writable_app_dir=writable_app_dir)
     await runtime.start()
     deployments = {
@@ -170,31 +174,45 @@ def main() -> None:
         action="store_true",
         help="no writable overlay of the app directory per instance (to measure its cost)",
     )
+    parser.add_argument(
+        "--networks", default="auto", help="network settings run side by side: isolated,host"
+    )
     parser.add_argument("--platform", help=argparse.SUPPRESS)
+    parser.add_argument("--network", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.platform:
-        asyncio.run(platform(Path(args.platform), not args.read_only_app_dir))
+        asyncio.run(platform(Path(args.platform), not args.read_only_app_dir, args.network))
         return
+    networks = args.networks.split(",")
     with tempfile.TemporaryDirectory(prefix="phemeral-wake-") as tmp:
         Path(tmp).chmod(0o755)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--platform",
-                tmp,
-                *(["--read-only-app-dir"] if args.read_only_app_dir else []),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        port = json.loads(proc.stdout.readline())["port"]
+        procs: dict[str, subprocess.Popen[str]] = {}
+        ports: dict[str, int] = {}
+        for network in networks:
+            workdir = Path(tmp) / network
+            workdir.mkdir(mode=0o755)
+            procs[network] = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--platform",
+                    str(workdir),
+                    "--network",
+                    network,
+                    *(["--read-only-app-dir"] if args.read_only_app_dir else []),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        for network, proc in procs.items():
+            assert proc.stdout is not None
+            ports[network] = json.loads(proc.stdout.readline())["port"]
 
-        def call(op: str, did: str) -> dict[str, object]:
+        def call(network: str, op: str, did: str) -> dict[str, object]:
+            proc = procs[network]
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(f"{op} {did}\n")
             proc.stdin.flush()
@@ -209,41 +227,48 @@ def main() -> None:
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
-        memory: dict[str, object] = {}
+        memory: dict[str, dict[str, object]] = {}
         for did, tier, runs in plan:
-            samples = []
+            samples: dict[str, list[float]] = {n: [] for n in networks}
             for _ in range(runs + 2):
-                call("deep" if tier == "deep" else "idle", did)
-                time.sleep(0.05)
-                samples.append(first_byte_ms(port, f"{did}.{BASE}"))
-            samples = samples[2:]  # two warm-up wakes
-            if tier == "template":
-                call("idle", did)
-                time.sleep(1.0)  # a first deployment re-forks its template once, after learning
-                memory[did] = call("state", did)
-            rows.append((did, tier, samples))
-        proc.stdin.close()
-        proc.wait(timeout=60)
+                for network in networks:  # interleaved: both see the same machine load
+                    call(network, "deep" if tier == "deep" else "idle", did)
+                    time.sleep(0.05)
+                    samples[network].append(first_byte_ms(ports[network], f"{did}.{BASE}"))
+            for network in networks:
+                if tier == "template":
+                    call(network, "idle", did)
+                    time.sleep(1.0)  # a first deployment re-forks its template after learning
+                    memory[f"{did} ({network})"] = call(network, "state", did)
+                rows.append((did, tier, network, samples[network][2:]))  # two warm-up wakes
+        for proc in procs.values():
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=60)
 
     print(
         f"wake → first byte through the router, ms ({os.cpu_count()} CPUs, "
         f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'})"
     )
-    print(f"{'deployment':<18} {'tier':<16} {'n':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
-    for did, tier, samples in rows:
+    print(
+        f"{'deployment':<18} {'tier':<16} {'network':<9} {'n':>3} {'p50':>7} {'p90':>7} "
+        f"{'p99':>7} {'max':>7}"
+    )
+    for did, tier, network, samples in rows:
         print(
-            f"{did:<18} {tier:<16} {len(samples):>3} {statistics.median(samples):>7.1f} "
+            f"{did:<18} {tier:<16} {network:<9} {len(samples):>3} "
+            f"{statistics.median(samples):>7.1f} "
             f"{percentile(samples, 90):>7.1f} {percentile(samples, 99):>7.1f} {max(samples):>7.1f}"
         )
     print("\nidle memory while scaled to zero (USS; template tier):")
     print(
-        f"  {'deployment':<18} {'own template':>12} {'shared framework (per project+lock)':>36}"
+        f"  {'deployment':<28} {'own template':>12} {'shared framework (per project+lock)':>36}"
         "  wake path"
     )
     for did, state in memory.items():
         own = int(state["idle_memory_kb"]) / 1024  # type: ignore[call-overload]
         shared = int(state["shared_kb"]) / 1024  # type: ignore[call-overload]
-        print(f"  {did:<18} {own:>8.1f} MiB {shared:>32.1f} MiB  {state.get('wake_path')}")
+        print(f"  {did:<28} {own:>8.1f} MiB {shared:>32.1f} MiB  {state.get('wake_path')}")
     print("  deep tier: 0 MiB (nothing resident)")
 
 

@@ -94,6 +94,7 @@ class Release:
     env: Mapping[str, str] = field(default_factory=dict)
     uid: int | None = None  # host uid the app runs as (None: the platform's own, non-root only)
     lock_hash: str | None = None  # hash of the resolved dependency set, shared across releases
+    allow: tuple[Endpoint, ...] = ()  # host-side endpoints its sandbox may reach (services)
     release_command: str | None = None  # run once per deployment before it serves
     release_command_source: str | None = None  # "procfile", "phemeral.toml", …
     release_timeout: float | None = None  # None: the platform's setting
@@ -193,6 +194,15 @@ class RuntimeLogSink(Protocol):
     """Receives runtime log lines in batches; must not block for long."""
 
     def write(self, lines: list[RuntimeLogLine]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A TCP address on the host side that a sandbox may reach (its allow-list, see
+    `phemeral.network`): backing services listen on ``phemeral.network.GATEWAY``."""
+
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ class SandboxSpec:
     chdir: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     share_net: bool = False
+    # An existing network namespace to run in (`phemeral.network`), instead of none
+    # (``--unshare-net``) or the host's (``share_net``); entered with nsenter (root only).
+    netns: Path | None = None
     die_with_parent: bool = True
     memory_mb: int | None = None
     pids_max: int | None = 512
@@ -140,6 +143,7 @@ def wrap(argv: Sequence[str], spec: SandboxSpec, *, use_bwrap: bool | None = Non
         "env": _require("env") if not use_bwrap else "",
         "seccomp": _seccomp_filter() if use_bwrap else "",
         "sh": _require("sh") if use_bwrap else "",
+        "nsenter": _require("nsenter") if spec.netns is not None else "",
     }
     return build_argv(argv, spec, root=root, use_bwrap=use_bwrap, tools=tools)
 
@@ -158,6 +162,10 @@ def build_argv(
         raise SandboxRefused("nothing to run")
     path_exists = exists or _exists
     out: list[str] = []
+    if spec.netns is not None:
+        if not root:
+            raise SandboxRefused("entering a network namespace needs a root platform")
+        out += [tools["nsenter"], f"--net={spec.netns}", "--"]
     seccomp_fd: int | None = None
     if use_bwrap and tools.get("seccomp"):
         # bwrap reads the filter from an fd; a fresh one per launch, opened by a tiny shell
@@ -260,7 +268,7 @@ def _bwrap_args(spec: SandboxSpec, *, root: bool, exists: Callable[[str], bool])
     if root:
         # Privileged bwrap, no user namespace: the uid drop happens inside, with setpriv.
         args = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        if not spec.share_net:
+        if not spec.share_net and spec.netns is None:
             args.append("--unshare-net")
     else:
         args = ["--unshare-all", "--unshare-user", "--disable-userns"]
@@ -280,7 +288,8 @@ def _bwrap_args(spec: SandboxSpec, *, root: bool, exists: Callable[[str], bool])
     # POSIX semaphores (multiprocessing locks: hypercorn, Celery's prefork pool) live in /dev/shm
     args += ["--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/dev/shm"]  # noqa: S108 (private)
     args += ["--perms", "0755", "--dir", "/etc"]
-    etc = list(_ALWAYS_ETC) + (list(_NETWORK_ETC) if spec.share_net else [])
+    networked = spec.share_net or spec.netns is not None
+    etc = list(_ALWAYS_ETC) + (list(_NETWORK_ETC) if networked else [])
     made: set[Path] = {Path("/"), Path("/etc"), Path(_TMP), Path("/usr")}
     for item in etc:
         if check(item):

@@ -30,6 +30,7 @@ from typing import Protocol
 import uvicorn
 from fastapi import APIRouter
 
+from phemeral import network
 from phemeral.api import create_app
 from phemeral.api.auth import ensure_admin_token
 from phemeral.build import cache, workspace
@@ -147,6 +148,8 @@ async def control_plane(
             if runtime is not None:
                 await runtime.close()
             await asyncio.to_thread(stop_services, cp)
+            # the platform's network namespaces and nft table (builds' and apps' alike)
+            await asyncio.to_thread(network.close_for_data_dir, settings.data_dir)
     finally:
         await asyncio.to_thread(cp.logs.close)
         cp.store.close()

@@ -53,6 +53,9 @@ class Settings:
     python_paths: tuple[Path, ...] = ()  # extra interpreters or folders to search
     install_missing_python: bool = False  # let uv install a missing interpreter
     sandbox: str = "auto"  # auto | bwrap | none
+    # auto: a network namespace per app and build when possible (root, ip, nft), else the host's
+    # network with a warning; isolated: refuse to start without namespaces; host: always shared
+    network: str = "auto"
     runtime_log_cap: int = 20_000  # runtime log lines kept per deployment
     github_api_url: str = "https://api.github.com"
     log_level: str = "info"  # debug | info | warning | error (the platform's own log)
@@ -130,6 +133,7 @@ _CASTS: dict[str, Any] = {
     "services_host": str,
     "redis_maxmemory_mb": int,
     "router_processes": int,
+    "network": str,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -228,6 +232,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("build-disk-mb must be 0 (no quota) or more")
     if settings.keep_releases < 0:
         raise ConfigError("keep-releases must be 0 or more")
+    if settings.network not in ("auto", "isolated", "host"):
+        raise ConfigError(f"network must be auto, isolated or host, not {settings.network!r}")
     if settings.sandbox not in ("auto", "bwrap", "none"):
         raise ConfigError(f"sandbox must be auto, bwrap or none, not {settings.sandbox!r}")
     admin = settings.postgres_admin_url

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from phemeral import sandbox
+from phemeral import network, sandbox
 from phemeral.build import archive, cache, git, install, interpreters, release, verify, workspace
 from phemeral.build.runner import BuildContext
 from phemeral.detect import Detection, detect, resolve_start_command, why_start_command
@@ -83,6 +83,8 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
             ctx.cgroup = Cgroup(f"build-{job.deployment_id}").create(
                 memory_mb=settings.build_memory_mb, pids_max=4096, cpu_quota=settings.build_cpus
             )
+        # Steps that need the network (fetch, install) share one namespace of the build's own.
+        ctx.networks = await asyncio.to_thread(network.resolve, settings.network, settings.data_dir)
         async with asyncio.timeout(timeout):
             result = await _stages(job, settings, ctx, stage)
         if ctx.workspace is not None:
@@ -129,6 +131,8 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
             ctx.cgroup.remove()
         if ctx.workspace is not None:
             workspace.remove(ctx.workspace)
+        if ctx.netns is not None and ctx.networks is not None:
+            ctx.networks.remove(ctx.netns)
         shutil.rmtree(job.release_dir / ".home", ignore_errors=True)
 
 

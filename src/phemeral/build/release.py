@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from phemeral.errors import NotFound
-from phemeral.models import AppSpec, Release, StartCommandSource
+from phemeral.models import AppSpec, Endpoint, Release, StartCommandSource
 
 FILENAME = "release.json"
 
@@ -51,6 +51,7 @@ def release_from_json(data: dict[str, Any]) -> Release:
         processes=dict(data.get("processes") or {}),
         health_check_path=data.get("health_check_path") or "/",
         idle_timeout=data.get("idle_timeout"),
+        allow=tuple(Endpoint(str(e["host"]), int(e["port"])) for e in data.get("allow") or ()),
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phemeral import sandbox
+from phemeral import network, sandbox
 from phemeral.errors import BuildTimeout
 from phemeral.models import BuildLog
 from phemeral.sandbox import Cgroup, SandboxSpec
@@ -53,6 +53,8 @@ class BuildContext:
     memory_mb: int | None = None
     cgroup: Cgroup | None = None
     workspace: Workspace | None = None  # the build's disk quota (a loop-mounted file system)
+    networks: network.Networks | None = None  # None: network steps share the host's
+    netns: network.Netns | None = None  # the build's own, made by the first network step
     ro_binds: list[Path] = field(default_factory=list)
     rw_binds: list[Path] = field(default_factory=list)
     base_env: dict[str, str] = field(default_factory=dict)
@@ -93,13 +95,15 @@ class BuildContext:
         rw: Sequence[Path] = (),
     ) -> SandboxSpec:
         merged = {"PATH": BASE_PATH, **self.base_env, **env}
+        netns = self.netns.path if share_net and self.netns is not None else None
         return SandboxSpec(
             uid=self.uid,
             ro_binds=tuple(dict.fromkeys([*self.ro_binds, *ro])),
             rw_binds=tuple(dict.fromkeys([*self.rw_binds, *rw])),
             chdir=chdir,
             env=merged,
-            share_net=share_net,
+            share_net=share_net and netns is None,
+            netns=netns,
             die_with_parent=True,
             memory_mb=self.memory_mb,
             pids_max=1024,
@@ -123,6 +127,8 @@ async def run(
 ) -> StepResult:
     """Run ``argv`` sandboxed as the build's uid; stream its output to the log unless ``quiet``."""
     ctx.check_deadline(stage)
+    if share_net and ctx.networks is not None and ctx.netns is None:
+        ctx.netns = await asyncio.to_thread(ctx.networks.create)
     spec = ctx.spec(chdir=chdir, env=env or {}, share_net=share_net, ro=ro, rw=rw)
     wrapped = sandbox.wrap(argv, spec, use_bwrap=ctx.use_bwrap)
     if ctx.cgroup is not None:

@@ -98,7 +98,7 @@ class AppTemplates:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         # Bound from a shared mount point: instance layers stacked on it later appear inside.
-        spec = sup.launcher.spec(release, env, sup.views.attach(did))
+        spec = sup.launcher.spec(release, env, sup.views.attach(did), netns=dep.netns)
         try:
             process = await template.launch(
                 lambda fd: sup.launcher.template_argv(release, fd, spec, dep.cgroup),
@@ -156,7 +156,7 @@ class AppTemplates:
         sup.system(dep, f"running: {command}")
         out_r, out_w = os.pipe()
         try:
-            spec = sup.launcher.spec(dep.release, env, app_view)
+            spec = sup.launcher.spec(dep.release, env, app_view, netns=dep.netns)
             process = await sup.launcher.exec(
                 sup.launcher.argv(["/bin/sh", "-c", command], spec, dep.cgroup), out_w, out_w
             )
@@ -317,6 +317,7 @@ class AppTemplates:
                 gone = self.sup.views.drop(dep.release.deployment_id)
                 if gone is not None:
                     await self.sup.forget_dirs([gone])
+                await self.sup.remove_network(dep)
             await self.shared.release(dep)
             if dep.instance is None:
                 self.sup.records.remove(dep.release.deployment_id)

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from phemeral import sandbox
+from phemeral import network, sandbox
 from phemeral.models import Release, Upstream
 from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import CrashHistory
@@ -66,6 +66,7 @@ class Deployment:
     last_wake_at: datetime | None = None
     last_wake_ms: float | None = None
     cgroup: sandbox.Cgroup | None = None
+    netns: network.Netns | None = None  # its own network namespace (same life as the cgroup)
     oom_kills: int = 0
     restart_task: asyncio.Task[None] | None = None
     shared_key: str | None = None  # the shared framework template it was forked from
@@ -134,11 +135,19 @@ class Supervision:
             await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def ensure_cgroup(self, dep: Deployment) -> None:
-        """Give the deployment its cgroup (limits, OOM count) unless it has one or cannot."""
+        """Give the deployment its network namespace and its cgroup (limits, OOM count) unless it
+        has them or the host cannot."""
+        did = dep.release.deployment_id
+        if dep.netns is None:
+            dep.netns = await self.launcher.create_network(dep.release.allow, did)
         if dep.cgroup is not None:
             return
-        did = dep.release.deployment_id
         cgroup = await self.launcher.create_cgroup(did, did)
         if cgroup is not None:
             dep.cgroup = cgroup
             dep.oom_kills = oom_kills(cgroup)
+
+    async def remove_network(self, dep: Deployment) -> None:
+        """Remove the deployment's namespace (nothing of it may run any more)."""
+        netns, dep.netns = dep.netns, None
+        await self.launcher.remove_network(netns)

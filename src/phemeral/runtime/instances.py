@@ -127,7 +127,7 @@ class Instances:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            spec = sup.launcher.spec(dep.release, env, view)
+            spec = sup.launcher.spec(dep.release, env, view, netns=dep.netns)
             argv = sup.launcher.argv(["/bin/sh", "-c", dep.release.start_command], spec, dep.cgroup)
             process = await sup.launcher.exec(argv, out_w, err_w)
         except BaseException:
@@ -140,9 +140,12 @@ class Instances:
             os.close(err_w)
         sup.records.write(dep.release.deployment_id, process.pid, dep.cgroup)
         loop = asyncio.get_running_loop()
+        # In its own namespace the app listens on that namespace's address (0.0.0.0 or
+        # 127.0.0.1 inside both work, see `phemeral.network`); else on the host's loopback.
+        host = dep.netns.address if dep.netns is not None else "127.0.0.1"
         instance = Instance(
             iid,
-            Upstream("127.0.0.1", port),
+            Upstream(host, port),
             sup.clock(),
             process=process,
             exited=loop.create_future(),
@@ -154,7 +157,7 @@ class Instances:
             if instance.exited is not None and instance.exited.done():
                 raise BootFailed(f"the app exited before binding $PORT: {instance.exited.result()}")
             try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                _reader, writer = await asyncio.open_connection(host, port)
                 writer.close()
                 break
             except OSError:

@@ -18,8 +18,8 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-from phemeral import sandbox
-from phemeral.models import Release
+from phemeral import network, sandbox
+from phemeral.models import Endpoint, Release
 from phemeral.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Launcher:
         self.settings = settings
         self.zygote_path = zygote_path
         self.use_bwrap: bool | None = None  # resolved by `Runtime.start`
+        self.networks: network.Networks | None = None  # resolved by `Runtime.start`
         self.cgroups = sandbox.Cgroup.supported()
         digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
         self.cgroup_prefix = f"rt{digest}-"
@@ -54,15 +55,25 @@ class Launcher:
         return env
 
     def spec(
-        self, release: Release, env: dict[str, str], app_view: Path | None = None
+        self,
+        release: Release,
+        env: dict[str, str],
+        app_view: Path | None = None,
+        *,
+        netns: network.Netns | None = None,
     ) -> sandbox.SandboxSpec:
         """A deployment's own sandbox: its release, run from its working directory; with an
-        ``app_view`` (a writable overlay of the app directory) bound at the app's own path."""
+        ``app_view`` (a writable overlay of the app directory) bound at the app's own path; in
+        ``netns`` (its network namespace) when there is one."""
         mounts = ((app_view, release.workdir, True),) if app_view is not None else ()
-        return self._spec(release, release.path, release.workdir, env, mounts)
+        return self._spec(release, release.path, release.workdir, env, mounts, netns)
 
     def shared_spec(
-        self, release: Release, releases_view: Path | None = None
+        self,
+        release: Release,
+        releases_view: Path | None = None,
+        *,
+        netns: network.Netns | None = None,
     ) -> sandbox.SandboxSpec:
         """A shared framework template's sandbox: every release of the project, no app env
         (the releases dir through ``releases_view``, where the forks' app views appear)."""
@@ -70,8 +81,8 @@ class Launcher:
         releases_dir = release.path.parent
         shared_env = {k: env[k] for k in SHARED_ENV}
         if releases_view is None:
-            return self._spec(release, releases_dir, releases_dir, shared_env)
-        spec = self._spec(release, release.venv, releases_dir, shared_env)
+            return self._spec(release, releases_dir, releases_dir, shared_env, (), netns)
+        spec = self._spec(release, release.venv, releases_dir, shared_env, (), netns)
         return replace(spec, mounts=((releases_view, releases_dir, False),))
 
     def _spec(
@@ -81,6 +92,7 @@ class Launcher:
         chdir: Path,
         env: dict[str, str],
         mounts: tuple[tuple[Path, Path, bool], ...] = (),
+        netns: network.Netns | None = None,
     ) -> sandbox.SandboxSpec:
         ro = [root, release.venv, self.zygote_path, *interpreter_dirs(release.venv)]
         return sandbox.SandboxSpec(
@@ -89,7 +101,10 @@ class Launcher:
             ro_binds=tuple(dict.fromkeys(ro)),
             chdir=chdir,
             env=env,
-            share_net=True,  # apps reach their databases and APIs; the port is ours to pass
+            # Its own network namespace (public internet, its allow-list); the host's network
+            # only where namespaces are unavailable (`network.resolve` warned at start).
+            share_net=netns is None,
+            netns=netns.path if netns is not None else None,
             die_with_parent=False,  # apps outlive a platform restart; records find them
             memory_mb=self.settings.app_memory_mb,
             pids_max=self.settings.app_pids_max,
@@ -113,6 +128,16 @@ class Launcher:
     def zygote_argv(self, release: Release, fd: int) -> list[str]:
         """The template script run by the release's own python, its control socket ``fd``."""
         return [str(release.venv / "bin" / "python"), str(self.zygote_path), str(fd)]
+
+    async def create_network(self, allow: tuple[Endpoint, ...], what: str) -> network.Netns | None:
+        """A network namespace for ``what`` (None: the host's network is shared)."""
+        if self.networks is None:
+            return None
+        return await asyncio.to_thread(self.networks.create, allow)
+
+    async def remove_network(self, netns: network.Netns | None) -> None:
+        if netns is not None and self.networks is not None:
+            await asyncio.to_thread(self.networks.remove, netns)
 
     async def create_cgroup(self, suffix: str, what: str) -> sandbox.Cgroup | None:
         """This data dir's cgroup ``suffix`` with the app limits; None when the host refuses."""

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from phemeral import sandbox
+from phemeral import network, sandbox
 from phemeral.errors import PhemeralError
 from phemeral.models import ProcessState, Release
 from phemeral.runtime import procs
@@ -48,6 +48,7 @@ class ExtraProcess:
     state: str = "starting"
     process: asyncio.subprocess.Process | None = None
     cgroup: sandbox.Cgroup | None = None
+    netns: network.Netns | None = None  # its own namespace, with the release's allow-list
     history: CrashHistory = field(default_factory=CrashHistory)
     last_exit: str | None = None
     started_at: datetime | None = None
@@ -153,12 +154,14 @@ class ExtraProcesses:
         key = record_key(release.deployment_id, proc.name)
         if proc.cgroup is None:
             proc.cgroup = await sup.launcher.create_cgroup(key, f"process {key}")
+        if proc.netns is None:
+            proc.netns = await sup.launcher.create_network(release.allow, f"process {key}")
         env = sup.launcher.env(release, free_port())
         env["PHEMERAL_PROCESS"] = proc.name
         # a writable throwaway app directory of its own (a fresh one per start), keyed apart
         # from the deployment's web view so dropping that never touches this one
         view = sup.views.command(key, "run", release.workdir, release.uid)
-        spec = sup.launcher.spec(release, env, view)
+        spec = sup.launcher.spec(release, env, view, netns=proc.netns)
         argv = sup.launcher.argv(["/bin/sh", "-c", proc.command], spec, proc.cgroup)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -226,6 +229,8 @@ class ExtraProcesses:
                 await asyncio.wait_for(process.wait(), 5)
         if proc.cgroup is not None:
             await asyncio.to_thread(proc.cgroup.remove)
+        netns, proc.netns = proc.netns, None
+        await self.sup.launcher.remove_network(netns)
         key = record_key(proc.release.deployment_id, proc.name)
         self.sup.records.remove(key)
         await self._forget_view(key)

@@ -63,7 +63,9 @@ async def run_release_command(
     env = launcher.env(release, free_port())
     key = f"{release.deployment_id}.release"
     view = views.command(key, "release", release.workdir, release.uid) if views else None
-    spec = launcher.spec(release, env, view)
+    # its own namespace: the public internet and the release's allow-list (its database)
+    netns = await launcher.create_network(release.allow, f"the release of {release.deployment_id}")
+    spec = launcher.spec(release, env, view, netns=netns)
     argv = launcher.argv(["/bin/sh", "-c", command], spec, cgroup)
     started = time.monotonic()
     try:
@@ -76,6 +78,7 @@ async def run_release_command(
         )
     except BaseException:
         await _forget_view(views, key)
+        await launcher.remove_network(netns)
         if cgroup is not None:
             await asyncio.to_thread(cgroup.remove)
         raise
@@ -101,6 +104,7 @@ async def run_release_command(
             await asyncio.to_thread(cgroup.kill)
             await asyncio.to_thread(cgroup.remove)
         await _forget_view(views, key)
+        await launcher.remove_network(netns)
     elapsed = time.monotonic() - started
     if code is None:
         raise ReleaseFailed(

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phemeral import sandbox
+from phemeral import network, sandbox
 from phemeral.errors import BootFailed
 from phemeral.runtime import procs
 from phemeral.runtime.deployment import Deployment, Supervision
@@ -53,6 +53,7 @@ class SharedTemplate:
     template: TemplateProcess
     venv: Path
     cgroup: sandbox.Cgroup | None
+    netns: network.Netns | None
     users: set[str] = field(default_factory=set)
     logs: list[asyncio.Future[None]] = field(default_factory=list)
     learned: bool = False
@@ -74,6 +75,9 @@ class SharedTemplates:
         """The deployment's shared template, launched if needed; the deployment now uses it."""
         release = dep.release
         key = f"{release.project}:{release.lock_hash}:{release.python_version}"
+        if release.allow:  # forks live in its network namespace: one allow-list per template
+            allow = ",".join(f"{e.host}:{e.port}" for e in sorted(set(release.allow), key=str))
+            key += ":" + hashlib.sha256(allow.encode()).hexdigest()[:12]
         shared = self.by_key.get(key)
         if shared is None or not shared.template.alive:
             starting = self._starting.get(key)
@@ -91,8 +95,9 @@ class SharedTemplates:
         assert server is not None
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         cgroup = await sup.launcher.create_cgroup("s-" + digest, f"the shared template {key}")
+        netns = await sup.launcher.create_network(release.allow, f"the shared template {key}")
         releases_view = sup.views.shared_releases(key, release.path.parent)
-        spec = sup.launcher.shared_spec(release, releases_view)
+        spec = sup.launcher.shared_spec(release, releases_view, netns=netns)
         template = TemplateProcess(lambda _pid, _code, _sig: None)
 
         def argv_for(fd: int) -> list[str]:
@@ -102,10 +107,17 @@ class SharedTemplates:
         err_r, err_w = os.pipe()
         try:
             process = await template.launch(argv_for, out_w, err_w)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            await sup.launcher.remove_network(netns)
+            raise
         finally:
             os.close(out_w)
             os.close(err_w)
-        shared = SharedTemplate(key, template, release.venv, cgroup, releases_view=releases_view)
+        shared = SharedTemplate(
+            key, template, release.venv, cgroup, netns=netns, releases_view=releases_view
+        )
         shared.logs = sup.attach_output(dep, "shared-template", out_r, err_r, tee=False)
         sup.records.write_shared(key, process.pid, cgroup)
         await template.preload(
@@ -137,6 +149,7 @@ class SharedTemplates:
         if shared.cgroup is not None:
             await asyncio.to_thread(shared.cgroup.remove)
         await asyncio.to_thread(self.sup.views.close_shared, shared.key)
+        await self.sup.launcher.remove_network(shared.netns)
         self.sup.records.remove_shared(shared.key)
 
     async def close_all(self) -> None:

@@ -32,7 +32,7 @@ import shutil
 import time
 from collections.abc import Callable
 
-from phemeral import sandbox
+from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
 from phemeral.runtime import procs
@@ -125,6 +125,9 @@ class Runtime:
         self._launcher.use_bwrap = sandbox.resolve_use_bwrap(self.settings.sandbox)
         if not self._launcher.use_bwrap:
             log.warning("bubblewrap is not in use: apps run with a uid drop and rlimits only")
+        self._launcher.networks = await asyncio.to_thread(
+            network.resolve, self.settings.network, self.settings.data_dir
+        )
         await asyncio.to_thread(
             self._records.replace_leftovers,
             self._launcher.cgroups,
@@ -148,6 +151,8 @@ class Runtime:
         )
         await self._sharing.close_all()
         await asyncio.to_thread(self._views.clean)
+        # whatever namespace is left of this data dir (and its nft table)
+        await asyncio.to_thread(network.close_for_data_dir, self.settings.data_dir)
         self.capture.close()
 
     # -- registry ------------------------------------------------------------------------------
@@ -345,6 +350,7 @@ class Runtime:
             cgroup = dep.cgroup
             dep.cgroup = None
             await asyncio.to_thread(cgroup.remove)
+        await self._sup.remove_network(dep)
         self._records.remove(dep.release.deployment_id)
         dep.state = "stopped"
 
