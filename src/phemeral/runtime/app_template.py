@@ -95,6 +95,7 @@ class AppTemplates:
         assert dep.server is not None
         sup, release, did = self.sup, dep.release, dep.release.deployment_id
         template = self._new(dep)
+        await sup.ensure_network(dep)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         # Bound from a shared mount point: instance layers stacked on it later appear inside.
@@ -154,6 +155,7 @@ class AppTemplates:
     ) -> None:
         sup = self.sup
         sup.system(dep, f"running: {command}")
+        await sup.ensure_network(dep)
         out_r, out_w = os.pipe()
         try:
             spec = sup.launcher.spec(dep.release, env, app_view, netns=dep.netns)

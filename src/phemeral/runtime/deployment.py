@@ -134,12 +134,16 @@ class Supervision:
         for directory in dirs:
             await asyncio.to_thread(shutil.rmtree, directory, True)
 
-    async def ensure_cgroup(self, dep: Deployment) -> None:
-        """Give the deployment its network namespace and its cgroup (limits, OOM count) unless it
-        has them or the host cannot."""
-        did = dep.release.deployment_id
+    async def ensure_network(self, dep: Deployment) -> None:
+        """Give the deployment its network namespace unless it has one or the host cannot (a
+        template forked from a shared one lives in that one's: it needs none of its own)."""
         if dep.netns is None:
+            did = dep.release.deployment_id
             dep.netns = await self.launcher.create_network(dep.release.allow, did)
+
+    async def ensure_cgroup(self, dep: Deployment) -> None:
+        """Give the deployment its cgroup (limits, OOM count) unless it has one or cannot."""
+        did = dep.release.deployment_id
         if dep.cgroup is not None:
             return
         cgroup = await self.launcher.create_cgroup(did, did)

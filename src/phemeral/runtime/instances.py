@@ -119,6 +119,7 @@ class Instances:
     async def _spawn_command(self, dep: Deployment) -> Instance:
         sup = self.sup
         await sup.ensure_cgroup(dep)
+        await sup.ensure_network(dep)
         port = free_port()
         env = sup.launcher.env(dep.release, port)
         iid = instance_id()
