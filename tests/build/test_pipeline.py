@@ -12,6 +12,7 @@ from buildkit import APP_UID, FIXTURES, ListLog, make_job
 
 from phemeral.build.pipeline import build
 from phemeral.build.release import read_release
+from phemeral.errors import BuildError
 from phemeral.models import BuildResult
 from phemeral.settings import Settings
 
@@ -112,8 +113,19 @@ def test_custom_start_command_is_kept(tmp_path: Path, settings: Settings) -> Non
     )
     assert result.release.start_command == custom
     assert result.release.start_command_source.value == "custom"
-    assert "custom start command" in log.text("verify")
+    # Verified as boot will load it: the command's own server and app, by the template.
+    assert "the app loads under uvicorn" in log.text("verify")
     assert json.loads((result.release.path / "release.json").read_text())["start_command"] == custom
+
+
+def test_a_custom_server_command_whose_app_cannot_load_fails_verify(
+    tmp_path: Path, settings: Settings
+) -> None:
+    custom = "gunicorn --workers 2 -k uvicorn.workers.UvicornWorker main:missing -b :$PORT"
+    with pytest.raises(BuildError) as caught:
+        _build(FIXTURES / "uv_fastapi", tmp_path, settings, project="custom2", custom=custom)
+    assert caught.value.stage == "verify"
+    assert "main:missing" in caught.value.message or "missing" in caught.value.message
 
 
 def test_rebuild_with_unchanged_lock_hits_cache(tmp_path: Path, settings: Settings) -> None:

@@ -284,6 +284,7 @@ async def _stages(
             user_env=job.env,
             home=home,
             ctx=ctx,
+            command=command,
         )
     except BuildError as exc:
         hint = install.unpinned_import_hint(

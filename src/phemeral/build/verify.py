@@ -19,10 +19,13 @@ from phemeral import sandbox
 from phemeral.build.runner import BuildContext, run
 from phemeral.errors import BuildError
 from phemeral.models import AppSpec
+from phemeral.runtime.command import parse_server_command
+from phemeral.runtime.launch import ZYGOTE_SOURCE
 
 STAGE = "verify"
 VERIFY_PORT = "8000"  # what $PORT reads while imported (the runtime's templates load with it)
 MARK = "@@phemeral-verify@@"
+CHECK_MARK = "@@phemeral-check@@"  # what `zygote.py --check` prints when the app loaded
 
 # Runs inside the sandbox with the release's interpreter; argv: target factory app_dir.
 _PROBE = r"""
@@ -54,7 +57,53 @@ print(MARK + json.dumps(report))
 """.replace("MARK", repr(MARK))
 
 
-def app_env(spec: AppSpec, user_env: Mapping[str, str], venv: Path) -> dict[str, str]:
+async def _check_server_command(
+    command: str | None,
+    workdir: Path,
+    venv: Path,
+    user_env: Mapping[str, str],
+    home: Path,
+    ctx: BuildContext,
+) -> None:
+    env = app_env(None, user_env, venv)
+    server = parse_server_command(command, int(VERIFY_PORT), env) if command else None
+    if server is None:
+        ctx.log.write(STAGE, "the start command runs as given: no entry point to import-check")
+        return
+    ctx.log.write(STAGE, f"loading the app as `{' '.join(server.argv)}` will at boot")
+    message = {
+        "spec": {"server": server.server},
+        "argv": list(server.argv),
+        "workdir": str(workdir / server.chdir) if server.chdir else str(workdir),
+        "env": dict(server.env),
+    }
+    env_file = sandbox.write_env_file(home / "app.env", env, ctx.uid)
+    loader = ["/bin/sh", "-c", '. "$0" && exec "$@"', str(env_file)]
+    python = str(venv / "bin" / "python")
+    result = await run(
+        ctx,
+        STAGE,
+        [*loader, python, str(ZYGOTE_SOURCE), "--check", json.dumps(message)],
+        chdir=workdir,
+        env={"PATH": env["PATH"], "HOME": env["HOME"]},
+        share_net=True,
+        ro=[ZYGOTE_SOURCE],
+        quiet=True,
+    )
+    report = next((line for line in result.output if line.startswith(CHECK_MARK)), None)
+    for line in result.output:
+        if not line.startswith(CHECK_MARK):
+            ctx.emit(STAGE, line)
+    if not result.ok or report is None:
+        last = next((line for line in reversed(result.output) if line.strip()), "no output")
+        raise BuildError(
+            f"loading the app for `{command}` failed: {last.strip()} (traceback above)",
+            stage=STAGE,
+        )
+    ctx.log.write(STAGE, f"the app loads under {server.server}")
+
+
+def app_env(spec: AppSpec | None, user_env: Mapping[str, str], venv: Path) -> dict[str, str]:
     """The environment the app sees at verify time, as at run time (pure)."""
     # The runtime's own order (`runtime.launch.Launcher.env`): its defaults, then the
     # project's variables, then ``$PORT``.
@@ -67,7 +116,7 @@ def app_env(spec: AppSpec, user_env: Mapping[str, str], venv: Path) -> dict[str,
     }
     env.update(user_env)
     env["PORT"] = VERIFY_PORT
-    if spec.django_settings_module:
+    if spec is not None and spec.django_settings_module:
         env.setdefault("DJANGO_SETTINGS_MODULE", spec.django_settings_module)
     return env
 
@@ -81,10 +130,15 @@ async def verify(
     user_env: Mapping[str, str],
     home: Path,
     ctx: BuildContext,
+    command: str | None = None,
 ) -> None:
-    """Import-check the entry point (and collect Django static files); BuildError on failure."""
+    """Import-check the entry point (and collect Django static files); BuildError on failure.
+
+    A custom or declared ``command`` that the runtime's template runs (a gunicorn, uvicorn or
+    hypercorn command line) is loaded exactly as the template will load it at boot.
+    """
     if spec is None:
-        ctx.log.write(STAGE, "custom start command: no entry point to import-check")
+        await _check_server_command(command, workdir, venv, user_env, home, ctx)
         return
     env = app_env(spec, user_env, venv)
     python = str(venv / "bin" / "python")

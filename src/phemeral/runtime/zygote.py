@@ -790,9 +790,29 @@ def flush_and_exit(code: int) -> NoReturn:
         os._exit(code if isinstance(code, int) else 1)
 
 
+CHECK_MARK = "@@phemeral-check@@"
+
+
+def check(message: dict[str, Any]) -> int:
+    """``zygote.py --check MESSAGE``: load the app as a template would, report, exit (the
+    build's verify step: it sees what boot will see)."""
+    ours, _theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    template = Template(ours)
+    try:
+        template.load(message)
+    except BaseException:
+        traceback.print_exc()
+        return 3
+    report = {"server": template.server, "workers": template.workers}
+    print(CHECK_MARK + json.dumps(report), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--check":
+        return check(json.loads(argv[2]))
     if len(argv) != 2:
-        print("usage: zygote.py CONTROL_FD", file=sys.stderr)
+        print("usage: zygote.py CONTROL_FD | zygote.py --check MESSAGE", file=sys.stderr)
         return 2
     control = socket.socket(fileno=int(argv[1]))
     Template(control).run()
