@@ -94,8 +94,9 @@ def test_factory_needing_arguments_fails_saying_what_it_needs(
         _build(DETECT_FIXTURES / "err-factory-needs-arguments", tmp_path, settings, project="fa")
     assert caught.value.stage == "detect"
     assert "needs the argument `config_name`" in caught.value.message
-    # the fix the message suggests works: a custom command that passes the argument
-    custom = "gunicorn --bind 0.0.0.0:$PORT 'app:create_app(\"x\")'"
+    # the fix the message suggests works: a custom command that passes the argument (one the
+    # app can use: verify loads it as boot will, and config_from_object needs a real module)
+    custom = "gunicorn --bind 0.0.0.0:$PORT 'app:create_app(\"app\")'"
     result, _ = _build(
         DETECT_FIXTURES / "err-factory-needs-arguments",
         tmp_path / "b",
