@@ -73,6 +73,9 @@ class Settings:
     redis_maxmemory_mb: int = 64  # per Redis service
     preview_limit: int = 10  # open pull-request previews per project; the oldest idle suspended
     router_processes: int = 1  # routers on the public port (SO_REUSEPORT when more than one)
+    # After a start, templates of the most recently used deployments are loaded again in the
+    # background until their (last measured) memory would pass this many MB; 0: none.
+    warm_budget_mb: int = 1024
 
     @property
     def database_uri(self) -> str:
@@ -134,6 +137,7 @@ _CASTS: dict[str, Any] = {
     "redis_maxmemory_mb": int,
     "router_processes": int,
     "network": str,
+    "warm_budget_mb": int,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -211,6 +215,8 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name.replace('_', '-')} must be positive")
     if not 1 <= settings.router_processes <= 64:
         raise ConfigError("router processes must be between 1 and 64")
+    if settings.warm_budget_mb < 0:
+        raise ConfigError("warm budget must be 0 (no warming) or more MB")
     if settings.build_concurrency < 1:
         raise ConfigError("build concurrency must be at least 1")
     if settings.https_port is not None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
 from phemeral.runtime.command import parse_server_command
-from phemeral.runtime.idle import DormantTemplate, is_idle, sweep_interval, templates_to_evict
+from phemeral.runtime.idle import (
+    DormantTemplate,
+    WarmCandidate,
+    is_idle,
+    sweep_interval,
+    templates_to_evict,
+    templates_to_warm,
+)
 from phemeral.runtime.loglines import LineSplitter, RateLimiter, dropped_marker, split_long
 
 
@@ -153,3 +160,51 @@ def test_declared_server_command_lines_with_their_options_are_understood() -> No
     hyper = parse_server_command("python -m hypercorn main:app -b 0.0.0.0:$PORT -w 2", 7)
     assert hyper is not None and hyper.server == "hypercorn"
     assert hyper.argv == ("hypercorn", "main:app", "-b", "0.0.0.0:7", "-w", "2")
+
+
+def test_templates_to_warm_go_most_recently_used_first_never_used_last() -> None:
+    candidates = [
+        WarmCandidate("old", 100.0, 10),
+        WarmCandidate("never-b", None, 10),
+        WarmCandidate("recent", 900.0, 10),
+        WarmCandidate("never-a", None, 10),
+        WarmCandidate("middle", 500.0, 10),
+    ]
+    assert templates_to_warm(candidates, budget_kb=1000, now=1000.0) == [
+        "recent",
+        "middle",
+        "old",
+        "never-a",
+        "never-b",
+    ]
+
+
+def test_templates_to_warm_stop_at_the_budget() -> None:
+    candidates = [
+        WarmCandidate("a", 30.0, 40),
+        WarmCandidate("b", 20.0, 40),
+        WarmCandidate("small-but-older", 10.0, 5),
+    ]
+    assert templates_to_warm(candidates, budget_kb=100, now=50.0) == ["a", "b", "small-but-older"]
+    assert templates_to_warm(candidates, budget_kb=80, now=50.0) == ["a", "b"]
+    # It stops at the first that does not fit: an older, smaller one does not jump the queue.
+    assert templates_to_warm(candidates, budget_kb=79, now=50.0) == ["a"]
+    assert templates_to_warm(candidates, budget_kb=39, now=50.0) == []
+    assert templates_to_warm(candidates, budget_kb=0, now=50.0) == []
+    assert templates_to_warm([], budget_kb=100, now=50.0) == []
+
+
+def test_a_shared_template_counts_once_per_group() -> None:
+    candidates = [
+        WarmCandidate("p1-a", 30.0, 10, group="p1", group_kb=50),
+        WarmCandidate("p1-b", 20.0, 10, group="p1", group_kb=50),
+        WarmCandidate("p2-a", 10.0, 10, group="p2", group_kb=50),
+    ]
+    assert templates_to_warm(candidates, budget_kb=70, now=50.0) == ["p1-a", "p1-b"]
+    assert templates_to_warm(candidates, budget_kb=130, now=50.0) == ["p1-a", "p1-b", "p2-a"]
+    assert templates_to_warm(candidates, budget_kb=129, now=50.0) == ["p1-a", "p1-b"]
+
+
+def test_a_use_in_the_future_counts_as_now() -> None:
+    candidates = [WarmCandidate("skewed", 5000.0, 1), WarmCandidate("now", 100.0, 1)]
+    assert templates_to_warm(candidates, budget_kb=10, now=100.0) == ["now", "skewed"]

@@ -414,6 +414,80 @@ def test_a_restarted_platform_replaces_what_the_last_run_left(
     asyncio.run(main())
 
 
+def test_a_restarted_runtime_warms_the_most_recently_used_templates_within_its_budget(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    older = make_release(tmp_path / "a", "warm1", "fastapi")
+    recent = make_release(tmp_path / "b", "warm2", "fastapi")
+    unused = make_release(tmp_path / "c", "warm3", "fastapi")
+    releases = (older, recent, unused)
+    usage_path = settings.data_dir / "runtime" / "usage.json"
+
+    def tiers(runtime: Runtime) -> dict[str, tuple[str, str]]:
+        return {
+            r.deployment_id: (
+                runtime.instances(r.deployment_id).state,
+                runtime.instances(r.deployment_id).tier,
+            )
+            for r in releases
+        }
+
+    async def first_run() -> None:
+        runtime = Runtime(settings, sink)
+        await runtime.start()
+        try:
+            for release in releases:
+                runtime.register(release)
+            for release in (older, recent):  # in this order: ``recent`` is used last
+                assert (await request(runtime, release.deployment_id))[0] == 200
+                runtime.set_idle_timeout(release.deployment_id, 0.01)
+                await wait_until(
+                    lambda r=release: runtime.instances(r.deployment_id).state == "dormant"
+                )
+            await runtime.sweep()  # measures the dormant templates
+        finally:
+            await runtime.close()
+
+    async def next_run(budget_mb: int, current: set[str]) -> dict[str, tuple[str, str]]:
+        runtime = Runtime(replace(settings, warm_budget_mb=budget_mb), sink)
+        await runtime.start()
+        try:
+            for release in releases:
+                runtime.register(release)
+            assert all(t == ("stopped", "none") for t in tiers(runtime).values())
+            runtime.warm_templates(current)
+            await runtime.warmed()
+            return tiers(runtime)
+        finally:
+            await runtime.close()
+
+    asyncio.run(first_run())
+    usage = json.loads(usage_path.read_text())
+    assert set(usage) == {"warm1", "warm2"}
+    assert usage["warm2"]["last_used"] > usage["warm1"]["last_used"]
+    assert usage["warm1"]["memory_kb"] > 1024 and usage["warm2"]["memory_kb"] > 1024
+
+    # A budget that holds the most recently used template only.
+    budget_mb = -(-usage["warm2"]["memory_kb"] // 1024)
+    assert asyncio.run(next_run(budget_mb, set())) == {
+        "warm1": ("stopped", "none"),
+        "warm2": ("dormant", "template"),
+        "warm3": ("stopped", "none"),
+    }
+    # A budget below it: nothing at all (it stops at the first that does not fit).
+    assert all(
+        t == ("stopped", "none") for t in asyncio.run(next_run(budget_mb - 1, set())).values()
+    )
+    # The default budget: both used ones, and a current one never used (last).
+    assert asyncio.run(next_run(1024, {"warm3"})) == {
+        "warm1": ("dormant", "template"),
+        "warm2": ("dormant", "template"),
+        "warm3": ("dormant", "template"),
+    }
+    lines = sink.messages(stream="system")
+    assert "template loaded ahead of its first request (warm start)" in lines
+
+
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
 def test_a_memory_bomb_is_killed_by_its_limit_and_reported(

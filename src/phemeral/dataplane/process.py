@@ -140,6 +140,7 @@ async def run_dataplane(settings: Settings) -> None:
             for release in known:
                 runtime.register(release)
             current = set(await asyncio.to_thread(registry.load_current))
+            runtime.warm_templates(current)  # background, most recently used first
             extras = asyncio.create_task(
                 runtime.run_processes([r for r in known if r.deployment_id in current])
             )

@@ -50,3 +50,49 @@ def sweep_interval(idle_timeouts: Iterable[float], ceiling: float = 1.0) -> floa
     """How often to look: a quarter of the shortest timeout, at most ``ceiling`` s."""
     shortest = min(idle_timeouts, default=ceiling * 4)
     return max(0.02, min(ceiling, shortest / 4))
+
+
+# A template's memory before it was ever measured here: the per-deployment template of a small
+# app, and a project's shared framework template (FastAPI + uvicorn, measured USS, rounded up).
+DEFAULT_TEMPLATE_KB = 16 * 1024
+DEFAULT_SHARED_KB = 48 * 1024
+
+
+@dataclass(frozen=True)
+class WarmCandidate:
+    """A deployment whose template could be loaded ahead of its first request."""
+
+    deployment_id: str
+    last_used: float | None  # when it last served a request (None: never, as far as known)
+    memory_kb: int  # its own template's memory, last measured (or an estimate)
+    group: str | None = None  # its shared framework template (loaded once per group)
+    group_kb: int = 0  # that shared template's memory, counted with the group's first member
+
+
+def templates_to_warm(candidates: Iterable[WarmCandidate], budget_kb: int, now: float) -> list[str]:
+    """The deployments whose templates to load again, in order: most recently used first
+    (never used last, by id for a stable order), stopping before the first one that would take
+    the total over ``budget_kb``. A shared framework template counts once, with the first of its
+    group. Uses in the future of ``now`` (a clock step) count as now."""
+    items = sorted(
+        candidates,
+        key=lambda c: (
+            c.last_used is None,
+            -(min(c.last_used, now) if c.last_used is not None else 0.0),
+            c.deployment_id,
+        ),
+    )
+    chosen: list[str] = []
+    groups: set[str] = set()
+    total = 0
+    for item in items:
+        cost = max(0, item.memory_kb)
+        if item.group is not None and item.group not in groups:
+            cost += max(0, item.group_kb)
+        if total + cost > budget_kb:
+            break
+        total += cost
+        chosen.append(item.deployment_id)
+        if item.group is not None:
+            groups.add(item.group)
+    return chosen

@@ -159,14 +159,16 @@ class SharedTemplates:
     def figures(self) -> list[dict[str, object]]:
         """Key, deployments using it and its own USS in kB for each shared template (the whole
         sandboxed tree, less the per-deployment templates forked from it)."""
-        figures: list[dict[str, object]] = []
-        for shared in self.by_key.values():
-            total = procs.tree_uss_kb(shared.template.host_pid or 0)
-            for did in shared.users:
-                dep = self.sup.deployments.get(did)
-                if dep is not None and dep.template is not None and dep.template.host_pid:
-                    total -= procs.tree_uss_kb(dep.template.host_pid)
-            figures.append(
-                {"key": shared.key, "deployments": sorted(shared.users), "memory_kb": total}
-            )
-        return figures
+        return [
+            {"key": s.key, "deployments": sorted(s.users), "memory_kb": self.own_kb(s)}
+            for s in self.by_key.values()
+        ]
+
+    def own_kb(self, shared: SharedTemplate) -> int:
+        """USS of a shared template's sandboxed tree, less the per-deployment templates."""
+        total = procs.tree_uss_kb(shared.template.host_pid or 0)
+        for did in shared.users:
+            dep = self.sup.deployments.get(did)
+            if dep is not None and dep.template is not None and dep.template.host_pid:
+                total -= procs.tree_uss_kb(dep.template.host_pid)
+        return total

@@ -30,10 +30,10 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from phemeral import network, sandbox
-from phemeral.errors import BootFailed, NotFound, RuntimeFailure, Unavailable
+from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
 from phemeral.runtime import procs
 from phemeral.runtime.app_template import AppTemplates
@@ -43,7 +43,16 @@ from phemeral.runtime.bootcheck import probe_http
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.deployment import Deployment, Supervision
-from phemeral.runtime.idle import DormantTemplate, is_idle, sweep_interval, templates_to_evict
+from phemeral.runtime.idle import (
+    DEFAULT_SHARED_KB,
+    DEFAULT_TEMPLATE_KB,
+    DormantTemplate,
+    WarmCandidate,
+    is_idle,
+    sweep_interval,
+    templates_to_evict,
+    templates_to_warm,
+)
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.launch import ZYGOTE_SOURCE, Launcher
 from phemeral.runtime.processes import ExtraProcesses
@@ -51,6 +60,7 @@ from phemeral.runtime.records import Records
 from phemeral.runtime.release_phase import run_release_command
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
 from phemeral.runtime.template import TemplateProcess
+from phemeral.runtime.usage import SAVE_INTERVAL, Usage, UsageFile
 from phemeral.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +114,13 @@ class Runtime:
         self._instances = Instances(self._sup, self._templates, self.ensure_running)
         self._sweeper: asyncio.Task[None] | None = None
         self._extras = ExtraProcesses(self._sup)
+        self._usage_file = UsageFile(self.state_dir / "usage.json")
+        self._usage: dict[str, Usage] = {}  # when each deployment last served (wall clock)
+        self._usage_seen: dict[str, float] = {}  # last_request_at already in ``_usage``
+        self._unmeasured: set[str] = set()  # used since its template's memory was measured
+        self._usage_dirty = False
+        self._usage_saved_at = float("-inf")
+        self._warmer: asyncio.Task[None] | None = None
 
     @property
     def _shared(self) -> dict[str, SharedTemplate]:
@@ -135,6 +152,7 @@ class Runtime:
             self._zygote_path,
         )
         await asyncio.to_thread(self._views.clean)
+        self._usage = await asyncio.to_thread(self._usage_file.load)
         self._sweeper = asyncio.create_task(self._sweep_loop())
 
     async def close(self) -> None:
@@ -144,6 +162,15 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self._warmer is not None:
+            self._warmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmer
+            self._warmer = None
+        try:
+            self._record_usage(self.clock(), force=True)
+        except Exception:
+            log.exception("could not save when deployments were last used")
         await self._extras.close()
         await asyncio.gather(
             *(self._shutdown(d, drain=False) for d in list(self._deployments.values())),
@@ -330,6 +357,8 @@ class Runtime:
             return
         await self._shutdown(dep, drain=True)
         self._deployments.pop(deployment_id, None)
+        if self._usage.pop(deployment_id, None) is not None:
+            self._usage_dirty = True
 
     async def _shutdown(self, dep: Deployment, *, drain: bool) -> None:
         if dep.restart_task is not None:
@@ -377,6 +406,10 @@ class Runtime:
                 stops.append(self._instances.stop(dep, "idle"))
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
+        try:
+            self._record_usage(now)
+        except Exception:
+            log.exception("could not save when deployments were last used")
         dormant = [
             DormantTemplate(d.release.deployment_id, d.dormant_since, 0)
             for d in self._deployments.values()
@@ -408,6 +441,108 @@ class Runtime:
         dep = self._get(deployment_id)
         if dep.instance is None:
             await self._templates.drop(dep)
+
+    # -- warming templates after a restart --------------------------------------------------
+
+    def warm_templates(self, current: Iterable[str] = ()) -> None:
+        """Load again, in the background and one at a time, the templates of the deployments
+        used most recently before this start (then the ``current`` ones never used), within
+        ``Settings.warm_budget_mb``. A request that arrives first simply wakes as usual."""
+        if self.settings.warm_budget_mb <= 0 or not self.use_templates:
+            return
+        if self._warmer is not None and not self._warmer.done():
+            return
+        self._warmer = asyncio.create_task(self._warm(set(current)))
+
+    async def warmed(self) -> None:
+        """Wait until the warming started by `warm_templates` is over (if any)."""
+        if self._warmer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._warmer)
+
+    def warm_candidates(self, current: set[str]) -> list[WarmCandidate]:
+        """Registered deployments with a template tier that were used before, or are current."""
+        out = []
+        for did, dep in self._deployments.items():
+            used = self._usage.get(did)
+            if dep.server is None or (used is None and did not in current):
+                continue
+            release = dep.release
+            group = None
+            if self.share_templates and release.lock_hash:
+                group = f"{release.project}:{release.lock_hash}:{release.python_version}"
+            out.append(
+                WarmCandidate(
+                    did,
+                    used.last_used if used is not None else None,
+                    (used.memory_kb if used is not None else None) or DEFAULT_TEMPLATE_KB,
+                    group,
+                    (used.group_kb if used is not None else None) or DEFAULT_SHARED_KB,
+                )
+            )
+        return out
+
+    async def _warm(self, current: set[str]) -> None:
+        budget_kb = self.settings.warm_budget_mb * 1024
+        order = templates_to_warm(self.warm_candidates(current), budget_kb, time.time())
+        warmed = 0
+        for did in order:
+            dep = self._deployments.get(did)
+            if dep is None or dep.instance is not None or dep.waking is not None:
+                continue
+            available = procs.mem_available_kb()
+            if available is not None and available < self.low_memory_kb:
+                log.warning("warming templates stopped: the host is short of memory")
+                break
+            try:
+                async with dep.template_lock:
+                    if dep.instance is not None or (
+                        dep.template is not None and dep.template.alive
+                    ):
+                        continue
+                    await self._templates.load(dep)
+            except (PhemeralError, OSError) as exc:
+                self._sup.system(dep, f"could not load the template ahead of a request: {exc}")
+                continue
+            warmed += 1
+            self._sup.system(dep, "template loaded ahead of its first request (warm start)")
+        log.info("warmed %d of %d template(s) after start", warmed, len(order))
+
+    def _record_usage(self, now: float, *, force: bool = False) -> None:
+        """Note when each deployment last served and what its dormant template holds; save
+        ``usage.json`` when something changed (at most every `SAVE_INTERVAL` s, unless forced)."""
+        wall = time.time()
+        for did, dep in self._deployments.items():
+            if dep.last_request_at > 0 and self._usage_seen.get(did) != dep.last_request_at:
+                self._usage_seen[did] = dep.last_request_at
+                old = self._usage.get(did, Usage(None))
+                used = wall - max(0.0, now - dep.last_request_at)
+                self._usage[did] = Usage(used, old.memory_kb, old.group, old.group_kb)
+                self._unmeasured.add(did)
+                self._usage_dirty = True
+            template = dep.template
+            if (
+                did in self._unmeasured
+                and dep.instance is None
+                and template is not None
+                and template.alive
+                and not dep.needs_refresh
+            ):
+                self._unmeasured.discard(did)
+                shared = self._sharing.get(dep.shared_key)
+                old = self._usage.get(did, Usage(None))
+                self._usage[did] = Usage(
+                    old.last_used,
+                    self._templates.memory_kb(dep),
+                    dep.shared_key,
+                    self._sharing.own_kb(shared) if shared is not None else None,
+                )
+                self._usage_dirty = True
+        if not self._usage_dirty or (not force and now - self._usage_saved_at < SAVE_INTERVAL):
+            return
+        self._usage_file.save(self._usage)
+        self._usage_dirty = False
+        self._usage_saved_at = now
 
     # -- the parts' callbacks --------------------------------------------------------------------
 
