@@ -17,7 +17,8 @@ lets them scale to zero (``--idle-timeout`` s), then prints:
   1. right after deploy (template tier; ``--rounds`` wakes per project, each after it scaled
      to zero again);
   2. after a platform restart (SIGINT, start again), once the background warming settled
-     (every deployment on the template tier, or 180 s): one wake per project;
+     (every deployment on the template tier, or 180 s, then ``--settle`` s): one wake per
+     project;
   3. after forcing the deep tier: a restart with ``PHEMERAL_WARM_BUDGET_MB=0`` (nothing is
      warmed, nothing resident): one wake per project.
 
@@ -188,6 +189,9 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=10, help="1000 for the issue's run")
     parser.add_argument("--rounds", type=int, default=3, help="template-tier wakes per project")
     parser.add_argument("--idle-timeout", type=float, default=1.0)
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="s to wait after warming, before waking"
+    )
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
@@ -227,7 +231,7 @@ def main() -> None:
         platform.start(timeout=120)
         settle = wait_for("warming settled", lambda: all_dormant(platform, ids), 180)
         warmed = sum(s == ("dormant", "template") for s in states(platform, ids).values())
-        time.sleep(2)
+        time.sleep(args.settle)  # a warmed template is re-forked once its shared one learned
         mem = memory(platform.proc.pid)
         results.append(
             f"after restart: {warmed}/{n} warmed {settle:.0f} s after the API answered "
