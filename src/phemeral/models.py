@@ -155,6 +155,7 @@ class BuildJob:
     release_dir: Path  # where the release is built in place
     uid: int | None = None
     timeout: float | None = None  # seconds; None: the server's build_timeout
+    allow: tuple[Endpoint, ...] = ()  # the backing services its variables point at
 
 
 class BuildLog(Protocol):

@@ -69,7 +69,9 @@ class Settings:
     # Backing services: None runs the embedded PostgreSQL cluster in the data dir on demand;
     # a postgresql:// URL of a role with CREATEROLE + CREATEDB provisions into that server.
     postgres_admin_url: str | None = None
-    services_host: str = "127.0.0.1"  # where services listen and apps reach them
+    # where services listen and apps reach them; auto: the network gateway when apps have
+    # namespaces of their own, else 127.0.0.1 (phemeral.services.endpoint)
+    services_host: str = "auto"
     redis_maxmemory_mb: int = 64  # per Redis service
     preview_limit: int = 10  # open pull-request previews per project; the oldest idle suspended
     router_processes: int = 1  # routers on the public port (SO_REUSEPORT when more than one)

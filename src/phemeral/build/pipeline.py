@@ -312,6 +312,7 @@ async def _stages(
         env=dict(job.env),
         uid=job.uid,
         lock_hash=lock_hash,
+        allow=job.allow,
         release_command=release_cmd.command if release_cmd else None,
         release_command_source=release_cmd.source if release_cmd else None,
         release_timeout=_number(detection.settings.get("release_timeout")),

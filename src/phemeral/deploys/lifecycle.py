@@ -26,7 +26,7 @@ from phemeral.deploys.plane import ControlPlane, find_environment, now
 from phemeral.deploys.promotion import move_pointer, should_promote
 from phemeral.deploys.retention import collect_releases
 from phemeral.deploys.routing import publish
-from phemeral.deploys.services import snapshot_variables
+from phemeral.deploys.services import deployment_endpoints, snapshot_variables
 from phemeral.errors import BuildError, InvalidInput, PhemeralError, StoreUnavailable
 from phemeral.models import (
     ArchiveSource,
@@ -188,6 +188,7 @@ def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
             release_dir=cp.release_dir(project.name, d.id),
             uid=project.uid if os.geteuid() == 0 else None,
             timeout=build_timeout(cp.settings.build_timeout, project.build_timeout),
+            allow=deployment_endpoints(cp, s, d),
         )
 
 

@@ -8,6 +8,7 @@ runs outside any transaction: a slow pg_dump never holds the store's write lock.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from phemeral.deploys.plane import ControlPlane, find_environment, now
 from phemeral.deploys.preview_set import preview_variables, unapproved_fork
 from phemeral.errors import Conflict, InvalidInput, NotFound
+from phemeral.models import Endpoint
 from phemeral.services.manager import ServiceRecord
 from phemeral.services.spec import (
     ServiceKind,
@@ -36,7 +38,7 @@ from phemeral.services.spec import (
     new_salt,
     service_variables,
 )
-from phemeral.store.schema import Environment, EnvVar, Project, Service
+from phemeral.store.schema import Deployment, Environment, EnvVar, Project, Service
 from phemeral.store.views import get_project, iso
 
 log = logging.getLogger("phemeral.deploys")
@@ -311,11 +313,27 @@ def snapshot_variables(
     return values, sources
 
 
-def service_endpoints(cp: ControlPlane, environment_id: int) -> list[tuple[str, int]]:
-    """The (host, port) pairs a deployment of the environment must be able to reach."""
-    with cp.store.read() as s:
-        rows = environment_services(s, environment_id)
-        return [(cp.services.endpoint(record_of(cp, r)).host, r.port) for r in rows if r.port]
+def deployment_endpoints(cp: ControlPlane, s: Session, d: Deployment) -> tuple[Endpoint, ...]:
+    """Where a deployment's sandbox may connect on the host: the services whose variables its
+    snapshot holds (a service made later, or whose variables the user overrode, is not one)."""
+    names = sorted(set((d.env_sources or {}).values()))
+    if not names:
+        return ()
+    rows = s.scalars(select(Service).where(Service.name.in_(names), Service.port != 0))
+    found = set()
+    for row in rows:
+        host = cp.services.endpoint(record_of(cp, row)).host
+        if _routable(host):  # an external server named by DNS, or on loopback: not listable
+            found.add(Endpoint(host, row.port))
+    return tuple(sorted(found, key=lambda e: (e.host, e.port)))
+
+
+def _routable(host: str) -> bool:
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return not address.is_loopback
 
 
 def service_view(cp: ControlPlane, s: Session, row: Service, *, reveal: bool = False) -> Json:

@@ -75,12 +75,16 @@ class ServiceManager:
         self.root = settings.data_dir / "services"
         self.backups = self.root / "backups"
         self._account: Account | None = None
+        self._host: str | None = None
         self._cluster: EmbeddedCluster | None = None
         self._lock = threading.Lock()
 
     @property
     def host(self) -> str:
-        return service_host(self.settings)
+        """Decided once per platform process (it may start the network's namespaces)."""
+        if self._host is None:
+            self._host = service_host(self.settings)
+        return self._host
 
     @property
     def account(self) -> Account:
