@@ -17,6 +17,16 @@ from typing import Any
 
 from phemeral.errors import BootFailed
 from phemeral.runtime import procs
+from phemeral.runtime.zygote import (
+    EVENT_EXIT,
+    OP_FORK_TEMPLATE,
+    OP_LOAD,
+    OP_PRELOAD,
+    OP_RELEASE,
+    OP_RESPAWN,
+    OP_SERVE,
+    OP_SIGNAL,
+)
 
 MAX_MESSAGE = 1 << 20
 
@@ -88,7 +98,7 @@ class TemplateProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             reply = await self.call(
-                {"op": "fork_template"}, fds=[theirs.fileno(), stdout, stderr], timeout=timeout
+                {"op": OP_FORK_TEMPLATE}, fds=[theirs.fileno(), stdout, stderr], timeout=timeout
             )
         except BaseException:
             ours.close()
@@ -106,7 +116,7 @@ class TemplateProcess:
     async def preload(self, modules: Sequence[str], timeout: float = 60) -> list[str]:
         """Import these modules here (skipping the ones that fail); the failed ones."""
         with contextlib.suppress(TemplateGone, TimeoutError):
-            reply = await self.call({"op": "preload", "modules": list(modules)}, timeout=timeout)
+            reply = await self.call({"op": OP_PRELOAD, "modules": list(modules)}, timeout=timeout)
             return [str(m) for m in reply.get("failed", [])]
         return list(modules)
 
@@ -120,7 +130,7 @@ class TemplateProcess:
                     break
                 message = json.loads(data)
                 if "event" in message:
-                    if message["event"] == "exit":
+                    if message["event"] == EVENT_EXIT:
                         self.on_exit(
                             int(message["pid"]), message.get("code"), message.get("signal")
                         )
@@ -174,7 +184,7 @@ class TemplateProcess:
         message = {
             "lazy": lazy,
             "preload": list(preload),
-            "op": "load",
+            "op": OP_LOAD,
             "spec": spec,
             "argv": list(argv),
             "workdir": workdir,
@@ -214,7 +224,7 @@ class TemplateProcess:
         that exits cleanly (gunicorn ``--max-requests``) until `release`.
         """
         reply = await self.call(
-            {"op": "serve", "workers": workers, "instance": instance},
+            {"op": OP_SERVE, "workers": workers, "instance": instance},
             fds=[listener, stdout, stderr],
             timeout=10,
         )
@@ -226,7 +236,7 @@ class TemplateProcess:
 
     async def respawn(self, instance: str, workers: int = 1) -> list[int]:
         reply = await self.call(
-            {"op": "respawn", "instance": instance, "workers": workers}, timeout=10
+            {"op": OP_RESPAWN, "instance": instance, "workers": workers}, timeout=10
         )
         if not reply.get("ok"):
             raise BootFailed(f"could not replace a worker: {last_line(str(reply.get('error')))}")
@@ -234,11 +244,11 @@ class TemplateProcess:
 
     async def release(self, instance: str) -> None:
         with contextlib.suppress(TemplateGone, TimeoutError):
-            await self.call({"op": "release", "instance": instance}, timeout=5)
+            await self.call({"op": OP_RELEASE, "instance": instance}, timeout=5)
 
     async def signal(self, pids: Sequence[int], sig: int) -> None:
         with contextlib.suppress(TemplateGone, TimeoutError):
-            await self.call({"op": "signal", "pids": list(pids), "signal": int(sig)}, timeout=5)
+            await self.call({"op": OP_SIGNAL, "pids": list(pids), "signal": int(sig)}, timeout=5)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the control socket (the template stops its children and exits), then reap it."""

@@ -18,8 +18,16 @@ object; requests carry an ``id`` echoed in the reply, and file descriptors trave
 - ``{"op": "fork_template"}`` + fds ``[control, stdout, stderr]``: fork a child that becomes a
   template of its own on the new control socket (a per-deployment template forked from a
   shared framework one). Replies ``{"ok": true, "pid": P}``.
-- ``{"op": "serve", "workers": N}`` + fds ``[listener, stdout, stderr]``: fork N children that
-  serve on the already bound and listening socket. Replies ``{"ok": true, "pids": [...]}``.
+- ``{"op": "serve", "workers": N, "instance": I}`` + fds ``[listener, stdout, stderr]``: fork
+  N children that serve on the already bound and listening socket; with ``instance`` the fds are
+  kept (duplicated) to replace workers later. Replies ``{"ok": true, "pids": [...]}``.
+- ``{"op": "respawn", "instance": I, "workers": N}``: fork N more servers on instance I's kept
+  fds (a worker that exited cleanly, e.g. after ``--max-requests``). Replies with the pids.
+- ``{"op": "release", "instance": I}``: close instance I's kept fds (it stopped).
+- ``{"op": "signal", "pids": [...], "signal": S}``: signal served children and what they started
+  (each leads its own process group).
+
+The names are the ``OP_*`` constants below; `phemeral.runtime.template` sends exactly those.
 
 Events (no ``id``): ``{"event": "exit", "pid": P, "code": C, "signal": S}`` when a child ends.
 The template exits when its control socket closes; its children then run on until stopped.
@@ -43,6 +51,16 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+# The control protocol (see the module docstring); `phemeral.runtime.template` imports these.
+OP_PRELOAD = "preload"
+OP_LOAD = "load"
+OP_FORK_TEMPLATE = "fork_template"
+OP_SERVE = "serve"
+OP_RESPAWN = "respawn"
+OP_RELEASE = "release"
+OP_SIGNAL = "signal"
+EVENT_EXIT = "exit"
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
@@ -174,17 +192,17 @@ class Template:
             self.children.discard(pid)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            self.send({"event": "exit", "pid": pid, "code": code, "signal": sig})
+            self.send({"event": EVENT_EXIT, "pid": pid, "code": code, "signal": sig})
 
     def dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message.get("op")
         reply: dict[str, Any] = {"id": message.get("id")}
         try:
-            if op == "preload":
+            if op == OP_PRELOAD:
                 reply["failed"] = preload(message.get("modules", []))
                 reply["ok"] = True
                 freeze()
-            elif op == "load":
+            elif op == OP_LOAD:
                 self.load(message)
                 freeze()
                 reply.update(ok=True, workers=self.workers, server=self.server)
@@ -194,26 +212,26 @@ class Template:
                 reply["threads"] = self.threads_started
                 reply["preload_app"] = self.preload_app
                 reply["lazy"] = self.lazy
-            elif op == "fork_template":
+            elif op == OP_FORK_TEMPLATE:
                 reply.update(ok=True, pid=self.fork_template(fds))
-            elif op == "signal":
+            elif op == OP_SIGNAL:
                 self.signal(message.get("pids") or [], int(message.get("signal", signal.SIGTERM)))
                 reply["ok"] = True
-            elif op == "serve":
+            elif op == OP_SERVE:
                 workers = int(message.get("workers") or self.workers)
                 instance = str(message.get("instance") or "")
                 if instance:  # kept to replace workers that exit cleanly (max requests)
                     self.kept[instance] = [os.dup(fd) for fd in fds[:3]]
                     track(*self.kept[instance])
                 reply.update(ok=True, pids=self.serve(fds, workers))
-            elif op == "respawn":
+            elif op == OP_RESPAWN:
                 kept = self.kept.get(str(message.get("instance")))
                 if kept is None:
                     raise RuntimeError("unknown instance")
                 fds = [os.dup(fd) for fd in kept]
                 track(*fds)
                 reply.update(ok=True, pids=self.serve(fds, int(message.get("workers") or 1)))
-            elif op == "release":
+            elif op == OP_RELEASE:
                 for fd in self.kept.pop(str(message.get("instance")), []):
                     close_fd(fd)
                 reply["ok"] = True
