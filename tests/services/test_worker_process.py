@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(900)]
 
 CELERY_APP = {
     "requirements.txt": "flask\ngunicorn\ncelery[redis]>=5.3\n",
-    "Procfile": "web: gunicorn app:app\n"
+    "Procfile": "web: gunicorn --timeout 120 app:app\n"
     "worker: celery -A tasks worker --loglevel INFO --concurrency 1 --without-gossip\n",
     "tasks.py": """import os
 
@@ -45,9 +45,17 @@ def index():
 
 @app.get("/run/<int:n>")
 def run(n):
-    return whoami.delay(n).get(timeout=60)
+    return whoami.delay(n).get(timeout=100)
 """,
 }
+
+
+def run_task(server: Server, deployment_id: str, n: int) -> dict[str, Any]:
+    """GET /run/n on the deployment: a task queued on Redis, answered by a worker."""
+    response = get(server, deployment_id, f"/run/{n}", timeout=150)
+    assert response.status_code == 200, (response.status_code, response.text[:500])
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def processes(api: httpx.Client, deployment_id: str) -> dict[str, dict[str, Any]]:
@@ -72,7 +80,7 @@ def worker_lines(api: httpx.Client, deployment_id: str) -> list[str]:
 
 
 def eventually_logged(api: httpx.Client, deployment_id: str, text: str) -> bool:
-    deadline = time.monotonic() + 30  # log lines reach the store in batches
+    deadline = time.monotonic() + 90  # log lines reach the store in batches; celery boots slowly
     while time.monotonic() < deadline:
         if any(text in line for line in worker_lines(api, deployment_id)):
             return True
@@ -92,22 +100,23 @@ def test_celery_worker_consumes_from_redis_and_is_swapped_on_promote(
     a = str(first["id"])
     assert first["processes"][0]["name"] == "worker"
     wait_state(api, a, "running")
-    assert get(server, a, "/run/21", timeout=90).json() == {"deployment": a, "n": 42}
+    assert run_task(server, a, 21) == {"deployment": a, "n": 42}
     assert eventually_logged(api, a, "ready")  # its output: runtime log lines tagged "worker"
 
     second = deploy(api, project, CELERY_APP)  # becomes current: the workers swap
     b = str(second["id"])
     wait_state(api, b, "running")
     wait_state(api, a, "stopped")
+    assert eventually_logged(api, b, "ready")  # connected to Redis (slow on a loaded machine)
     # the old deployment's web process now hands its tasks to the new worker
-    assert get(server, a, "/run/1", timeout=90).json() == {"deployment": b, "n": 2}
+    assert run_task(server, a, 1) == {"deployment": b, "n": 2}
 
     # rollback: the first deployment's worker runs again, the second's stops
     response = api.post(f"/deployments/{a}/promote", json={})
     assert response.status_code == 200, response.text
     wait_state(api, a, "running")
     wait_state(api, b, "stopped")
-    assert get(server, b, "/run/2", timeout=90).json() == {"deployment": a, "n": 4}
+    assert run_task(server, b, 2) == {"deployment": a, "n": 4}
     assert processes(api, a)["worker"]["restarts"] == 0
 
     # A platform killed with -9 and started again: the old worker is replaced, not doubled.
@@ -117,7 +126,7 @@ def test_celery_worker_consumes_from_redis_and_is_swapped_on_promote(
     server.start()
     with server.client() as fresh:
         wait_state(fresh, a, "running")
-        assert get(server, a, "/run/3", timeout=90).json() == {"deployment": a, "n": 6}
+        assert run_task(server, a, 3) == {"deployment": a, "n": 6}
         after = celery_pids(a)
         assert after and not (after & before), (before, after)
         assert len(after) == len(before)
