@@ -225,6 +225,9 @@ def main() -> None:
             samples += wake_all(platform, ids)
             wait_for("scaled to zero", lambda: all_dormant(platform, ids), 120)
         results.append(line("after deploy (template tier)", samples))
+        if args.rounds > 1:  # the first fork of a template vs the later ones
+            results.append(line("  of which round 1", samples[: len(ids)]))
+            results.append(line("  of which rounds 2+", samples[len(ids) :]))
 
         platform.stop()
         started = time.monotonic()
