@@ -16,7 +16,7 @@ from pathlib import Path
 
 from phemeral.errors import BootFailed
 from phemeral.runtime import procs
-from phemeral.runtime.deployment import Deployment, Supervision
+from phemeral.runtime.deployment import DeploymentRuntime, Supervision
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
 from phemeral.runtime.template import TemplateGone, TemplateProcess
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 MEMORY_CACHE_TTL = 5.0
 
-ChildExit = Callable[[Deployment, int, int | None, int | None], None]
+ChildExit = Callable[[DeploymentRuntime, int, int | None, int | None], None]
 
 
 class AppTemplates:
@@ -37,7 +37,7 @@ class AppTemplates:
         *,
         share: bool,
         on_child_exit: ChildExit,
-        on_ended: Callable[[Deployment, TemplateProcess], None],
+        on_ended: Callable[[DeploymentRuntime, TemplateProcess], None],
     ) -> None:
         self.sup = sup
         self.shared = shared
@@ -45,7 +45,7 @@ class AppTemplates:
         self._on_child_exit = on_child_exit
         self._on_ended = on_ended
 
-    async def load(self, dep: Deployment) -> TemplateProcess:
+    async def load(self, dep: DeploymentRuntime) -> TemplateProcess:
         assert dep.server is not None
         sup, release = self.sup, dep.release
         await sup.ensure_cgroup(dep)
@@ -68,7 +68,7 @@ class AppTemplates:
         self._adopt(dep, template)
         return template
 
-    def _import_per_server(self, dep: Deployment, template: TemplateProcess) -> bool:
+    def _import_per_server(self, dep: DeploymentRuntime, template: TemplateProcess) -> bool:
         """Whether ``template`` imported an app that forks must not share (then the next
         template of the deployment lets each server import it, as gunicorn without
         --preload and uvicorn do)."""
@@ -89,7 +89,7 @@ class AppTemplates:
         return True
 
     async def _launch_own(
-        self, dep: Deployment, env: dict[str, str], timeout: float
+        self, dep: DeploymentRuntime, env: dict[str, str], timeout: float
     ) -> TemplateProcess:
         """A template launched alone in the deployment's sandbox, the app loaded."""
         assert dep.server is not None
@@ -127,7 +127,7 @@ class AppTemplates:
             raise
         return template
 
-    def _adopt(self, dep: Deployment, template: TemplateProcess) -> None:
+    def _adopt(self, dep: DeploymentRuntime, template: TemplateProcess) -> None:
         if template.held and self.sup.views.share_base(dep.release.deployment_id):
             self.sup.system(
                 dep,
@@ -139,7 +139,7 @@ class AppTemplates:
         dep.dormant_since = self.sup.clock()
         self.sup.background(self._watch(dep, template))
 
-    def _new(self, dep: Deployment) -> TemplateProcess:
+    def _new(self, dep: DeploymentRuntime) -> TemplateProcess:
         def on_exit(pid: int, code: int | None, sig: int | None) -> None:
             self._on_child_exit(dep, pid, code, sig)
 
@@ -147,7 +147,7 @@ class AppTemplates:
 
     async def _run_pre_command(
         self,
-        dep: Deployment,
+        dep: DeploymentRuntime,
         command: str,
         env: dict[str, str],
         timeout: float,
@@ -178,7 +178,7 @@ class AppTemplates:
             raise BootFailed(f"`{command}` failed with exit code {code}")
 
     async def _fork_from_shared(
-        self, dep: Deployment, env: dict[str, str], timeout: float
+        self, dep: DeploymentRuntime, env: dict[str, str], timeout: float
     ) -> TemplateProcess:
         """A per-deployment template forked from its project's shared framework template.
 
@@ -205,7 +205,7 @@ class AppTemplates:
 
     async def _fork(
         self,
-        dep: Deployment,
+        dep: DeploymentRuntime,
         shared: SharedTemplate,
         template: TemplateProcess,
         env: dict[str, str],
@@ -256,14 +256,16 @@ class AppTemplates:
             raise
         return logs
 
-    async def _learn(self, dep: Deployment, shared: SharedTemplate, modules: list[str]) -> None:
+    async def _learn(
+        self, dep: DeploymentRuntime, shared: SharedTemplate, modules: list[str]
+    ) -> None:
         """Preload what the first app imported into the shared template, then re-fork that
         first deployment's own template (while dormant) so it shares those pages too."""
         await shared.template.preload(modules)
         dep.needs_refresh = True
         await self.refresh(dep)
 
-    async def refresh(self, dep: Deployment) -> None:
+    async def refresh(self, dep: DeploymentRuntime) -> None:
         """Re-fork a dormant deployment's template from its shared one (see `_learn`).
 
         The new template loads beside the old one, which keeps serving wakes meanwhile; the
@@ -296,14 +298,14 @@ class AppTemplates:
             await old.close(timeout=2)  # else it closes when the instance it forked is done
         await sup.capture.drain(old_logs, 0.0 if instance is not None else 1.0)
 
-    async def _watch(self, dep: Deployment, template: TemplateProcess) -> None:
+    async def _watch(self, dep: DeploymentRuntime, template: TemplateProcess) -> None:
         assert template.closed is not None
         await template.closed
         if dep.template is template:
             dep.template = None
         self._on_ended(dep, template)
 
-    async def drop(self, dep: Deployment) -> None:
+    async def drop(self, dep: DeploymentRuntime) -> None:
         """The deep tier: close the template, remove the cgroup when nothing else runs."""
         async with dep.template_lock:
             template = dep.template
@@ -324,7 +326,7 @@ class AppTemplates:
             if dep.instance is None:
                 self.sup.records.remove(dep.release.deployment_id)
 
-    def memory_kb(self, dep: Deployment) -> int:
+    def memory_kb(self, dep: DeploymentRuntime) -> int:
         """USS of the deployment's template tree; read from /proc at most every few seconds
         (listing many deployments must not walk /proc for each)."""
         template = dep.template
@@ -339,7 +341,7 @@ class AppTemplates:
         return kb
 
 
-def app_spec(dep: Deployment) -> dict[str, object]:
+def app_spec(dep: DeploymentRuntime) -> dict[str, object]:
     """What the template is told of the app: the detected AppSpec, and the server in any case
     (a declared or custom command names its own app on its command line)."""
     assert dep.server is not None
@@ -348,7 +350,7 @@ def app_spec(dep: Deployment) -> dict[str, object]:
     return spec
 
 
-def server_workdir(dep: Deployment) -> str:
+def server_workdir(dep: DeploymentRuntime) -> str:
     """The app's root, or the directory a ``cd DIR && server …`` command moves to."""
     chdir = dep.server.chdir if dep.server is not None else None
     return str(dep.release.workdir / chdir) if chdir else str(dep.release.workdir)

@@ -8,11 +8,11 @@ from typing import Any
 
 from phemeral.errors import BootFailed
 from phemeral.models import Upstream
-from phemeral.runtime.deployment import Deployment
+from phemeral.runtime.deployment import DeploymentRuntime
 
 
 async def probe_http(
-    dep: Deployment, upstream: Upstream, timeout: float, host: str, path: str = "/"
+    dep: DeploymentRuntime, upstream: Upstream, timeout: float, host: str, path: str = "/"
 ) -> None:
     """Connect and send one GET of ``path``; any HTTP answer passes. An exit fails it at once."""
     deadline = time.monotonic() + timeout

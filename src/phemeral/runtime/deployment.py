@@ -1,6 +1,6 @@
 """What the runtime knows of each deployment and instance set, and what its parts act through.
 
-`Deployment` is one registered release's state (its tier, instance, template, crash history);
+`DeploymentRuntime` is one registered release's state (its tier, instance, template, crash history);
 `Instance` is one running set of server processes; `Supervision` is shared by every part of the
 runtime: settings, clock, log capture (with the boot check's tee), launcher, records and the
 background tasks it must keep alive.
@@ -48,7 +48,7 @@ class Instance:
 
 
 @dataclass
-class Deployment:
+class DeploymentRuntime:
     release: Release
     idle_timeout: float
     server: ServerCommand | None
@@ -100,7 +100,7 @@ class Supervision:
         self.records = records
         self.clock = clock
         self.stop_timeout = stop_timeout
-        self.deployments: dict[str, Deployment] = {}
+        self.deployments: dict[str, DeploymentRuntime] = {}
         self.boot_tees: dict[str, Callable[[str, str], None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -109,17 +109,17 @@ class Supervision:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def tee(self, dep: Deployment) -> Callable[[str, str], None] | None:
+    def tee(self, dep: DeploymentRuntime) -> Callable[[str, str], None] | None:
         return self.boot_tees.get(dep.release.deployment_id)
 
-    def system(self, dep: Deployment, message: str) -> None:
+    def system(self, dep: DeploymentRuntime, message: str) -> None:
         log.info("%s: %s", dep.release.deployment_id, message)
         self.capture.emit(
             dep.release.deployment_id, "-", "system", message, self.tee(dep), limited=False
         )
 
     def attach_output(
-        self, dep: Deployment, instance: str, out_r: int, err_r: int, *, tee: bool = True
+        self, dep: DeploymentRuntime, instance: str, out_r: int, err_r: int, *, tee: bool = True
     ) -> list[asyncio.Future[None]]:
         """Capture a process's stdout and stderr pipes as the lines of ``instance``."""
         did = dep.release.deployment_id
@@ -134,14 +134,14 @@ class Supervision:
         for directory in dirs:
             await asyncio.to_thread(shutil.rmtree, directory, True)
 
-    async def ensure_network(self, dep: Deployment) -> None:
+    async def ensure_network(self, dep: DeploymentRuntime) -> None:
         """Give the deployment its network namespace unless it has one or the host cannot (a
         template forked from a shared one lives in that one's: it needs none of its own)."""
         if dep.netns is None:
             did = dep.release.deployment_id
             dep.netns = await self.launcher.create_network(dep.release.allow, did)
 
-    async def ensure_cgroup(self, dep: Deployment) -> None:
+    async def ensure_cgroup(self, dep: DeploymentRuntime) -> None:
         """Give the deployment its cgroup (limits, OOM count) unless it has one or cannot."""
         did = dep.release.deployment_id
         if dep.cgroup is not None:
@@ -151,7 +151,7 @@ class Supervision:
             dep.cgroup = cgroup
             dep.oom_kills = oom_kills(cgroup)
 
-    async def remove_network(self, dep: Deployment) -> None:
+    async def remove_network(self, dep: DeploymentRuntime) -> None:
         """Remove the deployment's namespace (nothing of it may run any more)."""
         netns, dep.netns = dep.netns, None
         await self.launcher.remove_network(netns)

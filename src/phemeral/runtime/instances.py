@@ -17,7 +17,7 @@ from phemeral.models import Upstream
 from phemeral.runtime import procs
 from phemeral.runtime.app_template import AppTemplates
 from phemeral.runtime.backoff import record_crash, retry_after
-from phemeral.runtime.deployment import Deployment, Instance, Supervision
+from phemeral.runtime.deployment import DeploymentRuntime, Instance, Supervision
 from phemeral.runtime.launch import free_port, instance_id, oom_kills
 from phemeral.runtime.template import TemplateGone, TemplateProcess
 
@@ -42,7 +42,7 @@ class Instances:
 
     # -- waking --------------------------------------------------------------------------------
 
-    async def wake(self, dep: Deployment) -> Upstream:
+    async def wake(self, dep: DeploymentRuntime) -> Upstream:
         # An instance still draining does not delay this one: a request that arrives during a
         # scale-down gets a fresh instance at once, beside the one finishing its requests.
         started = time.perf_counter()
@@ -71,7 +71,7 @@ class Instances:
         dep.last_wake_at = datetime.now(UTC)
         return instance.upstream
 
-    async def _wake_template(self, dep: Deployment) -> Instance:
+    async def _wake_template(self, dep: DeploymentRuntime) -> Instance:
         async with dep.template_lock:
             template = dep.template
             if template is None or not template.alive:
@@ -116,7 +116,7 @@ class Instances:
         dep.dormant_since = None
         return instance
 
-    async def _spawn_command(self, dep: Deployment) -> Instance:
+    async def _spawn_command(self, dep: DeploymentRuntime) -> Instance:
         sup = self.sup
         await sup.ensure_cgroup(dep)
         await sup.ensure_network(dep)
@@ -173,7 +173,7 @@ class Instances:
         return instance
 
     async def _watch_command(
-        self, dep: Deployment, instance: Instance, process: asyncio.subprocess.Process
+        self, dep: DeploymentRuntime, instance: Instance, process: asyncio.subprocess.Process
     ) -> None:
         code = await process.wait()
         # The launcher ended: anything left of its tree goes too.
@@ -182,7 +182,7 @@ class Instances:
 
     # -- exits and crashes ---------------------------------------------------------------------
 
-    def _exit_reason(self, dep: Deployment, code: int | None, sig: int | None) -> str:
+    def _exit_reason(self, dep: DeploymentRuntime, code: int | None, sig: int | None) -> str:
         if dep.cgroup is not None:
             kills = oom_kills(dep.cgroup)
             if kills > dep.oom_kills:
@@ -196,7 +196,9 @@ class Instances:
             return f"exited with code {code} (killed by signal {code - 128})"
         return f"exited with code {code}"
 
-    def child_exited(self, dep: Deployment, pid: int, code: int | None, sig: int | None) -> None:
+    def child_exited(
+        self, dep: DeploymentRuntime, pid: int, code: int | None, sig: int | None
+    ) -> None:
         """A process a template forked ended (its template reports it)."""
         candidates = [dep.instance, *dep.draining]
         instance = next((i for i in candidates if i is not None and pid in i.pids), None)
@@ -216,7 +218,7 @@ class Instances:
             return
         self.gone(dep, instance, reason)
 
-    def template_ended(self, dep: Deployment, template: TemplateProcess) -> None:
+    def template_ended(self, dep: DeploymentRuntime, template: TemplateProcess) -> None:
         instance = dep.instance
         if instance is not None and instance.template is template and not instance.stopping:
             self.gone(dep, instance, "the app's template process ended")
@@ -229,7 +231,7 @@ class Instances:
         instance.respawns.append(now)
         return instance.template is not None and instance.template.alive
 
-    async def _respawn(self, dep: Deployment, instance: Instance) -> None:
+    async def _respawn(self, dep: DeploymentRuntime, instance: Instance) -> None:
         assert instance.template is not None
         try:
             pids = await instance.template.respawn(instance.id)
@@ -241,7 +243,7 @@ class Instances:
             await instance.template.signal(pids, signal.SIGTERM)
         instance.pids.extend(pids)
 
-    def gone(self, dep: Deployment, instance: Instance, reason: str) -> None:
+    def gone(self, dep: DeploymentRuntime, instance: Instance, reason: str) -> None:
         """The instance set ended: expected while stopping, else a crash (restart scheduled)."""
         if instance.exited is not None and not instance.exited.done():
             instance.exited.set_result(reason)
@@ -268,14 +270,14 @@ class Instances:
         if not recently_used:
             dep.state = "stopped" if wait == 0 else "backoff"
 
-    async def _restart_after(self, dep: Deployment, delay: float) -> None:
+    async def _restart_after(self, dep: DeploymentRuntime, delay: float) -> None:
         await asyncio.sleep(delay)
         with contextlib.suppress(RuntimeFailure):
             await self._ensure_running(dep.release.deployment_id)
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def stop(self, dep: Deployment, reason: str) -> None:
+    async def stop(self, dep: DeploymentRuntime, reason: str) -> None:
         """Stop the deployment's instance gracefully (one stop at a time per deployment)."""
         while dep.stopping is not None:
             previous = dep.stopping
@@ -295,7 +297,7 @@ class Instances:
         stopping.add_done_callback(stopped)
         await asyncio.shield(stopping)
 
-    async def _graceful_stop(self, dep: Deployment, instance: Instance, reason: str) -> None:
+    async def _graceful_stop(self, dep: DeploymentRuntime, instance: Instance, reason: str) -> None:
         sup = self.sup
         instance.stopping = True
         dep.draining.append(instance)
@@ -331,7 +333,7 @@ class Instances:
             if sig == signal.SIGKILL:
                 procs.signal_all([instance.process.pid], sig)
 
-    async def kill(self, dep: Deployment, instance: Instance) -> None:
+    async def kill(self, dep: DeploymentRuntime, instance: Instance) -> None:
         """Kill the whole tree of an instance that is done (or did not stop in time)."""
         instance.stopping = True
         await self._signal(instance, signal.SIGKILL)

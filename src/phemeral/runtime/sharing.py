@@ -15,7 +15,7 @@ from pathlib import Path
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed
 from phemeral.runtime import procs
-from phemeral.runtime.deployment import Deployment, Supervision
+from phemeral.runtime.deployment import DeploymentRuntime, Supervision
 from phemeral.runtime.template import TemplateProcess
 
 # What a shared framework template imports before any app (the first app's own imports are
@@ -71,7 +71,7 @@ class SharedTemplates:
     def get(self, key: str | None) -> SharedTemplate | None:
         return self.by_key.get(key) if key else None
 
-    async def acquire(self, dep: Deployment) -> SharedTemplate:
+    async def acquire(self, dep: DeploymentRuntime) -> SharedTemplate:
         """The deployment's shared template, launched if needed; the deployment now uses it."""
         release = dep.release
         key = f"{release.project}:{release.lock_hash}:{release.python_version}"
@@ -90,7 +90,7 @@ class SharedTemplates:
         dep.shared_key = shared.key
         return shared
 
-    async def _launch(self, key: str, dep: Deployment) -> SharedTemplate:
+    async def _launch(self, key: str, dep: DeploymentRuntime) -> SharedTemplate:
         sup, release, app, server = self.sup, dep.release, dep.release.app, dep.server
         assert server is not None
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -131,7 +131,7 @@ class SharedTemplates:
         self.by_key[key] = shared
         return shared
 
-    async def release(self, dep: Deployment) -> None:
+    async def release(self, dep: DeploymentRuntime) -> None:
         """The deployment no longer uses its shared template; the last user closes it."""
         key, dep.shared_key = dep.shared_key, None
         shared = self.get(key)

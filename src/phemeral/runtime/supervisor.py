@@ -42,7 +42,7 @@ from phemeral.runtime.backoff import may_start, retry_after
 from phemeral.runtime.bootcheck import probe_http
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
-from phemeral.runtime.deployment import Deployment, Supervision
+from phemeral.runtime.deployment import DeploymentRuntime, Supervision
 from phemeral.runtime.idle import (
     DEFAULT_SHARED_KB,
     DEFAULT_TEMPLATE_KB,
@@ -195,7 +195,7 @@ class Runtime:
         if self.use_templates:  # autodetected, declared or custom: the command line decides
             env = self._launcher.env(release, 8000)
             server = parse_server_command(release.start_command, 8000, env)
-        self._deployments[release.deployment_id] = Deployment(release, timeout, server)
+        self._deployments[release.deployment_id] = DeploymentRuntime(release, timeout, server)
 
     def _idle_timeout(self, release: Release) -> float:
         """The release's own (phemeral.toml ``idle_timeout``), else the platform's."""
@@ -214,7 +214,7 @@ class Runtime:
     def set_idle_timeout(self, deployment_id: str, seconds: float) -> None:
         self._get(deployment_id).idle_timeout = seconds
 
-    def _get(self, deployment_id: str) -> Deployment:
+    def _get(self, deployment_id: str) -> DeploymentRuntime:
         dep = self._deployments.get(deployment_id)
         if dep is None:
             raise NotFound(f"deployment {deployment_id} is not known to the runtime")
@@ -360,7 +360,7 @@ class Runtime:
         if self._usage.pop(deployment_id, None) is not None:
             self._usage_dirty = True
 
-    async def _shutdown(self, dep: Deployment, *, drain: bool) -> None:
+    async def _shutdown(self, dep: DeploymentRuntime, *, drain: bool) -> None:
         if dep.restart_task is not None:
             dep.restart_task.cancel()
         if dep.waking is not None:
@@ -546,11 +546,13 @@ class Runtime:
 
     # -- the parts' callbacks --------------------------------------------------------------------
 
-    async def _stop_instance(self, dep: Deployment, reason: str) -> None:
+    async def _stop_instance(self, dep: DeploymentRuntime, reason: str) -> None:
         await self._instances.stop(dep, reason)
 
-    def _child_exited(self, dep: Deployment, pid: int, code: int | None, sig: int | None) -> None:
+    def _child_exited(
+        self, dep: DeploymentRuntime, pid: int, code: int | None, sig: int | None
+    ) -> None:
         self._instances.child_exited(dep, pid, code, sig)
 
-    def _template_ended(self, dep: Deployment, template: TemplateProcess) -> None:
+    def _template_ended(self, dep: DeploymentRuntime, template: TemplateProcess) -> None:
         self._instances.template_ended(dep, template)
