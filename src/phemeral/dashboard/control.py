@@ -147,7 +147,6 @@ class PlatformApi:
         )
         return body
 
-    # deployments
     # backing services
     async def services(self, project: str, environment: str) -> list[JSON]:
         body = await self._call(

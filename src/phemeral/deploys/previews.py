@@ -73,12 +73,11 @@ def open_preview(cp: ControlPlane, project: str, event: PullRequestEvent) -> Ope
     stamp = now()
     with cp.store.write() as s:
         proj = get_project(s, project, lock=True)
-        env = s.scalar(
-            select(Environment).where(Environment.project_id == proj.id, Environment.name == name)
-        )
+        env = _environment(s, proj, name)
         if env is None:
             env = add_environment(s, proj, name, [], [])
         preview = s.get(Preview, env.id)
+        resumed = preview is not None and preview.state != PreviewState.OPEN
         if preview is None:
             preview = Preview(
                 environment_id=env.id,
@@ -88,7 +87,7 @@ def open_preview(cp: ControlPlane, project: str, event: PullRequestEvent) -> Ope
                 fork=event.fork,
             )
             s.add(preview)
-        elif preview.state != PreviewState.OPEN:
+        elif resumed:
             _claim_default_domain(s, proj, env)
         if event.fork != preview.fork:  # a head moved between a fork and the base repository
             preview.fork, preview.approved_by = event.fork, None
@@ -117,8 +116,8 @@ def open_preview(cp: ControlPlane, project: str, event: PullRequestEvent) -> Ope
             suspended=tuple(suspended),
             retire=tuple(retire),
         )
-    # Deployments of a resumed preview go back to the runtime (closing forgot them).
-    _register_again(cp, project, name)
+    if resumed:  # its deployments go back to the runtime (closing or suspending forgot them)
+        _register_again(cp, project, name)
     publish(cp)
     return opened
 
@@ -161,12 +160,7 @@ def remove_preview_services(cp: ControlPlane, project: str, number: int) -> list
     """Delete a closed preview's services (each leaves a final backup in the data dir)."""
     with cp.store.read() as s:
         proj = get_project(s, project)
-        env = s.scalar(
-            select(Environment).where(
-                Environment.project_id == proj.id,
-                Environment.name == preview_environment(number),
-            )
-        )
+        env = _environment(s, proj, preview_environment(number))
         if env is None:
             return []
         env_id = env.id
@@ -187,9 +181,7 @@ def approve_preview(cp: ControlPlane, project: str, number: int, actor: str) -> 
 
 
 def _take_down(s: Session, proj: Project, name: str, state: str) -> list[str]:
-    env = s.scalar(
-        select(Environment).where(Environment.project_id == proj.id, Environment.name == name)
-    )
+    env = _environment(s, proj, name)
     preview = s.get(Preview, env.id) if env is not None else None
     if env is None or preview is None:
         return []
@@ -198,6 +190,13 @@ def _take_down(s: Session, proj: Project, name: str, state: str) -> list[str]:
         preview.closed_at = now()
     s.execute(delete(Domain).where(Domain.environment_id == env.id))
     return list(s.scalars(select(Deployment.id).where(Deployment.environment_id == env.id)))
+
+
+def _environment(s: Session, proj: Project, name: str) -> Environment | None:
+    """The project's environment ``name``, or None (a preview may not exist yet)."""
+    return s.scalar(
+        select(Environment).where(Environment.project_id == proj.id, Environment.name == name)
+    )
 
 
 def _claim_default_domain(s: Session, proj: Project, env: Environment) -> None:
@@ -211,11 +210,7 @@ def _register_again(cp: ControlPlane, project: str, environment: str) -> None:
         return
     with cp.store.read() as s:
         proj = get_project(s, project)
-        env = s.scalar(
-            select(Environment).where(
-                Environment.project_id == proj.id, Environment.name == environment
-            )
-        )
+        env = _environment(s, proj, environment)
         if env is None:
             return
         rows = s.scalars(

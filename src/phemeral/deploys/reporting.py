@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from phemeral.deploys.plane import ControlPlane
 from phemeral.github.comments import CommentWriter, PreviewComment, comment_body
@@ -117,12 +118,7 @@ class GitHubReporting:
 
     def _comment_state(self, w: Watch) -> tuple[int | None, float | None]:
         with self._cp.store.read() as s:
-            preview = s.scalar(
-                select(Preview)
-                .join(Project, Project.id == Preview.project_id)
-                .join(Environment, Environment.id == Preview.environment_id)
-                .where(Project.name == w.project, Environment.name == w.environment)
-            )
+            preview = _preview_of(s, w)
             d = s.get(Deployment, w.deployment_id)
             seconds = None
             if d is not None and d.started_at is not None and d.finished_at is not None:
@@ -131,11 +127,16 @@ class GitHubReporting:
 
     def _save_comment_id(self, w: Watch, comment_id: int) -> None:
         with self._cp.store.write() as s:
-            preview = s.scalar(
-                select(Preview)
-                .join(Project, Project.id == Preview.project_id)
-                .join(Environment, Environment.id == Preview.environment_id)
-                .where(Project.name == w.project, Environment.name == w.environment)
-            )
+            preview = _preview_of(s, w)
             if preview is not None:
                 preview.comment_id = comment_id
+
+
+def _preview_of(s: Session, w: Watch) -> Preview | None:
+    """The preview row of the watched deployment's environment (None for a push)."""
+    return s.scalar(
+        select(Preview)
+        .join(Project, Project.id == Preview.project_id)
+        .join(Environment, Environment.id == Preview.environment_id)
+        .where(Project.name == w.project, Environment.name == w.environment)
+    )
