@@ -484,13 +484,13 @@ from flask import Flask
 CONNECTION, PEER = socket.socketpair()  # as a database client's connection would be
 TICKS = []
 threading.Thread(target=lambda: [TICKS.append(time.sleep(0.01)) for _ in iter(int, 1)],
-                 daemon=True).start()  # as a scheduler started at import would be
+                 name="ticker", daemon=True).start()  # as a scheduler started at import would be
 app = Flask(__name__)
 
 @app.get("/")
 def root():
     return {"pid": os.getpid(), "connection": os.fstat(CONNECTION.fileno()).st_ino,
-            "ticking": len(TICKS) > 0 and threading.active_count() > 1}
+            "ticking": any(t.name == "ticker" and t.is_alive() for t in threading.enumerate())}
 """
 
 
