@@ -19,7 +19,7 @@ from phemeral.runtime import procs
 from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
 
-from .conftest import ListBuildLog, ListSink, make_release
+from .conftest import DJANGO_FILES, ListBuildLog, ListSink, make_release
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +94,27 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.02)
 
 
+def test_a_django_app_that_refuses_the_platform_host_passes_with_a_warning_that_says_the_fix(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    files = dict(DJANGO_FILES)
+    files["mysite/settings.py"] = (  # the host is checked by middleware that reads it
+        files["mysite/settings.py"]
+        .replace("ALLOWED_HOSTS = ['*']", "ALLOWED_HOSTS = ['myapp.herokuapp.com']")
+        .replace("MIDDLEWARE = []", "MIDDLEWARE = ['django.middleware.common.CommonMiddleware']")
+    )
+    release = make_release(tmp_path, "strict-1", "django", files=files)
+    build_log = ListBuildLog()
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, build_log)
+
+    run_with_runtime(settings, sink, body)
+    text = build_log.text()
+    assert "the app answered on $PORT (400)" in text
+    assert f"add '.{settings.base_domain}'" in text and "ALLOWED_HOSTS" in text
+
+
 @pytest.mark.parametrize("stack", ["fastapi", "flask", "django"])
 def test_boot_check_then_scale_to_zero_then_wake_from_the_template(
     stack: str, tmp_path: Path, settings: Settings, sink: ListSink
@@ -103,7 +124,8 @@ def test_boot_check_then_scale_to_zero_then_wake_from_the_template(
 
     async def body(runtime: Runtime) -> None:
         await runtime.boot_check(release, build_log)
-        assert "the app answered on $PORT" in build_log.text()
+        assert "the app answered on $PORT (200)" in build_log.text()
+        assert "warning" not in build_log.text()
         state = runtime.instances(release.deployment_id)
         assert state.instances == 1 and state.state == "running"
         await runtime.sweep()  # not idle yet: it keeps running

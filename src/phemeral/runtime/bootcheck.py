@@ -7,14 +7,56 @@ import time
 from typing import Any
 
 from phemeral.errors import BootFailed
-from phemeral.models import Upstream
+from phemeral.models import Release, Upstream
 from phemeral.runtime.deployment import DeploymentRuntime
+
+
+def status_of(head: bytes) -> int | None:
+    """The status code of a response's first bytes (``HTTP/1.1 400 …``), None if unreadable."""
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1][:3].isdigit():
+        return None
+    return int(parts[1][:3])
+
+
+def answer_note(status: int | None, host: str, base_domain: str, django: bool) -> str | None:
+    """What the build log should add about the boot check's answer, if anything.
+
+    Any answer passes the boot check (an app may well answer 404 on ``/``), but a 400 from
+    Django almost always means ``ALLOWED_HOSTS`` leaves out the platform's host names, and every
+    real request would get the same 400: say so, and how to fix it.
+    """
+    if status is None or status < 400:
+        return None
+    if status == 400 and django:
+        return (
+            f"warning: the app answered 400 Bad Request to Host: {host}. Django answers 400 when "
+            f"ALLOWED_HOSTS does not list the host: add '.{base_domain}' (every deployment and "
+            "environment domain) and any custom domain to ALLOWED_HOSTS, e.g. from a variable "
+            "set with `phemeral env set`"
+        )
+    if status >= 500:
+        return (
+            f"warning: the app answered {status} to GET of its health check path: it serves, "
+            "but fails that request; see its output above"
+        )
+    return None
+
+
+def uses_django(release: Release) -> bool:
+    """Whether the release serves Django: detected, or installed for a declared command."""
+    if release.app is not None:
+        return release.app.framework == "django"
+    return any(release.venv.glob("lib/python*/site-packages/django/__init__.py"))
 
 
 async def probe_http(
     dep: DeploymentRuntime, upstream: Upstream, timeout: float, host: str, path: str = "/"
-) -> None:
-    """Connect and send one GET of ``path``; any HTTP answer passes. An exit fails it at once."""
+) -> int | None:
+    """Connect and send one GET of ``path``; any HTTP answer passes. An exit fails it at once.
+
+    Returns the answer's status code (None when the status line was unreadable).
+    """
     deadline = time.monotonic() + timeout
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}"
@@ -51,7 +93,7 @@ async def probe_http(
                 raise TimeoutError
             first = waits[0]
             if first in done and not first.exception() and first.result().startswith(b"HTTP/"):
-                return
+                return status_of(first.result())
             if first in done and first.exception() is None and not first.result():
                 await asyncio.sleep(0.05)  # closed without answering: try again
                 continue

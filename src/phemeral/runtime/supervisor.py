@@ -39,7 +39,7 @@ from phemeral.runtime import procs
 from phemeral.runtime.app_template import AppTemplates
 from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import may_start, retry_after
-from phemeral.runtime.bootcheck import probe_http
+from phemeral.runtime.bootcheck import answer_note, probe_http, uses_django
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.deployment import DeploymentRuntime, Supervision
@@ -328,7 +328,7 @@ class Runtime:
             upstream = await asyncio.wait_for(self.ensure_running(release.deployment_id), timeout)
             remaining = max(0.1, timeout - (time.monotonic() - started))
             host = f"{release.deployment_id}.{self.settings.base_domain}"
-            await probe_http(dep, upstream, remaining, host, release.health_check_path)
+            status = await probe_http(dep, upstream, remaining, host, release.health_check_path)
         except (TimeoutError, RuntimeFailure) as exc:
             reason = (
                 f"the app did not answer on $PORT within {timeout:g} s"
@@ -345,7 +345,11 @@ class Runtime:
             self._sup.boot_tees.pop(release.deployment_id, None)
             self.capture.set_tee(release.deployment_id, None)
         elapsed = (time.monotonic() - started) * 1000
-        log.write("boot", f"the app answered on $PORT after {elapsed:.0f} ms")
+        answer = f" ({status})" if status is not None else ""
+        log.write("boot", f"the app answered on $PORT{answer} after {elapsed:.0f} ms")
+        note = answer_note(status, host, self.settings.base_domain, uses_django(release))
+        if note is not None:
+            log.write("boot", note)
         dep.last_request_at = self.clock()
 
     # -- retire --------------------------------------------------------------------------------
