@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from phemeral.runtime import procs
 from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
 
@@ -389,6 +390,60 @@ def test_an_app_writes_next_to_its_code_in_a_throwaway_layer_of_each_instance(
     assert sorted(p.name for p in release.workdir.iterdir()) == before
     assert str(settings.data_dir) not in Path("/proc/self/mountinfo").read_text()
     assert not (settings.data_dir / "runtime" / "views").exists()
+
+
+def _template_processes(runtime: Runtime, deployment_id: str) -> list[int]:
+    """The template processes (zygote.py run by python, not the sandbox's bwrap) of a
+    deployment's template tree."""
+    template = runtime._deployments[deployment_id].template
+    assert template is not None and template.host_pid is not None
+    zygote = str(runtime._zygote_path)
+    tree = [template.host_pid, *procs.descendants(template.host_pid)]
+    return [
+        p
+        for p in tree
+        if p in procs.with_argument(zygote) and Path(f"/proc/{p}/comm").read_text() != "bwrap\n"
+    ]
+
+
+@pytest.mark.root
+def test_a_dormant_deployment_alone_on_its_shared_template_keeps_one_template_process(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    _root_only()
+    release = make_release(
+        tmp_path,
+        "alone-1",
+        "flask",
+        files={"app.py": WRITER_APP},
+        lock_hash="L-alone",
+    )
+
+    async def body(runtime: Runtime) -> None:
+        await runtime.boot_check(release, ListBuildLog())  # forked from a shared template
+        assert [s["deployments"] for s in runtime.shared_templates()] == [["alone-1"]]
+        status, payload = await request(runtime, "alone-1", "/write")
+        assert status == 200 and json.loads(payload)["rows"] == 1
+        await runtime._stop_instance(runtime._deployments["alone-1"], "idle")
+        # Dormant and alone on it: a template of its own replaces the shared one and the fork.
+        await wait_until(lambda: runtime.shared_templates() == [], timeout=60)
+        assert runtime.instances("alone-1").tier == "template"
+        assert len(_template_processes(runtime, "alone-1")) == 1
+        assert any("a template of its own" in m for m in sink.messages("alone-1", "system"))
+        # It serves as before: what its import wrote, a fresh layer per instance.
+        for expected in (1, 2):
+            status, payload = await request(runtime, "alone-1", "/write")
+            assert status == 200, payload
+            answer = json.loads(payload)
+            assert (answer["rows"], answer["cache"]) == (expected, "at import")
+            assert answer["cwd"] == str(release.workdir)
+        await runtime._stop_instance(runtime._deployments["alone-1"], "idle")
+        status, payload = await request(runtime, "alone-1", "/write")
+        assert status == 200 and json.loads(payload)["rows"] == 1
+        assert runtime.shared_templates() == []
+
+    run_with_runtime(settings, sink, body)
+    assert str(settings.data_dir) not in Path("/proc/self/mountinfo").read_text()
 
 
 HOLDER_APP = """

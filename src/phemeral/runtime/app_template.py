@@ -44,6 +44,7 @@ class AppTemplates:
         self.share = share
         self._on_child_exit = on_child_exit
         self._on_ended = on_ended
+        self._collapsing = asyncio.Lock()
 
     async def load(self, dep: DeploymentRuntime) -> TemplateProcess:
         assert dep.server is not None
@@ -89,9 +90,14 @@ class AppTemplates:
         return True
 
     async def _launch_own(
-        self, dep: DeploymentRuntime, env: dict[str, str], timeout: float
+        self,
+        dep: DeploymentRuntime,
+        env: dict[str, str],
+        timeout: float,
+        app_view: Path | None = None,
     ) -> TemplateProcess:
-        """A template launched alone in the deployment's sandbox, the app loaded."""
+        """A template launched alone in the deployment's sandbox, the app loaded (its app
+        directory: ``app_view``, else the deployment's attached view)."""
         assert dep.server is not None
         sup, release, did = self.sup, dep.release, dep.release.deployment_id
         template = self._new(dep)
@@ -99,7 +105,8 @@ class AppTemplates:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         # Bound from a shared mount point: instance layers stacked on it later appear inside.
-        spec = sup.launcher.spec(release, env, sup.views.attach(did), netns=dep.netns)
+        view = app_view if app_view is not None else sup.views.attach(did)
+        spec = sup.launcher.spec(release, env, view, netns=dep.netns)
         try:
             process = await template.launch(
                 lambda fd: sup.launcher.template_argv(release, fd, spec, dep.cgroup),
@@ -200,6 +207,11 @@ class AppTemplates:
         if not shared.learned:
             shared.learned = True  # what this app imported, the next fork will not re-import
             self.sup.background(self._learn(dep, shared, template.modules))
+        for other_id in shared.users - {dep.release.deployment_id}:
+            other = self.sup.deployments.get(other_id)
+            if other is not None and other.needs_refresh and other.template is not None:
+                # waiting to be alone and dormant (`_collapse`): no longer alone, re-fork now
+                self.sup.background(self.refresh(other))
         self._adopt(dep, template)
         return template
 
@@ -266,7 +278,8 @@ class AppTemplates:
         await self.refresh(dep)
 
     async def refresh(self, dep: DeploymentRuntime) -> None:
-        """Re-fork a dormant deployment's template from its shared one (see `_learn`).
+        """Re-fork a dormant deployment's template from its shared one (see `_learn`), or,
+        when it is the shared template's only user, give it one of its own (`_collapse`).
 
         The new template loads beside the old one, which keeps serving wakes meanwhile; the
         swap happens only if the deployment is still dormant then.
@@ -275,6 +288,16 @@ class AppTemplates:
         old = dep.template
         if shared is None or not dep.needs_refresh or old is None:
             return
+        if shared.users == {dep.release.deployment_id}:
+            if await self._collapse(dep, shared) or shared.users == {dep.release.deployment_id}:
+                return  # replaced, or not dormant now (again when it next scales to zero)
+            old = dep.template  # another deployment joined meanwhile: re-fork as below
+            if (
+                old is None
+                or not dep.needs_refresh
+                or self.shared.get(dep.shared_key) is not shared
+            ):
+                return
         dep.needs_refresh = False
         fresh = self._new(dep)
         sup = self.sup
@@ -322,9 +345,87 @@ class AppTemplates:
                 if gone is not None:
                     await self.sup.forget_dirs([gone])
                 await self.sup.remove_network(dep)
-            await self.shared.release(dep)
+            await self._release_shared(dep)
             if dep.instance is None:
                 self.sup.records.remove(dep.release.deployment_id)
+
+    async def _release_shared(self, dep: DeploymentRuntime) -> None:
+        """``dep`` no longer uses its shared template; a deployment left alone on it gets a
+        template of its own when dormant (`_collapse`)."""
+        key = dep.shared_key
+        await self.shared.release(dep)
+        shared = self.shared.get(key)
+        if shared is None or len(shared.users) != 1:
+            return
+        other = self.sup.deployments.get(next(iter(shared.users)))
+        if other is not None and other.template is not None:
+            other.needs_refresh = True  # done now if dormant, else when it next scales to zero
+            if self._dormant(other):
+                self.sup.background(self.refresh(other))
+
+    @staticmethod
+    def _dormant(dep: DeploymentRuntime) -> bool:
+        return dep.instance is None and dep.waking is None and not dep.draining
+
+    async def _collapse(self, dep: DeploymentRuntime, shared: SharedTemplate) -> bool:
+        """One template for a deployment alone on its shared one: a template of its own is
+        launched beside (the app imported in one process), swapped in while the deployment is
+        dormant, then the shared template and the one forked from it close.
+
+        Two processes (the framework template and the fork, each keeping pages the other
+        copied) cost more than one that imported everything; a shared template only pays
+        while several deployments fork from it. Not while an instance runs (its servers live
+        in the shared template's sandbox): then at the next scale to zero (``needs_refresh``
+        stays set). Whether it replaced the template.
+        """
+        if not self._dormant(dep):
+            return False
+        async with self._collapsing:  # one full import at a time
+            old = dep.template
+            if old is None or not self._dormant(dep) or shared.users != {dep.release.deployment_id}:
+                return False
+            dep.needs_refresh = False
+            sup, did = self.sup, dep.release.deployment_id
+            view = sup.views.attach_beside(did)
+            env = {**sup.launcher.env(dep.release, 8000), **(dep.server.env if dep.server else {})}
+            old_logs = dep.template_logs
+            try:
+                fresh = await self._launch_own(dep, env, sup.settings.boot_timeout, view)
+            except (BootFailed, OSError) as exc:
+                dep.template_logs = old_logs
+                if view is not None:
+                    sup.views.detach(view)
+                sup.records.remove(did)  # the shared template's record covers the old one
+                log.warning("could not give %s a template of its own: %s", did, exc)
+                return False
+            logs, dep.template_logs = dep.template_logs, old_logs
+            async with dep.template_lock:
+                keep = (
+                    dep.template is old
+                    and self._dormant(dep)
+                    and shared.users == {did}
+                    and not fresh.must_import_per_server
+                )
+                if keep:
+                    if view is not None:
+                        sup.views.use_mountpoint(did, view)
+                    dep.template, dep.template_logs = fresh, logs
+                    sup.background(self._watch(dep, fresh))
+                    sup.system(
+                        dep, "template: the app imported in a template of its own (one process)"
+                    )
+            if not keep:  # woken, dropped or joined meanwhile: try again when dormant
+                dep.needs_refresh = dep.template is old and old is not None
+                await fresh.close(timeout=2)
+                await sup.capture.drain(logs, 1.0)
+                if view is not None:
+                    sup.views.detach(view)
+                sup.records.remove(did)
+                return False
+            await old.close(timeout=2)
+            await sup.capture.drain(old_logs, 1.0)
+            await self.shared.release(dep)
+            return True
 
     def memory_kb(self, dep: DeploymentRuntime) -> int:
         """USS of the deployment's template tree; read from /proc at most every few seconds

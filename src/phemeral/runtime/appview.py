@@ -158,6 +158,38 @@ class AppViews:
         view.mountpoint = target
         return target
 
+    def attach_beside(self, deployment_id: str) -> Path | None:
+        """A second shared mount of the template layer, at a private mount point, for a template
+        launched beside the current one (`use_mountpoint` once it replaces it); or None."""
+        view = self.views.get(deployment_id)
+        if view is None or view.base is None or self._libc is None:
+            return None
+        target = view.dir / f"app-{os.urandom(4).hex()}"
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            self._libc.mount(str(view.base), target, None, MS_BIND, None)
+            self._libc.mount(None, target, None, MS_SHARED, None)
+        except OSError as exc:
+            log.warning("cannot attach the app view of %s: %s", deployment_id, exc)
+            self._umount_all(target)
+            return None
+        return target
+
+    def use_mountpoint(self, deployment_id: str, mountpoint: Path) -> None:
+        """Instance layers are stacked on ``mountpoint`` from now on (its old one unmounted:
+        no instance layer may be stacked on it)."""
+        view = self.views.get(deployment_id)
+        if view is None or self._libc is None:
+            return
+        if view.mountpoint is not None and view.mountpoint != mountpoint:
+            self._umount_all(view.mountpoint)
+        view.mountpoint = mountpoint
+
+    def detach(self, mountpoint: Path) -> None:
+        """Unmount a mount point `attach_beside` made that was not used after all."""
+        if self._libc is not None:
+            self._umount_all(mountpoint)
+
     def shared_releases(self, key: str, releases_dir: Path) -> Path | None:
         """A shared mount of a project's releases dir, for a shared template's sandbox: the
         layers of the deployments forked from it are mounted under it (and so appear inside)."""
@@ -258,6 +290,7 @@ class AppViews:
             self._umount_all(layer / "merged")
         if view.base is not None:
             self._umount_all(view.base)
+        self._umount_all(view.dir)  # and any mount point `attach_beside` left
         return view.dir
 
     def clean(self) -> None:
