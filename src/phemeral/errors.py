@@ -19,6 +19,7 @@ them intact (API JSON body, CLI stderr, build log); `exit_code` is what the CLI 
     │   ├── BootFailed              the app crashed or never bound $PORT in time
     │   └── Unavailable             no instance can serve now (queue full, crash loop)
     ├── StoreUnavailable            the database is locked or unreachable          (exit 1, 503)
+    ├── GitHubRefused               GitHub's API refused or failed a request        (exit 1, 502)
     └── ServiceFailure              a backing service cannot start / be changed    (exit 1, 503)
 """
 
@@ -163,6 +164,14 @@ class StoreUnavailable(PhemeralError):
 
     http_status = 503
     code = "store_unavailable"
+
+
+class GitHubRefused(PhemeralError):
+    """GitHub's API refused a request (an App token, an installation) or could not be reached;
+    the message carries GitHub's own status and ``message`` intact (never a token or key)."""
+
+    http_status = 502
+    code = "github_refused"
 
 
 class ServiceFailure(PhemeralError):

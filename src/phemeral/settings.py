@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from phemeral.errors import ConfigError
+from phemeral.errors import ConfigError, InvalidInput
 
 ENV_PREFIX = "PHEMERAL_"
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
@@ -58,6 +58,10 @@ class Settings:
     network: str = "auto"
     runtime_log_cap: int = 20_000  # runtime log lines kept per deployment
     github_api_url: str = "https://api.github.com"
+    # The platform's GitHub App (its id and the .pem GitHub generated for it): projects then
+    # need no token of their own, only the App installed on their repository.
+    github_app_id: int | None = None
+    github_app_key_file: Path | None = None
     log_level: str = "info"  # debug | info | warning | error (the platform's own log)
     https_port: int | None = None  # the router's TLS listener; None: plain HTTP only
     tls_cert: Path | None = None  # a wildcard for the base domain (PEM chain), with tls_key
@@ -125,6 +129,8 @@ _CASTS: dict[str, Any] = {
     "max_upload_mb": int,
     "runtime_log_cap": int,
     "github_api_url": str,
+    "github_app_id": int,
+    "github_app_key_file": Path,
     "preview_limit": int,
     "sandbox": str,
     "https_port": int,
@@ -249,4 +255,28 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("postgres admin URL must start with postgresql://")
     if settings.redis_maxmemory_mb < 1:
         raise ConfigError("redis maxmemory must be at least 1 MB")
+    _check_github_app(settings)
     return replace(settings, base_domain=base, data_dir=settings.data_dir.expanduser().absolute())
+
+
+def _check_github_app(settings: Settings) -> None:
+    """The platform's GitHub App: both flags or neither, a positive id, a readable RSA key."""
+    from phemeral.github.app_auth import load_private_key
+
+    if (settings.github_app_id is None) != (settings.github_app_key_file is None):
+        raise ConfigError("--github-app-id and --github-app-key-file go together")
+    if settings.github_app_id is None or settings.github_app_key_file is None:
+        return
+    if settings.github_app_id <= 0:
+        raise ConfigError(f"GitHub App id must be positive, not {settings.github_app_id}")
+    try:
+        pem = settings.github_app_key_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"GitHub App key file {settings.github_app_key_file} cannot be read: "
+            f"{getattr(exc, 'strerror', None) or type(exc).__name__}"
+        ) from exc
+    try:
+        load_private_key(pem)
+    except InvalidInput as exc:
+        raise ConfigError(f"{settings.github_app_key_file}: {exc.message}") from exc

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from phemeral.github.statuses import CommitState, StatusReporter, describe
+from phemeral.github.tokens import StaticToken
 from phemeral.models import DeploymentStatus
 
 from .fake_github import FakeGitHub, start_fake_github
@@ -25,14 +26,14 @@ def github() -> Iterator[FakeGitHub]:
     fake.close()
 
 
-def report(api_url: str, state: CommitState = CommitState.PENDING) -> bool:
+def report(api_url: str, state: CommitState = CommitState.PENDING) -> str | None:
     reporter = StatusReporter(api_url, timeout=3, attempts=2)
     return asyncio.run(
         reporter.report(
             "octo/hello",
             SHA,
             state,
-            token=TOKEN,
+            auth=StaticToken(TOKEN),
             target_url="http://d-abc.phemeral.localhost:8000",
             description="Deployment d-abc to production is building",
         )
@@ -40,7 +41,7 @@ def report(api_url: str, state: CommitState = CommitState.PENDING) -> bool:
 
 
 def test_reports_a_status(github: FakeGitHub) -> None:
-    assert report(github.url, CommitState.SUCCESS)
+    assert report(github.url, CommitState.SUCCESS) is None
     [sent] = github.statuses()
     assert sent.path == f"/repos/octo/hello/statuses/{SHA}"
     assert sent.headers["authorization"] == f"Bearer {TOKEN}"
@@ -57,7 +58,7 @@ def test_refusal_is_logged_without_the_token(
 ) -> None:
     github.answer_status = 500
     with caplog.at_level(logging.DEBUG):
-        assert report(github.url) is False
+        assert report(github.url) == "refused by GitHub (access token): HTTP 500: Failed"
     assert len(github.statuses()) == 2  # one retry on a server error
     assert "HTTP 500" in caplog.text
     assert TOKEN not in caplog.text
@@ -65,7 +66,7 @@ def test_refusal_is_logged_without_the_token(
 
 def test_client_error_is_not_retried(github: FakeGitHub) -> None:
     github.answer_status = 422
-    assert report(github.url) is False
+    assert report(github.url) == "refused by GitHub (access token): HTTP 422: Failed"
     assert len(github.statuses()) == 1
 
 
@@ -74,7 +75,7 @@ def test_unreachable_github_never_raises(caplog: pytest.LogCaptureFixture) -> No
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with caplog.at_level(logging.WARNING):
-        assert report(f"http://127.0.0.1:{port}") is False
+        assert report(f"http://127.0.0.1:{port}") == "GitHub unreachable (ConnectError)"
     assert TOKEN not in caplog.text
 
 

@@ -64,6 +64,20 @@ class ProjectPatch(ProjectSettings):
     """Only the fields sent change; ``start_command: null`` clears the custom command."""
 
     repo_token: str | None = None
+    github_app_id: int | str | None = Field(
+        default=None,
+        description="The project's own GitHub App (with github_app_key); null clears it. "
+        "Without one, the server's App (serve --github-app-id) is used when it has one.",
+    )
+    github_app_key: str | None = Field(
+        default=None,
+        description="The App's private key (the PEM text GitHub generated); stored encrypted, "
+        "never returned.",
+    )
+    github_installation_id: int | str | None = Field(
+        default=None,
+        description="The App's installation on the repository; asked of GitHub when unset.",
+    )
 
 
 class EnvironmentCreate(Strict):

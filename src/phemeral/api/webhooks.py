@@ -11,7 +11,8 @@ The order of work is the security argument, top to bottom:
    environment, a pull request opens, updates or closes its preview; keyed by
    ``X-GitHub-Delivery`` (a redelivery returns the deployment it created the first time);
 5. builds run in the background (the build queue); commit statuses and preview comments are
-   sent when the project has an access token (`phemeral.deploys.reporting`). The answer goes
+   sent when the project has a GitHub credential, an access token or a GitHub App
+   (`phemeral.deploys.github_auth`, `phemeral.deploys.reporting`). The answer goes
    back as soon as the deployments are stored.
 
 The code is always fetched from the project's configured repository URL with its own token;
@@ -167,7 +168,7 @@ def _accepted(request: Request, cp: ControlPlane, delivered: list[Delivered]) ->
             item["pull_request"] = d.pull_request
             item["secrets"] = not d.fork_without_secrets
         items.append(item)
-        if d.created and d.token and d.full_name:
+        if d.created and d.reports and d.full_name:
             _reporting(request, cp).watch(
                 Watch(
                     deployment_id=d.deployment.id,
@@ -175,7 +176,6 @@ def _accepted(request: Request, cp: ControlPlane, delivered: list[Delivered]) ->
                     environment=d.target.environment,
                     full_name=d.full_name,
                     sha=d.commit,
-                    token=d.token,
                     pull_request=d.pull_request,
                     fork_without_secrets=d.fork_without_secrets,
                 )

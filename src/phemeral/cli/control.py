@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -98,6 +99,7 @@ def projects_show(cli: Cli, name: str) -> None:
         out.print(f"  root dir:      {p['root_dir'] or '(autodetected)'}")
         out.print(f"  start command: {p['start_command'] or '(autodetected)'}")
         out.print(f"  python:        {p['python_version'] or '(autodetected)'}")
+        out.print(f"  github:        {_github_credential(p)}")
         for e in p["environments"]:
             out.print(f"  environment [bold]{e['name']}[/] branches={','.join(e['branches'])}")
             out.print(f"    current: {e['current_deployment_id'] or '—'}")
@@ -105,6 +107,19 @@ def projects_show(cli: Cli, name: str) -> None:
                 out.print(f"    {d['url']}")
 
     cli.emit(p, human)
+
+
+def _github_credential(p: dict[str, Any]) -> str:
+    """Where the project's GitHub token comes from (what `phemeral.deploys.github_auth` picks)."""
+    app = p.get("github_app")
+    installation = (app or {}).get("installation_id") or "asked of GitHub"
+    if app and app["source"] == "project":
+        return f"GitHub App {app['app_id']} (its own), installation {installation}"
+    if p.get("has_repo_token"):
+        return "access token"
+    if app:
+        return f"the server's GitHub App {app['app_id']}, installation {installation}"
+    return "none (no commit statuses, public repositories only)"
 
 
 @projects.command("delete")
@@ -140,15 +155,55 @@ def projects_delete(cli: Cli, name: str, yes: bool) -> None:
 @click.option("--repo", "repo_url")
 @click.option("--webhook-secret")
 @click.option("--repo-token", help="Access token for a private repository (stored encrypted).")
+@click.option("--clear-repo-token", is_flag=True, help="Forget the access token.")
 @click.option("--build-timeout", type=int, help="Seconds a build may take.")
+@click.option(
+    "--github-app-id",
+    help="The project's own GitHub App (with --github-app-key-file): statuses, comments and "
+    "private fetches use its installation tokens.",
+)
+@click.option(
+    "--github-app-key-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The App's private key (.pem); sent once, stored encrypted, never shown.",
+)
+@click.option(
+    "--github-installation-id",
+    help="The App's installation on the repository (default: asked of GitHub).",
+)
+@click.option(
+    "--clear-github-app", is_flag=True, help="Forget the project's App, key and installation."
+)
 @api_command
-def projects_set(cli: Cli, name: str, clear_start_command: bool, **fields: Any) -> None:
+def projects_set(
+    cli: Cli,
+    name: str,
+    clear_start_command: bool,
+    clear_repo_token: bool,
+    clear_github_app: bool,
+    github_app_key_file: Path | None,
+    **fields: Any,
+) -> None:
     """Change project settings; start-command changes apply to new deployments only."""
     body = {k: v for k, v in fields.items() if v is not None}
     if clear_start_command:
         if "start_command" in body:
             raise InvalidInput("use either --start-command or --clear-start-command")
         body["start_command"] = None
+    if clear_repo_token:
+        if "repo_token" in body:
+            raise InvalidInput("use either --repo-token or --clear-repo-token")
+        body["repo_token"] = None
+    if github_app_key_file is not None:
+        try:
+            body["github_app_key"] = github_app_key_file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{github_app_key_file} cannot be read as a PEM file") from exc
+    if clear_github_app:
+        app = {"github_app_id", "github_app_key", "github_installation_id"}
+        if app & set(body):
+            raise InvalidInput("use either the --github-app-* options or --clear-github-app")
+        body |= dict.fromkeys(app)
     if not body:
         raise InvalidInput("nothing to change: pass at least one option (see --help)")
     p = cli.api.patch(f"/projects/{name}", body)

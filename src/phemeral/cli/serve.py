@@ -64,6 +64,17 @@ from phemeral.settings import LETSENCRYPT_STAGING, Settings, load_settings
     default=None,
     help="Let uv download a Python a project asks for that is not installed (off by default).",
 )
+@click.option(
+    "--github-app-id",
+    type=int,
+    help="The platform's GitHub App: statuses, comments and private fetches use installation "
+    "tokens (with --github-app-key-file).",
+)
+@click.option(
+    "--github-app-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The App's private key (the .pem GitHub generated); read at start, never logged.",
+)
 def serve(**options: object) -> None:
     """Run the API, builder, runtime and router on one port."""
     from phemeral.server import run_platform

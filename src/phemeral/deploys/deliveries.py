@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from phemeral.deploys.github_auth import has_github_credentials
 from phemeral.deploys.lifecycle import Trigger, deploy
 from phemeral.deploys.plane import ControlPlane
 from phemeral.deploys.previews import (
@@ -44,11 +45,12 @@ from phemeral.store.schema import Deployment, Environment, Project
 
 @dataclass(frozen=True)
 class Candidate:
-    """A project that signed the delivery; ``secret``/``token`` stay in memory only."""
+    """A project that signed the delivery; ``secret`` stays in memory only. ``reports``: it has
+    a GitHub credential (`phemeral.deploys.github_auth`), so statuses are sent."""
 
     hook: HookProject
     secret: str
-    token: str | None
+    reports: bool
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Delivered:
     commit: str
     branch: str
     full_name: str | None  # owner/name for GitHub's API (statuses, comments)
-    token: str | None
+    reports: bool  # the project has a GitHub credential: statuses and comments are sent
     pull_request: int | None = None
     fork_without_secrets: bool = False
 
@@ -80,6 +82,7 @@ class _Row:
     repo_url: str | None
     sealed_secret: str
     sealed_token: str | None
+    github_app_id: int | None
 
 
 # Decrypted webhook secrets by their ciphertext: a delivery tries every project's secret, and
@@ -100,14 +103,21 @@ def _open(cp: ControlPlane, sealed: str) -> str:
 
 def _rows(cp: ControlPlane, only: str | None) -> list[_Row]:
     query = select(
-        Project.id, Project.name, Project.repo_url, Project.webhook_secret, Project.repo_token
+        Project.id,
+        Project.name,
+        Project.repo_url,
+        Project.webhook_secret,
+        Project.repo_token,
+        Project.github_app_id,
     ).where(Project.webhook_secret.is_not(None))
     if only:
         query = query.where(Project.name == only)
     with cp.store.read() as s:
         return [
-            _Row(project_id, name, repo_url, secret, token)
-            for project_id, name, repo_url, secret, token in s.execute(query.order_by(Project.name))
+            _Row(project_id, name, repo_url, secret, token, app_id)
+            for project_id, name, repo_url, secret, token, app_id in s.execute(
+                query.order_by(Project.name)
+            )
             if secret is not None
         ]
 
@@ -141,7 +151,7 @@ def verify_delivery(
         Candidate(
             HookProject(r.name, r.repo_url, branches[r.project_id]),
             _open(cp, r.sealed_secret),
-            cp.box.decrypt(r.sealed_token) if r.sealed_token else None,
+            has_github_credentials(cp, r.github_app_id, r.sealed_token),
         )
         for r in matched
     ]
@@ -190,7 +200,7 @@ def deploy_push(
                 push.after,
                 push.branch,
                 _full_name(candidate, push.full_name),
-                candidate.token,
+                candidate.reports,
             )
         )
     return out
@@ -243,7 +253,7 @@ def deliver_pull_request(
                 event.head_sha,
                 event.head_ref,
                 _full_name(candidate, delivery.repository.full_name),
-                candidate.token,
+                candidate.reports,
                 pull_request=event.number,
                 fork_without_secrets=opened.fork and not opened.approved,
             )

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,12 +22,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from phemeral.deploys.environments import deployment_runtime_env
+from phemeral.deploys.github_auth import github_auth
 from phemeral.deploys.plane import ControlPlane, find_environment, now
 from phemeral.deploys.promotion import move_pointer, should_promote
 from phemeral.deploys.retention import collect_releases
 from phemeral.deploys.routing import publish
 from phemeral.deploys.services import deployment_endpoints, snapshot_variables
-from phemeral.errors import BuildError, InvalidInput, PhemeralError, StoreUnavailable
+from phemeral.errors import (
+    BuildError,
+    GitHubRefused,
+    InvalidInput,
+    PhemeralError,
+    SourceError,
+    StoreUnavailable,
+)
+from phemeral.github.repository import is_local
+from phemeral.github.tokens import TokenProvider
 from phemeral.models import (
     ArchiveSource,
     BuildJob,
@@ -164,11 +174,9 @@ def prepare_job(cp: ControlPlane, deployment_id: str) -> BuildJob:
         source: ArchiveSource | GitSource
         if d.trigger == TriggerKind.PUSH:
             assert project.repo_url and d.commit_sha
-            token = cp.box.decrypt(project.repo_token) if project.repo_token else None
-            source = GitSource(
+            source = GitSource(  # its token comes later, from `github_source_token`
                 url=project.repo_url,
                 commit=d.commit_sha,
-                token=token,
                 compare=_commits_to_compare(s, env, d),
             )
         else:
@@ -260,9 +268,15 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
             )
         if cp.builder is None:
             raise BuildError("this server has no builder attached", stage="build")
+        job, fetched_with = await github_source_token(cp, job, build_log)
         limit = job.timeout or cp.settings.build_timeout
         # the builder stops itself at the limit; this is the backstop (cleanup included)
-        result = await asyncio.wait_for(cp.builder(job, build_log, cp.settings), limit + 30)
+        try:
+            result = await asyncio.wait_for(cp.builder(job, build_log, cp.settings), limit + 30)
+        except SourceError:
+            if fetched_with is not None:  # perhaps revoked: the next build asks for a fresh one
+                await fetched_with[0].rejected(fetched_with[1])
+            raise
         command, source = resolved_start_command(job.custom_start_command, result.release)
         await release_phase(cp, job, result.release, build_log)
         if cp.runtime is not None:
@@ -291,6 +305,31 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
     _tell_finished(cp, deployment_id, DeploymentStatus.SUCCESSFUL, None)
     _retain_later(cp, job.project)
     return DeploymentStatus.SUCCESSFUL
+
+
+async def github_source_token(
+    cp: ControlPlane, job: BuildJob, build_log: BuildLog
+) -> tuple[BuildJob, tuple[TokenProvider, str] | None]:
+    """The job with the project's GitHub token for fetching its repository (an installation
+    token, fresh for at least the refresh margin, when the project uses a GitHub App).
+
+    Local repositories need none. A token that cannot be had is said in the build log, and the
+    fetch goes on without one (a public repository still works; a private one fails, and its
+    error follows GitHub's own words in the log).
+    """
+    source = job.source
+    if not isinstance(source, GitSource) or is_local(source.url):
+        return job, None
+    auth = await asyncio.to_thread(github_auth, cp, job.project)
+    if auth is None:
+        return job, None
+    try:
+        token = await auth.token()
+    except GitHubRefused as exc:
+        build_log.write("source", f"fetching without a GitHub token: {exc.message}")
+        return job, None
+    build_log.write("source", f"fetching with the project's {auth.kind}")
+    return replace(job, source=replace(source, token=token)), (auth, token)
 
 
 async def release_phase(cp: ControlPlane, job: BuildJob, release: Release, log: BuildLog) -> None:

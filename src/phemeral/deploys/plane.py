@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
+from phemeral.github.app_auth import AppCredentials, InstallationTokens
 from phemeral.models import (
     BuildJob,
     BuildLog,
@@ -97,6 +98,24 @@ class ControlPlane:
     tls_listeners: list[TlsListener] = field(default_factory=list)
     wildcard: TlsCertificate | None = None  # the operator's --tls-cert, when given
     certificates_changed: Callable[[], None] | None = None  # wakes the certificate manager
+    _github_tokens: InstallationTokens | None = field(default=None, repr=False)
+    _github_app: AppCredentials | None = field(default=None, repr=False)
+
+    @property
+    def github_tokens(self) -> InstallationTokens:
+        """GitHub App installation tokens, in memory, renewed before they expire."""
+        if self._github_tokens is None:
+            self._github_tokens = InstallationTokens(self.settings.github_api_url)
+        return self._github_tokens
+
+    @property
+    def github_app(self) -> AppCredentials | None:
+        """The server's GitHub App (``--github-app-id``/``--github-app-key-file``), if any; the
+        key file is read once (it was checked at start)."""
+        s = self.settings
+        if self._github_app is None and s.github_app_id and s.github_app_key_file:
+            self._github_app = AppCredentials(s.github_app_id, s.github_app_key_file.read_text())
+        return self._github_app
 
     @property
     def services(self) -> ServiceManager:

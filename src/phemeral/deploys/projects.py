@@ -23,6 +23,7 @@ from phemeral.deploys.plane import ControlPlane, now
 from phemeral.deploys.routing import publish
 from phemeral.deploys.services import Removed, delete_environment_services
 from phemeral.errors import Conflict, InvalidInput
+from phemeral.github.app_auth import check_id, load_private_key
 from phemeral.models import DeploymentStatus
 from phemeral.settings import Settings
 from phemeral.store.counters import next_app_uid
@@ -148,10 +149,14 @@ def _check_build_timeout(settings: Settings, value: object) -> None:
         )
 
 
+GITHUB_APP_FIELDS = ("github_app_id", "github_app_key", "github_installation_id")
+
+
 def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> Project:
     """Change settings; a new start command (or clearing it) applies to new deployments only."""
     secrets_given = {k: changes[k] for k in ("webhook_secret", "repo_token") if k in changes}
-    plain = {k: v for k, v in changes.items() if k not in secrets_given}
+    app_given = {k: changes[k] for k in GITHUB_APP_FIELDS if k in changes}
+    plain = {k: v for k, v in changes.items() if k not in secrets_given and k not in app_given}
     unknown = set(plain) - {
         "repo_url",
         "root_dir",
@@ -165,13 +170,56 @@ def update_project(cp: ControlPlane, name: str, changes: Mapping[str, Any]) -> P
     if unknown:
         raise InvalidInput(f"unknown project setting(s): {', '.join(sorted(unknown))}")
     fields = _checked_project_fields(cp, plain)
+    app_fields = _checked_github_app(app_given)
     with cp.store.write() as s:
         project = get_project(s, name, lock=True)
         for key, value in fields.items():
             setattr(project, key, value)
         for key, value in secrets_given.items():
             setattr(project, key, cp.box.encrypt(value) if value else None)
+        if app_fields:
+            for key, value in app_fields.items():
+                setattr(project, key, value)
+            if "github_app_key" in app_fields and app_fields["github_app_key"] is not None:
+                project.github_app_key = cp.box.encrypt(app_fields["github_app_key"])
+            _check_github_app_complete(cp.settings, project)
     return project
+
+
+def _checked_github_app(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Ids as positive integers, the key as a readable RSA PEM (`InvalidInput` otherwise)."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if isinstance(value, str) and not value.strip():
+            value = None
+        if value is None:
+            out[key] = None
+        elif key == "github_app_key":
+            if not isinstance(value, str):
+                raise InvalidInput("github_app_key must be the text of the App's .pem file")
+            load_private_key(value)
+            out[key] = value.strip() + "\n"
+        else:
+            label = "GitHub App id" if key == "github_app_id" else "GitHub installation id"
+            out[key] = check_id(value, label)
+    return out
+
+
+def _check_github_app_complete(settings: Settings, project: Project) -> None:
+    if (project.github_app_id is None) != (project.github_app_key is None):
+        raise InvalidInput(
+            "a project's own GitHub App needs both its id and its private key "
+            "(--github-app-id with --github-app-key-file); clear both with --clear-github-app"
+        )
+    if (
+        project.github_installation_id is not None
+        and project.github_app_id is None
+        and settings.github_app_id is None
+    ):
+        raise InvalidInput(
+            "an installation id needs a GitHub App: the project's own (--github-app-id and "
+            "--github-app-key-file) or the server's (phemeral serve --github-app-id)"
+        )
 
 
 def delete_project(

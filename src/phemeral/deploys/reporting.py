@@ -3,8 +3,11 @@ preview, one pull-request comment edited in place.
 
 `GitHubReporting.watch` is called when a delivery creates a deployment: it sends *pending* at
 once and remembers what to say; the build's finish listener (`ControlPlane.finish_listeners`)
-sends the final state. Nothing polls. Reports are best effort: a failure is logged, never
-raised, and never changes the deployment. Tokens never reach a log.
+sends the final state. Nothing polls. The token is asked of the project's `TokenProvider`
+(`phemeral.deploys.github_auth`) at each report, so a long build's final status carries a
+fresh installation token. Reports are best effort: a failure is written, with GitHub's own
+words, to the deployment's build log (stage ``github``) and the platform log; it is never
+raised and never changes the deployment. Tokens never reach a log.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from phemeral.deploys.github_auth import github_auth
 from phemeral.deploys.plane import ControlPlane
 from phemeral.github.comments import CommentWriter, PreviewComment, comment_body
 from phemeral.github.statuses import StatusReporter, describe, state_for
+from phemeral.github.tokens import TokenProvider
 from phemeral.models import DeploymentStatus
 from phemeral.store.names import default_domain
 from phemeral.store.schema import Deployment, Environment, Preview, Project
@@ -35,7 +40,6 @@ class Watch:
     environment: str
     full_name: str
     sha: str
-    token: str
     pull_request: int | None = None
     fork_without_secrets: bool = False
 
@@ -73,25 +77,37 @@ class GitHubReporting:
 
     async def _report(self, w: Watch, status: DeploymentStatus, reason: str | None) -> None:
         try:
+            auth = await asyncio.to_thread(github_auth, self._cp, w.project, full_name=w.full_name)
+            if auth is None:
+                return  # its credentials were removed meanwhile
             description = describe(status, w.deployment_id, w.environment, reason)
             if w.fork_without_secrets and status is DeploymentStatus.BUILDING:
                 description = f"Fork: built without secrets until approved. {description}"
-            await self._statuses.report(
+            state = state_for(status)
+            refused = await self._statuses.report(
                 w.full_name,
                 w.sha,
-                state_for(status),
-                token=w.token,
+                state,
+                auth=auth,
                 target_url=self._cp.settings.url_for_label(w.deployment_id),
                 description=description,
             )
+            if refused is not None:
+                self._tell(w, f"commit status {state.value} not reported: {refused}")
             if w.pull_request is not None:
-                await self._comment(w, status, reason)
+                await self._comment(w, status, reason, auth)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("GitHub report for deployment %s failed", w.deployment_id)
 
-    async def _comment(self, w: Watch, status: DeploymentStatus, reason: str | None) -> None:
+    def _tell(self, w: Watch, line: str) -> None:
+        """A report GitHub did not take, in the deployment's own build log."""
+        self._cp.logs.build_log(w.deployment_id).write("github", line)
+
+    async def _comment(
+        self, w: Watch, status: DeploymentStatus, reason: str | None, auth: TokenProvider
+    ) -> None:
         assert w.pull_request is not None
         lock = self._comment_locks.setdefault((w.project, w.pull_request), asyncio.Lock())
         async with lock:  # one comment per preview, even when two builds finish together
@@ -110,9 +126,11 @@ class GitHubReporting:
                     approve_hint=f"phemeral previews approve {w.project} {w.pull_request}",
                 )
             )
-            new_id = await self._comments.upsert(
-                w.full_name, w.pull_request, comment_id, body, token=w.token
+            new_id, refused = await self._comments.upsert(
+                w.full_name, w.pull_request, comment_id, body, auth=auth
             )
+            if refused is not None:
+                self._tell(w, f"pull request comment not written: {refused}")
             if new_id is not None and new_id != comment_id:
                 await asyncio.to_thread(self._save_comment_id, w, new_id)
 

@@ -2,7 +2,8 @@
 
 ``comment_body`` is pure; `CommentWriter.upsert` creates the comment once
 (``POST /repos/O/R/issues/N/comments``) and edits it afterwards
-(``PATCH /repos/O/R/issues/comments/ID``). It never raises and never logs the token.
+(``PATCH /repos/O/R/issues/comments/ID``), with the project's `TokenProvider`. It never raises
+and never logs the token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from urllib.parse import quote
 
 import httpx
 
+from phemeral.errors import GitHubRefused
+from phemeral.github.app_auth import github_message
+from phemeral.github.tokens import TokenProvider, send_authorized
 from phemeral.models import DeploymentStatus
 
 log = logging.getLogger(__name__)
@@ -80,40 +84,69 @@ class CommentWriter:
         self._timeout = timeout
 
     async def upsert(
-        self, full_name: str, number: int, comment_id: int | None, body: str, *, token: str
-    ) -> int | None:
-        """Edit comment ``comment_id`` (or create one); the comment's id, None on failure."""
+        self,
+        full_name: str,
+        number: int,
+        comment_id: int | None,
+        body: str,
+        *,
+        auth: TokenProvider,
+    ) -> tuple[int | None, str | None]:
+        """Edit comment ``comment_id`` (or create one): (the comment's id, None) when written,
+        (the id known before, why not) otherwise."""
         try:
             base = self._api_url + _repo_path(full_name)
         except ValueError as exc:
             log.warning("preview comment for #%d not written: %s", number, exc)
-            return None
-        headers = {
-            "Accept": "application/vnd.github+json",
-            "Authorization": f"Bearer {token}",
-            "X-GitHub-Api-Version": "2022-11-28",
-            "User-Agent": "phemeral",
-        }
+            return None, str(exc)
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
                 if comment_id is not None:
-                    response = await client.patch(
-                        f"{base}/issues/comments/{comment_id}", json={"body": body}, headers=headers
+                    response = await send_authorized(
+                        auth,
+                        lambda token: client.patch(
+                            f"{base}/issues/comments/{comment_id}",
+                            json={"body": body},
+                            headers=_headers(token),
+                        ),
                     )
                     if response.status_code < 300:
-                        return comment_id
+                        return comment_id, None
                     if response.status_code != 404:  # deleted by someone: write a new one
-                        log.warning("preview comment edit refused: HTTP %d", response.status_code)
-                        return comment_id
-                response = await client.post(
-                    f"{base}/issues/{number}/comments", json={"body": body}, headers=headers
+                        reason = f"edit refused by GitHub ({auth.kind}): " + github_message(
+                            response.status_code, response.content
+                        )
+                        log.warning("preview comment %s", reason)
+                        return comment_id, reason
+                response = await send_authorized(
+                    auth,
+                    lambda token: client.post(
+                        f"{base}/issues/{number}/comments",
+                        json={"body": body},
+                        headers=_headers(token),
+                    ),
                 )
+        except GitHubRefused as exc:
+            log.warning("preview comment for #%d not written: %s", number, exc)
+            return comment_id, exc.message
         except httpx.HTTPError as exc:
             log.warning("preview comment for #%d not written: %s", number, type(exc).__name__)
-            return comment_id
+            return comment_id, f"GitHub unreachable ({type(exc).__name__})"
         if response.status_code >= 300:
-            log.warning("preview comment for #%d refused: HTTP %d", number, response.status_code)
-            return comment_id
+            reason = f"refused by GitHub ({auth.kind}): " + github_message(
+                response.status_code, response.content
+            )
+            log.warning("preview comment for #%d %s", number, reason)
+            return comment_id, reason
         data: Any = response.json()
         new_id = data.get("id") if isinstance(data, dict) else None
-        return new_id if isinstance(new_id, int) else comment_id
+        return (new_id if isinstance(new_id, int) else comment_id), None
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {
+        "Accept": "application/vnd.github+json",
+        "Authorization": f"Bearer {token}",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": "phemeral",
+    }

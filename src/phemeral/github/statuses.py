@@ -1,9 +1,10 @@
 """Report commit statuses back to GitHub: pending while building, then success or failure.
 
 `status_request` is pure (what to send where); `StatusReporter` is the thin shell that sends
-it with httpx. A status that cannot be reported is logged and dropped: it never fails, delays
-or changes a deployment. The token is sent only in the ``Authorization`` header and never
-appears in a log line or an error message.
+it with httpx, with the token of the project's `TokenProvider` (a 401 is retried once with a
+fresh token when the provider has one). A status that cannot be reported is logged and its
+reason returned: it never fails, delays or changes a deployment. The token is sent only in the
+``Authorization`` header and never appears in a log line or an error message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from urllib.parse import quote
 
 import httpx
 
+from phemeral.errors import GitHubRefused
+from phemeral.github.app_auth import github_message
+from phemeral.github.tokens import TokenProvider, send_authorized
 from phemeral.models import DeploymentStatus
 
 log = logging.getLogger(__name__)
@@ -99,11 +103,11 @@ class StatusReporter:
         sha: str,
         state: CommitState,
         *,
-        token: str,
+        auth: TokenProvider,
         target_url: str | None,
         description: str,
-    ) -> bool:
-        """Send one status; True when GitHub accepted it, False (logged) otherwise."""
+    ) -> str | None:
+        """Send one status: None when GitHub accepted it, else why not (also logged)."""
         try:
             request = status_request(
                 self._api_url,
@@ -115,18 +119,22 @@ class StatusReporter:
             )
         except ValueError as exc:
             log.warning("commit status for %s not reported: %s", sha[:12], exc)
-            return False
-        headers = {
-            "Accept": "application/vnd.github+json",
-            "Authorization": f"Bearer {token}",
-            "X-GitHub-Api-Version": "2022-11-28",
-            "User-Agent": "phemeral",
-        }
+            return str(exc)
+        reason = "not sent"
         for attempt in range(1, self._attempts + 1):
             try:
                 async with httpx.AsyncClient(timeout=self._timeout) as client:
-                    response = await client.post(request.url, json=request.body, headers=headers)
+                    response = await send_authorized(
+                        auth,
+                        lambda token: client.post(
+                            request.url, json=request.body, headers=_headers(token)
+                        ),
+                    )
+            except GitHubRefused as exc:  # no token to send (an App that cannot get one)
+                log.warning("commit status for %s@%s not reported: %s", full_name, sha[:12], exc)
+                return exc.message
             except httpx.HTTPError as exc:
+                reason = f"GitHub unreachable ({type(exc).__name__})"
                 log.warning(
                     "commit status %s for %s@%s not reported (attempt %d): %s",
                     state.value,
@@ -137,14 +145,20 @@ class StatusReporter:
                 )
                 continue
             if response.status_code < 300:
-                return True
-            log.warning(
-                "commit status %s for %s@%s refused by GitHub: HTTP %d",
-                state.value,
-                full_name,
-                sha[:12],
-                response.status_code,
+                return None
+            reason = f"refused by GitHub ({auth.kind}): " + github_message(
+                response.status_code, response.content
             )
+            log.warning("commit status %s for %s@%s %s", state.value, full_name, sha[:12], reason)
             if response.status_code < 500:
-                return False
-        return False
+                return reason
+        return reason
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {
+        "Accept": "application/vnd.github+json",
+        "Authorization": f"Bearer {token}",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": "phemeral",
+    }

@@ -65,6 +65,11 @@ class Project(Base):
     package_manager: Mapped[str | None] = mapped_column(String(16))
     webhook_secret: Mapped[str | None] = mapped_column(Text)  # encrypted
     repo_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    # A GitHub App of the project's own (id + encrypted PEM key); without one, the platform's
+    # App (serve --github-app-id). The installation id is asked of GitHub when not set.
+    github_app_id: Mapped[int | None] = mapped_column(BigInteger)
+    github_app_key: Mapped[str | None] = mapped_column(Text)  # encrypted
+    github_installation_id: Mapped[int | None] = mapped_column(BigInteger)
     # What a pull-request preview gets of production's services: "empty" ones or a "copy".
     preview_data: Mapped[str] = mapped_column(String(8), default="empty", server_default="empty")
     # Server processes per instance: WEB_CONCURRENCY for its deployments unless an environment

@@ -54,10 +54,26 @@ def project_view(s: Session, project: Project, settings: Settings) -> Json:
         "build_timeout": project.build_timeout,
         "has_webhook_secret": project.webhook_secret is not None,
         "has_repo_token": project.repo_token is not None,
+        "github_app": github_app_view(project, settings),
         "preview_data": project.preview_data,
         "workers": project.workers,
         "created_at": iso(project.created_at),
         "environments": [environment_view(s, env, project, settings) for env in envs],
+    }
+
+
+def github_app_view(project: Project, settings: Settings) -> Json | None:
+    """Which GitHub App the project's tokens come from (never its key), or None."""
+    if project.github_app_id is not None:
+        app_id, source = project.github_app_id, "project"
+    elif settings.github_app_id is not None:
+        app_id, source = settings.github_app_id, "server"
+    else:
+        return None
+    return {
+        "app_id": app_id,
+        "source": source,
+        "installation_id": project.github_installation_id,  # None: asked of GitHub
     }
 
 
