@@ -279,13 +279,11 @@ def start_fake_github() -> FakeGitHub:
         def _git(self, method: str, body: bytes) -> None:
             """git's smart HTTP through ``git http-backend`` (CGI), behind the token check."""
             fake = holder[0]
+            refusal = fake.basic_refusal(self.headers.get("Authorization"))
             with fake.lock:
-                fake.requests.append(
-                    Recorded(
-                        method, self.path, {k.lower(): v for k, v in self.headers.items()}, b""
-                    )
-                )
-            if fake.git_root is None or fake.basic_refusal(self.headers.get("Authorization")):
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                fake.requests.append(Recorded(method, self.path, headers, {"refusal": refusal}))
+            if fake.git_root is None or refusal is not None:
                 data = b"Authentication failed\n"
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')

@@ -306,3 +306,27 @@ def test_a_wrong_key_is_refused_with_githubs_words(github: FakeGitHub) -> None:
     )
     assert github.statuses() == []  # nothing was sent without a token
     assert pem(other) not in reason
+
+
+def test_a_token_is_never_shared_with_another_key_of_the_same_app(
+    github: FakeGitHub, key: rsa.RSAPrivateKey
+) -> None:
+    """Naming the App's id with a wrong (or someone else's) key gets none of the right key's
+    cached tokens or installations: GitHub is asked, and refuses."""
+    right = AppCredentials(APP_ID, pem(key))
+    wrong = AppCredentials(
+        APP_ID, pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    )
+
+    async def run() -> str:
+        tokens = InstallationTokens(github.url)
+        await tokens.token(right, INSTALLATION)
+        await tokens.installation_for(right, "octo/hello")
+        with pytest.raises(GitHubRefused, match="no installation on octo/hello"):
+            await tokens.installation_for(wrong, "octo/hello")
+        with pytest.raises(GitHubRefused, match=BAD_JWT):
+            await tokens.token(wrong, INSTALLATION)
+        return await tokens.token(right, INSTALLATION)
+
+    assert asyncio.run(run()) == github.issued_tokens()[0]
+    assert len(github.token_requests()) == 2

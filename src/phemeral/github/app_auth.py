@@ -10,7 +10,8 @@ The shell, `InstallationTokens`, is one in-memory cache per control plane: one t
 ``POST {api}/app/installations/{id}/access_tokens``. Concurrent callers share one request
 (single flight). `drop` forgets a token GitHub refused (401), so the next caller gets a fresh
 one. An installation id a project does not give is asked of GitHub once per repository
-(``GET {api}/repos/{owner}/{repo}/installation``). Errors are `GitHubRefused` carrying GitHub's
+(``GET {api}/repos/{owner}/{repo}/installation``). Both caches are keyed by the App's key too:
+naming an App id with another key never reaches tokens the right key obtained. Errors are `GitHubRefused` carrying GitHub's
 status and ``message`` intact; neither the key, the JWT nor a token ever reaches a message or
 a log line.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,13 @@ class AppCredentials:
 
     app_id: int
     private_key: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Tells keys apart in the caches: a token or installation found with one key is never
+        handed to a caller that names the same App id with another (wrong, or someone else's)
+        key."""
+        return hashlib.sha256(self.private_key.strip().encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -179,14 +188,15 @@ class InstallationTokens:
         self._clock = clock
         self._margin = margin
         self._timeout = timeout
-        self._cached: dict[tuple[int, int], InstallationToken] = {}
-        self._flights: dict[tuple[int, int], asyncio.Task[InstallationToken]] = {}
-        self._installations: dict[tuple[int, str], int] = {}
+        # keyed by (App id, key fingerprint, installation id)
+        self._cached: dict[tuple[int, str, int], InstallationToken] = {}
+        self._flights: dict[tuple[int, str, int], asyncio.Task[InstallationToken]] = {}
+        self._installations: dict[tuple[int, str, str], int] = {}
 
     async def token(self, app: AppCredentials, installation_id: int) -> str:
         """A token of the installation valid for at least the margin; one request for many
         concurrent callers."""
-        key = (app.app_id, installation_id)
+        key = (app.app_id, app.fingerprint, installation_id)
         cached = self._cached.get(key)
         if cached is not None and not needs_refresh(cached.expires_at, self._clock(), self._margin):
             return cached.token
@@ -200,7 +210,7 @@ class InstallationTokens:
         issued = await asyncio.shield(flight)
         return issued.token
 
-    def _landed(self, key: tuple[int, int], done: asyncio.Task[InstallationToken]) -> None:
+    def _landed(self, key: tuple[int, str, int], done: asyncio.Task[InstallationToken]) -> None:
         if self._flights.get(key) is done:
             del self._flights[key]
         if not done.cancelled():
@@ -237,12 +247,12 @@ class InstallationTokens:
         except ValueError as exc:
             raise GitHubRefused(f"{what}: GitHub's access token answer is not JSON") from exc
         issued = parse_access_token(data)
-        self._cached[(app.app_id, installation_id)] = issued
+        self._cached[(app.app_id, app.fingerprint, installation_id)] = issued
         return issued
 
     async def installation_for(self, app: AppCredentials, full_name: str) -> int:
         """The installation of the App on ``owner/repo`` (asked of GitHub once, then cached)."""
-        key = (app.app_id, full_name.lower())
+        key = (app.app_id, app.fingerprint, full_name.lower())
         known = self._installations.get(key)
         if known is not None:
             return known
