@@ -117,18 +117,26 @@ def no_token_anywhere(server: Server, tokens: list[str]) -> None:
                 assert not any(n in data for n in needles), path
 
 
+def private_repo(server: Server, github: FakeGitHub) -> tuple[Path, list[str], str]:
+    """octo/hello served by the fake over git's smart HTTP (made once per server)."""
+    work = server.repos / "private-work"
+    bare = server.repos.parent / "git" / "octo" / "hello.git"
+    if not bare.exists():
+        make_repo(server, "private-work")
+        bare.parent.mkdir(parents=True)
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+        github.serve_git(server.repos.parent / "git")
+    shas = git(work, "rev-list", "--reverse", "HEAD").split()
+    return work, shas, f"{github.url}/git/octo/hello.git"
+
+
 def test_a_private_fetch_and_statuses_with_tokens_renewed_at_every_use(
     server: Server, github: FakeGitHub
 ) -> None:
     """Tokens GitHub issues for 2 minutes are inside the 5-minute margin: every use renews."""
     assert github.app is not None
     github.app.token_seconds = 120
-    work, shas = make_repo(server, "private-work")
-    bare = server.repos.parent / "git" / "octo" / "hello.git"
-    bare.parent.mkdir(parents=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    github.serve_git(server.repos.parent / "git")
-    url = f"{github.url}/git/octo/hello.git"
+    work, shas, url = private_repo(server, github)
     anonymous = subprocess.run(
         ["git", "ls-remote", url],
         capture_output=True,
@@ -309,3 +317,30 @@ def test_serve_refuses_an_unreadable_app_key(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
+
+
+def test_a_private_fetch_without_a_token_fails_with_githubs_answer(
+    server: Server, github: FakeGitHub
+) -> None:
+    work, shas, url = private_repo(server, github)
+    wrong = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    created = server.api(
+        "POST",
+        "/projects",
+        json={"name": "locked", "repo_url": url, "webhook_secret": "secret-locked"},
+    )
+    assert created.status_code == 201, created.text
+    change = {"github_app_id": APP_ID, "github_app_key": wrong, "github_installation_id": 777}
+    assert server.api("PATCH", "/projects/locked", json=change).is_success
+
+    body = push_body(work, before=ZERO, after=shas[0], clone_url=url)
+    [item] = server.deliver("secret-locked", body).json()["deployments"]
+    failed = server.wait(item["id"])
+    answer = (
+        f"GitHub App {APP_ID} installation {INSTALLATION}: GitHub refused an access token: "
+        f"HTTP 401: {BAD_JWT}"
+    )
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"].startswith(f"could not fetch commit {shas[0][:12]} of {url}")
+    assert failed["failure_reason"].endswith(f"(without a GitHub token: {answer})")
+    assert f"source: fetching without a GitHub token: {answer}" in build_log(server, item["id"])

@@ -268,15 +268,17 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
             )
         if cp.builder is None:
             raise BuildError("this server has no builder attached", stage="build")
-        job, fetched_with = await github_source_token(cp, job, build_log)
+        token = await github_source_token(cp, job, build_log)
+        job = token.job
         limit = job.timeout or cp.settings.build_timeout
         # the builder stops itself at the limit; this is the backstop (cleanup included)
         try:
             result = await asyncio.wait_for(cp.builder(job, build_log, cp.settings), limit + 30)
-        except SourceError:
-            if fetched_with is not None:  # perhaps revoked: the next build asks for a fresh one
-                await fetched_with[0].rejected(fetched_with[1])
-            raise
+        except SourceError as exc:
+            failed = await token.fetch_failed(exc)
+            if failed is exc:
+                raise
+            raise failed from exc
         command, source = resolved_start_command(job.custom_start_command, result.release)
         await release_phase(cp, job, result.release, build_log)
         if cp.runtime is not None:
@@ -307,29 +309,45 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
     return DeploymentStatus.SUCCESSFUL
 
 
-async def github_source_token(
-    cp: ControlPlane, job: BuildJob, build_log: BuildLog
-) -> tuple[BuildJob, tuple[TokenProvider, str] | None]:
+@dataclass(frozen=True)
+class SourceToken:
+    """What `github_source_token` gave the fetch: the token and its provider, or why none."""
+
+    job: BuildJob
+    used: tuple[TokenProvider, str] | None = None
+    refused: str | None = None  # GitHub's answer when a token could not be had
+
+    async def fetch_failed(self, exc: SourceError) -> SourceError:
+        """The fetch failed: a token it used is dropped (perhaps revoked: the next build asks
+        for a fresh one); one that could not be had is named in the reason."""
+        if self.used is not None:
+            await self.used[0].rejected(self.used[1])
+        if self.refused is None:
+            return exc
+        return SourceError(f"{exc.message} (without a GitHub token: {self.refused})")
+
+
+async def github_source_token(cp: ControlPlane, job: BuildJob, build_log: BuildLog) -> SourceToken:
     """The job with the project's GitHub token for fetching its repository (an installation
     token, fresh for at least the refresh margin, when the project uses a GitHub App).
 
     Local repositories need none. A token that cannot be had is said in the build log, and the
-    fetch goes on without one (a public repository still works; a private one fails, and its
-    error follows GitHub's own words in the log).
+    fetch goes on without one: a public repository still builds; a private one fails with
+    GitHub's answer in its reason.
     """
     source = job.source
     if not isinstance(source, GitSource) or is_local(source.url):
-        return job, None
+        return SourceToken(job)
     auth = await asyncio.to_thread(github_auth, cp, job.project)
     if auth is None:
-        return job, None
+        return SourceToken(job)
     try:
         token = await auth.token()
     except GitHubRefused as exc:
         build_log.write("source", f"fetching without a GitHub token: {exc.message}")
-        return job, None
+        return SourceToken(job, refused=exc.message)
     build_log.write("source", f"fetching with the project's {auth.kind}")
-    return replace(job, source=replace(source, token=token)), (auth, token)
+    return SourceToken(replace(job, source=replace(source, token=token)), used=(auth, token))
 
 
 async def release_phase(cp: ControlPlane, job: BuildJob, release: Release, log: BuildLog) -> None:

@@ -11,9 +11,9 @@ The shell, `InstallationTokens`, is one in-memory cache per control plane: one t
 (single flight). `drop` forgets a token GitHub refused (401), so the next caller gets a fresh
 one. An installation id a project does not give is asked of GitHub once per repository
 (``GET {api}/repos/{owner}/{repo}/installation``). Both caches are keyed by the App's key too:
-naming an App id with another key never reaches tokens the right key obtained. Errors are `GitHubRefused` carrying GitHub's
-status and ``message`` intact; neither the key, the JWT nor a token ever reaches a message or
-a log line.
+naming an App id with another key never reaches tokens the right key obtained. Errors are
+`GitHubRefused` carrying GitHub's status and ``message`` intact; neither the key, the JWT nor
+a token ever reaches a message or a log line.
 """
 
 from __future__ import annotations
