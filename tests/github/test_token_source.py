@@ -16,7 +16,7 @@ from phemeral.deploys import create_project, update_project
 from phemeral.deploys.github_auth import github_auth
 from phemeral.deploys.lifecycle import Trigger, create_deployment, run_build
 from phemeral.deploys.plane import ControlPlane
-from phemeral.errors import InvalidInput, SourceError
+from phemeral.errors import BuildError, InvalidInput, SourceError
 from phemeral.github.tokens import InstallationAuth, StaticToken
 from phemeral.models import BuildJob, BuildLog, BuildResult, DeploymentStatus, TriggerKind
 from phemeral.secrets import SecretBox
@@ -128,22 +128,24 @@ def test_the_builder_gets_a_fresh_installation_token_and_a_failed_fetch_drops_it
 
     async def builder(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult:
         jobs.append(job)
-        raise SourceError("could not fetch: Authentication failed")
+        if len(jobs) == 1:
+            raise SourceError("could not fetch: Authentication failed")
+        raise BuildError("could not fetch: Authentication failed", stage="source")  # as built
 
     cp.builder = builder
     trigger = Trigger(kind=TriggerKind.PUSH, actor="t", commit="a" * 40, branch="main")
 
-    async def two_builds() -> list[DeploymentStatus]:
+    async def builds() -> list[DeploymentStatus]:
         statuses = []
-        for _ in range(2):
+        for _ in range(3):
             deployment, _ = create_deployment(cp, "app", "production", trigger)
             statuses.append(await run_build(cp, deployment.id))
         return statuses
 
-    assert asyncio.run(two_builds()) == [DeploymentStatus.FAILED] * 2
+    assert asyncio.run(builds()) == [DeploymentStatus.FAILED] * 3
     tokens = [job.source.token for job in jobs]  # type: ignore[union-attr]
-    assert tokens == github.issued_tokens()  # one each: the first was dropped after the failure
-    assert len(set(tokens)) == 2
+    assert tokens == github.issued_tokens()  # one each: each was dropped after the failure
+    assert len(set(tokens)) == 3
     assert [r.path for r in github.requests if r.path.endswith("/installation")] == [
         "/repos/octo/hello/installation"
     ]

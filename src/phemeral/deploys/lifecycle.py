@@ -58,6 +58,7 @@ from phemeral.store.views import get_deployment, get_project
 log = logging.getLogger("phemeral.deploys")
 T = TypeVar("T")
 
+SOURCE_STAGE = "source"  # the build stage that fetches a repository (phemeral.build.git)
 STORE_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 MIN_FREE_BYTES = 1 << 30  # a build needs room for a venv; below this it is refused
 
@@ -274,7 +275,9 @@ async def run_build(cp: ControlPlane, deployment_id: str) -> DeploymentStatus:
         # the builder stops itself at the limit; this is the backstop (cleanup included)
         try:
             result = await asyncio.wait_for(cp.builder(job, build_log, cp.settings), limit + 30)
-        except SourceError as exc:
+        except (SourceError, BuildError) as exc:  # the builder reports a fetch as a source stage
+            if isinstance(exc, BuildError) and exc.stage != SOURCE_STAGE:
+                raise
             failed = await token.fetch_failed(exc)
             if failed is exc:
                 raise
@@ -317,14 +320,15 @@ class SourceToken:
     used: tuple[TokenProvider, str] | None = None
     refused: str | None = None  # GitHub's answer when a token could not be had
 
-    async def fetch_failed(self, exc: SourceError) -> SourceError:
+    async def fetch_failed(self, exc: PhemeralError) -> PhemeralError:
         """The fetch failed: a token it used is dropped (perhaps revoked: the next build asks
         for a fresh one); one that could not be had is named in the reason."""
         if self.used is not None:
             await self.used[0].rejected(self.used[1])
         if self.refused is None:
             return exc
-        return SourceError(f"{exc.message} (without a GitHub token: {self.refused})")
+        reason = f"{exc.message} (without a GitHub token: {self.refused})"
+        return BuildError(reason, stage=SOURCE_STAGE)
 
 
 async def github_source_token(cp: ControlPlane, job: BuildJob, build_log: BuildLog) -> SourceToken:
