@@ -192,6 +192,7 @@ class InstallationTokens:
         self._cached: dict[tuple[int, str, int], InstallationToken] = {}
         self._flights: dict[tuple[int, str, int], asyncio.Task[InstallationToken]] = {}
         self._installations: dict[tuple[int, str, str], int] = {}
+        self._keys: dict[str, RSAPrivateKey] = {}  # parsed keys by fingerprint
 
     async def token(self, app: AppCredentials, installation_id: int) -> str:
         """A token of the installation valid for at least the margin; one request for many
@@ -222,19 +223,24 @@ class InstallationTokens:
             if cached.token == token:
                 del self._cached[key]
 
-    def _jwt(self, app: AppCredentials) -> str:
-        try:
-            key = load_private_key(app.private_key)
-        except InvalidInput as exc:
-            raise GitHubRefused(f"GitHub App {app.app_id}: {exc.message}") from exc
+    async def _jwt(self, app: AppCredentials) -> str:
+        # Parsing a key checks it (0.1 s of CPU and more): once per key, off the event loop.
+        key = self._keys.get(app.fingerprint)
+        if key is None:
+            try:
+                key = await asyncio.to_thread(load_private_key, app.private_key)
+            except InvalidInput as exc:
+                raise GitHubRefused(f"GitHub App {app.app_id}: {exc.message}") from exc
+            self._keys[app.fingerprint] = key
         return app_jwt(app.app_id, key, self._clock())
 
     async def _issue(self, app: AppCredentials, installation_id: int) -> InstallationToken:
         url = f"{self._api_url}/app/installations/{installation_id}/access_tokens"
         what = f"GitHub App {app.app_id} installation {installation_id}"
+        bearer = await self._jwt(app)
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
-                response = await client.post(url, headers=_headers(self._jwt(app)))
+                response = await client.post(url, headers=_headers(bearer))
         except httpx.HTTPError as exc:
             raise GitHubRefused(
                 f"{what}: no access token, GitHub unreachable ({type(exc).__name__})"
@@ -259,9 +265,10 @@ class InstallationTokens:
         owner, _, repo = full_name.partition("/")
         url = f"{self._api_url}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/installation"
         what = f"GitHub App {app.app_id}"
+        bearer = await self._jwt(app)
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
-                response = await client.get(url, headers=_headers(self._jwt(app)))
+                response = await client.get(url, headers=_headers(bearer))
         except httpx.HTTPError as exc:
             raise GitHubRefused(
                 f"{what}: installation on {full_name} not found, GitHub unreachable "
