@@ -17,6 +17,7 @@ from phemeral.deploys.github_auth import github_auth
 from phemeral.deploys.lifecycle import Trigger, create_deployment, run_build
 from phemeral.deploys.plane import ControlPlane
 from phemeral.errors import BuildError, InvalidInput, SourceError
+from phemeral.github.repository import hosted_full_name
 from phemeral.github.tokens import InstallationAuth, StaticToken
 from phemeral.models import BuildJob, BuildLog, BuildResult, DeploymentStatus, TriggerKind
 from phemeral.secrets import SecretBox
@@ -149,3 +150,17 @@ def test_the_builder_gets_a_fresh_installation_token_and_a_failed_fetch_drops_it
     assert [r.path for r in github.requests if r.path.endswith("/installation")] == [
         "/repos/octo/hello/installation"
     ]
+
+
+def test_the_installation_is_found_for_a_repository_on_any_github_host(
+    tmp_path: Path, github: FakeGitHub, key: rsa.RSAPrivateKey
+) -> None:
+    """GitHub Enterprise Server: the repository URL's path names it (the builder has no
+    payload to ask)."""
+    cp = control_plane(tmp_path, github, pem(key))
+    create_project(cp, "ghe", repo_url="https://ghe.example.com/octo/hello.git")
+    auth = github_auth(cp, "ghe")
+    assert isinstance(auth, InstallationAuth) and auth.full_name == "octo/hello"
+    assert github_auth(cp, "ghe", full_name="octo/other") == replace(auth, full_name="octo/other")
+    assert hosted_full_name("https://ghe.example.com/a/b/c") is None
+    assert hosted_full_name("/srv/git/octo/hello") is None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from phemeral.deploys.plane import ControlPlane
 from phemeral.github.app_auth import AppCredentials
-from phemeral.github.repository import github_full_name
+from phemeral.github.repository import github_full_name, hosted_full_name
 from phemeral.github.tokens import InstallationAuth, StaticToken, TokenProvider
 from phemeral.store.views import get_project
 
@@ -38,7 +38,8 @@ def github_auth(
             p.github_installation_id,
         )
         sealed_token, repo_url = p.repo_token, p.repo_url
-    name = github_full_name(repo_url or "") or full_name
+    # github.com's name, else the payload's, else the URL's path (GitHub Enterprise Server)
+    name = github_full_name(repo_url or "") or full_name or hosted_full_name(repo_url or "")
     if app_id is not None and sealed_key is not None:
         app = AppCredentials(app_id, cp.box.decrypt(sealed_key))
         return InstallationAuth(cp.github_tokens, app, installation, name)

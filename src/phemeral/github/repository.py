@@ -82,6 +82,15 @@ def github_full_name(url: str) -> str | None:
     return path if _FULL_NAME.match(path) else None
 
 
+def hosted_full_name(url: str) -> str | None:
+    """``owner/repo`` of a repository on any GitHub host (github.com or GitHub Enterprise
+    Server: ``https://ghe.example.com/owner/repo``), when the URL's path is exactly that."""
+    parts = _remote_parts(url) if not is_local(url) else None
+    if parts is None:
+        return None
+    return parts[1] if _FULL_NAME.match(parts[1]) else None
+
+
 def validate_repo_url(url: str, *, allow_local: bool) -> str:
     """Return ``url`` stripped, or raise `InvalidInput` saying why it cannot be deployed from.
 
