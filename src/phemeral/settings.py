@@ -79,9 +79,11 @@ class Settings:
     redis_maxmemory_mb: int = 64  # per Redis service
     preview_limit: int = 10  # open pull-request previews per project; the oldest idle suspended
     router_processes: int = 1  # routers on the public port (SO_REUSEPORT when more than one)
-    # After a start, templates of the most recently used deployments are loaded again in the
-    # background until their (last measured) memory would pass this many MB; 0: none.
-    warm_budget_mb: int = 1024
+    # What dormant templates may keep together (MB, PSS): past it the least recently used drop
+    # to the deep tier; after a start, templates of the most recently used deployments are
+    # loaded again in the background up to it. None: half of the host's memory; 0: no
+    # template stays resident once its deployment scales to zero (and none is warmed).
+    warm_budget_mb: int | None = None
 
     @property
     def database_uri(self) -> str:
@@ -223,8 +225,8 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name.replace('_', '-')} must be positive")
     if not 1 <= settings.router_processes <= 64:
         raise ConfigError("router processes must be between 1 and 64")
-    if settings.warm_budget_mb < 0:
-        raise ConfigError("warm budget must be 0 (no warming) or more MB")
+    if settings.warm_budget_mb is not None and settings.warm_budget_mb < 0:
+        raise ConfigError("warm budget must be 0 (no dormant templates) or more MB")
     if settings.build_concurrency < 1:
         raise ConfigError("build concurrency must be at least 1")
     if settings.https_port is not None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
 from phemeral.runtime.command import parse_server_command
+from phemeral.runtime.footprint import IdleCost, Kept, measure
 from phemeral.runtime.idle import (
+    DEFAULT_WAKE_MS,
+    WAKE_SAMPLES,
     DormantTemplate,
     WarmCandidate,
+    expected_wake_ms,
     is_idle,
     sweep_interval,
     templates_to_evict,
@@ -81,19 +87,45 @@ def test_idle_needs_no_request_in_flight_and_the_timeout_elapsed() -> None:
     assert sweep_interval([]) == 1.0
 
 
-def test_templates_go_after_their_ttl_or_under_memory_pressure() -> None:
+def test_templates_stay_at_any_age_and_go_least_recently_used_first_over_the_budget() -> None:
     dormant = [
-        DormantTemplate("old", dormant_since=0, memory_kb=30_000),
-        DormantTemplate("mid", dormant_since=50, memory_kb=30_000),
-        DormantTemplate("new", dormant_since=90, memory_kb=30_000),
+        DormantTemplate("mid", last_used=50, memory_kb=30_000),
+        DormantTemplate("old", last_used=0, memory_kb=30_000),
+        DormantTemplate("new", last_used=90, memory_kb=30_000),
     ]
-    assert templates_to_evict(dormant, now=100, ttl=60, available_kb=10**7, low_water_kb=1) == [
-        "old"
-    ]
-    # Short of memory: the longest dormant go first until enough would be freed.
+    plenty = {"available_kb": 10**7, "low_water_kb": 1}
+    # Age alone evicts nothing, however long ago (a year, on the runtime's clock).
+    assert templates_to_evict(dormant, now=365 * 86400, budget_kb=90_000, **plenty) == []
+    # Over the budget: the least recently used go first, until the rest fit.
+    assert templates_to_evict(dormant, now=100, budget_kb=89_999, **plenty) == ["old"]
+    assert templates_to_evict(dormant, now=100, budget_kb=30_000, **plenty) == ["old", "mid"]
+    assert templates_to_evict(dormant, now=100, budget_kb=0, **plenty) == ["old", "mid", "new"]
+    # Within the budget but short of memory: least recently used first until enough is freed.
     assert templates_to_evict(
-        dormant, now=100, ttl=1000, available_kb=100_000, low_water_kb=150_000
+        dormant, now=100, budget_kb=10**9, available_kb=100_000, low_water_kb=150_000
     ) == ["old", "mid"]
+    assert (
+        templates_to_evict(
+            dormant, now=100, budget_kb=10**9, available_kb=None, low_water_kb=150_000
+        )
+        == []
+    )
+    # A use in the future of ``now`` (a clock step) counts as now; ties go by id.
+    stepped = [
+        DormantTemplate("b", last_used=500, memory_kb=10),
+        DormantTemplate("a", last_used=100, memory_kb=10),
+    ]
+    assert templates_to_evict(stepped, now=100, budget_kb=10, **plenty) == ["a"]
+
+
+def test_the_expected_wake_is_the_median_of_recent_wakes_else_the_default() -> None:
+    assert expected_wake_ms([], DEFAULT_WAKE_MS["template"]) == DEFAULT_WAKE_MS["template"]
+    assert expected_wake_ms([12.0, 400.0, 14.0], 15.0) == 14.0
+    assert expected_wake_ms([10.0, 20.0], 15.0) == 15.0
+    # Only the last WAKE_SAMPLES count: an old slow streak is forgotten.
+    recent = [900.0] * WAKE_SAMPLES + [11.0] * WAKE_SAMPLES
+    assert expected_wake_ms(recent, 400.0) == 11.0
+    assert DEFAULT_WAKE_MS["template"] < DEFAULT_WAKE_MS["deep"]
 
 
 def test_default_commands_split_into_pre_commands_and_server_argv() -> None:
@@ -208,3 +240,31 @@ def test_a_shared_template_counts_once_per_group() -> None:
 def test_a_use_in_the_future_counts_as_now() -> None:
     candidates = [WarmCandidate("skewed", 5000.0, 1), WarmCandidate("now", 100.0, 1)]
     assert templates_to_warm(candidates, budget_kb=10, now=100.0) == ["now", "skewed"]
+
+
+def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None:
+    own = subprocess.Popen(["sleep", "30"])
+    shared = subprocess.Popen(["sleep", "30"])
+    try:
+        figures = {own.pid: (3000, 1000), shared.pid: (8000, 6000)}
+        reads: list[int] = []
+
+        def read(pid: int) -> tuple[int, int]:
+            reads.append(pid)
+            return figures.get(pid, (0, 0))
+
+        kept = {
+            "a": Kept(None, own.pid, "project:lock", None, shared.pid, (), 2),
+            "b": Kept(None, None, "project:lock", None, shared.pid, (), 2),
+            "solo": Kept(None, own.pid),
+        }
+        costs = measure(kept, read)
+        assert costs["a"] == IdleCost(3000, 1000, 8000, 2)
+        assert costs["a"].pss_kb == 3000 + 4000
+        assert costs["b"].pss_kb == 4000  # its own processes are gone: its share only
+        assert costs["solo"].pss_kb == 3000
+        assert reads.count(shared.pid) == 1  # a shared template is read once per pass
+    finally:
+        for process in (own, shared):
+            process.kill()
+            process.wait()

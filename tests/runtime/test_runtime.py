@@ -16,6 +16,7 @@ import pytest
 from phemeral.errors import BootFailed, Unavailable
 from phemeral.models import Upstream
 from phemeral.runtime import procs
+from phemeral.runtime.idle import DEFAULT_WAKE_MS
 from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
 
@@ -132,9 +133,12 @@ def test_boot_check_then_scale_to_zero_then_wake_from_the_template(
         assert runtime.instances(release.deployment_id).instances == 1
         runtime.set_idle_timeout(release.deployment_id, 0.01)
         await wait_until(lambda: runtime.instances(release.deployment_id).state == "dormant")
+        await runtime.sweep()  # measures what the dormant deployment keeps
         state = runtime.instances(release.deployment_id)
         assert (state.instances, state.state, state.tier) == (0, "dormant", "template")
         assert state.idle_memory_kb > 1000
+        assert state.idle_pss_kb >= state.idle_memory_kb  # PSS: its unique pages and a share
+        assert state.expected_wake_ms == DEFAULT_WAKE_MS["template"]  # none measured yet
         runtime.set_idle_timeout(release.deployment_id, 300)
         pids = set()
         for _ in range(2):
@@ -378,15 +382,15 @@ def test_the_deep_tier_holds_nothing_and_still_wakes(
     async def body(runtime: Runtime) -> None:
         runtime.register(release, idle_timeout=0.05)
         await request(runtime, "deep-1")
-        await wait_until(lambda: runtime.instances("deep-1").state == "dormant")
-        # template_ttl=0.1 s: the sweep drops the dormant template.
+        # A budget of 0: the sweep drops the template as soon as the deployment is dormant.
         await wait_until(lambda: runtime.instances("deep-1").tier == "none")
         state = runtime.instances("deep-1")
         assert (state.tier, state.idle_memory_kb, state.state) == ("none", 0, "stopped")
+        assert state.idle_pss_kb == 0
         status, _ = await request(runtime, "deep-1")
         assert status == 200
 
-    run_with_runtime(settings, sink, body, template_ttl=0.1)
+    run_with_runtime(replace(settings, warm_budget_mb=0), sink, body)
 
 
 def test_a_restarted_platform_replaces_what_the_last_run_left(
@@ -489,17 +493,21 @@ def test_a_restarted_runtime_warms_the_most_recently_used_templates_within_its_b
     assert usage["warm2"]["last_used"] > usage["warm1"]["last_used"]
     assert usage["warm1"]["memory_kb"] > 1024 and usage["warm2"]["memory_kb"] > 1024
 
-    # A budget that holds the most recently used template only.
-    budget_mb = -(-usage["warm2"]["memory_kb"] // 1024)
+    # A budget that holds the most recently used template only (with a margin: the sweep
+    # measures it again once loaded).
+    assert (
+        usage["warm2"]["memory_kb"] * 1.3
+        < usage["warm1"]["memory_kb"] + usage["warm2"]["memory_kb"]
+    )
+    budget_mb = -(-int(usage["warm2"]["memory_kb"] * 1.3) // 1024)
     assert asyncio.run(next_run(budget_mb, set())) == {
         "warm1": ("stopped", "none"),
         "warm2": ("dormant", "template"),
         "warm3": ("stopped", "none"),
     }
     # A budget below it: nothing at all (it stops at the first that does not fit).
-    assert all(
-        t == ("stopped", "none") for t in asyncio.run(next_run(budget_mb - 1, set())).values()
-    )
+    below_mb = usage["warm2"]["memory_kb"] // 2048
+    assert all(t == ("stopped", "none") for t in asyncio.run(next_run(below_mb, set())).values())
     # The default budget: both used ones, and a current one never used (last).
     assert asyncio.run(next_run(1024, {"warm3"})) == {
         "warm1": ("dormant", "template"),
@@ -508,6 +516,68 @@ def test_a_restarted_runtime_warms_the_most_recently_used_templates_within_its_b
     }
     lines = sink.messages(stream="system")
     assert "template loaded ahead of its first request (warm start)" in lines
+
+
+def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    releases = [make_release(tmp_path / n, f"lru{n}", "flask") for n in ("1", "2", "3")]
+    ids = [r.deployment_id for r in releases]
+    offset = [0.0]  # the runtime's clock, moved forward by hand
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    async def main() -> None:
+        runtime = Runtime(replace(settings, warm_budget_mb=1024), sink, clock=clock)
+        await runtime.start()
+        try:
+            for release in releases:  # used in this order: lru3 is the most recent
+                runtime.register(release, idle_timeout=0.05)
+                assert (await request(runtime, release.deployment_id))[0] == 200
+                await wait_until(
+                    lambda r=release: runtime.instances(r.deployment_id).tier != "running"
+                )
+            await runtime.sweep()
+            assert [runtime.instances(d).tier for d in ids] == ["template"] * 3
+            # Hours later than the 30 minutes that once dropped a template: nothing goes.
+            offset[0] += 3 * 3600
+            await runtime.sweep()
+            states = [runtime.instances(d) for d in ids]
+            assert [s.tier for s in states] == ["template"] * 3
+            assert all(s.idle_pss_kb > 1000 for s in states)
+            # Each woke once, from nothing resident: a deep wake; the next is from a template.
+            assert all(s.expected_wake_ms == DEFAULT_WAKE_MS["template"] for s in states)
+            assert (await request(runtime, "lru3"))[0] == 200
+            woke_ms = runtime.instances("lru3").last_wake_ms
+            await wait_until(lambda: runtime.instances("lru3").tier == "template")
+            await runtime.sweep()
+            assert runtime.instances("lru1").expected_wake_ms == woke_ms  # the one measured
+            # A budget that holds the most recently used one only: the others go, oldest first.
+            newest = runtime.instances("lru3").idle_pss_kb
+            runtime.template_budget_kb = newest + newest // 2
+            await runtime.sweep()
+            states = [runtime.instances(d) for d in ids]
+            assert [(s.tier, s.state) for s in states] == [
+                ("none", "stopped"),
+                ("none", "stopped"),
+                ("template", "dormant"),
+            ]
+            assert [s.idle_pss_kb for s in states[:2]] == [0, 0]
+            deep = states[0].expected_wake_ms
+            assert deep is not None and deep > 0 and deep != DEFAULT_WAKE_MS["deep"]
+            await wait_until(
+                lambda: (
+                    sum("over the template budget" in m for m in sink.messages(stream="system"))
+                    == 2
+                )
+            )
+            # An evicted deployment still wakes (from the deep tier).
+            assert (await request(runtime, "lru1"))[0] == 200
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.root
@@ -571,8 +641,18 @@ def test_deployments_of_one_project_share_a_framework_template_but_not_their_env
         # A deployment forked from the shared template costs far less than one on its own.
         await runtime.boot_check(solo, ListBuildLog())
         await runtime._stop_instance(runtime._deployments["solo-1"], "idle")
+        await runtime.sweep()  # measures what each dormant deployment keeps
         solo_kb = runtime.instances("solo-1").idle_memory_kb
         assert 0 < runtime.instances("share-2").idle_memory_kb < solo_kb / 2
+        # Its idle PSS counts its half of the shared template as well: the two deployments'
+        # figures add up to their own templates and the shared one.
+        shared_costs = [runtime._samples[did].cost for did in ("share-1", "share-2")]
+        assert [c.shared_by for c in shared_costs] == [2, 2]
+        assert all(c.shared_pss_kb > 1000 for c in shared_costs)
+        for did, cost in zip(("share-1", "share-2"), shared_costs, strict=True):
+            state = runtime.instances(did)
+            assert state.idle_pss_kb == cost.own_pss_kb + cost.shared_pss_kb // 2
+            assert state.idle_pss_kb > state.idle_memory_kb
         assert int(runtime.shared_templates()[0]["memory_kb"]) > 0  # type: ignore[call-overload]
         status, _ = await request(runtime, "share-2")
         assert status == 200

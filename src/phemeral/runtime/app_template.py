@@ -22,8 +22,6 @@ from phemeral.runtime.template import TemplateGone, TemplateProcess
 
 log = logging.getLogger(__name__)
 
-MEMORY_CACHE_TTL = 5.0
-
 ChildExit = Callable[[DeploymentRuntime, int, int | None, int | None], None]
 
 
@@ -426,20 +424,6 @@ class AppTemplates:
             await sup.capture.drain(old_logs, 1.0)
             await self.shared.release(dep)
             return True
-
-    def memory_kb(self, dep: DeploymentRuntime) -> int:
-        """USS of the deployment's template tree; read from /proc at most every few seconds
-        (listing many deployments must not walk /proc for each)."""
-        template = dep.template
-        if template is None or template.host_pid is None:
-            return 0
-        now = self.sup.clock()
-        cached = dep.memory_cache
-        if cached is not None and cached[0] is template and now - cached[1] < MEMORY_CACHE_TTL:
-            return cached[2]
-        kb = procs.tree_uss_kb(template.host_pid)
-        dep.memory_cache = (template, now, kb)
-        return kb
 
 
 def app_spec(dep: DeploymentRuntime) -> dict[str, object]:

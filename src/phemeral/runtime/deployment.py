@@ -72,7 +72,6 @@ class DeploymentRuntime:
     shared_key: str | None = None  # the shared framework template it was forked from
     template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
     needs_refresh: bool = False  # its template predates the shared template's learned preload
-    memory_cache: tuple[TemplateProcess, float, int] | None = None
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
     # Each server imports the app after the fork (what the app's import opens must not be
     # shared); ``app_modules`` are what its import pulled in, for the template to preload.

@@ -1,8 +1,10 @@
-"""When instances stop and templates go: pure decisions, every input (``now`` too) an argument."""
+"""When instances stop, which templates stay resident and what a wake is expected to take: pure
+decisions, every input (``now`` and sizes too) an argument."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -15,34 +17,36 @@ def is_idle(last_request_at: float, in_flight: int, now: float, timeout: float) 
 @dataclass(frozen=True)
 class DormantTemplate:
     deployment_id: str
-    dormant_since: float  # when its last instance stopped (or it was loaded)
-    memory_kb: int  # USS held while dormant
+    last_used: float  # its last request (else when its template was loaded), runtime clock
+    memory_kb: int  # what it keeps while dormant: its idle PSS (see `footprint`)
 
 
 def templates_to_evict(
     dormant: Iterable[DormantTemplate],
     now: float,
-    ttl: float,
+    budget_kb: int,
     available_kb: int | None,
     low_water_kb: int,
 ) -> list[str]:
-    """Dormant templates to drop to the deep tier (nothing resident).
+    """Dormant templates to drop to the deep tier (nothing resident), in the order to drop them.
 
-    Every template dormant for ``ttl`` seconds goes; then, while the host's available memory is
-    under ``low_water_kb``, the longest-dormant of the rest go until enough would be freed.
+    Age alone never evicts: a dormant template stays as long as memory allows. The least
+    recently used go first, while the dormant templates together keep more than ``budget_kb``;
+    then, while the host's available memory (plus what was freed) is under ``low_water_kb``,
+    the least recently used of the rest go too. A use in the future of ``now`` (a clock step)
+    counts as now; equal uses go by id, for a stable order.
     """
-    items = sorted(dormant, key=lambda d: d.dormant_since)
-    evict = [d.deployment_id for d in items if now - d.dormant_since >= ttl]
-    if available_kb is None or available_kb >= low_water_kb:
-        return evict
+    items = sorted(dormant, key=lambda d: (min(d.last_used, now), d.deployment_id))
+    total = sum(max(0, d.memory_kb) for d in items)
+    evict: list[str] = []
     freed = 0
     for item in items:
-        if item.deployment_id in evict:
-            continue
-        if available_kb + freed >= low_water_kb:
+        over_budget = total - freed > budget_kb
+        short = available_kb is not None and available_kb + freed < low_water_kb
+        if not over_budget and not short:
             break
         evict.append(item.deployment_id)
-        freed += item.memory_kb
+        freed += max(0, item.memory_kb)
     return evict
 
 
@@ -96,3 +100,16 @@ def templates_to_warm(candidates: Iterable[WarmCandidate], budget_kb: int, now: 
         if item.group is not None:
             groups.add(item.group)
     return chosen
+
+
+# What a wake takes before the runtime measured any (ms, a request for a wake to an instance
+# handed to the router; quiet-machine figures of `bench/wake.py`, hello-world apps): from a
+# dormant template, from nothing resident (the template loads first), a command run as given.
+DEFAULT_WAKE_MS = {"template": 15.0, "deep": 400.0, "command": 400.0}
+WAKE_SAMPLES = 50  # the last wakes of a kind that the estimate looks at
+
+
+def expected_wake_ms(recent: Sequence[float], default: float) -> float:
+    """The median of the last `WAKE_SAMPLES` measured wakes of one kind, else ``default``."""
+    window = [ms for ms in recent[-WAKE_SAMPLES:] if ms >= 0]
+    return statistics.median(window) if window else default

@@ -1,4 +1,5 @@
-"""Reading ``/proc``: process trees, start times (to tell a pid from its reuse), memory (USS)."""
+"""Reading ``/proc``: process trees, start times (to tell a pid from its reuse), memory (USS,
+PSS)."""
 
 from __future__ import annotations
 
@@ -81,14 +82,38 @@ def tree_uss_kb(pid: int) -> int:
     return sum(uss_kb(p) for p in [pid, *descendants(pid)])
 
 
-def mem_available_kb() -> int | None:
+def pss_uss_kb(pid: int) -> tuple[int, int]:
+    """Proportional set size (each shared page split among the processes mapping it) and
+    unique set size, in kB, from one read of ``smaps_rollup``; (0, 0) if the process is gone."""
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0, 0
+    pss = uss = 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            pss = int(line.split()[1])
+        elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+            uss += int(line.split()[1])
+    return pss, uss
+
+
+def _meminfo_kb(field: str) -> int | None:
     try:
         for line in (PROC / "meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def mem_available_kb() -> int | None:
+    return _meminfo_kb("MemAvailable:")
+
+
+def mem_total_kb() -> int | None:
+    return _meminfo_kb("MemTotal:")
 
 
 def kill_tree(pid: int) -> None:

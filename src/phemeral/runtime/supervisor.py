@@ -7,8 +7,13 @@ Tiers of a deployment while scaled to zero (``InstanceState.tier``):
   wake binds a listening socket here, passes it over the control socket, and the template
   forks the server(s) onto it: requests wait in the kernel backlog, none is refused.
 - ``none`` (deep tier): nothing resident. A wake launches the template first (imports take
-  hundreds of ms), then forks as above. Templates drop to this tier after `template_ttl`
-  seconds dormant, or earlier when the host runs short of memory.
+  hundreds of ms), then forks as above. Age alone never drops a template to this tier: the
+  sweep drops the least recently used dormant templates when together they keep more than the
+  template budget (``Settings.warm_budget_mb``), or when the host runs short of memory.
+
+What a dormant deployment keeps (`footprint`: PSS of its processes and its share of a shared
+template) is measured by the idle sweep, off the event loop, and cached; `instances` reports it
+with the expected wake time of its tier (`idle.expected_wake_ms` over the recent wakes).
 
 A start command that is a gunicorn or uvicorn command line (autodetected, declared or custom;
 see `command.parse_server_command`) wakes through the template. Any other command runs as given
@@ -30,7 +35,9 @@ import contextlib
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
@@ -43,11 +50,15 @@ from phemeral.runtime.bootcheck import answer_note, probe_http, uses_django
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.deployment import DeploymentRuntime, Supervision
+from phemeral.runtime.footprint import IdleCost, Kept, kept, measure
 from phemeral.runtime.idle import (
     DEFAULT_SHARED_KB,
     DEFAULT_TEMPLATE_KB,
+    DEFAULT_WAKE_MS,
+    WAKE_SAMPLES,
     DormantTemplate,
     WarmCandidate,
+    expected_wake_ms,
     is_idle,
     sweep_interval,
     templates_to_evict,
@@ -65,6 +76,19 @@ from phemeral.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again after this many s
+SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
+
+
+@dataclass(frozen=True)
+class IdleSample:
+    """A dormant deployment's measured idle cost, and of which template (a new one is measured
+    again)."""
+
+    template: TemplateProcess
+    at: float  # runtime clock
+    cost: IdleCost
+
 
 class Runtime:
     """Starts, wakes, stops and supervises the instances of every registered deployment."""
@@ -74,7 +98,6 @@ class Runtime:
         settings: Settings,
         log_sink: RuntimeLogSink,
         *,
-        template_ttl: float = 1800.0,
         low_memory_kb: int = 512 * 1024,
         stop_timeout: float = 10.0,
         drain_timeout: float = 30.0,
@@ -87,7 +110,6 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.capture = LogCapture(log_sink, rate=log_rate, burst=log_burst, clock=clock)
-        self.template_ttl = template_ttl
         self.low_memory_kb = low_memory_kb
         self.stop_timeout = stop_timeout
         self.drain_timeout = drain_timeout
@@ -121,6 +143,11 @@ class Runtime:
         self._usage_dirty = False
         self._usage_saved_at = float("-inf")
         self._warmer: asyncio.Task[None] | None = None
+        self._samples: dict[str, IdleSample] = {}  # idle cost of dormant deployments
+        self._wakes: dict[str, deque[float]] = {
+            kind: deque(maxlen=WAKE_SAMPLES) for kind in DEFAULT_WAKE_MS
+        }
+        self.template_budget_kb = template_budget_kb(settings)
 
     @property
     def _shared(self) -> dict[str, SharedTemplate]:
@@ -237,12 +264,19 @@ class Runtime:
             state = "dormant"
         if state in ("crashed", "backoff") and may_start(dep.history, self.clock()):
             state = "crashed"
-        idle_kb = self._templates.memory_kb(dep) if template_alive else 0
+        sample = self._samples.get(deployment_id)
+        cost = (
+            sample.cost
+            if template_alive and sample is not None and sample.template is dep.template
+            else None
+        )
         return InstanceState(
             instances=1 if dep.instance is not None and not dep.instance.stopping else 0,
             state=state,  # type: ignore[arg-type]
             tier=tier,  # type: ignore[arg-type]
-            idle_memory_kb=idle_kb,
+            idle_memory_kb=cost.own_uss_kb if cost is not None and tier == "template" else 0,
+            idle_pss_kb=cost.pss_kb if cost is not None and tier == "template" else 0,
+            expected_wake_ms=None if tier == "running" else self.expected_wake_ms(dep),
             last_wake_at=dep.last_wake_at,
             last_wake_ms=dep.last_wake_ms,
             restarts=dep.history.total_restarts,
@@ -250,6 +284,18 @@ class Runtime:
             wake_path="template" if dep.server is not None else "command",
             processes=processes,
         )
+
+    def wake_kind(self, dep: DeploymentRuntime) -> str:
+        """How its next wake starts: ``template`` (a dormant template forks), ``deep`` (the
+        template loads first) or ``command`` (the start command runs as given)."""
+        if dep.server is None:
+            return "command"
+        return "template" if dep.template is not None and dep.template.alive else "deep"
+
+    def expected_wake_ms(self, dep: DeploymentRuntime) -> float:
+        """The median of the recent wakes of its kind, platform-wide (a default before any)."""
+        kind = self.wake_kind(dep)
+        return expected_wake_ms(list(self._wakes[kind]), DEFAULT_WAKE_MS[kind])
 
     def shared_templates(self) -> list[dict[str, object]]:
         """The shared framework templates: key, deployments using them, their own USS in kB
@@ -295,10 +341,14 @@ class Runtime:
                     f"({dep.last_exit or 'crashed'}); next restart in {wait:.0f} s"
                 )
             waking = asyncio.ensure_future(self._instances.wake(dep))
+            kind = self.wake_kind(dep)
 
-            def woke(_future: asyncio.Future[Upstream]) -> None:
+            def woke(future: asyncio.Future[Upstream]) -> None:
                 if dep.waking is waking:
                     dep.waking = None
+                ok = not future.cancelled() and future.exception() is None
+                if ok and dep.last_wake_ms is not None:
+                    self._wakes[kind].append(dep.last_wake_ms)
 
             dep.waking = waking
             waking.add_done_callback(woke)
@@ -399,7 +449,8 @@ class Runtime:
                 log.exception("runtime idle sweep failed")
 
     async def sweep(self) -> None:
-        """One pass: stop idle instances, drop templates to the deep tier when due."""
+        """One pass: stop idle instances, measure what dormant deployments keep, drop the
+        least recently used templates to the deep tier while memory asks for it."""
         now = self.clock()
         stops = []
         for dep in list(self._deployments.values()):
@@ -411,40 +462,129 @@ class Runtime:
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
         try:
+            self._record_usage(now, save=False)
+            await self._sample_idle_costs(now)
             self._record_usage(now)
         except Exception:
-            log.exception("could not save when deployments were last used")
-        dormant = [
-            DormantTemplate(d.release.deployment_id, d.dormant_since, 0)
+            log.exception("could not measure or save what dormant deployments keep")
+        await self._evict(now)
+
+    def _dormant(self) -> list[DeploymentRuntime]:
+        return [
+            d
             for d in self._deployments.values()
-            if d.template is not None and d.instance is None and d.dormant_since is not None
+            if d.template is not None
+            and d.template.alive
+            and d.instance is None
+            and d.waking is None
+            and d.dormant_since is not None
         ]
+
+    async def _sample_idle_costs(self, now: float) -> None:
+        """Measure (in a thread) the dormant deployments never measured with their current
+        template, or not for `SAMPLE_INTERVAL` s; at most `SAMPLES_PER_SWEEP` per pass."""
+        dormant = self._dormant()
+        for did in [d for d in self._samples if d not in self._deployments]:
+            del self._samples[did]
+        due: list[tuple[float, DeploymentRuntime]] = []
+        for dep in dormant:
+            sample = self._samples.get(dep.release.deployment_id)
+            did = dep.release.deployment_id
+            if sample is None or sample.template is not dep.template or did in self._unmeasured:
+                due.append((float("-inf"), dep))
+            elif now - sample.at >= SAMPLE_INTERVAL:
+                due.append((sample.at, dep))
+        if not due:
+            return
+        due.sort(key=lambda item: item[0])
+        chosen = [dep for _, dep in due[:SAMPLES_PER_SWEEP]]
+        what: dict[str, Kept] = {}
+        templates: dict[str, TemplateProcess] = {}
+        for dep in chosen:
+            found = kept(dep, self._sharing)
+            if found is not None and dep.template is not None:
+                what[dep.release.deployment_id] = found
+                templates[dep.release.deployment_id] = dep.template
+        costs = await asyncio.to_thread(measure, what)
+        for did, cost in costs.items():
+            now_dep = self._deployments.get(did)
+            if (
+                now_dep is None
+                or now_dep.template is not templates[did]
+                or now_dep.instance is not None
+            ):
+                continue  # woke or changed meanwhile: the figure is not of its dormant state
+            self._samples[did] = IdleSample(templates[did], now, cost)
+            if did in self._unmeasured and not now_dep.needs_refresh:
+                self._unmeasured.discard(did)
+                old = self._usage.get(did, Usage(None))
+                self._usage[did] = Usage(
+                    old.last_used,
+                    cost.own_pss_kb,
+                    now_dep.shared_key,
+                    cost.shared_pss_kb if now_dep.shared_key is not None else None,
+                )
+                self._usage_dirty = True
+
+    def _idle_estimate_kb(self, dep: DeploymentRuntime) -> int:
+        """What a dormant deployment keeps: measured, else as last measured (``usage.json``),
+        else the defaults."""
+        did = dep.release.deployment_id
+        sample = self._samples.get(did)
+        if sample is not None and sample.template is dep.template:
+            return sample.cost.pss_kb
+        used = self._usage.get(did)
+        own = (used.memory_kb if used is not None else None) or DEFAULT_TEMPLATE_KB
+        if dep.shared_key is None:
+            return own
+        shared = self._sharing.get(dep.shared_key)
+        users = len(shared.users) if shared is not None else 1
+        group_kb = (used.group_kb if used is not None else None) or DEFAULT_SHARED_KB
+        return own + group_kb // max(1, users)
+
+    def _last_used(self, dep: DeploymentRuntime, now: float) -> float:
+        """When it last served, on the runtime's clock: its last request here, else the last
+        one recorded before this start (``usage.json``), else when its template was loaded."""
+        if dep.last_request_at > 0:
+            return dep.last_request_at
+        used = self._usage.get(dep.release.deployment_id)
+        if used is not None and used.last_used is not None:
+            return now - max(0.0, time.time() - used.last_used)
+        return dep.dormant_since if dep.dormant_since is not None else now
+
+    async def _evict(self, now: float) -> None:
+        dormant = self._dormant()
         if not dormant:
             return
         available = procs.mem_available_kb()
-        if available is not None and available < self.low_memory_kb:
-            dormant = [
-                DormantTemplate(
-                    d.deployment_id,
-                    d.dormant_since,
-                    self._templates.memory_kb(self._deployments[d.deployment_id]),
-                )
-                for d in dormant
-            ]
-        for deployment_id in templates_to_evict(
-            dormant, now, self.template_ttl, available, self.low_memory_kb
-        ):
+        candidates = [
+            DormantTemplate(
+                d.release.deployment_id, self._last_used(d, now), self._idle_estimate_kb(d)
+            )
+            for d in dormant
+        ]
+        evict = templates_to_evict(
+            candidates, now, self.template_budget_kb, available, self.low_memory_kb
+        )
+        for deployment_id in evict:
             found = self._deployments.get(deployment_id)
             if found is not None and found.instance is None and found.waking is None:
                 dep = found
-                self._sup.system(dep, "template dropped (deep tier: nothing resident)")
+                short = available is not None and available < self.low_memory_kb
+                why = "the host is short of memory" if short else "over the template budget"
+                self._sup.system(
+                    dep,
+                    f"template dropped, least recently used ({why}): deep tier, nothing resident",
+                )
                 await self._templates.drop(dep)
+                self._samples.pop(deployment_id, None)
 
     async def drop_template(self, deployment_id: str) -> None:
-        """Force the deep tier now (what `template_ttl` or memory pressure would do)."""
+        """Force the deep tier now (what the template budget or memory pressure would do)."""
         dep = self._get(deployment_id)
         if dep.instance is None:
             await self._templates.drop(dep)
+            self._samples.pop(deployment_id, None)
 
     # -- warming templates after a restart --------------------------------------------------
 
@@ -452,7 +592,7 @@ class Runtime:
         """Load again, in the background and one at a time, the templates of the deployments
         used most recently before this start (then the ``current`` ones never used), within
         ``Settings.warm_budget_mb``. A request that arrives first simply wakes as usual."""
-        if self.settings.warm_budget_mb <= 0 or not self.use_templates:
+        if self.template_budget_kb <= 0 or not self.use_templates:
             return
         if self._warmer is not None and not self._warmer.done():
             return
@@ -487,7 +627,7 @@ class Runtime:
         return out
 
     async def _warm(self, current: set[str]) -> None:
-        budget_kb = self.settings.warm_budget_mb * 1024
+        budget_kb = self.template_budget_kb
         order = templates_to_warm(self.warm_candidates(current), budget_kb, time.time())
         warmed = 0
         for did in order:
@@ -512,9 +652,10 @@ class Runtime:
             self._sup.system(dep, "template loaded ahead of its first request (warm start)")
         log.info("warmed %d of %d template(s) after start", warmed, len(order))
 
-    def _record_usage(self, now: float, *, force: bool = False) -> None:
-        """Note when each deployment last served and what its dormant template holds; save
-        ``usage.json`` when something changed (at most every `SAVE_INTERVAL` s, unless forced)."""
+    def _record_usage(self, now: float, *, force: bool = False, save: bool = True) -> None:
+        """Note when each deployment last served (what its dormant template holds is noted by
+        `_sample_idle_costs`); save ``usage.json`` when something changed (at most every
+        `SAVE_INTERVAL` s, unless forced)."""
         wall = time.time()
         for did, dep in self._deployments.items():
             if dep.last_request_at > 0 and self._usage_seen.get(did) != dep.last_request_at:
@@ -524,25 +665,9 @@ class Runtime:
                 self._usage[did] = Usage(used, old.memory_kb, old.group, old.group_kb)
                 self._unmeasured.add(did)
                 self._usage_dirty = True
-            template = dep.template
-            if (
-                did in self._unmeasured
-                and dep.instance is None
-                and template is not None
-                and template.alive
-                and not dep.needs_refresh
-            ):
-                self._unmeasured.discard(did)
-                shared = self._sharing.get(dep.shared_key)
-                old = self._usage.get(did, Usage(None))
-                self._usage[did] = Usage(
-                    old.last_used,
-                    self._templates.memory_kb(dep),
-                    dep.shared_key,
-                    self._sharing.own_kb(shared) if shared is not None else None,
-                )
-                self._usage_dirty = True
-        if not self._usage_dirty or (not force and now - self._usage_saved_at < SAVE_INTERVAL):
+        if not save or not self._usage_dirty:
+            return
+        if not force and now - self._usage_saved_at < SAVE_INTERVAL:
             return
         self._usage_file.save(self._usage)
         self._usage_dirty = False
@@ -560,3 +685,12 @@ class Runtime:
 
     def _template_ended(self, dep: DeploymentRuntime, template: TemplateProcess) -> None:
         self._instances.template_ended(dep, template)
+
+
+def template_budget_kb(settings: Settings) -> int:
+    """What dormant templates may keep together (kB): ``warm_budget_mb``, else half of the
+    host's memory."""
+    if settings.warm_budget_mb is not None:
+        return settings.warm_budget_mb * 1024
+    total = procs.mem_total_kb()
+    return total // 2 if total is not None else 1024 * 1024

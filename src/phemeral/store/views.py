@@ -141,6 +141,8 @@ def deployment_view(
             "last_wake_at": iso(state.last_wake_at),
             "last_wake_ms": state.last_wake_ms,
             "idle_memory_kb": state.idle_memory_kb,
+            "idle_pss_kb": state.idle_pss_kb,
+            "expected_wake_ms": state.expected_wake_ms,
             "restarts": state.restarts,
             "last_exit": state.last_exit,
             "wake_path": state.wake_path,
