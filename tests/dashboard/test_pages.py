@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -349,3 +350,38 @@ def test_a_push_deployment_shows_branch_commit_and_pusher(
         assert "push by ada" in env.text
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_scaled_to_zero_deployment_reports_its_tier_idle_memory_and_expected_wake(
+    server: Server, browser_like: httpx.Client
+) -> None:
+    """The API's ``instances`` and the dashboard's pages, from the real runtime: running after
+    the boot check, then the template tier with its measured idle PSS once it scaled to zero."""
+    files = {
+        str(p.relative_to(REPO / "examples" / "fastapi-uv")): p.read_text()
+        for p in sorted((REPO / "examples" / "fastapi-uv").rglob("*"))
+        if p.is_file() and ".venv" not in p.parts and "__pycache__" not in p.parts
+    }
+    files["phemeral.toml"] = "idle_timeout = 1\n"
+    name = _name("idle")
+    with server.api() as api:
+        created = upload(api, name, tar_gz(files))
+        d = wait_finished(api, str(created["id"]))
+        assert d["status"] == "successful", d.get("failure_reason")
+        deadline = time.monotonic() + 60
+        while True:
+            instances = api.get(f"/api/deployments/{d['id']}").json()["instances"]
+            if instances["tier"] == "template" and instances["idle_pss_kb"] > 0:
+                break
+            assert time.monotonic() < deadline, instances
+            time.sleep(0.3)
+    assert instances["state"] == "dormant" and instances["instances"] == 0
+    assert instances["idle_pss_kb"] >= instances["idle_memory_kb"] > 1000
+    assert instances["expected_wake_ms"] > 0
+    page = browser_like.get(f"/deployments/{d['id']}").text
+    wakes = re.search(r'<dd id="wakes-from">([^<]*)</dd>', page)
+    idle = re.search(r'<dd id="idle-memory">([^<]*)</dd>', page)
+    assert wakes and re.match(r"template tier, ~\d+ ms", html.unescape(wakes.group(1)))
+    assert idle and re.match(r"\d+\.\d MiB \(PSS", html.unescape(idle.group(1)))
+    env = browser_like.get(f"/projects/{name}/environments/production").text
+    assert re.search(r"wakes from: template tier, ~\d+ ms[^·<]* · idle memory: \d+\.\d MiB", env)

@@ -9,6 +9,7 @@ from phemeral.dashboard.present import (
     duration,
     environment_urls,
     group_stages,
+    idle_memory,
     instance_summary,
     log_pages,
     log_position,
@@ -17,6 +18,7 @@ from phemeral.dashboard.present import (
     setting_rows,
     setting_warnings,
     trigger_summary,
+    wake_summary,
 )
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
@@ -137,3 +139,24 @@ def test_log_positions_round_trip_through_event_ids() -> None:
         assert parse_log_position(log_position(cursor, seen)) == (cursor, seen)
     for junk in (None, "", "abc", "abc x", " 3"):
         assert parse_log_position(junk) is None
+
+
+def test_the_tier_a_deployment_wakes_from_and_its_idle_memory() -> None:
+    dormant = {
+        "tier": "template",
+        "wake_path": "template",
+        "expected_wake_ms": 14.6,
+        "idle_pss_kb": 12_595,
+    }
+    assert wake_summary(dormant).startswith("template tier, ~15 ms")
+    assert idle_memory(dormant).startswith("12.3 MiB (PSS")
+    deep = {"tier": "none", "wake_path": "template", "expected_wake_ms": 412.0, "idle_pss_kb": 0}
+    assert wake_summary(deep).startswith("deep tier, ~412 ms")
+    assert idle_memory(deep) == "none (nothing resident)"
+    command = {"tier": "none", "wake_path": "command", "expected_wake_ms": 380.0}
+    assert wake_summary(command).startswith("the start command, run as given, ~380 ms")
+    running = {"tier": "running", "wake_path": "template", "expected_wake_ms": None}
+    assert wake_summary(running) == "running now: no wake needed"
+    assert idle_memory(running) == "— (running)"
+    assert idle_memory({"tier": "template", "idle_pss_kb": 0}) == "not measured yet"
+    assert wake_summary(None) == idle_memory(None) == "unknown"

@@ -59,6 +59,8 @@ def load_templates() -> Environment:
         sha=present.short_sha,
         trigger=present.trigger_summary,
         instances=present.instance_summary,
+        wakes_from=present.wake_summary,
+        idle_memory=present.idle_memory,
         is_error=present.is_error_line,
     )
     return env

@@ -131,6 +131,39 @@ def instance_summary(instances: object) -> str:
     return state
 
 
+def wake_summary(instances: object) -> str:
+    """The tier a deployment wakes from and the expected wake: ``template tier, ~15 ms``."""
+    if not isinstance(instances, Mapping):
+        return "unknown"
+    tier = instances.get("tier")
+    expected = instances.get("expected_wake_ms")
+    about = f", ~{expected:.0f} ms" if isinstance(expected, int | float) else ""
+    if tier == "running":
+        return "running now: no wake needed"
+    if instances.get("wake_path") == "command":
+        return (
+            f"the start command, run as given{about} (a cold start: not a gunicorn, uvicorn or "
+            "hypercorn command line the platform can pre-load)"
+        )
+    if tier == "template":
+        return f"template tier{about} (a pre-loaded template forks the server)"
+    return f"deep tier{about} (nothing resident: the template loads first)"
+
+
+def idle_memory(instances: object) -> str:
+    """What a deployment keeps while scaled to zero, in MiB (PSS)."""
+    if not isinstance(instances, Mapping):
+        return "unknown"
+    if instances.get("tier") == "running":
+        return "— (running)"
+    if instances.get("tier") != "template":
+        return "none (nothing resident)"
+    kb = instances.get("idle_pss_kb")
+    if not isinstance(kb, int) or kb <= 0:
+        return "not measured yet"
+    return f"{kb / 1024:.1f} MiB (PSS: its template, and its share of the project's shared one)"
+
+
 @dataclass(frozen=True)
 class LogLine:
     """One build log line, ready to show: its clock time, text and whether it reads as an error."""
