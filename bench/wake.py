@@ -123,6 +123,7 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                 await runtime.drop_template(did)
             reply: dict[str, object] = {"ok": True}
         else:
+            await runtime.sweep()  # measures what a dormant deployment keeps (cached figures)
             state = runtime.instances(did)
             shared = [s for s in runtime.shared_templates() if did in s["deployments"]]  # type: ignore[operator]
             reply = {

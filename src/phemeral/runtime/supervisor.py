@@ -340,8 +340,8 @@ class Runtime:
                     f"deployment {deployment_id} is crash-looping "
                     f"({dep.last_exit or 'crashed'}); next restart in {wait:.0f} s"
                 )
+            kind = self.wake_kind(dep)  # what the wake starts from, for the expected wake
             waking = asyncio.ensure_future(self._instances.wake(dep))
-            kind = self.wake_kind(dep)
 
             def woke(future: asyncio.Future[Upstream]) -> None:
                 if dep.waking is waking:
@@ -490,7 +490,8 @@ class Runtime:
         for dep in dormant:
             sample = self._samples.get(dep.release.deployment_id)
             did = dep.release.deployment_id
-            if sample is None or sample.template is not dep.template or did in self._unmeasured:
+            used = did in self._unmeasured and not dep.needs_refresh  # since last measured
+            if sample is None or sample.template is not dep.template or used:
                 due.append((float("-inf"), dep))
             elif now - sample.at >= SAMPLE_INTERVAL:
                 due.append((sample.at, dep))

@@ -1,10 +1,11 @@
 """When each deployment last served a request, kept where a restarted runtime reads it.
 
 ``{data_dir}/runtime/usage.json`` maps a deployment id to ``{"last_used": epoch seconds,
-"memory_kb": its template's USS when last measured dormant, "group": its shared framework
-template, "group_kb": that template's own USS}``. The runtime writes it from its idle sweep
-(when something changed, at most every `SAVE_INTERVAL` seconds) and at close; after a platform
-restart it orders the templates to load again (`idle.templates_to_warm`).
+"memory_kb": the PSS of its own processes when last measured dormant, "group": its shared
+framework template, "group_kb": that whole template's PSS}`` (`footprint`). The runtime writes
+it from its idle sweep (when something changed, at most every `SAVE_INTERVAL` seconds) and at
+close; after a platform restart it orders the templates to load again
+(`idle.templates_to_warm`) and estimates what a template keeps until the sweep measured it.
 """
 
 from __future__ import annotations
