@@ -536,7 +536,7 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
                 runtime.register(release, idle_timeout=0.05)
                 assert (await request(runtime, release.deployment_id))[0] == 200
                 await wait_until(
-                    lambda r=release: runtime.instances(r.deployment_id).tier != "running"
+                    lambda r=release: runtime.instances(r.deployment_id).state == "dormant"
                 )
             await runtime.sweep()
             assert [runtime.instances(d).tier for d in ids] == ["template"] * 3
@@ -549,10 +549,13 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
             # Each woke once, from nothing resident: a deep wake; the next is from a template.
             assert all(s.expected_wake_ms == DEFAULT_WAKE_MS["template"] for s in states)
             assert (await request(runtime, "lru3"))[0] == 200
-            woke_ms = runtime.instances("lru3").last_wake_ms
-            await wait_until(lambda: runtime.instances("lru3").tier == "template")
+            handed_ms = runtime.instances("lru3").last_wake_ms
+            assert len(runtime._wakes["template"]) == 1  # to the end of its first answer
+            answered_ms = runtime._wakes["template"][0]
+            assert handed_ms is not None and answered_ms >= handed_ms
+            await wait_until(lambda: runtime.instances("lru3").state == "dormant")
             await runtime.sweep()
-            assert runtime.instances("lru1").expected_wake_ms == woke_ms  # the one measured
+            assert runtime.instances("lru1").expected_wake_ms == answered_ms  # the one measured
             # A budget that holds the most recently used one only: the others go, oldest first.
             newest = runtime.instances("lru3").idle_pss_kb
             runtime.template_budget_kb = newest + newest // 2
@@ -564,8 +567,8 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
                 ("template", "dormant"),
             ]
             assert [s.idle_pss_kb for s in states[:2]] == [0, 0]
-            deep = states[0].expected_wake_ms
-            assert deep is not None and deep > 0 and deep != DEFAULT_WAKE_MS["deep"]
+            assert len(runtime._wakes["deep"]) == 3  # the first request of each
+            assert states[0].expected_wake_ms == sorted(runtime._wakes["deep"])[1]
             await wait_until(
                 lambda: (
                     sum("over the template budget" in m for m in sink.messages(stream="system"))

@@ -102,9 +102,10 @@ def templates_to_warm(candidates: Iterable[WarmCandidate], budget_kb: int, now: 
     return chosen
 
 
-# What a wake takes before the runtime measured any (ms, a request for a wake to an instance
-# handed to the router; quiet-machine figures of `bench/wake.py`, hello-world apps): from a
-# dormant template, from nothing resident (the template loads first), a command run as given.
+# What a wake takes before the runtime measured any (ms, from the request for a wake to the end
+# of the first answer after it; quiet-machine first-byte figures of `bench/wake.py`, hello-world
+# apps): from a dormant template, from nothing resident (the template loads first), a command
+# run as given.
 DEFAULT_WAKE_MS = {"template": 15.0, "deep": 400.0, "command": 400.0}
 WAKE_SAMPLES = 50  # the last wakes of a kind that the estimate looks at
 

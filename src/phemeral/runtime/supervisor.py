@@ -78,6 +78,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again after this many s
 SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
+# A wake's time runs to the end of the first request answered after it; longer than this (s),
+# the request was not the one that woke it (a boot check's wake, say): not a sample.
+WAKE_ANSWER_LIMIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,10 +146,13 @@ class Runtime:
         self._usage_dirty = False
         self._usage_saved_at = float("-inf")
         self._warmer: asyncio.Task[None] | None = None
+        self._sweeping = asyncio.Lock()
         self._samples: dict[str, IdleSample] = {}  # idle cost of dormant deployments
         self._wakes: dict[str, deque[float]] = {
             kind: deque(maxlen=WAKE_SAMPLES) for kind in DEFAULT_WAKE_MS
         }
+        # a wake whose first answer is awaited: (kind, when it started: time.perf_counter())
+        self._answer_awaited: dict[str, tuple[str, float]] = {}
         self.template_budget_kb = template_budget_kb(settings)
 
     @property
@@ -314,6 +320,12 @@ class Runtime:
         dep = self._deployments.get(deployment_id)
         if dep is not None:
             dep.in_flight = max(0, dep.in_flight - 1)
+            awaited = self._answer_awaited.pop(deployment_id, None)
+            if awaited is not None:  # the first answer since a wake: how long that wake took
+                kind, started = awaited
+                ms = (time.perf_counter() - started) * 1000
+                if ms <= WAKE_ANSWER_LIMIT * 1000:
+                    self._wakes[kind].append(ms)
             dep.last_request_at = self.clock()
 
     def running_upstream(self, deployment_id: str) -> Upstream | None:
@@ -341,14 +353,14 @@ class Runtime:
                     f"({dep.last_exit or 'crashed'}); next restart in {wait:.0f} s"
                 )
             kind = self.wake_kind(dep)  # what the wake starts from, for the expected wake
+            started = time.perf_counter()
             waking = asyncio.ensure_future(self._instances.wake(dep))
 
             def woke(future: asyncio.Future[Upstream]) -> None:
                 if dep.waking is waking:
                     dep.waking = None
-                ok = not future.cancelled() and future.exception() is None
-                if ok and dep.last_wake_ms is not None:
-                    self._wakes[kind].append(dep.last_wake_ms)
+                if not future.cancelled() and future.exception() is None:
+                    self._answer_awaited[deployment_id] = (kind, started)
 
             dep.waking = waking
             waking.add_done_callback(woke)
@@ -394,6 +406,7 @@ class Runtime:
         finally:
             self._sup.boot_tees.pop(release.deployment_id, None)
             self.capture.set_tee(release.deployment_id, None)
+            self._answer_awaited.pop(release.deployment_id, None)  # no request woke it
         elapsed = (time.monotonic() - started) * 1000
         answer = f" ({status})" if status is not None else ""
         log.write("boot", f"the app answered on $PORT{answer} after {elapsed:.0f} ms")
@@ -411,6 +424,7 @@ class Runtime:
             return
         await self._shutdown(dep, drain=True)
         self._deployments.pop(deployment_id, None)
+        self._answer_awaited.pop(deployment_id, None)
         if self._usage.pop(deployment_id, None) is not None:
             self._usage_dirty = True
 
@@ -450,7 +464,12 @@ class Runtime:
 
     async def sweep(self) -> None:
         """One pass: stop idle instances, measure what dormant deployments keep, drop the
-        least recently used templates to the deep tier while memory asks for it."""
+        least recently used templates to the deep tier while memory asks for it. One pass at a
+        time (an explicit call waits for the loop's)."""
+        async with self._sweeping:
+            await self._sweep()
+
+    async def _sweep(self) -> None:
         now = self.clock()
         stops = []
         for dep in list(self._deployments.values()):
@@ -470,15 +489,7 @@ class Runtime:
         await self._evict(now)
 
     def _dormant(self) -> list[DeploymentRuntime]:
-        return [
-            d
-            for d in self._deployments.values()
-            if d.template is not None
-            and d.template.alive
-            and d.instance is None
-            and d.waking is None
-            and d.dormant_since is not None
-        ]
+        return [d for d in self._deployments.values() if is_dormant(d)]
 
     async def _sample_idle_costs(self, now: float) -> None:
         """Measure (in a thread) the dormant deployments never measured with their current
@@ -569,7 +580,7 @@ class Runtime:
         )
         for deployment_id in evict:
             found = self._deployments.get(deployment_id)
-            if found is not None and found.instance is None and found.waking is None:
+            if found is not None and is_dormant(found):  # still, after the awaits
                 dep = found
                 short = available is not None and available < self.low_memory_kb
                 why = "the host is short of memory" if short else "over the template budget"
@@ -695,3 +706,15 @@ def template_budget_kb(settings: Settings) -> int:
         return settings.warm_budget_mb * 1024
     total = procs.mem_total_kb()
     return total // 2 if total is not None else 1024 * 1024
+
+
+def is_dormant(dep: DeploymentRuntime) -> bool:
+    """Scaled to zero with its template resident (and not waking)."""
+    template = dep.template
+    return (
+        template is not None
+        and template.alive
+        and dep.instance is None
+        and dep.waking is None
+        and dep.dormant_since is not None
+    )
