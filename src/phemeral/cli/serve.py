@@ -77,7 +77,9 @@ from phemeral.settings import LETSENCRYPT_STAGING, Settings, load_settings
 )
 def serve(**options: object) -> None:
     """Run the API, builder, runtime and router on one port."""
-    from phemeral.server import run_platform
+    # The data plane only: the control plane (API, store, builder) is its child process and
+    # imports its own modules, so a restart answers without loading them here.
+    from phemeral.dataplane.process import run_dataplane
 
     if options.pop("acme_staging"):
         if options.get("acme_directory"):
@@ -93,7 +95,7 @@ def serve(**options: object) -> None:
             click.echo(f"listening on https://{settings.host}:{settings.https_port}")
         click.echo(f"dashboard: {settings.base_url}")
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(until_signalled(run_platform(settings)))
+            uvloop.run(until_signalled(run_dataplane(settings)))
     except PhemeralError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
