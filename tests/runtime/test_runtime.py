@@ -411,7 +411,7 @@ def test_a_restarted_platform_replaces_what_the_last_run_left(
         for release in (template_release, custom_release):
             first.register(release)
             await request(first, release.deployment_id)
-        records = list((settings.data_dir / "runtime" / "records").glob("*.json"))
+        records = list(first._records.dir.glob("*.json"))
         assert len(records) == 2
         launchers = [json.loads(r.read_text())["pids"][0]["pid"] for r in records]
         trees = {pid: [pid, *procs.descendants(pid)] for pid in launchers}
@@ -425,7 +425,7 @@ def test_a_restarted_platform_replaces_what_the_last_run_left(
         try:
             for tree in trees.values():
                 await wait_until(lambda t=tree: not any(procs.start_time(p) for p in t))
-            assert list((settings.data_dir / "runtime" / "records").glob("*.json")) == []
+            assert list(second._records.dir.glob("*.json")) == []
             for release in (template_release, custom_release):
                 second.register(release)
                 status, _ = await request(second, release.deployment_id)

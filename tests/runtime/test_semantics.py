@@ -390,6 +390,7 @@ def test_an_app_writes_next_to_its_code_in_a_throwaway_layer_of_each_instance(
     assert sorted(p.name for p in release.workdir.iterdir()) == before
     assert str(settings.data_dir) not in Path("/proc/self/mountinfo").read_text()
     assert not (settings.data_dir / "runtime" / "views").exists()
+    assert list((settings.data_dir / "runtime" / "runs").iterdir()) == []  # its run removed
 
 
 def _template_processes(runtime: Runtime, deployment_id: str) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import secrets
 import socket
@@ -32,14 +31,13 @@ SHARED_ENV = ("PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "VIRTUAL_ENV")
 class Launcher:
     """Builds the sandboxed argv of app processes; creates their cgroups."""
 
-    def __init__(self, settings: Settings, zygote_path: Path) -> None:
+    def __init__(self, settings: Settings, zygote_path: Path, *, cgroup_prefix: str) -> None:
         self.settings = settings
         self.zygote_path = zygote_path
         self.use_bwrap: bool | None = None  # resolved by `Runtime.start`
         self.networks: network.Networks | None = None  # resolved by `Runtime.start`
         self.cgroups = sandbox.Cgroup.supported()
-        digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
-        self.cgroup_prefix = f"rt{digest}-"
+        self.cgroup_prefix = cgroup_prefix  # this run's (`phemeral.runtime.runs`)
 
     def env(self, release: Release, port: int) -> dict[str, str]:
         env = {

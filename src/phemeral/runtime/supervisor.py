@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
-from phemeral.runtime import procs
+from phemeral.runtime import procs, runs
 from phemeral.runtime.app_template import AppTemplates
 from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import may_start, retry_after
@@ -120,10 +120,18 @@ class Runtime:
         self.share_templates = share_templates
         self.clock = clock
         self.state_dir = settings.data_dir / "runtime"
-        self._zygote_path = self.state_dir / "zygote.py"
-        self._launcher = Launcher(settings, self._zygote_path)
-        self._records = Records(self.state_dir)
-        self._views = AppViews(self.state_dir / "views", enabled=writable_app_dir)
+        # This process's own records, views, template script and cgroups (`runs`).
+        self.run = runs.current_run()
+        self.run_dir = runs.runs_dir(self.state_dir) / self.run
+        self._zygote_path = self.run_dir / "zygote.py"
+        self._launcher = Launcher(
+            settings,
+            self._zygote_path,
+            cgroup_prefix=runs.cgroup_prefix(settings.data_dir, self.run),
+        )
+        self._records = Records(self.run_dir)
+        self._views = AppViews(self.run_dir / "views", enabled=writable_app_dir)
+        self._replacing: asyncio.Task[None] | None = None
         self._sup = Supervision(
             settings, self.capture, self._launcher, self._records, clock, stop_timeout, self._views
         )
@@ -162,34 +170,57 @@ class Runtime:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Replace what an earlier run left behind, then start the idle sweep."""
+        """Make this run's folder, then start the idle sweep; what earlier runs left is
+        replaced in the background (`runs`: nothing of theirs collides with this run's)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._records.dir.mkdir(exist_ok=True)
-        for path in (self.state_dir, self.settings.data_dir):
-            with contextlib.suppress(OSError):
-                path.chmod(path.stat().st_mode | 0o711)
-        tmp = self._zygote_path.with_suffix(".tmp")
-        shutil.copyfile(ZYGOTE_SOURCE, tmp)
-        tmp.chmod(0o644)
-        tmp.replace(self._zygote_path)
         self._launcher.use_bwrap = sandbox.resolve_use_bwrap(self.settings.sandbox)
         if not self._launcher.use_bwrap:
             log.warning("bubblewrap is not in use: apps run with a uid drop and rlimits only")
         self._launcher.networks = await asyncio.to_thread(
             network.resolve, self.settings.network, self.settings.data_dir
         )
-        await asyncio.to_thread(
-            self._records.replace_leftovers,
-            self._launcher.cgroups,
-            self._launcher.cgroup_prefix,
-            self._zygote_path,
-        )
-        await asyncio.to_thread(self._views.clean)
+        cgroups = self._launcher.cgroups
+        if self.run_dir.exists():  # an earlier runtime of this very process
+            await asyncio.to_thread(
+                runs.replace, self.state_dir, self.settings.data_dir, self.run, cgroups
+            )
+        self._records.dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.run_dir, self.run_dir.parent, self.state_dir, self.settings.data_dir):
+            with contextlib.suppress(OSError):  # app uids reach the template script
+                path.chmod(path.stat().st_mode | 0o711)
+        tmp = self._zygote_path.with_suffix(".tmp")
+        shutil.copyfile(ZYGOTE_SOURCE, tmp)
+        tmp.chmod(0o644)
+        tmp.replace(self._zygote_path)
+        self._replacing = asyncio.create_task(self._replace_earlier_runs())
         self._usage = await asyncio.to_thread(self._usage_file.load)
         self._sweeper = asyncio.create_task(self._sweep_loop())
 
-    async def close(self) -> None:
-        """Stop every instance (gracefully, bounded) and every template."""
+    async def _replace_earlier_runs(self) -> None:
+        state, data, cgroups = self.state_dir, self.settings.data_dir, self._launcher.cgroups
+        try:
+            await asyncio.to_thread(runs.replace_legacy, state, data, cgroups)
+        except Exception:
+            log.exception("could not replace what an earlier platform left")
+        await asyncio.gather(
+            *(runs.wait_and_replace(state, data, r, cgroups) for r in runs.others(state, self.run))
+        )
+
+    async def replaced(self) -> None:
+        """Wait until what earlier runs left is gone (those still running: until they exit)."""
+        if self._replacing is not None:
+            await asyncio.shield(self._replacing)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop every instance and template (SIGTERM, then SIGKILL after ``grace`` seconds,
+        default `stop_timeout`), all at once; remove this run."""
+        if grace is not None:
+            self._sup.stop_timeout = min(self._sup.stop_timeout, grace)
+        if self._replacing is not None:
+            self._replacing.cancel()  # a run still alive is replaced by the next start
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replacing
+            self._replacing = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,6 +244,9 @@ class Runtime:
         await asyncio.to_thread(self._views.clean)
         # whatever namespace is left of this data dir (and its nft table)
         await asyncio.to_thread(network.close_for_data_dir, self.settings.data_dir)
+        await asyncio.to_thread(
+            runs.replace, self.state_dir, self.settings.data_dir, self.run, self._launcher.cgroups
+        )
         self.capture.close()
 
     # -- registry ------------------------------------------------------------------------------
@@ -327,6 +361,14 @@ class Runtime:
                 if ms <= WAKE_ANSWER_LIMIT * 1000:
                     self._wakes[kind].append(ms)
             dep.last_request_at = self.clock()
+
+    def running_deployments(self) -> list[str]:
+        """The deployments with an instance serving now (a successor wakes them first)."""
+        return [
+            d
+            for d, dep in self._deployments.items()
+            if dep.instance is not None and not dep.instance.stopping
+        ]
 
     def running_upstream(self, deployment_id: str) -> Upstream | None:
         """The upstream of the instance serving now (None while none does); never wakes."""
