@@ -197,6 +197,33 @@ def test_full_restart_serves_from_the_saved_table_without_a_control_plane(
         assert api.get("/projects").status_code == 200
 
 
+def test_an_upgrade_takes_the_port_over_without_failing_a_request(
+    platform: tuple[Server, list[str]],
+) -> None:
+    server, hosts = platform
+    wait_for(lambda: api_answers(server))
+    old = server.proc
+    assert old is not None and old.poll() is None
+    runs_dir = server.data_dir / "runtime" / "runs"
+    old_runs = {p.name for p in runs_dir.iterdir()}
+    with SteadyLoad(server.port, hosts) as load:
+        time.sleep(0.5)
+        # A second `phemeral serve` on the same data dir and port: it takes the socket over,
+        # starts the apps that run, routes, then the old one drains and stops.
+        server_start_without_api(server)
+        assert old.wait(timeout=120) == 0
+        time.sleep(0.5)
+    assert load.failures == []
+    assert load.ok > 50
+    assert server.proc is not None and server.proc.poll() is None
+    wait_for(lambda: api_answers(server))
+    for host in hosts:
+        assert get(server, host).json() == {"ok": True}
+    # The old run's processes, mounts and folder are gone; only the new run is left.
+    wait_for(lambda: {p.name for p in runs_dir.iterdir()} & old_runs == set())
+    assert len(list(runs_dir.iterdir())) == 1
+
+
 def server_start_without_api(server: Server) -> None:
     """`Server.start` waits for the API; here only the router is expected to come up."""
     args = [sys.executable, "-m", "phemeral", "serve", "--data-dir", str(server.data_dir)]

@@ -31,15 +31,21 @@ import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from phemeral.dataplane import routes_file
+from phemeral.dataplane import handover, routes_file
 from phemeral.dataplane.children import Child
 from phemeral.dataplane.service import DataPlaneService
 from phemeral.models import RoutingSnapshot, Upstream
 from phemeral.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from phemeral.runtime.supervisor import Runtime
+
 log = logging.getLogger("phemeral.dataplane")
+
+DRAIN_TIMEOUT = 1.0  # after a handover: how long our keep-alive clients may take to leave
+STOP_GRACE = 1.0  # on SIGTERM: how long apps may take to exit before SIGKILL
 
 
 # -- what the children are told ----------------------------------------------------------------
@@ -100,7 +106,8 @@ def public_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 
 async def run_dataplane(settings: Settings) -> None:
-    """Serve until cancelled; then stop the children, the router and every app, in order."""
+    """Serve until cancelled, or until a successor took over (`handover`); then stop the
+    children, the router and every app, in order."""
     from phemeral.dataplane.logrelay import LogRelay
     from phemeral.dataplane.registry import ReleaseRegistry
     from phemeral.router import serve_router
@@ -117,16 +124,24 @@ async def run_dataplane(settings: Settings) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o711)  # app uids traverse to apps/…/releases; nothing else is readable
     workers = max(1, settings.router_processes)
-    # Listening first: a request that arrives while the rest starts waits in the backlog.
-    sock = public_socket(settings.host, settings.port, reuse_port=workers > 1)
+    # The running data plane of this data dir (an upgrade) hands its sockets over; else we
+    # listen first: a request that arrives while the rest starts waits in the backlog.
+    predecessor = await asyncio.to_thread(handover.take_over, data_dir)
+    sock = predecessor.socket_for(settings.port) if predecessor else None
+    if sock is None:
+        sock = public_socket(settings.host, settings.port, reuse_port=workers > 1)
     https_sock = None
     if settings.https_port is not None:
-        https_sock = public_socket(settings.host, settings.https_port, reuse_port=workers > 1)
+        https_sock = predecessor.socket_for(settings.https_port) if predecessor else None
+        if https_sock is None:
+            https_sock = public_socket(settings.host, settings.https_port, reuse_port=workers > 1)
     private = Path(tempfile.mkdtemp(prefix="phemeral-"))  # short path: sun_path ≤ 107
     dataplane_sock = str(private / "dataplane.sock")
     api_sock = str(private / "api.sock")
     config = private / "children.json"
     children: list[Child] = []
+    handed_over = asyncio.Event()
+    successor: handover.HandoverServer | None = None
     try:
         snapshot = routes_file.load(data_dir)
         if snapshot is None or snapshot.base_domain != settings.base_domain:
@@ -140,10 +155,8 @@ async def run_dataplane(settings: Settings) -> None:
             for release in known:
                 runtime.register(release)
             current = set(await asyncio.to_thread(registry.load_current))
-            runtime.warm_templates(current)  # background, most recently used first
-            extras = asyncio.create_task(
-                runtime.run_processes([r for r in known if r.deployment_id in current])
-            )
+            if predecessor is not None:  # its running apps, ready before we take requests
+                await _wake(runtime, predecessor.running, settings.boot_timeout)
             service = DataPlaneService(
                 runtime, data_dir, snapshot, relay, registry, static_certificates
             )
@@ -161,7 +174,23 @@ async def run_dataplane(settings: Settings) -> None:
             )
             service.routers.append(router)
             log.info("data plane serving after %.0f ms", (time.monotonic() - started) * 1000)
+            extras: asyncio.Task[None] | None = None
             try:
+                successor = handover.HandoverServer(
+                    str(private / "handover.sock"),
+                    [s for s in (sock, https_sock) if s is not None],
+                    runtime.running_deployments,
+                    handed_over.set,
+                )
+                successor.start()
+                handover.advertise(data_dir, successor.path)
+                if predecessor is not None:
+                    predecessor.stop()
+                    await predecessor.exited()  # one control plane per data dir
+                runtime.warm_templates(current)  # background, most recently used first
+                extras = asyncio.create_task(
+                    runtime.run_processes([r for r in known if r.deployment_id in current])
+                )
                 write_child_config(config, settings, dataplane_sock, api_sock)
                 module = [sys.executable, "-m", "phemeral.dataplane.child"]
                 children.append(Child("control plane", [*module, "control", str(config)]))
@@ -171,20 +200,48 @@ async def run_dataplane(settings: Settings) -> None:
                     )
                 for child in children:
                     child.start()
-                await asyncio.Event().wait()
+                await handed_over.wait()
+                log.info("a new data plane took over; stopping")
             finally:
-                extras.cancel()
+                if handed_over.is_set():  # the successor accepts now: let our clients go
+                    await router.drain(DRAIN_TIMEOUT)
+                if extras is not None:
+                    extras.cancel()
                 for child in reversed(children):
                     await child.stop()
                 await router.close()
                 await service.close()
         finally:
-            await runtime.close()
+            if successor is not None:
+                await successor.close()
+            handover.withdraw(data_dir)
+            # After a handover our apps have no clients left to serve: they stop gracefully
+            # (`stop_timeout`). On SIGTERM nothing serves until this process exited and the
+            # next one started: they get `STOP_GRACE`.
+            await runtime.close(None if handed_over.is_set() else STOP_GRACE)
+    except BaseException:
+        if predecessor is not None:
+            predecessor.abandon()  # before `stop`: the old one goes on serving
+        raise
     finally:
         sock.close()
         if https_sock is not None:
             https_sock.close()
         shutil.rmtree(private, ignore_errors=True)
+
+
+async def _wake(runtime: Runtime, deployment_ids: list[str], timeout: float) -> None:
+    """Start these deployments, bounded; one that fails (or is unknown here) is skipped: its
+    next request wakes it as usual."""
+    if not deployment_ids:
+        return
+    tasks = [asyncio.ensure_future(runtime.ensure_running(d)) for d in deployment_ids]
+    _done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("could not start a deployment before taking over: %s", task.exception())
 
 
 async def run_router_worker(settings: Settings, dataplane: str, api: str) -> None:

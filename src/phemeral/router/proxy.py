@@ -14,6 +14,7 @@ the timeouts (`RouterLimits`) live in `phemeral.router.state`, re-exported here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import cast
 
@@ -165,6 +166,8 @@ class ClientConnection(asyncio.Protocol):
             self._reject(parsed.status, parsed.reason)
             return
         router = self.router
+        if router.draining and parsed.keep_alive:  # answered here, then the client moves on
+            parsed = dataclasses.replace(parsed, keep_alive=False)
         host = parsed.host
         if (
             not self.tls

@@ -28,6 +28,7 @@ from phemeral.router.backends import Backends
 from phemeral.router.proxy import ClientConnection, Router, RouterLimits
 
 SWEEP_INTERVAL = 0.5
+DRAIN_POLL = 0.01
 
 
 class RouterServer:
@@ -72,6 +73,22 @@ class RouterServer:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             self.router.sweep()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, answer what comes on open connections with ``Connection: close``
+        and wait (at most ``timeout`` s) for their clients to leave; `close` ends the rest.
+
+        The listening sockets only close here: a process that took them over (an upgrade,
+        `phemeral.dataplane.handover`) keeps accepting on them, no connection is refused.
+        """
+        router = self.router
+        router.draining = True
+        self._server.close()
+        if self._https is not None:
+            self._https.close()
+        deadline = router.loop.time() + timeout
+        while router.connections and router.loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
 
     async def close(self) -> None:
         """Stop listening, close every connection and flush the access log."""

@@ -69,6 +69,7 @@ class Router:
         self.certificates = CertificateStore()
         self.challenges = ChallengeResponses()
         self.https_port: int | None = None  # set when the HTTPS listener is open
+        self.draining = False  # every answer from now on ends its connection (`drain`)
 
     def update(self, snapshot: RoutingSnapshot) -> None:
         """Swap the route table; requests already routed keep their upstream."""
