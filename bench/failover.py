@@ -1,23 +1,31 @@
 """The data plane under a control-plane crash and a full platform restart, with steady load.
 
     .venv/bin/python bench/failover.py [--threads 2] [--interval 0.005] [--rounds 3]
-        [--router-processes 1] [--data-dir DIR]
+        [--router-processes 1] [--data-dir DIR] [--modes kill,restart,upgrade]
 
 Starts a real `phemeral serve` (SQLite, a fresh data dir unless ``--data-dir`` names one that
 already holds the two projects), deploys two apps (`examples/fastapi-uv`, `examples/flask-uv`)
 when they are missing, and runs a steady load against both through the router (loopback only):
-``--threads`` keep-alive clients per app, each pausing ``--interval`` s between requests.
+``--threads`` keep-alive clients per app, each pausing ``--interval`` s between requests, plus
+one client asking for an unknown host (the platform's own 404: the router answering).
 
 Per round:
 
-- **control plane kill -9**: SIGKILL of the control-plane child under load; the load goes on
-  until the API answers again from a new process, plus 1 s. Prints failed requests (goal 0),
-  the longest gap between two successful answers per app, and how long the API was away.
-- **full restart**: SIGTERM of `phemeral serve`, then start it again at once (what an upgrade
-  does). Prints failed requests (the clients retry every ``--interval`` s), the longest gap per
-  app (goal < 1 s), and the time from the old process exiting to the first answer.
+- **kill** (control plane kill -9): SIGKILL of the control-plane child under load; the load
+  goes on until the API answers again from a new process, plus 1 s. Prints failed requests
+  (goal 0), the longest gap between two successful answers per app, and how long the API was
+  away.
+- **restart** (stop, then start): SIGTERM of `phemeral serve`, then start it again once it
+  exited (what ``systemctl restart`` does).
+- **upgrade** (start the new one while the old one serves): a second `phemeral serve` on the
+  same data dir takes the public socket over from the running one, which then stops.
 
-A failed request is any error or non-200 answer.
+For restart and upgrade: failed requests (the clients retry every ``--interval`` s), the
+longest gap between two answers for the platform (the 404 of an unknown host) and per app
+(goal < 1 s each), and when each answered first after the old process stopped serving.
+
+A failed request is any error or an answer other than the one expected (200 for the apps,
+404 for the unknown host).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ class Tally:
     last_ok: float = 0.0
     longest_gap: float = 0.0
     first_error: str | None = None
+    successes: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def success(self, now: float) -> None:
@@ -62,6 +71,7 @@ class Tally:
                 self.longest_gap = max(self.longest_gap, now - self.last_ok)
             self.last_ok = now
             self.ok += 1
+            self.successes.append(now)
 
     def failure(self, reason: str) -> None:
         with self.lock:
@@ -72,15 +82,20 @@ class Tally:
 class Load:
     """Steady keep-alive GETs to each host through the router, until `stop`."""
 
-    def __init__(self, port: int, hosts: list[str], threads: int, interval: float) -> None:
+    def __init__(
+        self, port: int, hosts: list[str], threads: int, interval: float, probe: bool = False
+    ) -> None:
         self.port = port
         self.interval = interval
-        self.tallies = {host: Tally() for host in hosts}
+        self.expected = dict.fromkeys(hosts, 200)
+        if probe:  # the router itself: an unknown host's 404
+            self.expected[f"nothing.{BASE}"] = 404
+        self.tallies = {host: Tally() for host in self.expected}
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(host,), daemon=True)
-            for host in hosts
-            for _ in range(threads)
+            for host in self.expected
+            for _ in range(threads if self.expected[host] == 200 else 1)
         ]
 
     def start(self) -> Load:
@@ -104,7 +119,7 @@ class Load:
                 conn.request("GET", "/", headers={"Host": host})
                 response = conn.getresponse()
                 response.read()
-                if response.status == 200:
+                if response.status == self.expected[host]:
                     tally.success(time.monotonic())
                 else:
                     tally.failure(f"HTTP {response.status}")
@@ -130,13 +145,14 @@ class Platform:
         self.log = data_dir.parent / "serve.log"
         data_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> None:
+    def start(self) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "phemeral", "serve", "--data-dir", str(self.data_dir)]
         args += ["--port", str(self.port), "--base-domain", BASE]
         args += ["--router-processes", str(self.router_processes)]
         env = {**os.environ, "PHEMERAL_LOG_LEVEL": "warning"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+        return self.proc
 
     def wait_api(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -243,7 +259,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--router-processes", type=int, default=1)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--modes", default="kill,restart,upgrade", help="what each round does")
     args = parser.parse_args()
+    modes = set(args.modes.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="phemeral-bench-failover-"))
     data_dir = args.data_dir or tmp / "data"
     platform = Platform(data_dir, free_port(), args.router_processes)
@@ -260,42 +278,74 @@ def main() -> None:
             flush=True,
         )
         for index in range(args.rounds):
-            load = Load(platform.port, hosts, args.threads, args.interval).start()
-            time.sleep(1.0)
-            old = platform.control_plane_pid()
-            killed = time.monotonic()
-            os.kill(old, signal.SIGKILL)
-            while not (platform.api_ok() and platform.control_plane_pid() != old):
-                time.sleep(0.02)
-            away = time.monotonic() - killed
-            time.sleep(1.0)
-            report(f"[{index + 1}] kill -9 control", load.stop(), f"API back after {away:.2f} s")
-
-            load = Load(platform.port, hosts, args.threads, args.interval).start()
-            time.sleep(1.0)
-            platform.stop()
-            exited = time.monotonic()
-            platform.start()
-            tallies = load.tallies
-            before = {h: t.ok for h, t in tallies.items()}
-            while not platform.router_answers():
-                time.sleep(0.005)
-            listening = time.monotonic() - exited
-            while any(t.ok == before[h] for h, t in tallies.items()):
-                time.sleep(0.005)
-            back = time.monotonic() - exited
-            time.sleep(1.0)
-            report(
-                f"[{index + 1}] full restart",
-                load.stop(),
-                f"old exited → router answers {listening:.2f} s, both apps {back:.2f} s; "
-                f"load {os.getloadavg()[0]:.2f}",
-            )
-            platform.wait_api()
+            if "kill" in modes:
+                kill_control_plane(platform, hosts, args, index)
+            for mode in ("restart", "upgrade"):
+                if mode in modes:
+                    restart(platform, hosts, args, index, mode)
     finally:
         platform.stop()
         if args.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kill_control_plane(
+    platform: Platform, hosts: list[str], args: argparse.Namespace, index: int
+) -> None:
+    load = Load(platform.port, hosts, args.threads, args.interval).start()
+    time.sleep(1.0)
+    old = platform.control_plane_pid()
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    while not (platform.api_ok() and platform.control_plane_pid() != old):
+        time.sleep(0.02)
+    away = time.monotonic() - killed
+    time.sleep(1.0)
+    report(f"[{index + 1}] kill -9 control", load.stop(), f"API back after {away:.2f} s")
+
+
+def restart(
+    platform: Platform, hosts: list[str], args: argparse.Namespace, index: int, mode: str
+) -> None:
+    """``restart``: SIGTERM, wait for the exit, start again; ``upgrade``: start a second
+    `phemeral serve` on the same data dir while the first serves, and let it take over."""
+    load = Load(platform.port, hosts, args.threads, args.interval, probe=True).start()
+    time.sleep(1.0)
+    old = platform.proc
+    assert old is not None
+    begun = time.monotonic()
+    if mode == "restart":
+        platform.stop()
+        platform.start()
+    else:
+        platform.start()  # the new process asks the old one to hand over and stop
+        try:
+            old.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            old.kill()
+            raise SystemExit("the old platform did not stop after the upgrade") from None
+    exited = time.monotonic()
+    deadline = exited + 120
+    while any(not t.successes or t.successes[-1] < exited for t in load.tallies.values()):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    time.sleep(1.0)
+    tallies = load.stop()
+    failed = sum(t.failed for t in tallies.values())
+    ok = sum(t.ok for t in tallies.values())
+    parts = []
+    for host, tally in tallies.items():
+        name = "router" if host.startswith("nothing.") else host.split("-")[0]
+        parts.append(f"{name} gap {tally.longest_gap * 1000:.0f} ms")
+    errors = {t.first_error for t in tallies.values() if t.first_error}
+    print(
+        f"[{index + 1}] {mode:9} ok {ok:6}  failed {failed:5}  longest gap: {', '.join(parts)}; "
+        f"old stopped {exited - begun:.2f} s after the signal; load {os.getloadavg()[0]:.2f}"
+        + (f"  first error: {sorted(errors)[0]}" if errors else ""),
+        flush=True,
+    )
+    platform.wait_api()
 
 
 if __name__ == "__main__":
