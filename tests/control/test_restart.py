@@ -52,6 +52,8 @@ def test_kill_9_mid_build_then_restart(
         assert list((server.data_dir / "uploads").glob("*.tar.gz")) == []
     finally:
         server.kill()
+    # Nothing of the killed build stays mounted (its disk image, its release bind).
+    assert str(server.data_dir) not in Path("/proc/self/mountinfo").read_text()
 
 
 def test_replacing_the_admin_token_file_rotates_the_token(

@@ -108,6 +108,7 @@ def public_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 async def run_dataplane(settings: Settings) -> None:
     """Serve until cancelled, or until a successor took over (`handover`); then stop the
     children, the router and every app, in order."""
+    from phemeral.build import workspace
     from phemeral.dataplane.logrelay import LogRelay
     from phemeral.dataplane.registry import ReleaseRegistry
     from phemeral.router import serve_router
@@ -191,6 +192,9 @@ async def run_dataplane(settings: Settings) -> None:
                 extras = asyncio.create_task(
                     runtime.run_processes([r for r in known if r.deployment_id in current])
                 )
+                # Mounts of builds a killed control plane left (its own start clears them
+                # too, but a `mount` it had started may have finished after it died).
+                await asyncio.to_thread(workspace.remove_leftovers, data_dir)
                 write_child_config(config, settings, dataplane_sock, api_sock)
                 module = [sys.executable, "-m", "phemeral.dataplane.child"]
                 children.append(Child("control plane", [*module, "control", str(config)]))
@@ -209,6 +213,8 @@ async def run_dataplane(settings: Settings) -> None:
                     extras.cancel()
                 for child in reversed(children):
                     await child.stop()
+                if children:  # a control plane stopped by SIGKILL mid-build left its mounts
+                    await asyncio.to_thread(workspace.remove_leftovers, data_dir)
                 await router.close()
                 await service.close()
         finally:
