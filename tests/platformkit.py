@@ -103,7 +103,7 @@ class Platform:
             argv += ["--database-url", self.database_url]
         return argv + list(self.args)
 
-    def start(self, timeout: float = 60) -> Platform:
+    def start(self, timeout: float = 120) -> Platform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

@@ -45,6 +45,7 @@ from phemeral.deploys import (
     releases,
 )
 from phemeral.deploys.processes import ProcessSync
+from phemeral.deploys.reporting import report_interrupted
 from phemeral.deploys.services import start_services, stop_services
 from phemeral.models import RoutingSnapshot, RuntimeLogSink
 from phemeral.secrets import SecretBox
@@ -90,9 +91,9 @@ def open_control_plane(settings: Settings, *, builder: Builder | None = None) ->
     )
     workspace.remove_leftovers(data_dir)  # mounts of builds a crash interrupted
     cache.remove_leftovers(data_dir)
-    interrupted = reconcile_after_restart(cp)
-    if interrupted:
-        log.warning("%d build(s) interrupted by the restart marked failed", len(interrupted))
+    cp.interrupted = reconcile_after_restart(cp)
+    if cp.interrupted:
+        log.warning("%d build(s) interrupted by the restart marked failed", len(cp.interrupted))
     return cp
 
 
@@ -139,6 +140,8 @@ async def control_plane(
             cp.process_sync = ProcessSync(cp)
             cp.listeners.append(cp.process_sync.poke)
         await asyncio.to_thread(publish, cp)
+        if cp.interrupted:  # their pending commit statuses become failures
+            await report_interrupted(cp)
         try:
             yield cp
         finally:

@@ -38,7 +38,7 @@ from phemeral.deploys.deliveries import (
     deploy_push,
     verify_delivery,
 )
-from phemeral.deploys.reporting import GitHubReporting, Watch
+from phemeral.deploys.reporting import Watch, reporting_for
 from phemeral.github.events import (
     MAX_BODY_BYTES,
     Ignored,
@@ -145,13 +145,6 @@ def _ignored(decision: Ignored) -> JSONResponse:
     )
 
 
-def _reporting(request: Request, cp: ControlPlane) -> GitHubReporting:
-    reporting: GitHubReporting | None = getattr(request.app.state, "github_reporting", None)
-    if reporting is None:
-        reporting = request.app.state.github_reporting = GitHubReporting(cp)
-    return reporting
-
-
 def _accepted(request: Request, cp: ControlPlane, delivered: list[Delivered]) -> JSONResponse:
     items: list[dict[str, Any]] = []
     for d in delivered:
@@ -169,7 +162,7 @@ def _accepted(request: Request, cp: ControlPlane, delivered: list[Delivered]) ->
             item["secrets"] = not d.fork_without_secrets
         items.append(item)
         if d.created and d.reports and d.full_name:
-            _reporting(request, cp).watch(
+            reporting_for(cp).watch(
                 Watch(
                     deployment_id=d.deployment.id,
                     project=d.target.project,

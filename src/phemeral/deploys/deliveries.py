@@ -189,6 +189,7 @@ def deploy_push(
             pusher=push.pusher,
             delivery_id=key,
             push_seq=seq,
+            repository=_full_name(by_name[target.project], push.full_name),
         )
         deployment, created = _deploy_once(cp, target, trigger)
         candidate = by_name[target.project]
@@ -239,6 +240,7 @@ def deliver_pull_request(
             pusher=by,
             delivery_id=delivery_key(event.delivery_id, target, index == 0),
             push_seq=push_sequence(None, received_at, None),
+            repository=_full_name(by_name[hook.name], delivery.repository.full_name),
         )
         deployment, created = _deploy_once(cp, target, trigger)
         if created:

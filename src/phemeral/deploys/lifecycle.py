@@ -74,6 +74,7 @@ class Trigger:
     pusher: str | None = None
     delivery_id: str | None = None
     push_seq: int | None = None  # ordering of pushes; None: next in arrival order
+    repository: str | None = None  # GitHub's owner/name, where its statuses go
 
 
 def create_deployment(
@@ -119,6 +120,7 @@ def create_deployment(
             branch=trigger.branch,
             pusher=trigger.pusher,
             delivery_id=trigger.delivery_id,
+            github_repo=trigger.repository,
             push_seq=push_seq,
             promote_on_success=promote if trigger.kind == TriggerKind.MANUAL else True,
             created_by=trigger.actor,

@@ -34,6 +34,7 @@ from phemeral.store.views import get_environment, get_project
 if TYPE_CHECKING:
     from phemeral.deploys.processes import ProcessSync
     from phemeral.deploys.queue import BuildQueue
+    from phemeral.deploys.reporting import GitHubReporting
 
 
 class Builder(Protocol):
@@ -100,6 +101,8 @@ class ControlPlane:
     certificates_changed: Callable[[], None] | None = None  # wakes the certificate manager
     _github_tokens: InstallationTokens | None = field(default=None, repr=False)
     _github_app: AppCredentials | None = field(default=None, repr=False)
+    github_reporting: GitHubReporting | None = field(default=None, repr=False)  # reporting_for
+    interrupted: list[str] = field(default_factory=list)  # builds the last run left unfinished
 
     @property
     def github_tokens(self) -> InstallationTokens:

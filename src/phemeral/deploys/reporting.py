@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +23,12 @@ from sqlalchemy.orm import Session
 
 from phemeral.deploys.github_auth import github_auth
 from phemeral.deploys.plane import ControlPlane
+from phemeral.deploys.restart import INTERRUPTED
 from phemeral.github.comments import CommentWriter, PreviewComment, comment_body
+from phemeral.github.repository import github_full_name
 from phemeral.github.statuses import StatusReporter, describe, state_for
 from phemeral.github.tokens import TokenProvider
-from phemeral.models import DeploymentStatus
+from phemeral.models import DeploymentStatus, TriggerKind
 from phemeral.store.names import default_domain
 from phemeral.store.schema import Deployment, Environment, Preview, Project
 
@@ -45,7 +47,7 @@ class Watch:
 
 
 class GitHubReporting:
-    """One per control plane: the API keeps it (``app.state.github_reporting``)."""
+    """One per control plane (`reporting_for`: ``cp.github_reporting``)."""
 
     def __init__(self, cp: ControlPlane) -> None:
         self._cp = cp
@@ -60,6 +62,10 @@ class GitHubReporting:
         """Report *pending* now and the final state when the build finishes (on the loop)."""
         self._watched[watch.deployment_id] = watch
         self._spawn(self._report(watch, DeploymentStatus.BUILDING, None))
+
+    def report(self, watch: Watch, status: DeploymentStatus, reason: str | None) -> None:
+        """Report a final state now, for a build no listener will announce (on the loop)."""
+        self._spawn(self._report(watch, status, reason))
 
     async def wait_idle(self) -> None:
         while self._tasks:
@@ -148,6 +154,58 @@ class GitHubReporting:
             preview = _preview_of(s, w)
             if preview is not None:
                 preview.comment_id = comment_id
+
+
+def reporting_for(cp: ControlPlane) -> GitHubReporting:
+    """The control plane's one `GitHubReporting` (created on first use)."""
+    if cp.github_reporting is None:
+        cp.github_reporting = GitHubReporting(cp)
+    return cp.github_reporting
+
+
+def interrupted_watches(cp: ControlPlane, deployment_ids: Sequence[str]) -> list[Watch]:
+    """What to tell GitHub about pushes whose builds a restart interrupted.
+
+    Their watches were in the previous process's memory only; without this their commit
+    statuses (and preview comments) would stay *pending* for good.
+    """
+    if not deployment_ids:
+        return []
+    watches = []
+    with cp.store.read() as s:
+        rows = s.execute(
+            select(Deployment, Project.name, Project.repo_url, Environment.name, Preview)
+            .join(Project, Project.id == Deployment.project_id)
+            .join(Environment, Environment.id == Deployment.environment_id)
+            .outerjoin(Preview, Preview.environment_id == Deployment.environment_id)
+            .where(Deployment.id.in_(deployment_ids), Deployment.trigger == TriggerKind.PUSH)
+        )
+        for d, project, repo_url, environment, preview in rows:
+            full_name = d.github_repo or github_full_name(repo_url or "")
+            if full_name is None or d.commit_sha is None:
+                continue
+            watches.append(
+                Watch(
+                    deployment_id=d.id,
+                    project=project,
+                    environment=environment,
+                    full_name=full_name,
+                    sha=d.commit_sha,
+                    pull_request=preview.number if preview is not None else None,
+                    fork_without_secrets=preview is not None
+                    and preview.fork
+                    and preview.approved_by is None,
+                )
+            )
+    return watches
+
+
+async def report_interrupted(cp: ControlPlane) -> None:
+    """Send the final *failure* of every push build the last run left unfinished (background)."""
+    watches = await asyncio.to_thread(interrupted_watches, cp, cp.interrupted)
+    reporting = reporting_for(cp)
+    for watch in watches:
+        reporting.report(watch, DeploymentStatus.FAILED, INTERRUPTED)
 
 
 def _preview_of(s: Session, w: Watch) -> Preview | None:

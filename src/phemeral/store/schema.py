@@ -170,6 +170,7 @@ class Deployment(Base):
     branch: Mapped[str | None] = mapped_column(Text)
     pusher: Mapped[str | None] = mapped_column(Text)
     delivery_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    github_repo: Mapped[str | None] = mapped_column(Text)  # owner/name its statuses go to
     push_seq: Mapped[int | None] = mapped_column(Integer)
     promote_on_success: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(Text)
