@@ -310,6 +310,9 @@ def restart(
     """``restart``: SIGTERM, wait for the exit, start again; ``upgrade``: start a second
     `phemeral serve` on the same data dir while the first serves, and let it take over."""
     load = Load(platform.port, hosts, args.threads, args.interval, probe=True).start()
+    deadline = time.monotonic() + 120  # every app awake (a gap counts from a first answer)
+    while any(not t.successes for t in load.tallies.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(1.0)
     old = platform.proc
     assert old is not None
