@@ -254,8 +254,8 @@ def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None
             return figures.get(pid, (0, 0))
 
         kept = {
-            "a": Kept(None, own.pid, "project:lock", None, shared.pid, (), 2),
-            "b": Kept(None, None, "project:lock", None, shared.pid, (), 2),
+            "a": Kept(None, own.pid, True, "project:lock", None, shared.pid, (), 2),
+            "b": Kept(None, None, True, "project:lock", None, shared.pid, (), 2),
             "solo": Kept(None, own.pid),
         }
         costs = measure(kept, read)

@@ -6,9 +6,10 @@ event loop: the idle sweep runs it in a thread and caches the result).
 
 Today a dormant deployment on the template tier keeps:
 
-- its own template: the processes of its cgroup (a template launched alone: its sandbox's
-  ``bwrap`` processes and the python below them; one forked from a shared template: that fork),
-  or, without cgroups, its template's process tree;
+- its own template: when launched alone, the processes of its cgroup (its sandbox's ``bwrap``
+  processes and the python below them), or, without cgroups, its template's process tree; when
+  forked from a shared template, that one process (its cgroup may for a moment also hold the
+  template of its own being loaded to replace it: not kept yet);
 - its share of its project's shared framework template (the processes of that template's
   cgroup, or its tree less the per-deployment templates forked from it), split evenly among
   the deployments using it, so the figures of a project's deployments add up to what the
@@ -38,6 +39,7 @@ class Kept:
 
     own_cgroup: sandbox.Cgroup | None
     own_root: int | None  # host pid of its template (its tree, when there is no cgroup)
+    own_only: bool = False  # its template's process alone (a fork), not its cgroup's
     shared_key: str | None = None
     shared_cgroup: sandbox.Cgroup | None = None
     shared_root: int | None = None
@@ -74,6 +76,7 @@ def kept(dep: DeploymentRuntime, sharing: SharedTemplates) -> Kept | None:
     return Kept(
         dep.cgroup,
         template.host_pid,
+        True,
         shared.key,
         shared.cgroup,
         shared.template.host_pid,
@@ -110,7 +113,8 @@ def measure(kept_by: dict[str, Kept], read: MemoryReader = procs.pss_uss_kb) -> 
     shared_pss: dict[str, int] = {}
     out: dict[str, IdleCost] = {}
     for did, k in kept_by.items():
-        own = [read(pid) for pid in pids(k.own_cgroup, k.own_root)]
+        mine = [k.own_root] if k.own_only and k.own_root else pids(k.own_cgroup, k.own_root)
+        own = [read(pid) for pid in mine]
         pss = 0
         if k.shared_key is not None:
             if k.shared_key not in shared_pss:
