@@ -1,6 +1,7 @@
 """Router vs nginx as a reverse proxy, side by side in one run.
 
     .venv/bin/python bench/router.py [--duration 8] [--rounds 3] [--connections 50]
+        [--app fastapi|asgi] [--tls] [--router-processes N] [--wrk-threads T]
 
 Starts one upstream (uvicorn, 1 worker, FastAPI hello world as in the research note, or a bare
 ASGI app with ``--app asgi``), nginx (1 worker, keep-alive
@@ -19,6 +20,11 @@ made for the run) in front of the same plain upstream, and three runs are compar
 - handshakes/s: ``Connection: close`` on every request, so each one is a full handshake
   (no session resumption on either side) plus one request;
 - p99 added over the plain upstream at ``--moderate`` keep-alive connections.
+
+``--router-processes N`` runs N router processes on the port (``SO_REUSEPORT``, as
+``phemeral serve --router-processes`` does) against nginx with N workers; proxy CPU per request
+is summed over every process of each proxy. ``--wrk-threads`` gives wrk more threads (default
+1), so the load generator is not what limits several router processes.
 
 Installs nginx-light and wrk with apt-get when missing.
 """
@@ -42,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOST_HEADER = "dep1.phemeral.localhost"
+WRK_THREADS = 1  # --wrk-threads
 
 HELLO_APPS = {
     # The app of the research measurements (perf.md §4): FastAPI hello world.
@@ -65,7 +72,7 @@ async def app(scope, receive, send):
 }
 
 NGINX_CONF = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
@@ -218,7 +225,7 @@ def wrk(
     out = subprocess.run(
         [
             _which("wrk") or "wrk",
-            "-t1",
+            f"-t{WRK_THREADS}",
             f"-c{connections}",
             f"-d{duration}s",
             "--latency",
@@ -242,11 +249,31 @@ def wrk(
     return Run(rps, p50, p99, used / total * 1e6 if pid and total else None)
 
 
-def serve_router(port: int, upstream_port: int, tls_dir: str | None = None) -> None:
+def serve_router(
+    port: int, upstream_port: int, tls_dir: str | None = None, processes: int = 1
+) -> None:
     """Child mode: the router alone in this process, routing dep1 to the upstream; with
     ``tls_dir`` its HTTPS listener on ``port`` (the plain one on a free port) serving the
-    certificate in that folder."""
+    certificate in that folder. With ``processes`` > 1 it starts that many minus one more
+    router processes on the same port (``SO_REUSEPORT``), its direct children, which die with
+    it."""
+    import ctypes
+
     import uvloop
+
+    from phemeral.dataplane.process import public_socket
+
+    if os.environ.get("BENCH_ROUTER_WORKER"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the first one
+    elif processes > 1:
+        for _ in range(processes - 1):
+            subprocess.Popen(
+                [sys.executable, __file__, "--serve-router", *sys.argv[2:]],
+                env={**os.environ, "BENCH_ROUTER_WORKER": "1"},
+            )
+    reuse = processes > 1
+    plain = public_socket("127.0.0.1", free_port() if tls_dir else port, reuse_port=reuse)
+    secure = public_socket("127.0.0.1", port, reuse_port=reuse) if tls_dir else None
 
     from phemeral.models import DeploymentRoute, DeploymentStatus, RoutingSnapshot, Upstream
     from phemeral.router import serve_router as serve
@@ -281,7 +308,9 @@ def serve_router(port: int, upstream_port: int, tls_dir: str | None = None) -> N
             certificates.append(certificate_from_files(folder / "cert.pem", folder / "key.pem"))
         await serve(
             host="127.0.0.1",
-            port=free_port() if tls_dir else port,
+            port=0,
+            sock=plain,
+            https_sock=secure,
             snapshot=snapshot,
             backends=StaticBackends(),
             control_plane=Upstream(port=upstream_port),
@@ -302,12 +331,18 @@ def main() -> None:
     parser.add_argument("--moderate", type=int, default=2, help="connections for the p99 run")
     parser.add_argument("--app", choices=sorted(HELLO_APPS), default="fastapi")
     parser.add_argument("--tls", action="store_true", help="both proxies terminate TLS")
+    parser.add_argument(
+        "--router-processes", type=int, default=1, help="router processes (nginx workers)"
+    )
+    parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--serve-router", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_router:
-        port, upstream, *tls_dir = args.serve_router
-        serve_router(int(port), int(upstream), tls_dir[0] if tls_dir else None)
+        port, upstream, processes, *tls_dir = args.serve_router
+        serve_router(int(port), int(upstream), tls_dir[0] if tls_dir else None, int(processes))
         return
+    global WRK_THREADS
+    WRK_THREADS = args.wrk_threads
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="phemeral-bench-router-"))
     (tmp / "hello.py").write_text(HELLO_APPS[args.app])
@@ -316,7 +351,13 @@ def main() -> None:
     if args.tls:
         make_certificate(tmp)
     (tmp / "nginx.conf").write_text(
-        NGINX_CONF.format(tmp=tmp, upstream=upstream_port, port=nginx_port, tls=tls)
+        NGINX_CONF.format(
+            tmp=tmp,
+            upstream=upstream_port,
+            port=nginx_port,
+            tls=tls,
+            workers=args.router_processes,
+        )
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -329,7 +370,12 @@ def main() -> None:
         procs.append(upstream)
         nginx = subprocess.Popen([_which("nginx") or "nginx", "-c", str(tmp / "nginx.conf")])
         procs.append(nginx)
-        router_args = ["--serve-router", str(router_port), str(upstream_port)]
+        router_args = [
+            "--serve-router",
+            str(router_port),
+            str(upstream_port),
+            str(args.router_processes),
+        ]
         if args.tls:
             router_args.append(str(tmp))
         router = subprocess.Popen([sys.executable, __file__, *router_args])
@@ -391,7 +437,7 @@ def tls_rounds(targets: dict[str, tuple[int, int | None]], args: argparse.Namesp
     print()
     print(
         f"upstream: uvicorn 1 worker, {args.app} hello (plain HTTP); "
-        "nginx 1 worker; router 1 process"
+        f"nginx {args.router_processes} worker(s); router {args.router_processes} process(es)"
     )
     print("both terminate TLS with the same P-256 certificate; no session resumption")
     for title, runs_by in (
@@ -421,7 +467,28 @@ def tls_rounds(targets: dict[str, tuple[int, int | None]], args: argparse.Namesp
     verdict = "met" if keep_ratio >= 0.9 else "MISSED"
     print(f"router/nginx keep-alive TLS throughput: {keep_ratio:.2f}  (goal ≥ 0.90: {verdict})")
     print(f"router/nginx handshakes per second: {hs_ratio:.2f}")
+    print(cpu_line(keepalive))
     print(f"router added p99 over TLS at -c{args.moderate}: {added:.2f} ms")
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def cpu_line(runs_by: dict[str, list[Run]]) -> str:
+    """Proxy CPU per request, router vs nginx side by side, and their ratio."""
+    cpu = {
+        name: statistics.median(c)
+        for name in ("router", "nginx")
+        if (c := [r.cpu_us for r in runs_by[name] if r.cpu_us is not None])
+    }
+    if len(cpu) < 2:
+        return "proxy CPU per request: not measured"
+    return (
+        f"proxy CPU per request: router {cpu['router']:.1f} µs vs nginx {cpu['nginx']:.1f} µs "
+        f"(router/nginx {cpu['router'] / cpu['nginx']:.2f}×); load average {load_text()}"
+    )
 
 
 def _median(runs: list[Run], attr: str) -> float:
@@ -432,8 +499,14 @@ def report(
     load: dict[str, list[Run]], calm: dict[str, list[Run]], args: argparse.Namespace
 ) -> None:
     print()
-    print(f"upstream: uvicorn 1 worker, {args.app} hello; nginx 1 worker; router 1 process")
-    print(f"throughput: wrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds}")
+    print(
+        f"upstream: uvicorn 1 worker, {args.app} hello; nginx {args.router_processes} "
+        f"worker(s); router {args.router_processes} process(es); load average {load_text()}"
+    )
+    print(
+        f"throughput: wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s, "
+        f"median of {args.rounds}"
+    )
     print(f"{'target':8} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU µs/req':>17}")
     for name, runs in load.items():
         cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
@@ -458,6 +531,7 @@ def report(
     print()
     verdict = "met" if ratio >= 0.9 else "MISSED"
     print(f"router/nginx throughput ratio: {ratio:.2f}  (goal ≥ 0.90: {verdict})")
+    print(cpu_line(load))
     print(
         f"router added p99 at -c{args.moderate}: {added_router:.2f} ms  "
         f"(goal ≤ 1 ms: {'met' if added_router <= 1.0 else 'MISSED'})"

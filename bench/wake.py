@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/wake.py [--runs 50] [--cold-runs 15] [--stacks fastapi,flask,django]
         [--read-only-app-dir] [--networks isolated,host]
+        [--contention [--boost nice,weight]]
 
 It constructs hello-world FastAPI (uvicorn), Flask (gunicorn) and Django (gunicorn) releases
 on real venvs (built once with uv, cached like the runtime tests' ones), a Procfile-style
@@ -22,20 +23,36 @@ template; each forks its own per-deployment template from it (the app imported a
 interleaves their samples (the cost of a network namespace per sandbox, measured under the same
 load). Idle memory: the USS of each deployment's own template, and of the shared framework template
 (its private pages only: pages it shares with the forks count for nobody in USS).
+
+``--contention``: template-tier wakes with and without a CPU burner on every core
+(``os.cpu_count()`` processes spinning in a tight loop at nice 0, in the bench's own cgroup like
+any other work on the box), in alternating blocks of ``--block`` wakes per deployment so both
+conditions see the same background load; p50/p99 printed side by side. The burners start before
+and stop after each block and die with the bench (``PR_SET_PDEATHSIG``, and killed on any exit).
+``--boost nice,weight`` adds conditions under the burner with what the platform could do for the
+wake path: ``nice`` renices every process of the platform side (router, runtime, templates, their
+instances) to ``--boost-nice`` (default -5) for those blocks; ``weight`` raises the CPU weight of
+the platform's cgroup parent (v1 ``cpu.shares`` 10240 instead of 1024, v2 ``cpu.weight`` 1000
+instead of 100: the cgroups of every app instance and template), restored afterwards;
+``nice+weight`` both.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +154,119 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
     await runtime.close()
 
 
+# -- contention -------------------------------------------------------------------------------
+
+# A tight loop at normal priority that dies with its parent (PR_SET_PDEATHSIG = 1).
+BURN = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+while True:
+    pass
+"""
+
+
+class Burner:
+    """``os.cpu_count()`` processes spinning at nice 0 while running; killed on any exit."""
+
+    def __init__(self, count: int | None = None) -> None:
+        self.count = count or os.cpu_count() or 1
+        self.procs: list[subprocess.Popen[bytes]] = []
+        atexit.register(self.stop)
+
+    def start(self) -> None:
+        if not self.procs:
+            self.procs = [
+                subprocess.Popen([sys.executable, "-c", BURN, str(os.getpid())])
+                for _ in range(self.count)
+            ]
+            time.sleep(0.2)  # spinning on every core before the first sample
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+        self.procs = []
+
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def weight_file() -> tuple[Path, str, str] | None:
+    """The platform cgroup parent's CPU weight file, its default and its boosted value."""
+    if (CGROUP / "cgroup.controllers").exists():
+        return CGROUP / "phemeral" / "cpu.weight", "100", "1000"
+    if (CGROUP / "cpu" / "phemeral" / "cpu.shares").exists():
+        return CGROUP / "cpu" / "phemeral" / "cpu.shares", "1024", "10240"
+    return None
+
+
+def subtree_pids(pid: int) -> list[int]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(tree.get(current, []))
+    return out
+
+
+def renice(pid: int, value: int) -> None:
+    """Every process (and thread) of the platform side to ``value``."""
+    for proc in subtree_pids(pid):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{proc}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), value)
+
+
+class Conditions:
+    """Switches between quiet, burner, and burner with the platform side boosted."""
+
+    def __init__(self, platform_pid: int, boost_nice: int) -> None:
+        self.pid = platform_pid
+        self.nice = boost_nice
+        self.burner = Burner()
+        self.weight = weight_file()
+        self.original = self.weight[0].read_text().strip() if self.weight else None
+        atexit.register(self.reset)
+
+    def enter(self, condition: str) -> None:
+        if condition == "quiet":
+            self.burner.stop()
+        else:
+            self.burner.start()
+        renice(self.pid, self.nice if "nice" in condition else 0)
+        if self.weight is not None:
+            path, default, boosted = self.weight
+            with contextlib.suppress(OSError):
+                path.write_text(boosted if "weight" in condition else (self.original or default))
+
+    def reset(self) -> None:
+        self.burner.stop()
+        if self.weight is not None and self.original is not None:
+            with contextlib.suppress(OSError):
+                self.weight[0].write_text(self.original)
+
+
+def contention_conditions(boost: str) -> list[str]:
+    out = ["quiet", "burner"]
+    for item in [b for b in boost.split(",") if b]:
+        if item not in ("nice", "weight", "nice+weight"):
+            raise SystemExit(f"--boost: nice, weight or nice+weight, not {item!r}")
+        out.append(f"burner+{item}")
+    return out
+
+
 # -- client side ------------------------------------------------------------------------------
 
 
@@ -161,6 +291,83 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def contention(
+    wake: Callable[[str], float],
+    dids: list[str],
+    names: list[str],
+    platform_pid: int,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, list[float]]]:
+    """Per deployment and condition, ``--runs`` template-tier wakes in alternating blocks."""
+    conditions = Conditions(platform_pid, args.boost_nice)
+    table: dict[str, dict[str, list[float]]] = {}
+    loads: list[float] = []
+    try:
+        for did in dids:
+            samples: dict[str, list[float]] = {name: [] for name in names}
+            conditions.enter("quiet")
+            for _ in range(2):  # warm-up
+                wake(did)
+            done, block = 0, 0
+            while done < args.runs:
+                count = min(args.block, args.runs - done)
+                order = names[block % len(names) :] + names[: block % len(names)]
+                for name in order:
+                    conditions.enter(name)
+                    samples[name] += [wake(did) for _ in range(count)]
+                    loads.append(os.getloadavg()[0])
+                done += count
+                block += 1
+            conditions.enter("quiet")
+            table[did] = samples
+            print(f"  {did}: done, load average {load_text()}", flush=True)
+    finally:
+        conditions.reset()
+    args.loads = loads
+    return table
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def print_contention(
+    table: dict[str, dict[str, list[float]]], names: list[str], args: argparse.Namespace
+) -> None:
+    loads = getattr(args, "loads", []) or [0.0]
+    print(
+        f"\ntemplate-tier wake → first byte through the router under contention, ms "
+        f"({os.cpu_count()} CPUs, burner: {os.cpu_count()} spinning processes at nice 0; "
+        f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'}); "
+        f"{args.runs} wakes per condition in blocks of {args.block}"
+    )
+    if any("nice" in n for n in names):
+        print(f"boost nice: the platform side reniced to {args.boost_nice}")
+    weight = weight_file()
+    if any("weight" in n for n in names) and weight is not None:
+        print(f"boost weight: {weight[0]} {weight[1]} → {weight[2]}")
+    header = f"{'deployment':<18}" + "".join(f" {n:>21}" for n in names)
+    print(header)
+    print(f"{'':<18}" + "".join(f" {'p50 / p99':>21}" for _ in names))
+    worst: dict[str, float] = {}
+    for did, samples in table.items():
+        cells = []
+        for name in names:
+            values = samples[name]
+            p99 = percentile(values, 99)
+            worst[name] = max(worst.get(name, 0.0), p99)
+            cells.append(f"{statistics.median(values):>9.1f} / {p99:>7.1f}")
+        print(f"{did:<18}" + "".join(f" {c:>21}" for c in cells))
+    print(
+        f"load average (1 min) during the blocks: min {min(loads):.2f}, "
+        f"median {statistics.median(loads):.2f}, max {max(loads):.2f}; now {load_text()}"
+    )
+    for name in names[1:]:
+        verdict = "met" if worst[name] <= 75.0 else "MISSED"
+        print(f"worst p99 with {name}: {worst[name]:.1f} ms (goal ≤ 75 ms: {verdict})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
@@ -178,6 +385,16 @@ def main() -> None:
     parser.add_argument(
         "--networks", default="auto", help="network settings run side by side: isolated,host"
     )
+    parser.add_argument(
+        "--contention",
+        action="store_true",
+        help="template-tier wakes with and without a CPU burner on every core, side by side",
+    )
+    parser.add_argument("--block", type=int, default=10, help="wakes per condition in a row")
+    parser.add_argument(
+        "--boost", default="", help="with --contention, also: nice,weight,nice+weight"
+    )
+    parser.add_argument("--boost-nice", type=int, default=-5)
     parser.add_argument("--platform", help=argparse.SUPPRESS)
     parser.add_argument("--network", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -185,6 +402,9 @@ def main() -> None:
         asyncio.run(platform(Path(args.platform), not args.read_only_app_dir, args.network))
         return
     networks = args.networks.split(",")
+    if args.contention and len(networks) > 1:
+        raise SystemExit("--contention runs one platform: give one --networks value")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit stops the burners
     with tempfile.TemporaryDirectory(prefix="phemeral-wake-") as tmp:
         Path(tmp).chmod(0o755)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -222,6 +442,25 @@ def main() -> None:
 
         rows = []
         stacks = [s for s in STACKS if s in args.stacks.split(",")]
+        if args.contention:
+            template_dids = [f"{s}-hello" for s in stacks]
+            if "procfile" in args.stacks.split(","):
+                template_dids.append("procfile-gunicorn")
+            network = networks[0]
+
+            def wake(did: str) -> float:
+                call(network, "idle", did)
+                time.sleep(0.05)
+                return first_byte_ms(ports[network], f"{did}.{BASE}")
+
+            names = contention_conditions(args.boost)
+            table = contention(wake, template_dids, names, procs[network].pid, args)
+            for proc in procs.values():
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(timeout=60)
+            print_contention(table, names, args)
+            return
         plan = [(f"{s}-hello", "template", args.runs) for s in stacks]
         if "procfile" in args.stacks.split(","):
             plan.append(("procfile-gunicorn", "template", args.runs))
