@@ -1,29 +1,56 @@
-"""Many projects scaled to zero on one box: memory at zero, platform RSS, wake at every tier.
+"""Many projects scaled to zero on one box: memory at zero, platform RSS, listing, routing and
+wake at every tier, at 10 projects and at N.
 
-    .venv/bin/python bench/density.py [--projects 10] [--rounds 3] [--idle-timeout 1]
-        [--data-dir DIR] [--keep]
+    .venv/bin/python bench/density.py [--projects 1000] [--rounds 2] [--batch 20]
+        [--declared-every 2] [--no-seed] [--idle-timeout 1] [--data-dir DIR] [--keep]
 
 Starts a real `phemeral serve` (SQLite, a fresh data dir unless ``--data-dir`` names one that
-already holds the projects), deploys ``--projects`` hello-world FastAPI projects
-(`examples/fastapi-uv`, each its own project: its own uid, sandbox and templates) over the API,
-lets them scale to zero (``--idle-timeout`` s), then prints:
+already holds the projects) and deploys ``--projects`` hello-world FastAPI projects
+(`examples/fastapi-uv`, each its own project: its own uid, sandbox, cache and templates) over
+the API. Every ``--declared-every``-th project declares its start command in a Procfile
+(``web: uvicorn main:app --host 0.0.0.0 --port $PORT --proxy-headers``) instead of leaving it to
+detection, and its wakes are reported apart: declared commands should get the same numbers.
+
+Creating many projects: the first project is a real cold build (it fills its own package
+cache: downloads, wheels, the bytecode of the dependency set). Every later project is created
+first (``POST /api/projects``, which gives its uid), then its package cache is seeded with a
+copy of the first one's (owned by its own uid, the platform's "already prefetched" markers
+copied too), then it is deployed: its build is a real build (own uid, own sandbox, own venv
+installed by uv from its own cache, import check, boot check), only without the downloads and
+the bytecode compile. ``--no-seed`` turns seeding off (each project's first build is cold, as
+a brand-new project's is). Deployments go through the API in parallel batches of ``--batch``
+(the server builds ``PHEMERAL_BUILD_CONCURRENCY`` at a time, ``--build-concurrency``, default
+4); progress and the time per 100 projects are printed.
+
+Measured at 10 projects (right after the first 10 are deployed and scaled to zero) and again
+at N, so one run shows whether they stay flat:
+
+- **listing**: ``GET /api/projects`` (every project with its environments) and
+  ``GET /api/projects/{name}/deployments``, p50 / p99;
+- **routing**: a request for an unknown host through the router (its own 404: the route lookup
+  without a wake), and a second request to an app right after its wake (the instance running:
+  the proxied path), p50 / p99;
+- **wake → first byte** through the router (``GET /`` with the deployment's host), ``--rounds``
+  wakes per project, each after it scaled to zero again (template tier): autodetected and
+  declared commands apart.
+
+At N also:
 
 - **memory per project at zero**: PSS (``/proc/PID/smaps_rollup``) summed over every process
   `phemeral serve` keeps besides itself, its router workers and the control plane (the shared
   framework templates, the per-deployment templates, their sandboxes), divided by the number
-  of projects; and the same as USS-free RSS for comparison;
+  of projects; and RSS for comparison;
 - **control-plane and data-plane RSS** (the control-plane child's tree; the serve process);
-- **wake → first byte** through the router (``GET /`` with the deployment's host), p50 / p99:
-  1. right after deploy (template tier; ``--rounds`` wakes per project, each after it scaled
-     to zero again);
-  2. after a platform restart (SIGINT, start again), once the background warming settled
-     (every deployment on the template tier, or 180 s, then ``--settle`` s): one wake per
-     project;
-  3. after forcing the deep tier: a restart with ``PHEMERAL_WARM_BUDGET_MB=0`` (nothing is
-     warmed, nothing resident): one wake per project.
+- **after a platform restart** (SIGINT, start again), once the background warming settled (the
+  number of deployments on the template tier unchanged for 10 s, or 300 s; then ``--settle``
+  s): one wake per project, the warmed ones and the rest apart (warming stops at
+  ``warm_budget_mb``);
+- **after forcing the longest idle tier**: a restart with ``PHEMERAL_WARM_BUDGET_MB=0``, so
+  nothing is warmed and nothing is resident (the deep tier, what the runtime falls back to when
+  it drops templates): one wake per project.
 
-The issue's full run is ``--projects 1000``; the default is a quick mode for a 2-core box.
-Wakes are sequential (one at a time); the machine's load average is printed with the figures.
+The issue's full run is ``--projects 1000`` (the default); ``--projects 10`` or ``100`` is the
+quick mode. Wakes are sequential; the machine's load average is printed with every figure.
 """
 
 from __future__ import annotations
@@ -33,24 +60,37 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.platformkit import Platform, upload, wait_done  # noqa: E402
+from tests.platformkit import Platform, tar_gz  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "fastapi-uv"
 BASE = "phemeral.localhost"
+PROCFILE = "web: uvicorn main:app --host 0.0.0.0 --port $PORT --proxy-headers\n"
 
 
-def example_files() -> dict[str, str]:
-    return {p.name: p.read_text() for p in EXAMPLE.iterdir() if p.is_file()}
+def example_files(declared: bool) -> dict[str, str]:
+    files = {p.name: p.read_text() for p in EXAMPLE.iterdir() if p.is_file()}
+    if declared:
+        files["Procfile"] = PROCFILE
+    return files
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.1f} / {five:.1f} / {fifteen:.1f}"
 
 
 # -- /proc ------------------------------------------------------------------------------------
@@ -122,7 +162,8 @@ def memory(serve_pid: int) -> dict[str, int]:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def first_byte_ms(port: int, host: str) -> float:
+def request_ms(port: int, host: str, expect: bytes = b"HTTP/1.1 200") -> float:
+    """Connect → first response byte of ``GET /`` for ``host`` through the router."""
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
@@ -131,7 +172,7 @@ def first_byte_ms(port: int, host: str) -> float:
         elapsed = (time.perf_counter() - started) * 1000
         while chunk := conn.recv(65536):
             data += chunk
-    if not data.startswith(b"HTTP/1.1 200"):
+    if not data.startswith(expect):
         raise SystemExit(f"unexpected answer from {host}: {data[:200]!r}")
     return elapsed
 
@@ -142,13 +183,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def states(platform: Platform, ids: list[str]) -> dict[str, tuple[str, str]]:
-    with platform.client() as api:
-        out = {}
-        for did in ids:
-            body: dict[str, Any] = api.get(f"/deployments/{did}").json()
-            out[did] = (body["instances"]["state"], body["instances"]["tier"])
-        return out
+def line(label: str, samples: list[float]) -> str:
+    if not samples:
+        return f"{label:<44} n=0"
+    return (
+        f"{label:<44} n={len(samples):<5} p50 {statistics.median(samples):7.1f} ms   "
+        f"p99 {percentile(samples, 99):7.1f} ms   max {max(samples):7.1f} ms   ({load()})"
+    )
+
+
+def states(api: httpx.Client, ids: list[str]) -> dict[str, tuple[str, str]]:
+    out = {}
+    for did in ids:
+        body: dict[str, Any] = api.get(f"/deployments/{did}").json()
+        out[did] = (body["instances"]["state"], body["instances"]["tier"])
+    return out
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.5) -> float:
@@ -161,33 +210,244 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float =
     return time.monotonic() - started
 
 
-def all_dormant(platform: Platform, ids: list[str]) -> bool:
-    return all(s == ("dormant", "template") for s in states(platform, ids).values())
+def all_dormant(api: httpx.Client, ids: list[str]) -> bool:
+    return all(s == ("dormant", "template") for s in states(api, ids).values())
 
 
-def wake_all(platform: Platform, ids: list[str]) -> list[float]:
-    return [first_byte_ms(platform.port, f"{did}.{BASE}") for did in ids]
-
-
-def line(label: str, samples: list[float]) -> str:
-    return (
-        f"{label:<34} n={len(samples):<4} p50 {statistics.median(samples):7.1f} ms   "
-        f"p99 {percentile(samples, 99):7.1f} ms   max {max(samples):7.1f} ms"
-    )
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
+def timed_get(api: httpx.Client, path: str) -> float:
+    started = time.perf_counter()
+    response = api.get(path)
+    elapsed = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return elapsed
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 
+class Fleet:
+    """The platform, its API client and the projects deployed so far."""
+
+    def __init__(self, platform: Platform, args: argparse.Namespace) -> None:
+        self.platform = platform
+        self.args = args
+        self.ids: list[str] = []  # deployment ids, index = project number
+        self.declared: set[str] = set()
+        self.seed_uid: int | None = None
+        self.results: list[str] = []
+
+    def api(self) -> httpx.Client:
+        return self.platform.client()
+
+    def is_declared(self, index: int) -> bool:
+        every = self.args.declared_every
+        return bool(every) and index % every == every - 1
+
+    def deploy(self, start: int, stop: int) -> None:
+        """Projects ``d{start}`` … ``d{stop - 1}``, one deployment each (reused when present)."""
+        with self.api() as api:
+            existing = {p["name"]: p for p in api.get("/projects").json()["items"]}
+            started = time.monotonic()
+            mark, marked = started, start
+            index = start
+            if index == 0 and stop > 0:  # the first one: a real cold build, the seed
+                self.ids.append(self._one(api, 0, existing))
+                print(f"  d0 (cold build) in {time.monotonic() - started:.0f} s", flush=True)
+                index = 1
+            pool = ThreadPoolExecutor(max_workers=self.args.batch)
+            while index < stop:
+                batch = range(index, min(stop, index + self.args.batch))
+
+                def one(i: int) -> str:
+                    with self.api() as client:
+                        return self._one(client, i, existing)
+
+                self.ids += pool.map(one, batch)
+                index = batch.stop
+                if index // 100 > marked // 100 or index == stop:
+                    now = time.monotonic()
+                    per_100 = (now - mark) / (index - marked) * 100
+                    print(
+                        f"  {index}/{stop} deployed; the last {index - marked} in "
+                        f"{now - mark:.0f} s ({per_100:.0f} s per 100; {load()})",
+                        flush=True,
+                    )
+                    mark, marked = now, index
+            pool.shutdown()
+            took = time.monotonic() - started
+            print(
+                f"{stop - start} projects deployed in {took:.0f} s "
+                f"({took / max(1, stop - start) * 100:.0f} s per 100; {load()})",
+                flush=True,
+            )
+
+    def _one(self, api: httpx.Client, index: int, existing: dict[str, Any]) -> str:
+        name = f"d{index}"
+        declared = self.is_declared(index)
+        if name in existing:
+            listing = api.get(f"/projects/{name}/deployments").json()["items"]
+            ok = [d for d in listing if d["status"] == "successful"]
+            if ok:
+                if declared:
+                    self.declared.add(ok[0]["id"])
+                if index == 0:
+                    self.seed_uid = existing[name]["uid"]
+                return str(ok[0]["id"])
+        else:
+            created = api.post("/projects", json={"name": name})
+            assert created.status_code == 201, created.text
+            uid = created.json()["uid"]
+            if index == 0:
+                self.seed_uid = uid
+            elif self.args.seed and self.seed_uid is not None:
+                seed_cache(self.platform.data_dir, self.seed_uid, uid)
+        response = api.post(
+            f"/projects/{name}/deployments",
+            files={"archive": ("app.tar.gz", tar_gz(example_files(declared)), "application/gzip")},
+        )
+        assert response.status_code == 201, response.text
+        did = str(response.json()["id"])
+        deadline = time.monotonic() + 1800
+        while True:
+            body = api.get(f"/deployments/{did}").json()
+            if body["status"] != "building":
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"deployment {did} of {name} still building after 1800 s")
+            time.sleep(0.5)
+        if body["status"] != "successful":
+            raise SystemExit(f"deployment {did} of {name} failed: {body.get('failure_reason')}")
+        if declared:
+            self.declared.add(did)
+            if body.get("start_command_source") not in (None, "procfile", "Procfile"):
+                print(f"  ({name}: start command from {body.get('start_command_source')})")
+        return did
+
+    def wait_dormant(self) -> None:
+        with self.api() as api:
+            took = wait_for("all scaled to zero", lambda: all_dormant(api, self.ids), 600, 1.0)
+        print(f"  all {len(self.ids)} scaled to zero after {took:.0f} s", flush=True)
+
+    # -- measurements -------------------------------------------------------------------------
+
+    def scale_figures(self, label: str) -> None:
+        """Listing, routing and template-tier wakes with ``len(self.ids)`` projects."""
+        n = len(self.ids)
+        port = self.platform.port
+        out = self.results
+        out.append(f"-- {n} projects ({label})")
+        with self.api() as api:
+            projects = [timed_get(api, "/projects") for _ in range(self.args.list_runs)]
+            names = [f"d{i}" for i in range(n)]
+            deployments = [
+                timed_get(api, f"/projects/{names[i % n]}/deployments")
+                for i in range(self.args.list_runs)
+            ]
+        out.append(line("GET /api/projects", projects))
+        out.append(line("GET /api/projects/{name}/deployments", deployments))
+        unknown = [request_ms(port, f"nosuch{i}.{BASE}", b"HTTP/1.1 404") for i in range(200)]
+        out.append(line("router: unknown host (404, no wake)", unknown))
+        auto: list[float] = []
+        declared: list[float] = []
+        running: list[float] = []
+        for round_ in range(self.args.rounds):
+            if round_:
+                self.wait_dormant()
+            for did in self.ids:
+                host = f"{did}.{BASE}"
+                (declared if did in self.declared else auto).append(request_ms(port, host))
+                running.append(request_ms(port, host))
+        out.append(line("router: running app (2nd request)", running))
+        out.append(line("wake, template tier: autodetected", auto))
+        out.append(line("wake, template tier: declared (Procfile)", declared))
+        out.append(line("wake, template tier: all", auto + declared))
+        print("\n".join(out[-7:]), flush=True)
+
+    def memory_figures(self, label: str) -> None:
+        assert self.platform.proc is not None
+        mem = memory(self.platform.proc.pid)
+        n = len(self.ids)
+        self.results.append(
+            f"memory at zero ({label}), per project: PSS {mem['apps_pss'] / n / 1024:.1f} MiB "
+            f"(RSS {mem['apps_rss'] / n / 1024:.1f} MiB; {mem['apps_processes']} processes, "
+            f"total PSS {mem['apps_pss'] / 1024:.0f} MiB for {n} projects; {load()})"
+        )
+        self.results.append(
+            f"control plane RSS {mem['control_rss'] / 1024:.0f} MiB; "
+            f"data plane RSS {mem['dataplane_rss'] / 1024:.0f} MiB"
+        )
+        print("\n".join(self.results[-2:]), flush=True)
+
+    def wake_each(self, label: str, by_tier: bool = False) -> None:
+        """One wake per project; with ``by_tier`` split by the tier each was on."""
+        with self.api() as api:
+            tiers = states(api, self.ids)
+        groups: dict[str, list[float]] = {}
+        for did in self.ids:
+            sample = request_ms(self.platform.port, f"{did}.{BASE}")
+            kind = "declared" if did in self.declared else "autodetected"
+            tier = tiers[did][1] if by_tier else ""
+            groups.setdefault(f"{tier} {kind}".strip(), []).append(sample)
+        every = [s for samples in groups.values() for s in samples]
+        self.results.append(line(label, every))
+        for group, samples in sorted(groups.items()):
+            self.results.append(line(f"  of which {group}", samples))
+        print("\n".join(self.results[-1 - len(groups) :]), flush=True)
+
+    def restart(self, env: dict[str, str] | None = None) -> float:
+        old = self.platform
+        old.stop()
+        new = Platform(old.data_dir, args=old.args, env={**old.env, **(env or {})})
+        new.port = old.port
+        self.platform = new
+        started = time.monotonic()
+        new.start(timeout=300)
+        return time.monotonic() - started
+
+
+def seed_cache(data_dir: Path, seed_uid: int, uid: int) -> None:
+    """Give project ``uid`` a copy of the seed project's package cache (its own uid's files)
+    and the markers saying which dependency sets it already holds."""
+    projects = data_dir / "cache" / "projects"
+    source, target = projects / str(seed_uid), projects / str(uid)
+    target.mkdir(mode=0o711, exist_ok=True)
+    (target / "keys").mkdir(mode=0o700, exist_ok=True)
+    for marker in (source / "keys").glob("*.warm"):
+        shutil.copy2(marker, target / "keys" / marker.name)
+    subprocess.run(
+        ["cp", "-a", "--reflink=auto", str(source / "uv"), str(target / "uv")], check=True
+    )
+    subprocess.run(["chown", "-R", f"{uid}:{uid}", str(target / "uv")], check=True)
+
+
+def settle_warming(fleet: Fleet, timeout: float = 300.0) -> tuple[int, float]:
+    """Wait until the number of deployments on the template tier stops changing for 10 s."""
+    started = time.monotonic()
+    last, since = -1, time.monotonic()
+    with fleet.api() as api:
+        while time.monotonic() - started < timeout:
+            warm = sum(t == ("dormant", "template") for t in states(api, fleet.ids).values())
+            if warm != last:
+                last, since = warm, time.monotonic()
+            elif warm == len(fleet.ids) or time.monotonic() - since > 10:
+                break
+            time.sleep(1.0)
+    return last, time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--projects", type=int, default=10, help="1000 for the issue's run")
-    parser.add_argument("--rounds", type=int, default=3, help="template-tier wakes per project")
+    parser.add_argument("--projects", type=int, default=1000, help="quick mode: 10 or 100")
+    parser.add_argument("--rounds", type=int, default=2, help="template-tier wakes per project")
+    parser.add_argument("--batch", type=int, default=20, help="deployments created in parallel")
+    parser.add_argument("--build-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--declared-every", type=int, default=2, help="every k-th project has a Procfile (0: none)"
+    )
+    parser.add_argument(
+        "--no-seed", dest="seed", action="store_false", help="every project's first build cold"
+    )
+    parser.add_argument("--list-runs", type=int, default=20)
     parser.add_argument("--idle-timeout", type=float, default=1.0)
     parser.add_argument(
         "--settle", type=float, default=10.0, help="s to wait after warming, before waking"
@@ -199,98 +459,62 @@ def main() -> None:
     tmp.chmod(0o755)
     data_dir = args.data_dir or tmp / "data"
     serve_args = ["--idle-timeout", str(args.idle_timeout)]
-    platform = Platform(data_dir, args=serve_args)
-    results: list[str] = []
+    env = {"PHEMERAL_BUILD_CONCURRENCY": str(args.build_concurrency)}
+    fleet = Fleet(Platform(data_dir, args=serve_args, env=env), args)
+    started = time.monotonic()
     try:
-        platform.start(timeout=120)
-        print(f"phemeral serve on port {platform.port}, log {platform.log}", flush=True)
-        ids = deploy(platform, args.projects)
-        wait_for("all scaled to zero", lambda: all_dormant(platform, ids), 300)
-        time.sleep(3)  # a first template re-forks once after its shared template learned
-        assert platform.proc is not None
-        mem = memory(platform.proc.pid)
-        n = len(ids)
-        results.append(
-            f"memory at zero, per project: PSS {mem['apps_pss'] / n / 1024:.1f} MiB "
-            f"(RSS {mem['apps_rss'] / n / 1024:.1f} MiB; {mem['apps_processes']} processes, "
-            f"total PSS {mem['apps_pss'] / 1024:.0f} MiB for {n} projects)"
-        )
-        results.append(
-            f"control plane RSS {mem['control_rss'] / 1024:.0f} MiB; "
-            f"data plane RSS {mem['dataplane_rss'] / 1024:.0f} MiB"
-        )
+        fleet.platform.start(timeout=120)
+        print(f"phemeral serve on port {fleet.platform.port}, log {fleet.platform.log}")
+        print(f"deploying {args.projects} projects ({load()})", flush=True)
+        small = min(10, args.projects)
+        fleet.deploy(0, small)
+        fleet.wait_dormant()
+        fleet.scale_figures("right after deploying them")
+        if args.projects > small:
+            fleet.wait_dormant()
+            fleet.deploy(small, args.projects)
+            fleet.wait_dormant()
+            time.sleep(3)  # a first template re-forks once after its shared template learned
+            fleet.memory_figures("after deploy")
+            fleet.scale_figures("right after deploying them")
+        else:
+            time.sleep(3)
+            fleet.memory_figures("after deploy")
 
-        samples: list[float] = []
-        for _ in range(args.rounds):
-            samples += wake_all(platform, ids)
-            wait_for("scaled to zero", lambda: all_dormant(platform, ids), 120)
-        results.append(line("after deploy (template tier)", samples))
-        if args.rounds > 1:  # the first fork of a template vs the later ones
-            results.append(line("  of which round 1", samples[: len(ids)]))
-            results.append(line("  of which rounds 2+", samples[len(ids) :]))
-
-        platform.stop()
-        started = time.monotonic()
-        platform.start(timeout=120)
-        settle = wait_for("warming settled", lambda: all_dormant(platform, ids), 180)
-        warmed = sum(s == ("dormant", "template") for s in states(platform, ids).values())
+        took = fleet.restart()
+        warmed, settle = settle_warming(fleet)
         time.sleep(args.settle)  # a warmed template is re-forked once its shared one learned
-        mem = memory(platform.proc.pid)
-        results.append(
-            f"after restart: {warmed}/{n} warmed {settle:.0f} s after the API answered "
-            f"({time.monotonic() - started:.0f} s after the restart); "
-            f"PSS per project {mem['apps_pss'] / n / 1024:.1f} MiB"
+        fleet.results.append(
+            f"-- after a platform restart: API back in {took:.1f} s, {warmed}/{len(fleet.ids)} "
+            f"warmed {settle:.0f} s later"
         )
-        results.append(line("after a platform restart (warmed)", wake_all(platform, ids)))
+        fleet.memory_figures("after restart, warmed")
+        fleet.wake_each("wake after a platform restart", by_tier=True)
 
-        platform.stop()
-        deep = Platform(data_dir, args=serve_args, env={"PHEMERAL_WARM_BUDGET_MB": "0"})
-        deep.port = platform.port
-        platform = deep
-        platform.start(timeout=120)
-        tiers = states(platform, ids)
-        if any(t != ("stopped", "none") for t in tiers.values()):
-            print(f"  (not all on the deep tier: {tiers})")
-        results.append(line("deep tier (restart, no warming)", wake_all(platform, ids)))
-    finally:
-        platform.stop()
-        print(
-            f"\n{args.projects} hello-world FastAPI projects, "
-            f"{os.cpu_count()} CPUs, load average {load()} (1/5/15 min), "
-            f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'}"
+        took = fleet.restart({"PHEMERAL_WARM_BUDGET_MB": "0"})
+        with fleet.api() as api:
+            tiers = states(api, fleet.ids)
+        deep = sum(t == ("stopped", "none") for t in tiers.values())
+        fleet.results.append(
+            f"-- longest idle tier forced (restart with PHEMERAL_WARM_BUDGET_MB=0): "
+            f"{deep}/{len(fleet.ids)} with nothing resident"
         )
-        for result in results:
+        fleet.wake_each("wake on the deep tier")
+    finally:
+        fleet.platform.stop()
+        print(
+            f"\n{len(fleet.ids)} hello-world FastAPI projects "
+            f"({len(fleet.declared)} with a Procfile command), {os.cpu_count()} CPUs, "
+            f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'}, "
+            f"{'seeded package caches' if args.seed else 'cold builds'}; "
+            f"whole run {time.monotonic() - started:.0f} s; now {load()}"
+        )
+        for result in fleet.results:
             print(result)
         if args.keep or args.data_dir:
             print(f"data dir kept: {data_dir}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def deploy(platform: Platform, count: int) -> list[str]:
-    """``count`` projects d0…, one deployment each (reused when the data dir holds them)."""
-    files = example_files()
-    ids: list[str] = []
-    started = time.monotonic()
-    with platform.client() as api:
-        existing = {p["name"] for p in api.get("/projects").json()["items"]}
-        pending = []
-        for index in range(count):
-            name = f"d{index}"
-            if name in existing:
-                listing = api.get(f"/projects/{name}/deployments").json()["items"]
-                ok = [d for d in listing if d["status"] == "successful"]
-                if ok:
-                    ids.append(ok[0]["id"])
-                    continue
-            pending.append(upload(api, name, files, create_project="true")["id"])
-        for did in pending:
-            body = wait_done(api, did, timeout=900)
-            if body["status"] != "successful":
-                raise SystemExit(f"deployment {did} failed: {body.get('failure_reason')}")
-            ids.append(did)
-    print(f"{count} projects deployed in {time.monotonic() - started:.0f} s", flush=True)
-    return ids
 
 
 if __name__ == "__main__":
