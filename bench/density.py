@@ -235,6 +235,7 @@ class Fleet:
         self.declared: set[str] = set()
         self.seed_uid: int | None = None
         self.results: list[str] = []
+        self.failed: list[str] = []
 
     def api(self) -> httpx.Client:
         return self.platform.client()
@@ -258,11 +259,16 @@ class Fleet:
             while index < stop:
                 batch = range(index, min(stop, index + self.args.batch))
 
-                def one(i: int) -> str:
-                    with self.api() as client:
-                        return self._one(client, i, existing)
+                def one(i: int) -> str | None:
+                    try:
+                        with self.api() as client:
+                            return self._one(client, i, existing)
+                    except (Exception, SystemExit) as exc:  # counted and reported, not fatal
+                        self.failed.append(f"d{i}: {exc}")
+                        print(f"  d{i} failed: {exc}", flush=True)
+                        return None
 
-                self.ids += pool.map(one, batch)
+                self.ids += [did for did in pool.map(one, batch) if did is not None]
                 index = batch.stop
                 if index // 100 > marked // 100 or index == stop:
                     now = time.monotonic()
@@ -511,7 +517,11 @@ def main() -> None:
         )
         for result in fleet.results:
             print(result)
-        if args.keep or args.data_dir:
+        if fleet.failed:
+            print(f"{len(fleet.failed)} deployments failed (left out of every figure):")
+            for failure in fleet.failed:
+                print(f"  {failure}")
+        if args.keep or args.data_dir or fleet.failed:
             print(f"data dir kept: {data_dir}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -320,7 +320,11 @@ def contention(
                 block += 1
             conditions.enter("quiet")
             table[did] = samples
-            print(f"  {did}: done, load average {load_text()}", flush=True)
+            cells = "   ".join(
+                f"{name} {statistics.median(v):.1f} / {percentile(v, 99):.1f}"
+                for name, v in samples.items()
+            )
+            print(f"  {did} (p50 / p99 ms): {cells}; load {load_text()}", flush=True)
     finally:
         conditions.reset()
     args.loads = loads
@@ -454,11 +458,13 @@ def main() -> None:
                 return first_byte_ms(ports[network], f"{did}.{BASE}")
 
             names = contention_conditions(args.boost)
-            table = contention(wake, template_dids, names, procs[network].pid, args)
-            for proc in procs.values():
-                assert proc.stdin is not None
-                proc.stdin.close()
-                proc.wait(timeout=60)
+            try:
+                table = contention(wake, template_dids, names, procs[network].pid, args)
+            finally:
+                for proc in procs.values():
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                    proc.wait(timeout=60)
             print_contention(table, names, args)
             return
         plan = [(f"{s}-hello", "template", args.runs) for s in stacks]
