@@ -46,8 +46,10 @@ At N also:
   s): one wake per project, the warmed ones and the rest apart (warming stops at
   ``warm_budget_mb``);
 - **after forcing the longest idle tier**: a restart with ``PHEMERAL_WARM_BUDGET_MB=0``, so
-  nothing is warmed and nothing is resident (the deep tier, what the runtime falls back to when
-  it drops templates): one wake per project.
+  nothing is warmed and nothing is resident: the deep tier. The runtime keeps dormant templates
+  at any age within that memory budget (least recently used dropped first, and under memory
+  pressure); a budget of 0 is the setting under which it keeps none, so this is the state every
+  deployment past the budget is in. One wake per project.
 
 The issue's full run is ``--projects 1000`` (the default); ``--projects 10`` or ``100`` is the
 quick mode. Wakes are sequential; the machine's load average is printed with every figure.
