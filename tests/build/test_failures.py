@@ -104,6 +104,31 @@ def test_import_error_traceback_in_log(tmp_path: Path, settings: Settings) -> No
 
 
 @pytest.mark.slow
+def test_import_failure_names_the_exception_not_its_messages_last_line(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # pydantic's ValidationError (among others) ends its message with "For further information
+    # visit ...": the reason's line is what was raised, not the traceback output's last line.
+    project = _project(
+        tmp_path,
+        {
+            "requirements.txt": "flask\n",
+            "app.py": (
+                "from flask import Flask\n"
+                "app = Flask(__name__)\n"
+                "raise ValueError('1 validation error for Settings\\n"
+                "environment\\n  Input should be a valid string\\n"
+                "    For further information visit https://example.invalid/e')\n"
+            ),
+        },
+    )
+    error, log, _ = _fail(project, tmp_path, settings)
+    assert error.stage == "verify"
+    assert "failed: ValueError: 1 validation error for Settings (traceback above)" in error.message
+    assert "For further information visit" in log.text("verify")  # the whole message is logged
+
+
+@pytest.mark.slow
 def test_timeout_kills_the_build(tmp_path: Path, settings: Settings) -> None:
     # an in-tree build backend that never finishes: the install stage hangs until the limit
     project = _project(

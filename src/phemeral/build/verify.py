@@ -57,6 +57,23 @@ print(MARK + json.dumps(report))
 """.replace("MARK", repr(MARK))
 
 
+def exception_line(output: list[str]) -> str:
+    """The line naming what was raised, from a failed import's output (pure).
+
+    That is the first line after the last traceback's frames (``ValueError: ...``), not the
+    output's last line: an exception's message may run over several lines (pydantic's
+    ``ValidationError`` ends with "For further information visit ..."). Without a traceback,
+    the last non-empty line.
+    """
+    lines = [line.rstrip() for line in output if line.strip()]
+    start = max((i for i, line in enumerate(lines) if line.startswith("Traceback (")), default=-1)
+    if start >= 0:
+        header = next((line for line in lines[start + 1 :] if not line[:1].isspace()), None)
+        if header is not None:
+            return header.strip()
+    return lines[-1].strip() if lines else "no output"
+
+
 async def _check_server_command(
     command: str | None,
     workdir: Path,
@@ -95,9 +112,9 @@ async def _check_server_command(
         if not line.startswith(CHECK_MARK):
             ctx.emit(STAGE, line)
     if not result.ok or report is None:
-        last = next((line for line in reversed(result.output) if line.strip()), "no output")
         raise BuildError(
-            f"loading the app for `{command}` failed: {last.strip()} (traceback above)",
+            f"loading the app for `{command}` failed: {exception_line(result.output)}"
+            " (traceback above)",
             stage=STAGE,
         )
     ctx.log.write(STAGE, f"the app loads under {server.server}")
@@ -162,9 +179,9 @@ async def verify(
     if not result.ok or report_line is None:
         for line in result.output:
             ctx.emit(STAGE, line)
-        last = next((line for line in reversed(result.output) if line.strip()), "no output")
         raise BuildError(
-            f"importing the entry point {target} failed: {last.strip()} (traceback above)",
+            f"importing the entry point {target} failed: {exception_line(result.output)}"
+            " (traceback above)",
             stage=STAGE,
         )
     for line in result.output:
