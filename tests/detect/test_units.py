@@ -16,6 +16,7 @@ from phemeral.detect.command import default_command
 from phemeral.detect.pyversions import exact_minor, parse_pep440, parse_poetry, satisfies
 from phemeral.detect.requirements import normalise, parse_line, parse_requirements
 from phemeral.detect.tree import SourceTree, clean_relpath
+from phemeral.errors import DetectionError
 from phemeral.models import AppSpec, StartCommandSource
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "detect"
@@ -182,3 +183,15 @@ def test_platform_default_falls_back_to_the_newest_installed() -> None:
     assert detect(basic, default_version="3.11").python_version == "3.11"
     ranged = FIXTURES / "c15-requires-python-excludes-default"
     assert detect(ranged, available_versions=["3.10", "3.12"]).python_version == "3.10"
+
+
+def test_an_unsupported_pin_lists_only_the_supported_pythons_installed() -> None:
+    # A machine may carry older interpreters (3.6, 3.7) that builds never use: the message
+    # offers only what a project can change its pin to.
+    pinned = FIXTURES / "err-version-not-available"  # .python-version: 3.7
+    with pytest.raises(DetectionError) as caught:
+        detect(pinned, available_versions=["3.6", "3.7", "3.11", "3.12"])
+    message = caught.value.message
+    assert "asks for Python 3.7, which is not supported" in message
+    assert "this platform has 3.11, 3.12." in message
+    assert "3.6" not in message

@@ -322,10 +322,12 @@ def decide_python_version(
         chosen = Pin(fallback, "platform default")
 
     if chosen.minor not in KNOWN_MINORS:
+        # only the versions a build may use: older interpreters on the machine are not offered
+        usable = sorted((m for m in available if m in KNOWN_MINORS), key=minor_key)
         raise DetectionError(
             f"{_file_of(chosen.source)} asks for Python {chosen.minor}, which is not supported. "
             f"Supported: {KNOWN_MINORS[0]}–{KNOWN_MINORS[-1]}; this platform has "
-            f"{', '.join(sorted(available, key=minor_key))}. Change {_file_of(chosen.source)}."
+            f"{', '.join(usable) or 'none of them installed'}. Change {_file_of(chosen.source)}."
         )
     if available_versions and chosen.minor not in available:
         warnings.append(
