@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -405,22 +406,28 @@ def main() -> None:
         wanted = set(args.only.split(","))
         entries = [e for e in entries if e.name in wanted]
     args.work.mkdir(parents=True, exist_ok=True)
+    # `timeout` (SIGTERM) ends the run like Ctrl-C: the platform is stopped, the results so far
+    # are kept (--out is rewritten after every repository) and totalled.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="phemeral-corpus-run-") as tmp:
         platform = Platform(Path(tmp), args.serve_arg)
+        pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
         try:
-            with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-                futures = [
-                    pool.submit(
-                        run_one, e, platform, args.mirror, args.work, args.without_declarations
-                    )
-                    for e in entries
-                ]
-                results = []
-                for future in futures:
-                    result = future.result()
-                    results.append(result)
-                    _print_row(result)
+            futures = [
+                pool.submit(run_one, e, platform, args.mirror, args.work, args.without_declarations)
+                for e in entries
+            ]
+            for future in futures:
+                result = future.result()
+                results.append(result)
+                _print_row(result)
+                if args.out:
+                    args.out.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        except KeyboardInterrupt:
+            print(f"interrupted after {len(results)} of {len(entries)} repositories")
         finally:
+            pool.shutdown(wait=False, cancel_futures=True)
             platform.stop()
             if args.out:
                 shutil.copy(platform.log_path, args.out.with_suffix(".serve.log"))
