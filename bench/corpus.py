@@ -363,6 +363,7 @@ def _first(text: str) -> str:
 
 
 def _runtime_messages(platform: Platform, deployment_id: str) -> list[str]:
+    """The deployment's last 500 runtime lines, newest first (the API's order)."""
     try:
         lines = platform.api(f"/deployments/{deployment_id}/logs/runtime?limit=500")["lines"]
     except (httpx.HTTPError, KeyError, ValueError):
@@ -371,12 +372,12 @@ def _runtime_messages(platform: Platform, deployment_id: str) -> list[str]:
 
 
 def _runtime_error(platform: Platform, deployment_id: str) -> str:
-    messages = _runtime_messages(platform, deployment_id)
+    messages = _runtime_messages(platform, deployment_id)  # newest first: the latest error
     for pattern in (_EXCEPTION_LINE, re.compile(r"error|exited", re.IGNORECASE)):
-        for message in reversed(messages):
+        for message in messages:
             if pattern.search(message):
                 return message[:160]
-    return messages[-1][:160] if messages else ""
+    return messages[0][:160] if messages else ""
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Invalid\w*|DisallowedHost)\b[^\n]*:")
