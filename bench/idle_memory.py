@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=8, help="s the app process count must stay unchanged"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="s to wait for one template per project"
+    )
     parser.add_argument("--hold", type=float, default=0, help="s to stay up after the report")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="phemeral-idle-memory-"))
@@ -190,8 +193,17 @@ def main() -> None:
         wait_for("all scaled to zero", lambda: all_dormant(platform, ids), 300)
         assert platform.proc is not None
         serve = platform.proc.pid
+        # One deployment per project: each ends with one template of its own (a shared
+        # framework template and its fork are replaced once the deployment is dormant).
+        forked = wait_for(
+            "no forked template left",
+            lambda: not any(role(p) == "template (deployment, forked)" for p in app_pids(serve)),
+            args.timeout,
+        )
         settled = settle(lambda: len(app_pids(serve)), args.settle)
-        print(f"process count settled after {settled:.0f} s")
+        print(
+            f"no forked template left after {forked:.0f} s, process count settled {settled:.0f} s"
+        )
         print(f"serve pid {platform.proc.pid}; load average {load()} (1/5/15 min)")
         report(platform.proc.pid, len(ids), args.maps)
         if args.hold:

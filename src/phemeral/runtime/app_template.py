@@ -326,6 +326,16 @@ class AppTemplates:
             dep.template = None
         self._on_ended(dep, template)
 
+    async def _abandon(self, dep: DeploymentRuntime, view: Path | None) -> None:
+        """Undo what a template launched beside (`_collapse`) set up and no longer needs."""
+        if view is not None:
+            self.sup.views.detach(view)
+        if dep.template is None and dep.instance is None:  # dropped meanwhile: nothing stays
+            await self.sup.remove_network(dep)
+            self.sup.records.remove(dep.release.deployment_id)
+        elif dep.shared_key is not None:  # the shared template's record covers the old one
+            self.sup.records.remove(dep.release.deployment_id)
+
     async def drop(self, dep: DeploymentRuntime) -> None:
         """The deep tier: close the template, remove the cgroup when nothing else runs."""
         async with dep.template_lock:
@@ -391,10 +401,9 @@ class AppTemplates:
                 fresh = await self._launch_own(dep, env, sup.settings.boot_timeout, view)
             except (BootFailed, OSError) as exc:
                 dep.template_logs = old_logs
-                if view is not None:
-                    sup.views.detach(view)
-                sup.records.remove(did)  # the shared template's record covers the old one
-                log.warning("could not give %s a template of its own: %s", did, exc)
+                await self._abandon(dep, view)
+                if dep.template is old:  # else dropped meanwhile (its view went with it)
+                    log.warning("could not give %s a template of its own: %s", did, exc)
                 return False
             logs, dep.template_logs = dep.template_logs, old_logs
             async with dep.template_lock:
@@ -416,9 +425,7 @@ class AppTemplates:
                 dep.needs_refresh = dep.template is old and old is not None
                 await fresh.close(timeout=2)
                 await sup.capture.drain(logs, 1.0)
-                if view is not None:
-                    sup.views.detach(view)
-                sup.records.remove(did)
+                await self._abandon(dep, view)
                 return False
             await old.close(timeout=2)
             await sup.capture.drain(old_logs, 1.0)
