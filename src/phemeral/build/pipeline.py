@@ -20,7 +20,17 @@ import time
 from pathlib import Path
 
 from phemeral import network, sandbox
-from phemeral.build import archive, cache, git, install, interpreters, release, verify, workspace
+from phemeral.build import (
+    archive,
+    cache,
+    git,
+    install,
+    interpreters,
+    release,
+    shared_files,
+    verify,
+    workspace,
+)
 from phemeral.build.runner import BuildContext
 from phemeral.detect import Detection, detect, resolve_start_command, why_start_command
 from phemeral.detect.servers import servers_in_command
@@ -38,6 +48,7 @@ from phemeral.sandbox import Cgroup
 from phemeral.settings import Settings
 
 DEFAULT_PYTHON = "3.12"
+SHARED_FILES = "shared-files"  # {data_dir}/shared-files: see `shared_files`
 UV_INSTALLABLE = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
 
@@ -89,6 +100,7 @@ async def build(job: BuildJob, log: BuildLog, settings: Settings) -> BuildResult
             result = await _stages(job, settings, ctx, stage)
         if ctx.workspace is not None:
             await asyncio.to_thread(_keep_release, ctx)
+        await asyncio.to_thread(_share_libraries, ctx, job.release_dir / ".venv", settings)
         log.write("release", f"build finished in {time.monotonic() - started:.1f} s")
         return result
     except TimeoutError:
@@ -435,6 +447,16 @@ def _keep_release(ctx: BuildContext) -> None:
         "release",
         f"release copied off the build's disk ({used} MB in {time.monotonic() - started:.1f} s)",
     )
+
+
+def _share_libraries(ctx: BuildContext, venv: Path, settings: Settings) -> None:
+    """The venv's shared libraries hard-linked to one copy per content (`shared_files`), so
+    identical ones of different projects share their page cache; unused copies removed."""
+    store = settings.data_dir / SHARED_FILES
+    done = shared_files.share(venv, store)
+    shared_files.remove_unused(store)
+    if done.files:
+        ctx.log.write("release", done.describe())
 
 
 def _out_of_disk(ctx: BuildContext, stage: str, detail: str) -> BuildError | None:
