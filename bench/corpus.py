@@ -373,6 +373,11 @@ def _runtime_messages(platform: Platform, deployment_id: str) -> list[str]:
 
 def _runtime_error(platform: Platform, deployment_id: str) -> str:
     messages = _runtime_messages(platform, deployment_id)  # newest first: the latest error
+    for _ in range(5):  # a 500's traceback may reach the log a moment after the answer
+        if any(_EXCEPTION_LINE.search(m) for m in messages):
+            break
+        time.sleep(1)
+        messages = _runtime_messages(platform, deployment_id)
     for pattern in (_EXCEPTION_LINE, re.compile(r"error|exited", re.IGNORECASE)):
         for message in messages:
             if pattern.search(message):
