@@ -6,8 +6,9 @@ The control plane is composed of:
 
 - `control_plane(settings, builder=, runtime_factory=)` (async context manager): opens the store
   (migrations, reconciliation of builds a previous process left `building`), creates the admin
-  token, starts the log writer, the build queue and the runtime (handing it every release), and
-  publishes the first routing snapshot; it closes them all in reverse on exit.
+  token, starts the log writer, the build queue, the routing `Publisher` and the runtime
+  (handing it every release), and publishes the first routing snapshot; it closes them all in
+  reverse on exit.
 - `serve_api(cp, ...)`: serves the HTTP API (plus any extra routers, e.g. the dashboard) with
   uvicorn on a TCP port or a Unix socket until cancelled.
 
@@ -38,6 +39,7 @@ from phemeral.deploys import (
     Builder,
     BuildQueue,
     ControlPlane,
+    Publisher,
     RuntimeControl,
     SnapshotListener,
     publish,
@@ -131,6 +133,7 @@ async def control_plane(
         for message in failed:
             print(f"backing service failed to start: {message}", flush=True)
         cp.queue = BuildQueue(cp)
+        publisher = cp.publisher = Publisher(cp)
         runtime = runtime_factory(settings, cp.logs) if runtime_factory else None
         if runtime is not None:
             await runtime.start()
@@ -146,6 +149,7 @@ async def control_plane(
             yield cp
         finally:
             await cp.queue.close()
+            await publisher.close()
             if cp.process_sync is not None:
                 await cp.process_sync.close()
             if runtime is not None:

@@ -58,10 +58,22 @@ class Channel:
         return cls(reader, writer, handler)
 
     def send(self, message: Message) -> None:
-        """Queue one frame (never blocks; ordering is kept)."""
+        """Queue one frame (never blocks; ordering is kept). On the loop's thread only."""
         if self.closed:
             raise ChannelClosed("the data plane connection is closed")
         self.writer.write(frame(message))
+
+    def send_threadsafe(self, loop: asyncio.AbstractEventLoop, message: Message) -> None:
+        """`send` from any thread: encoded here, written by ``loop`` (the channel's) in the
+        order of the calls."""
+        if self.closed:
+            raise ChannelClosed("the data plane connection is closed")
+        data = frame(message)
+        loop.call_soon_threadsafe(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed:
+            self.writer.write(data)
 
     async def call(self, op: str, *, on_log: LogCallback | None = None, **fields: Any) -> Any:
         request_id = next(self._ids)

@@ -77,9 +77,11 @@ class RemoteRuntime:
         self._sync: socket.socket | None = None
         self._sync_lock = threading.Lock()
         self._sync_ids = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Connect and attach: the data plane's runtime log lines come to ``log_sink``."""
+        self._loop = asyncio.get_running_loop()
         self._channel = await connect(self.path, self._pushed)
         self._reader = asyncio.create_task(self._channel.run())
         await self._channel.call("attach")
@@ -133,8 +135,13 @@ class RemoteRuntime:
         return state_from_json(answer)
 
     def publish(self, snapshot: RoutingSnapshot) -> None:
-        """A `SnapshotListener`: hand the new routing table to the data plane."""
-        self.channel.send({"op": "snapshot", "snapshot": snapshot_to_json(snapshot)})
+        """A `SnapshotListener` (called in a worker thread): hand the new routing table to the
+        data plane, encoded in the caller's thread and written by the loop, in call order."""
+        message = {"op": "snapshot", "snapshot": snapshot_to_json(snapshot)}
+        if self._loop is None or _on_loop(self._loop):
+            self.channel.send(message)
+        else:
+            self.channel.send_threadsafe(self._loop, message)
 
     def set_certificates(self, certificates: Iterable[TlsCertificate]) -> None:
         """A TLS listener: the complete set the control plane issued (keys travel in memory)."""
@@ -180,6 +187,13 @@ class RemoteRuntime:
                     raise error_from_json(answer["error"])
                 return answer.get("ok")
         raise AssertionError("unreachable")
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:

@@ -178,8 +178,9 @@ class DataPlaneService:
 
     # -- routing table --------------------------------------------------------------------------
 
-    def apply_snapshot(self, snapshot: RoutingSnapshot) -> None:
-        """Route by ``snapshot`` in every router now; save it in the background."""
+    def apply_snapshot(self, snapshot: RoutingSnapshot, encoded: Message | None = None) -> None:
+        """Route by ``snapshot`` in every router now; save it in the background. ``encoded``:
+        its wire form when the caller has it (the router workers get it as it came)."""
         self.snapshot = snapshot
         self.snapshots_received += 1
         for router in self.routers:
@@ -187,7 +188,9 @@ class DataPlaneService:
                 router.update(snapshot)
             except Exception:
                 log.exception("a router refused the routing snapshot")
-        self._push({"op": "snapshot", "snapshot": snapshot_to_json(snapshot)})
+        if self.subscribers:
+            wire = snapshot_to_json(snapshot) if encoded is None else encoded
+            self._push({"op": "snapshot", "snapshot": wire})
         self._save_pending = snapshot
         if self._saver is None or self._saver.done():
             self._saver = asyncio.ensure_future(self._save_latest())
@@ -287,7 +290,7 @@ class DataPlaneService:
             self.relay_logs()  # what waited while no control plane was there
             return None
         if op == "snapshot":
-            self.apply_snapshot(snapshot_from_json(message["snapshot"]))
+            self.apply_snapshot(snapshot_from_json(message["snapshot"]), message["snapshot"])
             return None
         if op == "certificates":
             self.apply_certificates([certificate_from_json(c) for c in message["certificates"]])

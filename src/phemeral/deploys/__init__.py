@@ -6,7 +6,7 @@
         ─► finish_successful (compare-and-set of the current pointer) | finish_failed
     promote (explicit, any successful deployment = rollback)          (promotion)
     reconcile_after_restart (nothing stays `building`)                (restart)
-    publish (a new RoutingSnapshot)                                   (routing)
+    publish (a new RoutingSnapshot), publish_soon (coalesced, later)  (routing)
     add_domain / remove_domain / renew_domain, publish_certificates   (domains)
 
 Every function that touches the database is sync and runs its writes in one transaction; async
@@ -56,7 +56,7 @@ from phemeral.deploys.promotion import promote, should_promote
 from phemeral.deploys.queue import BuildQueue
 from phemeral.deploys.restart import INTERRUPTED, reconcile_after_restart, releases
 from phemeral.deploys.retention import collect_releases, set_pinned, to_collect
-from phemeral.deploys.routing import instances, publish, routing_snapshot
+from phemeral.deploys.routing import Publisher, instances, publish, publish_soon, routing_snapshot
 
 __all__ = [
     "INTERRUPTED",
@@ -64,6 +64,7 @@ __all__ = [
     "BuildQueue",
     "Builder",
     "ControlPlane",
+    "Publisher",
     "RuntimeControl",
     "SnapshotListener",
     "TlsListener",
@@ -87,6 +88,7 @@ __all__ = [
     "promote",
     "publish",
     "publish_certificates",
+    "publish_soon",
     "reconcile_after_restart",
     "releases",
     "remove_domain",

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from phemeral.deploys.github_auth import has_github_credentials
@@ -180,7 +180,6 @@ def deploy_push(
     out = []
     for index, target in enumerate(plan):
         key = delivery_key(push.delivery_id, target, index == 0)
-        seq = push_sequence(push.pushed_at, received_at, _parent_sequence(cp, target, push.before))
         trigger = Trigger(
             kind=TriggerKind.PUSH,
             actor=f"github push by {push.pusher or 'unknown'}",
@@ -188,7 +187,8 @@ def deploy_push(
             branch=push.branch,
             pusher=push.pusher,
             delivery_id=key,
-            push_seq=seq,
+            push_seq=push_sequence(push.pushed_at, received_at, None),
+            parent_commit=push.before,
             repository=_full_name(by_name[target.project], push.full_name),
         )
         deployment, created = _deploy_once(cp, target, trigger)
@@ -261,23 +261,6 @@ def deliver_pull_request(
             )
         )
     return out, Retirement(tuple(retire))
-
-
-def _parent_sequence(cp: ControlPlane, target: Target, before: str | None) -> int | None:
-    if before is None:
-        return None
-    with cp.store.read() as s:
-        return s.scalar(
-            select(func.max(Deployment.push_seq))
-            .join(Environment, Environment.id == Deployment.environment_id)
-            .join(Project, Project.id == Deployment.project_id)
-            .where(
-                Project.name == target.project,
-                Environment.name == target.environment,
-                Deployment.commit_sha == before,
-                Deployment.trigger == TriggerKind.PUSH,
-            )
-        )
 
 
 def _deploy_once(cp: ControlPlane, target: Target, trigger: Trigger) -> tuple[Deployment, bool]:

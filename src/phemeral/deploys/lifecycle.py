@@ -18,15 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from phemeral.deploys.environments import deployment_runtime_env
 from phemeral.deploys.github_auth import github_auth
-from phemeral.deploys.plane import ControlPlane, find_environment, now
+from phemeral.deploys.plane import ControlPlane, now
 from phemeral.deploys.promotion import move_pointer, should_promote
 from phemeral.deploys.retention import collect_releases
-from phemeral.deploys.routing import publish
+from phemeral.deploys.routing import publish, publish_soon
 from phemeral.deploys.services import deployment_endpoints, snapshot_variables
 from phemeral.errors import (
     BuildError,
@@ -36,6 +36,7 @@ from phemeral.errors import (
     SourceError,
     StoreUnavailable,
 )
+from phemeral.github.events import after_parent
 from phemeral.github.repository import is_local
 from phemeral.github.tokens import TokenProvider
 from phemeral.models import (
@@ -53,7 +54,7 @@ from phemeral.models import (
 from phemeral.store.names import new_deployment_id
 from phemeral.store.releases import release_to_json
 from phemeral.store.schema import BuildLogRow, Deployment, Domain, Environment, Project
-from phemeral.store.views import get_deployment, get_project
+from phemeral.store.views import get_deployment, get_environment, get_project
 
 log = logging.getLogger("phemeral.deploys")
 T = TypeVar("T")
@@ -75,6 +76,8 @@ class Trigger:
     delivery_id: str | None = None
     push_seq: int | None = None  # ordering of pushes; None: next in arrival order
     repository: str | None = None  # GitHub's owner/name, where its statuses go
+    # the push's ``before``: a known push of that commit to the environment orders before it
+    parent_commit: str | None = None
 
 
 def create_deployment(
@@ -88,6 +91,9 @@ def create_deployment(
 ) -> tuple[Deployment, bool]:
     """Persist a new `building` deployment (and move its upload in place); then queue it.
 
+    Its route is published soon after, off the caller's path (`publish_soon`): a building
+    deployment changes no environment's route, only its own host's "still building" page.
+
     Returns ``(deployment, created)``: a push whose delivery id was seen before returns the
     deployment it created the first time, with ``created`` False.
     """
@@ -99,12 +105,14 @@ def create_deployment(
             if seen is not None:
                 return seen, False
         proj = get_project(s, project)
-        env = find_environment(s, project, environment, lock=True)
+        env = get_environment(s, proj, environment, lock=True)
         if trigger.kind == TriggerKind.PUSH and not proj.repo_url:
             raise InvalidInput(f"project {project} has no repository to fetch commits from")
         push_seq = None
         if trigger.kind == TriggerKind.PUSH:
             push_seq = trigger.push_seq if trigger.push_seq is not None else env.last_push_seq + 1
+            if trigger.parent_commit is not None:
+                push_seq = after_parent(push_seq, _parent_sequence(s, env, trigger.parent_commit))
             env.last_push_seq = max(env.last_push_seq, push_seq)
         variables, sources = snapshot_variables(cp, s, env)
         if proj.workers is not None and "WEB_CONCURRENCY" not in variables:
@@ -138,15 +146,32 @@ def create_deployment(
         cp.uploads_dir.mkdir(parents=True, exist_ok=True)
         archive.replace(cp.upload_path(deployment.id))
     cp.logs.build_log(deployment.id).write("queue", "queued: waiting for a build slot")
-    publish(cp)
+    publish_soon(cp)  # its {id} host says "building" a moment later; nothing else changes
     return deployment, True
 
 
 def _unused_deployment_id(s: Session) -> str:
     while True:
         candidate = new_deployment_id()
-        if s.get(Deployment, candidate) is None and s.get(Domain, candidate) is None:
+        taken = select(
+            or_(
+                exists().where(Deployment.id == candidate),
+                exists().where(Domain.label == candidate),
+            )
+        )
+        if not s.scalar(taken):
             return candidate
+
+
+def _parent_sequence(s: Session, env: Environment, commit: str) -> int | None:
+    """The newest sequence of a push of ``commit`` to ``env`` (the parent of a new push)."""
+    return s.scalar(
+        select(func.max(Deployment.push_seq)).where(
+            Deployment.environment_id == env.id,
+            Deployment.commit_sha == commit,
+            Deployment.trigger == TriggerKind.PUSH,
+        )
+    )
 
 
 def deploy(

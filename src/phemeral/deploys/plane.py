@@ -4,6 +4,7 @@ and the lookups by name that raise `NotFound`."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from phemeral.deploys.processes import ProcessSync
     from phemeral.deploys.queue import BuildQueue
     from phemeral.deploys.reporting import GitHubReporting
+    from phemeral.deploys.routing import Publisher
 
 
 class Builder(Protocol):
@@ -91,6 +93,8 @@ class ControlPlane:
     listeners: list[SnapshotListener] = field(default_factory=list)
     finish_listeners: list[FinishListener] = field(default_factory=list)
     snapshot: RoutingSnapshot | None = None
+    publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    publisher: Publisher | None = None  # publishes requested off the request path (routing)
     queue: BuildQueue | None = None
     # one lock per (project, environment): release commands of one environment never overlap
     release_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)

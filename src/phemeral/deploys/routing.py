@@ -1,8 +1,19 @@
 """Routing: the `RoutingSnapshot` computed from the database and published to the listeners (the
-router) after every change, and what the runtime says of a deployment's instances."""
+router) after every change, and what the runtime says of a deployment's instances.
+
+`publish` computes and hands out a snapshot under the control plane's publish lock, so listeners
+receive snapshots in the order they were read from the database: a later snapshot never loses
+to an older one computed at the same time in another thread. A change whose route may show a
+moment later (a new `building` deployment: its ``{id}`` host answers "still building" instead
+of 404) asks for `publish_soon` instead: the `Publisher` publishes once after it, on the event
+loop, for every request that came meanwhile (a burst of pushes is one snapshot), so a webhook
+answers as soon as the deployment row is stored.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -94,20 +105,96 @@ def routing_snapshot(
 
 
 def publish(cp: ControlPlane) -> RoutingSnapshot:
-    """Compute the routing snapshot and hand it to every listener (the router)."""
-    snapshot = routing_snapshot(
-        cp.store,
-        cp.settings.base_domain,
-        https=cp.settings.https_port is not None,
-        wildcard=cp.wildcard,
-    )
-    cp.snapshot = snapshot
-    for listener in list(cp.listeners):
-        try:
-            listener(snapshot)
-        except Exception:
-            log.exception("routing snapshot listener failed")
+    """Compute the routing snapshot and hand it to every listener (the router), in order."""
+    with cp.publish_lock:
+        snapshot = routing_snapshot(
+            cp.store,
+            cp.settings.base_domain,
+            https=cp.settings.https_port is not None,
+            wildcard=cp.wildcard,
+        )
+        cp.snapshot = snapshot
+        for listener in list(cp.listeners):
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("routing snapshot listener failed")
     return snapshot
+
+
+def publish_soon(cp: ControlPlane) -> None:
+    """Publish after the caller's committed change, off its path (any thread); at once when
+    the control plane has no `Publisher` (tests, one-off tools)."""
+    if cp.publisher is None:
+        publish(cp)
+    else:
+        cp.publisher.request()
+
+
+PUBLISH_COALESCE = 0.05  # seconds requests wait to share one snapshot
+PUBLISH_RETRY = 0.5  # after a failed publish (the database busy or restarting)
+
+
+class Publisher:
+    """One publish for every burst of `request` calls, in a thread, off the requesters' path.
+
+    A request that arrives while a publish runs gets another one after it: every change stored
+    before `request` is in a snapshot the listeners receive. A publish that fails (the store
+    cannot answer) is tried again until one succeeds. `flush` waits for the requests so far.
+    """
+
+    def __init__(self, cp: ControlPlane, *, coalesce: float = PUBLISH_COALESCE) -> None:
+        self.cp = cp
+        self.coalesce = coalesce
+        self._loop = asyncio.get_running_loop()
+        self._wanted = asyncio.Event()
+        self._requested = 0  # requests seen on the loop
+        self._done = 0  # requests covered by a finished publish
+        self._finished = asyncio.Condition()
+        self._task = self._loop.create_task(self._run(), name="routing-publisher")
+
+    def request(self) -> None:
+        """Ask for a publish (thread-safe, never blocks)."""
+        self._loop.call_soon_threadsafe(self._arrive)
+
+    def _arrive(self) -> None:
+        self._requested += 1
+        self._wanted.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            await asyncio.sleep(self.coalesce)
+            self._wanted.clear()
+            covered = self._requested
+            try:
+                await asyncio.to_thread(publish, self.cp)
+            except Exception:
+                log.exception("publishing the routing snapshot failed; trying again")
+                self._wanted.set()
+                await asyncio.sleep(PUBLISH_RETRY)
+                continue
+            async with self._finished:
+                self._done = covered
+                self._finished.notify_all()
+
+    async def flush(self) -> None:
+        """Until every request made before this call is published."""
+        await asyncio.sleep(0)  # requests from threads land on the loop first
+        target = self._requested
+        async with self._finished:
+            await self._finished.wait_for(lambda: self._done >= target)
+
+    async def close(self) -> None:
+        """Stop; what was requested and not yet published is published now (best effort)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._done < self._requested:
+            try:
+                await asyncio.to_thread(publish, self.cp)
+            except Exception:
+                log.exception("publishing the routing snapshot at shutdown failed")
 
 
 def instances(cp: ControlPlane, deployment_id: str) -> InstanceState:

@@ -38,7 +38,7 @@ from phemeral.services.spec import (
     new_salt,
     service_variables,
 )
-from phemeral.store.schema import Deployment, Environment, EnvVar, Project, Service
+from phemeral.store.schema import Deployment, Environment, EnvVar, Preview, Project, Service
 from phemeral.store.views import get_project, iso
 
 log = logging.getLogger("phemeral.deploys")
@@ -293,11 +293,12 @@ def merged_variables(cp: ControlPlane, s: Session, env: Environment) -> list[Sou
 
     A fork's preview that nobody approved gets none of them: no secrets, no credentials.
     """
-    if unapproved_fork(s, env):
+    is_preview = s.get(Preview, env.id) is not None  # then found in the session by the others
+    if is_preview and unapproved_fork(s, env):
         return []
     rows = s.scalars(select(EnvVar).where(EnvVar.environment_id == env.id))
     user = {row.key: cp.box.decrypt(row.value) for row in rows}
-    preview = preview_variables(cp, s, env)
+    preview = preview_variables(cp, s, env) if is_preview else None
     if preview is not None:
         user = {**preview, **user}
     return merge_variables(user, service_values(cp, s, env))

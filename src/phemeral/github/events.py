@@ -306,6 +306,11 @@ def push_sequence(pushed_at: int | None, received_at: datetime, parent_seq: int 
     always sorts after that one, even within the same second.
     """
     base = pushed_at if pushed_at is not None else int(received_at.timestamp())
-    if parent_seq is not None and parent_seq >= base:
-        base = parent_seq + 1
-    return min(base, MAX_SEQUENCE)
+    return after_parent(min(base, MAX_SEQUENCE), parent_seq)
+
+
+def after_parent(seq: int, parent_seq: int | None) -> int:
+    """``seq`` moved past the sequence of the push's parent when that one is not older."""
+    if parent_seq is not None and parent_seq >= seq:
+        seq = parent_seq + 1
+    return min(seq, MAX_SEQUENCE)
