@@ -50,26 +50,27 @@ def routing_snapshot(
     wildcard_names = () if wildcard is None or at >= wildcard.not_after else wildcard.names
     policies: dict[str, HostPolicy] = {}
     custom: dict[str, str | None] = {}
-    with store.read() as s:
-        deployments = {
-            row.id: DeploymentRoute(
-                status=DeploymentStatus(row.status), project=row.project, environment=row.env
-            )
-            for row in s.execute(
-                select(
-                    Deployment.id,
-                    Deployment.status,
-                    Project.name.label("project"),
-                    Environment.name.label("env"),
+    with store.read() as session:
+        s = session.connection()  # Core rows: no ORM result processing per row
+        rows = s.execute(
+            select(Deployment.id, Deployment.status, Project.name, Environment.name)
+            .join(Project, Project.id == Deployment.project_id)
+            .join(Environment, Environment.id == Deployment.environment_id)
+            # A closed or suspended preview's deployments are not routed (nor woken).
+            .outerjoin(Preview, Preview.environment_id == Environment.id)
+            .where(or_(Preview.state.is_(None), Preview.state == "open"))
+            .where(Deployment.collected_at.is_(None))  # their releases are gone
+        )
+        routes: dict[tuple[str, str, str], DeploymentRoute] = {}  # one per status and place
+        deployments = {}
+        for deployment_id, status, project, environment in rows:
+            key = (status, project, environment)
+            route = routes.get(key)
+            if route is None:
+                route = routes[key] = DeploymentRoute(
+                    DeploymentStatus(status), project, environment
                 )
-                .join(Project, Project.id == Deployment.project_id)
-                .join(Environment, Environment.id == Deployment.environment_id)
-                # A closed or suspended preview's deployments are not routed (nor woken).
-                .outerjoin(Preview, Preview.environment_id == Environment.id)
-                .where(or_(Preview.state.is_(None), Preview.state == "open"))
-                .where(Deployment.collected_at.is_(None))  # their releases are gone
-            )
-        }
+            deployments[deployment_id] = route
         domains: dict[str, str | None] = {}
         query = select(
             Domain.label,
