@@ -3,11 +3,16 @@
 Reads use `Store.read()`, writes use `Store.write()`. On SQLite a write transaction starts with
 ``BEGIN IMMEDIATE``: a deferred transaction that later upgrades to a write gets SQLITE_BUSY at
 once, without waiting on the busy handler, which is how "database is locked" reaches users.
+Writers of one process also queue on a lock before ``BEGIN``: SQLite's busy handler polls with
+growing sleeps (1, 2, 5 … 100 ms), so a writer that found the database locked slept long after
+the other one committed; the lock hands over at once (other processes still meet the busy
+handler).
 Errors that mean "the database cannot answer now" become `StoreUnavailable` (API: 503).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,6 +70,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
+        # SQLite has one writer at a time: this process's writers wait here, not in the busy
+        # handler's sleeps (reentrant: a nested write is SQLite's busy handler's, as before)
+        self._write_lock = threading.RLock() if self.is_sqlite else None
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -82,12 +90,19 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One committed transaction (rolled back if the block raises)."""
-        with (
-            _unavailable_as_error(),
-            Session(self._writer, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            yield session
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise StoreUnavailable("the database is busy (another write is running); try again")
+        try:
+            with (
+                _unavailable_as_error(),
+                Session(self._writer, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
+        finally:
+            if lock is not None:
+                lock.release()
 
     def close(self) -> None:
         self.engine.dispose()
