@@ -41,10 +41,12 @@ from phemeral.deploys.deliveries import (
 from phemeral.deploys.reporting import Watch, reporting_for
 from phemeral.github.events import (
     MAX_BODY_BYTES,
+    Decision,
     Ignored,
     Malformed,
     Pong,
     PullRequestDelivery,
+    PushEvent,
     parse_delivery,
     too_large,
 )
@@ -82,17 +84,18 @@ async def github_webhook(request: Request, cp: CP) -> JSONResponse:
     body = await _read_body(request)
     if body is None:
         return _too_large()
-    header = request.headers.get("x-hub-signature-256")
-    only = request.query_params.get("project")
-    verified = await asyncio.to_thread(verify_delivery, cp, only, body, header)
-
-    # Off the event loop: a large payload takes a while to parse, and the router shares it.
-    decision = await asyncio.to_thread(
-        parse_delivery,
-        request.headers.get("x-github-event"),
-        request.headers.get("x-github-delivery"),
+    headers = request.headers
+    # One trip off the event loop (a large payload takes a while to check and parse, and every
+    # API request shares the loop): signature, then payload, then a push's deployments.
+    verified, decision, pushed = await asyncio.to_thread(
+        _receive,
+        cp,
+        request.query_params.get("project"),
         body,
-        request.headers.get("content-type"),
+        headers.get("x-hub-signature-256"),
+        headers.get("x-github-event"),
+        headers.get("x-github-delivery"),
+        headers.get("content-type"),
     )
     if isinstance(decision, Malformed):
         return error_response(decision.status, "invalid_payload", decision.reason)
@@ -104,13 +107,30 @@ async def github_webhook(request: Request, cp: CP) -> JSONResponse:
         )
     if isinstance(decision, Ignored):
         return _ignored(decision)
-    received_at = datetime.now(UTC)
     if isinstance(decision, PullRequestDelivery):
-        return await _pull_request(request, cp, decision, verified, received_at)
-    pushed = await asyncio.to_thread(deploy_push, cp, decision, verified, received_at)
+        return await _pull_request(request, cp, decision, verified, datetime.now(UTC))
+    assert pushed is not None
     if isinstance(pushed, Ignored):
         return _ignored(pushed)
     return _accepted(request, cp, pushed)
+
+
+def _receive(
+    cp: ControlPlane,
+    only: str | None,
+    body: bytes,
+    signature: str | None,
+    event: str | None,
+    delivery: str | None,
+    content_type: str | None,
+) -> tuple[list[Candidate], Decision, list[Delivered] | Ignored | None]:
+    """Who signed it (`Unauthorized` if nobody), what it is, and for a push its deployments."""
+    verified = verify_delivery(cp, only, body, signature)
+    decision = parse_delivery(event, delivery, body, content_type)
+    pushed = None
+    if isinstance(decision, PushEvent):
+        pushed = deploy_push(cp, decision, verified, datetime.now(UTC))
+    return verified, decision, pushed
 
 
 async def _pull_request(
