@@ -430,7 +430,9 @@ def test_a_dormant_deployment_alone_on_its_shared_template_keeps_one_template_pr
         await wait_until(lambda: runtime.shared_templates() == [], timeout=60)
         assert runtime.instances("alone-1").tier == "template"
         assert len(_template_processes(runtime, "alone-1")) == 1
-        assert any("a template of its own" in m for m in sink.messages("alone-1", "system"))
+        await wait_until(
+            lambda: any("a template of its own" in m for m in sink.messages("alone-1", "system"))
+        )
         # It serves as before: what its import wrote, a fresh layer per instance.
         for expected in (1, 2):
             status, payload = await request(runtime, "alone-1", "/write")

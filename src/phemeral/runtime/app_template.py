@@ -22,6 +22,11 @@ from phemeral.runtime.template import TemplateGone, TemplateProcess
 
 log = logging.getLogger(__name__)
 
+# Seconds a deployment stays dormant before it gets a template of its own (`_collapse`): a
+# wake soon after a scale to zero costs no import; 4x after a switch a wake made useless.
+COLLAPSE_AFTER = 5.0
+COLLAPSE_AFTER_MAX = 600.0
+
 ChildExit = Callable[[DeploymentRuntime, int, int | None, int | None], None]
 
 
@@ -43,6 +48,7 @@ class AppTemplates:
         self._on_child_exit = on_child_exit
         self._on_ended = on_ended
         self._collapsing = asyncio.Lock()
+        self._collapse_after: dict[str, float] = {}  # deployment id → its current delay
 
     async def load(self, dep: DeploymentRuntime) -> TemplateProcess:
         assert dep.server is not None
@@ -388,12 +394,17 @@ class AppTemplates:
         """
         if not self._dormant(dep):
             return False
+        did = dep.release.deployment_id
+        since = dep.dormant_since
+        await asyncio.sleep(self._collapse_after.get(did, COLLAPSE_AFTER))
+        if not self._dormant(dep) or dep.dormant_since != since:
+            return False  # woken meanwhile: again at its next scale to zero
         async with self._collapsing:  # one full import at a time
             old = dep.template
             if old is None or not self._dormant(dep) or shared.users != {dep.release.deployment_id}:
                 return False
             dep.needs_refresh = False
-            sup, did = self.sup, dep.release.deployment_id
+            sup = self.sup
             view = sup.views.attach_beside(did)
             env = {**sup.launcher.env(dep.release, 8000), **(dep.server.env if dep.server else {})}
             old_logs = dep.template_logs
@@ -423,10 +434,13 @@ class AppTemplates:
                     )
             if not keep:  # woken, dropped or joined meanwhile: try again when dormant
                 dep.needs_refresh = dep.template is old and old is not None
+                delay = self._collapse_after.get(did, COLLAPSE_AFTER) * 4
+                self._collapse_after[did] = min(delay, COLLAPSE_AFTER_MAX)
                 await fresh.close(timeout=2)
                 await sup.capture.drain(logs, 1.0)
                 await self._abandon(dep, view)
                 return False
+            self._collapse_after.pop(did, None)
             await old.close(timeout=2)
             await sup.capture.drain(old_logs, 1.0)
             await self.shared.release(dep)
