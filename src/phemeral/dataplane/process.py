@@ -280,6 +280,10 @@ async def run_router_worker(settings: Settings, dataplane: str, api: str) -> Non
     try:
         await reading  # the data plane went away: stop (it restarts us, or we die with it)
     finally:
+        # Stopped (SIGTERM: a shutdown or an upgrade's handover): stop accepting and let what
+        # is in flight finish, as the data plane's own router does; then close the rest.
+        with contextlib.suppress(Exception):
+            await router.drain(DRAIN_TIMEOUT)
         with contextlib.suppress(Exception):
             await router.close()
         await backends.close()
