@@ -8,17 +8,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from sqlalchemy import select
 
 from phemeral import deploys
 from phemeral.api.deps import CP, Actor
 from phemeral.deploys.services import copy_services, variable_listing
-from phemeral.store.schema import Project
 from phemeral.store.views import (
     MASK,
     environment_view,
     get_environment,
     get_project,
+    project_page,
     project_view,
     promotions_view,
 )
@@ -125,10 +124,13 @@ def create_project(body: ProjectCreate, cp: CP, actor: Actor) -> Json:
 
 
 @router.get("/projects")
-def list_projects(cp: CP, actor: Actor) -> Json:
+def list_projects(
+    cp: CP, actor: Actor, cursor: str | None = None, limit: int | None = None
+) -> Json:
+    """By name, a page at a time (50 by default, at most 500); pass ``next_cursor`` back as
+    ``cursor`` for the next page (None on the last one)."""
     with cp.store.read() as s:
-        rows = s.scalars(select(Project).order_by(Project.name))
-        return {"items": [project_view(s, p, cp.settings) for p in rows]}
+        return project_page(s, cp.settings, cursor=cursor, limit=limit)
 
 
 @router.get("/projects/{name}")

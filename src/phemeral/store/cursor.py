@@ -8,6 +8,9 @@ import json
 
 from phemeral.errors import InvalidInput
 
+PAGE_DEFAULT = 50  # items on a page when the request names no limit
+PAGE_MAX = 500  # a larger limit is lowered to this
+
 
 def encode_cursor(*key: str | int) -> str:
     raw = json.dumps(list(key), separators=(",", ":")).encode()
@@ -30,7 +33,7 @@ def decode_cursor(cursor: str, *types: type) -> tuple[str | int, ...]:
     return tuple(key)
 
 
-def clamp_limit(limit: int | None, *, default: int = 50, maximum: int = 500) -> int:
+def clamp_limit(limit: int | None, *, default: int = PAGE_DEFAULT, maximum: int = PAGE_MAX) -> int:
     if limit is None:
         return default
     if limit < 1:

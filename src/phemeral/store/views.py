@@ -1,12 +1,14 @@
 """The read side: JSON-ready views of projects, environments, deployments, logs and audits.
 
 Lists page by keyset (the sort key of the last item returned), so a page boundary never moves
-when rows are inserted meanwhile: deployments newest first by (created_at, id), log lines by id.
+when rows are inserted meanwhile: projects by name, deployments newest first by (created_at, id),
+log lines by id. A page of projects is viewed in a fixed number of statements, not one per project.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,25 +42,60 @@ def iso(value: datetime | None) -> str | None:
 
 
 def project_view(s: Session, project: Project, settings: Settings) -> Json:
-    envs = s.scalars(
-        select(Environment).where(Environment.project_id == project.id).order_by(Environment.id)
-    )
+    return project_views(s, [project], settings)[0]
+
+
+def project_views(s: Session, projects: Sequence[Project], settings: Settings) -> list[Json]:
+    """The views of ``projects`` in their order, in three statements however many there are
+    (environments, domains, custom domains: each one query for all of them)."""
+    by_id = {p.id: p for p in projects}
+    envs: list[Environment] = []
+    if by_id:
+        envs = list(
+            s.scalars(
+                select(Environment)
+                .where(Environment.project_id.in_(by_id))
+                .order_by(Environment.project_id, Environment.id)
+            )
+        )
+    env_views: dict[int, list[Json]] = defaultdict(list)
+    for env, view in zip(envs, environment_views(s, envs, by_id, settings), strict=True):
+        env_views[env.project_id].append(view)
+    return [
+        {
+            "name": project.name,
+            "uid": project.uid,
+            "repo_url": project.repo_url,
+            "root_dir": project.root_dir,
+            "start_command": project.start_command,
+            "python_version": project.python_version,
+            "package_manager": project.package_manager,
+            "build_timeout": project.build_timeout,
+            "has_webhook_secret": project.webhook_secret is not None,
+            "has_repo_token": project.repo_token is not None,
+            "github_app": github_app_view(project, settings),
+            "preview_data": project.preview_data,
+            "workers": project.workers,
+            "created_at": iso(project.created_at),
+            "environments": env_views[project.id],
+        }
+        for project in projects
+    ]
+
+
+def project_page(s: Session, settings: Settings, *, cursor: str | None, limit: int | None) -> Json:
+    """By name; ``next_cursor`` is None on the last page. A page costs four statements
+    whatever the number of projects (the page, then `project_views`)."""
+    size = clamp_limit(limit)
+    query = select(Project)
+    if cursor:
+        (after,) = decode_cursor(cursor, str)
+        query = query.where(Project.name > after)
+    rows = list(s.scalars(query.order_by(Project.name).limit(size + 1)))
+    page = rows[:size]
     return {
-        "name": project.name,
-        "uid": project.uid,
-        "repo_url": project.repo_url,
-        "root_dir": project.root_dir,
-        "start_command": project.start_command,
-        "python_version": project.python_version,
-        "package_manager": project.package_manager,
-        "build_timeout": project.build_timeout,
-        "has_webhook_secret": project.webhook_secret is not None,
-        "has_repo_token": project.repo_token is not None,
-        "github_app": github_app_view(project, settings),
-        "preview_data": project.preview_data,
-        "workers": project.workers,
-        "created_at": iso(project.created_at),
-        "environments": [environment_view(s, env, project, settings) for env in envs],
+        "items": project_views(s, page, settings),
+        "next_cursor": encode_cursor(page[-1].name) if len(rows) > size else None,
     }
 
 
@@ -78,29 +115,50 @@ def github_app_view(project: Project, settings: Settings) -> Json | None:
 
 
 def environment_view(s: Session, env: Environment, project: Project, settings: Settings) -> Json:
-    domains = s.scalars(
-        select(Domain).where(Domain.environment_id == env.id).order_by(Domain.is_default.desc())
-    )
-    return {
-        "name": env.name,
-        "project": project.name,
-        "branches": list(env.branches),
-        "domains": [
-            {"label": d.label, "url": settings.url_for_label(d.label), "default": d.is_default}
-            for d in domains
-        ],
-        "custom_domains": list(
-            s.scalars(
-                select(CustomDomain.name)
-                .where(CustomDomain.environment_id == env.id)
-                .order_by(CustomDomain.name)
-            )
-        ),
-        "https_redirect": env.https_redirect,
-        "hsts_max_age": env.hsts_max_age,
-        "current_deployment_id": env.current_deployment_id,
-        "created_at": iso(env.created_at),
-    }
+    return environment_views(s, [env], {project.id: project}, settings)[0]
+
+
+def environment_views(
+    s: Session,
+    envs: Sequence[Environment],
+    projects: Mapping[int, Project],
+    settings: Settings,
+) -> list[Json]:
+    """The views of ``envs`` in their order (``projects`` by id holds each one's project), in
+    two statements however many there are."""
+    ids = [env.id for env in envs]
+    domains: dict[int, list[Domain]] = defaultdict(list)
+    custom: dict[int, list[str]] = defaultdict(list)
+    if ids:
+        for d in s.scalars(
+            select(Domain)
+            .where(Domain.environment_id.in_(ids))
+            .order_by(Domain.environment_id, Domain.is_default.desc(), Domain.label)
+        ):
+            domains[d.environment_id].append(d)
+        for env_id, name in s.execute(
+            select(CustomDomain.environment_id, CustomDomain.name)
+            .where(CustomDomain.environment_id.in_(ids))
+            .order_by(CustomDomain.environment_id, CustomDomain.name)
+        ):
+            custom[env_id].append(name)
+    return [
+        {
+            "name": env.name,
+            "project": projects[env.project_id].name,
+            "branches": list(env.branches),
+            "domains": [
+                {"label": d.label, "url": settings.url_for_label(d.label), "default": d.is_default}
+                for d in domains[env.id]
+            ],
+            "custom_domains": custom[env.id],
+            "https_redirect": env.https_redirect,
+            "hsts_max_age": env.hsts_max_age,
+            "current_deployment_id": env.current_deployment_id,
+            "created_at": iso(env.created_at),
+        }
+        for env in envs
+    ]
 
 
 def deployment_view(
