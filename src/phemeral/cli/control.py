@@ -16,6 +16,8 @@ from phemeral.cli.domains import domains
 from phemeral.cli.serve import serve
 from phemeral.errors import InvalidInput, PhemeralError
 
+PROJECTS_PAGE = 500  # the API's largest page: one request for most installations
+
 
 def register(main: click.Group) -> None:
     from phemeral.cli.services import services
@@ -73,8 +75,16 @@ def projects_create(cli: Cli, name: str, **fields: Any) -> None:
 @projects.command("list")
 @api_command
 def projects_list(cli: Cli) -> None:
-    """List projects."""
-    data = cli.api.get("/projects")
+    """List projects (all of them: every page of the API's list, by name)."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = cli.api.get("/projects", cursor=cursor, limit=PROJECTS_PAGE)
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    data = {"items": items}
 
     def human() -> None:
         table = Table("name", "environments", "repository", "start command")
