@@ -84,9 +84,12 @@ class PlatformApi:
         return body
 
     # projects and environments
-    async def projects(self) -> list[JSON]:
-        body = await self._call("GET", "/api/projects")
-        return _items(body)
+    async def projects(
+        self, *, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[JSON], str | None]:
+        """One page of projects by name, and the cursor of the next one (None on the last)."""
+        body = await self._call("GET", "/api/projects", params={"cursor": cursor, "limit": limit})
+        return _items(body), _next(body)
 
     async def project(self, name: str) -> JSON:
         body: JSON = await self._call("GET", f"/api/projects/{_seg(name)}")

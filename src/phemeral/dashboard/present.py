@@ -308,7 +308,8 @@ FIRST_PAGE = "~"  # stands for "no cursor" inside a trail (never a character of 
 def log_pages(
     filters: Mapping[str, str], cursor: str, trail: str, older: str | None
 ) -> tuple[str | None, str | None]:
-    """Query strings of the newer and older pages of a newest-first log, or None.
+    """Query strings of the newer and older pages of a newest-first log, or None (any list
+    paged one way by cursor works alike: the projects page calls them previous and next).
 
     Cursors only go one way (older), so each page carries the ``trail`` of the cursors that
     led to it, comma-separated; "newer" pops the last one.

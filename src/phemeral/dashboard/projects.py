@@ -15,16 +15,24 @@ from phemeral.dashboard.page import Pages
 from phemeral.dashboard.session import Session
 from phemeral.errors import NotFound, PhemeralError
 
+PROJECTS_PAGE = 50
 RECENT_DEPLOYMENTS = 10
 ROLLBACK_CANDIDATES = 20
 
 
 class ProjectPages(Pages):
-    async def projects(self, request: Request) -> Response:
+    async def projects(self, request: Request, cursor: str = "", trail: str = "") -> Response:
+        """A page of projects by name (the API's order), with links to the next and previous."""
+
         async def load(api: PlatformApi) -> dict[str, Any]:
-            items = await api.projects()
-            items.sort(key=lambda p: str(p.get("name", "")))
-            return {"projects": items}
+            items, next_cursor = await api.projects(cursor=cursor or None, limit=PROJECTS_PAGE)
+            previous_query, next_query = present.log_pages({}, cursor, trail, next_cursor)
+            return {
+                "projects": items,
+                "cursor": cursor,
+                "previous_query": previous_query,
+                "next_query": next_query,
+            }
 
         return await self.signed_in_page(request, "projects.html", load)
 
