@@ -6,6 +6,10 @@ import secrets
 from pathlib import Path
 
 from platformkit import PG_ADMIN, REPO, Platform, free_port, tar_gz, upload, wait_done
+from sqlalchemy import select
+
+from phemeral.store import Store
+from phemeral.store.schema import Project
 
 __all__ = [
     "FASTAPI_APP",
@@ -15,6 +19,7 @@ __all__ = [
     "Server",
     "database_uri",
     "free_port",
+    "names_in_database_order",
     "tar_gz",
     "unique",
     "upload",
@@ -74,3 +79,13 @@ NOT_A_PROJECT = {"notes.txt": "nothing to build here\n"}
 
 def database_uri(server: Server) -> str:
     return server.database_url or f"sqlite:///{server.data_dir / 'phemeral.db'}"
+
+
+def names_in_database_order(server: Server) -> list[str]:
+    """Every project's name in the order the server pages them (the database's collation)."""
+    store = Store.connect(database_uri(server))
+    try:
+        with store.read() as s:
+            return list(s.scalars(select(Project.name).order_by(Project.name)))
+    finally:
+        store.close()

@@ -6,11 +6,19 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner, Result
 
 from phemeral.cli import main
 
-from .serverkit import NOT_A_PROJECT, Server, free_port, unique, upload
+from .serverkit import (
+    NOT_A_PROJECT,
+    Server,
+    free_port,
+    names_in_database_order,
+    unique,
+    upload,
+)
 
 
 def run(server: Server, *args: str, token: str | None = None) -> Result:
@@ -88,3 +96,17 @@ def test_clear_messages_for_the_usual_mistakes(server: Server, tmp_path: Path) -
     assert bad.exit_code == 2
     assert json.loads(bad.output)["error"]["code"] == "invalid_input"
     assert httpx.get(server.url + "/api/health").status_code == 200
+
+
+def test_projects_list_follows_every_page(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = unique("all")
+    with server.client() as api:
+        for i in range(5):
+            assert api.post("/projects", json={"name": f"{base}-{i}"}).status_code == 201
+    monkeypatch.setattr("phemeral.cli.control.PROJECTS_PAGE", 2)  # several pages
+    listed = run(server, "projects", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    names = [p["name"] for p in json.loads(listed.output)["items"]]
+    assert names == names_in_database_order(server) and len(names) >= 5
+    table = run(server, "projects", "list")
+    assert all(f"{base}-{i}" in table.output for i in range(5))
