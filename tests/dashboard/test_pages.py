@@ -195,6 +195,44 @@ def test_signing_out_ends_the_session(server: Server, browser_like: httpx.Client
     assert browser_like.get("/projects").status_code == 303
 
 
+def test_the_projects_page_shows_a_page_at_a_time(
+    server: Server, browser_like: httpx.Client
+) -> None:
+    base = _name("many")
+    created = [f"{base}-{i:02d}" for i in range(51)]  # more than one page of 50
+    with server.api() as api:
+        for name in created:
+            assert api.post("/api/projects", json={"name": name}).status_code == 201
+        expected: list[str] = []
+        cursor = None
+        while True:
+            body = api.get("/api/projects", params={"cursor": cursor, "limit": 500}).json()
+            expected += [p["name"] for p in body["items"]]
+            if not (cursor := body["next_cursor"]):
+                break
+    seen: list[str] = []
+    pages: list[str] = []
+    path = "/projects"
+    while True:
+        page = browser_like.get(path)
+        assert page.status_code == 200, path
+        names = re.findall(r'<h2><a href="/projects/([^"]+)">', page.text)
+        assert 1 <= len(names) <= 50
+        seen += names
+        pages.append(page.text)
+        found = re.search(r'<a href="\?([^"]+)" rel="next">', page.text)
+        if found is None:
+            break
+        path = "/projects?" + html.unescape(found.group(1))
+    assert seen == expected and set(created) <= set(seen)
+    assert len(pages) >= 2 and 'rel="prev"' not in pages[0] and 'rel="prev"' in pages[1]
+    previous = re.search(r'<a href="\?([^"]*)" rel="prev">', pages[1])
+    assert previous is not None
+    back = browser_like.get("/projects?" + html.unescape(previous.group(1)))
+    first_names = re.findall(r'<h2><a href="/projects/([^"]+)">', pages[0])
+    assert re.findall(r'<h2><a href="/projects/([^"]+)">', back.text) == first_names
+
+
 def test_unknown_things_are_404_pages(browser_like: httpx.Client) -> None:
     for path in ("/projects/nope-nope", "/deployments/zzzzzzzz", "/projects/nope/deployments"):
         response = browser_like.get(path)
