@@ -25,7 +25,8 @@ a brand-new project's is). Deployments go through the API in parallel batches of
 Measured at 10 projects (right after the first 10 are deployed and scaled to zero) and again
 at N, so one run shows whether they stay flat:
 
-- **listing**: ``GET /api/projects`` (every project with its environments) and
+- **listing**: ``GET /api/projects?limit=50`` (the first page by name, each project with its
+  environments: what the dashboard's projects page asks) and
   ``GET /api/projects/{name}/deployments``, p50 / p99;
 - **routing**: a request for an unknown host through the router (its own 404: the route lookup
   without a wake), and a second request to an app right after its wake (the instance running:
@@ -81,6 +82,7 @@ from tests.platformkit import Platform, tar_gz  # noqa: E402
 EXAMPLE = ROOT / "examples" / "fastapi-uv"
 BASE = "phemeral.localhost"
 PROCFILE = "web: uvicorn main:app --host 0.0.0.0 --port $PORT --proxy-headers\n"
+LIST_PAGE = 50  # the dashboard's projects page: the first page is what a visit costs
 
 
 def example_files(declared: bool) -> dict[str, str]:
@@ -216,6 +218,19 @@ def all_dormant(api: httpx.Client, ids: list[str]) -> bool:
     return all(s == ("dormant", "template") for s in states(api, ids).values())
 
 
+def all_projects(api: httpx.Client) -> list[dict[str, Any]]:
+    """Every project, page after page (``GET /api/projects`` answers one page at a time)."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        response = api.get("/projects", params={"cursor": cursor, "limit": 500})
+        response.raise_for_status()
+        page = response.json()
+        items += page["items"]
+        if not (cursor := page["next_cursor"]):
+            return items
+
+
 def timed_get(api: httpx.Client, path: str) -> float:
     started = time.perf_counter()
     response = api.get(path)
@@ -249,7 +264,7 @@ class Fleet:
     def deploy(self, start: int, stop: int) -> None:
         """Projects ``d{start}`` … ``d{stop - 1}``, one deployment each (reused when present)."""
         with self.api() as api:
-            existing = {p["name"]: p for p in api.get("/projects").json()["items"]}
+            existing = {p["name"]: p for p in all_projects(api)}
             started = time.monotonic()
             mark, marked = started, start
             index = start
@@ -345,13 +360,15 @@ class Fleet:
         out = self.results
         out.append(f"-- {n} projects ({label})")
         with self.api() as api:
-            projects = [timed_get(api, "/projects") for _ in range(self.args.list_runs)]
+            projects = [
+                timed_get(api, f"/projects?limit={LIST_PAGE}") for _ in range(self.args.list_runs)
+            ]
             names = [f"d{i}" for i in range(n)]
             deployments = [
                 timed_get(api, f"/projects/{names[i % n]}/deployments")
                 for i in range(self.args.list_runs)
             ]
-        out.append(line("GET /api/projects", projects))
+        out.append(line(f"GET /api/projects (first page of {LIST_PAGE})", projects))
         out.append(line("GET /api/projects/{name}/deployments", deployments))
         unknown = [request_ms(port, f"nosuch{i}.{BASE}", b"HTTP/1.1 404") for i in range(200)]
         out.append(line("router: unknown host (404, no wake)", unknown))
