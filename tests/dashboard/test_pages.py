@@ -231,6 +231,8 @@ def test_the_projects_page_shows_a_page_at_a_time(
     back = browser_like.get("/projects?" + html.unescape(previous.group(1)))
     first_names = re.findall(r'<h2><a href="/projects/([^"]+)">', pages[0])
     assert re.findall(r'<h2><a href="/projects/([^"]+)">', back.text) == first_names
+    broken = browser_like.get("/projects", params={"cursor": "garbage!"})
+    assert broken.status_code == 422 and "not valid" in broken.text  # an error page, not a 500
 
 
 def test_unknown_things_are_404_pages(browser_like: httpx.Client) -> None:
