@@ -45,6 +45,7 @@ def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test process's environment without any ``PHEMERAL_*``, quiet logs, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHEMERAL_")}
     env["PHEMERAL_LOG_LEVEL"] = "warning"
+    env["PHEMERAL_SWAP_FILE_MB"] = "0"  # no test platform turns on a swap file of its own
     env.update(extra or {})
     return env
 

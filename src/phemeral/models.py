@@ -233,11 +233,13 @@ class InstanceState:
 
     instances: int  # running instance sets (0 = scaled to zero)
     state: Literal["stopped", "dormant", "starting", "running", "stopping", "crashed", "backoff"]
-    tier: Literal["none", "template", "running"] = "none"  # what is resident when idle
+    # what stays when idle: a template (memory resident, or paged out to swap), or none
+    tier: Literal["none", "template", "paged", "running"] = "none"
     idle_memory_kb: int = 0  # memory only its dormant template holds (USS), tier template
     # what it keeps while scaled to zero: PSS of its processes plus its share of a shared
     # template (`runtime.footprint`), tier template; 0 running or on the deep tier
     idle_pss_kb: int = 0
+    idle_swap_kb: int = 0  # what those processes keep in swap instead (tier paged)
     expected_wake_ms: float | None = None  # from its tier (recent wakes); None while running
     last_wake_at: datetime | None = None
     last_wake_ms: float | None = None

@@ -84,6 +84,13 @@ class Settings:
     # loaded again in the background up to it. None: half of the host's memory; 0: no
     # template stays resident once its deployment scales to zero (and none is warmed).
     warm_budget_mb: int | None = None
+    # A dormant template unused this long (s) has its memory paged out to swap (the paged
+    # tier: a wake reads back what it touches, tens of ms); 0: never.
+    page_out_after: float = 300.0
+    # The swap the paged tier writes to: the host's when it has some; else `phemeral serve`
+    # (as root) turns on a swap file of this size in the data dir. None: a quarter of memory,
+    # at most 8 GiB and a tenth of the free disk; 0: none (no paged tier without host swap).
+    swap_file_mb: int | None = None
 
     @property
     def database_uri(self) -> str:
@@ -148,6 +155,8 @@ _CASTS: dict[str, Any] = {
     "router_processes": int,
     "network": str,
     "warm_budget_mb": int,
+    "page_out_after": float,
+    "swap_file_mb": int,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -227,6 +236,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("router processes must be between 1 and 64")
     if settings.warm_budget_mb is not None and settings.warm_budget_mb < 0:
         raise ConfigError("warm budget must be 0 (no dormant templates) or more MB")
+    if settings.page_out_after < 0:
+        raise ConfigError("page-out-after must be 0 (never) or more seconds")
+    if settings.swap_file_mb is not None and settings.swap_file_mb < 0:
+        raise ConfigError("swap file must be 0 (none) or more MB")
     if settings.build_concurrency < 1:
         raise ConfigError("build concurrency must be at least 1")
     if settings.https_port is not None:

@@ -150,6 +150,12 @@ def test_the_tier_a_deployment_wakes_from_and_its_idle_memory() -> None:
     }
     assert wake_summary(dormant).startswith("template tier, ~15 ms")
     assert idle_memory(dormant).startswith("12.3 MiB (PSS")
+    paged = {**dormant, "tier": "paged", "expected_wake_ms": 31.0, "idle_pss_kb": 1_536}
+    assert wake_summary(paged).startswith("paged tier, ~31 ms")
+    assert idle_memory({**paged, "idle_swap_kb": 30_720}) == (
+        "1.5 MiB (PSS: its template, and its share of the project's shared one); "
+        "30.0 MiB paged out to swap"
+    )
     deep = {"tier": "none", "wake_path": "template", "expected_wake_ms": 412.0, "idle_pss_kb": 0}
     assert wake_summary(deep).startswith("deep tier, ~412 ms")
     assert idle_memory(deep) == "none (nothing resident)"

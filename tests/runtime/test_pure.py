@@ -11,14 +11,17 @@ from phemeral.runtime.idle import (
     DEFAULT_WAKE_MS,
     WAKE_SAMPLES,
     DormantTemplate,
+    PageCandidate,
     WarmCandidate,
     expected_wake_ms,
     is_idle,
     sweep_interval,
     templates_to_evict,
+    templates_to_page_out,
     templates_to_warm,
 )
 from phemeral.runtime.loglines import LineSplitter, RateLimiter, dropped_marker, split_long
+from phemeral.runtime.paging import swap_file_size_mb
 
 
 def test_lines_are_split_on_newlines_and_partial_lines_wait() -> None:
@@ -242,16 +245,44 @@ def test_a_use_in_the_future_counts_as_now() -> None:
     assert templates_to_warm(candidates, budget_kb=10, now=100.0) == ["now", "skewed"]
 
 
+def test_templates_unused_long_enough_are_paged_out_once_per_use_oldest_first() -> None:
+    candidates = [
+        PageCandidate("fresh", last_used=950.0, paged_at=None),  # unused 50 s
+        PageCandidate("old", last_used=100.0, paged_at=None),
+        PageCandidate("older", last_used=50.0, paged_at=None),
+        PageCandidate("paged", last_used=200.0, paged_at=500.0),  # nothing since: stays as is
+        PageCandidate("used-since", last_used=600.0, paged_at=500.0),
+        PageCandidate("skewed", last_used=5000.0, paged_at=None),  # a clock step: now
+    ]
+    assert templates_to_page_out(candidates, now=1000.0, after=300.0, limit=8) == [
+        "older",
+        "old",
+        "used-since",
+    ]
+    assert templates_to_page_out(candidates, now=1000.0, after=300.0, limit=2) == ["older", "old"]
+    assert templates_to_page_out(candidates, now=1000.0, after=0.0, limit=8) == []  # never
+    assert templates_to_page_out(candidates, now=1000.0, after=30.0, limit=8)[-1] == "fresh"
+
+
+def test_the_swap_file_is_a_quarter_of_memory_within_the_disk_and_8_gib() -> None:
+    gib = 1024 * 1024  # kB
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=80 * gib) == 6 * 1024
+    assert swap_file_size_mb(mem_total_kb=128 * gib, disk_free_kb=800 * gib) == 8 * 1024
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=20 * gib) == 2048
+    assert swap_file_size_mb(mem_total_kb=512 * 1024, disk_free_kb=80 * gib) == 0  # too small
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=1 * gib) == 0
+
+
 def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None:
     own = subprocess.Popen(["sleep", "30"])
     shared = subprocess.Popen(["sleep", "30"])
     try:
-        figures = {own.pid: (3000, 1000), shared.pid: (8000, 6000)}
+        figures = {own.pid: (3000, 1000, 500), shared.pid: (8000, 6000, 0)}
         reads: list[int] = []
 
-        def read(pid: int) -> tuple[int, int]:
+        def read(pid: int) -> tuple[int, int, int]:
             reads.append(pid)
-            return figures.get(pid, (0, 0))
+            return figures.get(pid, (0, 0, 0))
 
         kept = {
             "a": Kept(None, own.pid, True, "project:lock", None, shared.pid, (), 2),
@@ -259,7 +290,7 @@ def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None
             "solo": Kept(None, own.pid),
         }
         costs = measure(kept, read)
-        assert costs["a"] == IdleCost(3000, 1000, 8000, 2)
+        assert costs["a"] == IdleCost(3000, 1000, 8000, 2, own_swap_kb=500)
         assert costs["a"].pss_kb == 3000 + 4000
         assert costs["b"].pss_kb == 4000  # its own processes are gone: its share only
         assert costs["solo"].pss_kb == 3000

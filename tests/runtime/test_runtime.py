@@ -15,7 +15,7 @@ import pytest
 
 from phemeral.errors import BootFailed, Unavailable
 from phemeral.models import Upstream
-from phemeral.runtime import procs
+from phemeral.runtime import paging, procs
 from phemeral.runtime.idle import DEFAULT_WAKE_MS
 from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
@@ -534,7 +534,9 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
         return time.monotonic() + offset[0]
 
     async def main() -> None:
-        runtime = Runtime(replace(settings, warm_budget_mb=1024), sink, clock=clock)
+        runtime = Runtime(
+            replace(settings, warm_budget_mb=1024, page_out_after=0), sink, clock=clock
+        )
         await runtime.start()
         try:
             for release in releases:  # used in this order: lru3 is the most recent
@@ -584,6 +586,74 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
             assert (await request(runtime, "lru1"))[0] == 200
         finally:
             await runtime.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="swap and process_madvise need root")
+def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path / "app", "paged-1", "fastapi")
+    offset = [0.0]  # the runtime's clock, moved forward by hand
+
+    def clock() -> float:
+        return time.monotonic() + offset[0]
+
+    async def main() -> None:
+        # The host's swap if it has some, else a small swap file of the test's own.
+        swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
+        assert paging.swap_free_kb() > 0, "no swap to page out to"
+        runtime = Runtime(
+            replace(settings, page_out_after=300.0), sink, clock=clock, share_templates=False
+        )
+        await runtime.start()
+        try:
+            runtime.register(release, idle_timeout=0.05)
+            status, body = await request(runtime, "paged-1")
+            assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
+            await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
+            await runtime.sweep()
+            resident = runtime.instances("paged-1")
+            assert (resident.tier, resident.idle_swap_kb) == ("template", 0)
+            assert resident.idle_pss_kb > 10 * 1024
+            offset[0] += 200  # unused for less than page_out_after: stays resident
+            await runtime.sweep()
+            assert runtime.instances("paged-1").tier == "template"
+            offset[0] += 200
+            await runtime.sweep()  # pages it out
+            await runtime.sweep()  # measures what stays resident
+            paged = runtime.instances("paged-1")
+            assert (paged.tier, paged.state) == ("paged", "dormant")
+            assert paged.idle_pss_kb < resident.idle_pss_kb / 3
+            assert paged.idle_swap_kb > 5 * 1024
+            assert paged.expected_wake_ms == DEFAULT_WAKE_MS["paged"]
+            # The wake forks the same template: its child reads back what it touches.
+            status, body = await request(runtime, "paged-1")
+            assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
+            assert len(runtime._wakes["paged"]) == 1
+            await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
+            await runtime.sweep()
+            assert runtime.instances("paged-1").tier == "paged"  # the template was not read back
+            said = "template paged out to swap"
+            await wait_until(
+                lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 1
+            )
+            before = runtime._deployments["paged-1"].paged_at
+            await runtime.sweep()  # not used for page_out_after since: not paged out again
+            assert runtime._deployments["paged-1"].paged_at == before
+            offset[0] += 400  # used since it was paged out: paged out again, once
+            before = runtime._deployments["paged-1"].paged_at
+            await runtime.sweep()
+            assert runtime._deployments["paged-1"].paged_at > before
+            await wait_until(
+                lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 2
+            )
+        finally:
+            await runtime.close()
+            if swap is not None:
+                paging.release_swap_file(swap)
 
     asyncio.run(main())
 

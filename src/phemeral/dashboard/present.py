@@ -147,6 +147,11 @@ def wake_summary(instances: object) -> str:
         )
     if tier == "template":
         return f"template tier{about} (a pre-loaded template forks the server)"
+    if tier == "paged":
+        return (
+            f"paged tier{about} (the pre-loaded template, its memory paged out to swap after a "
+            "long idle, forks the server)"
+        )
     return f"deep tier{about} (nothing resident: the template loads first)"
 
 
@@ -156,12 +161,17 @@ def idle_memory(instances: object) -> str:
         return "unknown"
     if instances.get("tier") == "running":
         return "— (running)"
-    if instances.get("tier") != "template":
+    tier = instances.get("tier")
+    if tier not in ("template", "paged"):
         return "none (nothing resident)"
     kb = instances.get("idle_pss_kb")
     if not isinstance(kb, int) or kb <= 0:
         return "not measured yet"
-    return f"{kb / 1024:.1f} MiB (PSS: its template, and its share of the project's shared one)"
+    text = f"{kb / 1024:.1f} MiB (PSS: its template, and its share of the project's shared one)"
+    swap = instances.get("idle_swap_kb")
+    if tier == "paged" and isinstance(swap, int) and swap > 0:
+        text += f"; {swap / 1024:.1f} MiB paged out to swap"
+    return text
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ async def run_dataplane(settings: Settings) -> None:
     from phemeral.dataplane.logrelay import LogRelay
     from phemeral.dataplane.registry import ReleaseRegistry
     from phemeral.router import serve_router
+    from phemeral.runtime import paging
     from phemeral.runtime.supervisor import Runtime
     from phemeral.secrets import SecretBox
 
@@ -143,6 +144,7 @@ async def run_dataplane(settings: Settings) -> None:
     children: list[Child] = []
     handed_over = asyncio.Event()
     successor: handover.HandoverServer | None = None
+    swap: Path | None = None  # the data dir's swap file, when this process turned it on
     try:
         snapshot = routes_file.load(data_dir)
         if snapshot is None or snapshot.base_domain != settings.base_domain:
@@ -189,6 +191,10 @@ async def run_dataplane(settings: Settings) -> None:
                     predecessor.stop()
                     await predecessor.exited()  # one control plane per data dir
                 runtime.warm_templates(current)  # background, most recently used first
+                if settings.page_out_after > 0:  # the paged tier writes to swap
+                    swap = await asyncio.to_thread(
+                        paging.ensure_swap_file, data_dir, settings.swap_file_mb
+                    )
                 extras = asyncio.create_task(
                     runtime.run_processes([r for r in known if r.deployment_id in current])
                 )
@@ -225,6 +231,8 @@ async def run_dataplane(settings: Settings) -> None:
             # (`stop_timeout`). On SIGTERM nothing serves until this process exited and the
             # next one started: they get `STOP_GRACE`.
             await runtime.close(None if handed_over.is_set() else STOP_GRACE)
+            if swap is not None and not handed_over.is_set():  # a successor goes on using it
+                await asyncio.to_thread(paging.release_swap_file, swap)
     except BaseException:
         if predecessor is not None:
             predecessor.abandon()  # before `stop`: the old one goes on serving

@@ -72,11 +72,21 @@ class DeploymentRuntime:
     shared_key: str | None = None  # the shared framework template it was forked from
     template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # load vs drop
     needs_refresh: bool = False  # its template predates the shared template's learned preload
+    # The paged tier (`paging`): the template whose memory was paged out, and when (runtime
+    # clock). A template of its own loaded since is not paged out.
+    paged_template: TemplateProcess | None = None
+    paged_at: float = 0.0
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
     # Each server imports the app after the fork (what the app's import opens must not be
     # shared); ``app_modules`` are what its import pulled in, for the template to preload.
     import_per_server: bool = False
     app_modules: list[str] = field(default_factory=list)
+
+    @property
+    def paged(self) -> bool:
+        """Its dormant template's memory is paged out (`paging`)."""
+        template = self.template
+        return template is not None and template.alive and template is self.paged_template
 
 
 class Supervision:

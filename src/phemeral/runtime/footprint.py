@@ -17,7 +17,9 @@ Today a dormant deployment on the template tier keeps:
 
 PSS already splits each page among the processes that map it (a fork's pages still shared
 with its template count half in each), so adding PSS never counts a page twice. Network
-namespaces keep no process. The deep tier keeps nothing.
+namespaces keep no process. The deep tier keeps nothing. On the paged tier (`paging`) the
+same processes keep most of their memory in swap: PSS counts what stays resident, and the swap
+they hold is reported apart (``own_swap_kb``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from phemeral.runtime import procs
 from phemeral.runtime.deployment import DeploymentRuntime
 from phemeral.runtime.sharing import SharedTemplates
 
-MemoryReader = Callable[[int], tuple[int, int]]  # pid -> (PSS kB, USS kB)
+MemoryReader = Callable[[int], tuple[int, int, int]]  # pid -> (PSS, USS, swap PSS) kB
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class IdleCost:
     own_uss_kb: int  # the memory only it holds (what stopping it would free at least)
     shared_pss_kb: int = 0  # the whole shared template's PSS
     shared_by: int = 1
+    own_swap_kb: int = 0  # paged out to swap (`paging`): not resident, read back on a wake
 
     @property
     def pss_kb(self) -> int:
@@ -85,46 +88,58 @@ def kept(dep: DeploymentRuntime, sharing: SharedTemplates) -> Kept | None:
     )
 
 
-def measure(kept_by: dict[str, Kept], read: MemoryReader = procs.pss_uss_kb) -> dict[str, IdleCost]:
-    """The idle cost of each deployment (blocking: reads ``/proc``; a shared template is read
-    once however many of its deployments are measured)."""
-    parents: dict[int, int] | None = None
+def own_pids(k: Kept, finder: _Pids | None = None) -> list[int]:
+    """The processes a deployment keeps alone (blocking: may walk ``/proc``)."""
+    if k.own_only:
+        return [k.own_root] if k.own_root else []
+    return (finder or _Pids()).of(k.own_cgroup, k.own_root)
 
-    def tree(root: int | None, skip: Iterable[int] = ()) -> list[int]:
-        nonlocal parents
+
+class _Pids:
+    """Finds a template's processes: its cgroup's, else its process tree (``/proc`` read once)."""
+
+    def __init__(self) -> None:
+        self.parents: dict[int, int] | None = None
+
+    def tree(self, root: int | None, skip: Iterable[int] = ()) -> list[int]:
         if root is None:
             return []
-        if parents is None:
-            parents = procs.parent_map()
+        if self.parents is None:
+            self.parents = procs.parent_map()
         excluded = set()
         for pid in skip:
-            excluded.update([pid, *procs.descendants(pid, parents)])
-        return [p for p in [root, *procs.descendants(root, parents)] if p not in excluded]
+            excluded.update([pid, *procs.descendants(pid, self.parents)])
+        return [p for p in [root, *procs.descendants(root, self.parents)] if p not in excluded]
 
-    def pids(
-        cgroup: sandbox.Cgroup | None, root: int | None, skip: Iterable[int] = ()
+    def of(
+        self, cgroup: sandbox.Cgroup | None, root: int | None, skip: Iterable[int] = ()
     ) -> list[int]:
         if cgroup is not None:
             found = cgroup.pids()
             if found or root is None:
                 return found
-        return tree(root, skip)
+        return self.tree(root, skip)
 
+
+def measure(kept_by: dict[str, Kept], read: MemoryReader = procs.memory_kb) -> dict[str, IdleCost]:
+    """The idle cost of each deployment (blocking: reads ``/proc``; a shared template is read
+    once however many of its deployments are measured)."""
+    finder = _Pids()
     shared_pss: dict[str, int] = {}
     out: dict[str, IdleCost] = {}
     for did, k in kept_by.items():
-        mine = [k.own_root] if k.own_only and k.own_root else pids(k.own_cgroup, k.own_root)
-        own = [read(pid) for pid in mine]
+        own = [read(pid) for pid in own_pids(k, finder)]
         pss = 0
         if k.shared_key is not None:
             if k.shared_key not in shared_pss:
-                members = pids(k.shared_cgroup, k.shared_root, k.shared_forks)
+                members = finder.of(k.shared_cgroup, k.shared_root, k.shared_forks)
                 shared_pss[k.shared_key] = sum(read(pid)[0] for pid in members)
             pss = shared_pss[k.shared_key]
         out[did] = IdleCost(
-            sum(p for p, _ in own),
-            sum(u for _, u in own),
+            sum(p for p, _, _ in own),
+            sum(u for _, u, _ in own),
             pss,
             k.shared_by if k.shared_key is not None else 1,
+            sum(w for _, _, w in own),
         )
     return out

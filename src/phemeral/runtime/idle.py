@@ -50,6 +50,33 @@ def templates_to_evict(
     return evict
 
 
+@dataclass(frozen=True)
+class PageCandidate:
+    """A dormant template that keeps its memory resident, or was used since it was paged out."""
+
+    deployment_id: str
+    last_used: float  # as for `DormantTemplate`
+    paged_at: float | None  # when its memory was last paged out (runtime clock); None: never
+
+
+def templates_to_page_out(
+    candidates: Iterable[PageCandidate], now: float, after: float, limit: int
+) -> list[str]:
+    """Dormant templates whose memory to page out now (the paged tier), least recently used
+    first, at most ``limit``: those unused for ``after`` s and not paged out since their last
+    use. ``after`` ≤ 0 pages nothing out. A use in the future of ``now`` counts as now."""
+    if after <= 0 or limit <= 0:
+        return []
+    due = [
+        c
+        for c in candidates
+        if now - min(c.last_used, now) >= after
+        and (c.paged_at is None or c.paged_at < min(c.last_used, now))
+    ]
+    due.sort(key=lambda c: (min(c.last_used, now), c.deployment_id))
+    return [c.deployment_id for c in due[:limit]]
+
+
 def sweep_interval(idle_timeouts: Iterable[float], ceiling: float = 1.0) -> float:
     """How often to look: a quarter of the shortest timeout, at most ``ceiling`` s."""
     shortest = min(idle_timeouts, default=ceiling * 4)
@@ -104,9 +131,9 @@ def templates_to_warm(candidates: Iterable[WarmCandidate], budget_kb: int, now: 
 
 # What a wake takes before the runtime measured any (ms, from the request for a wake to the end
 # of the first answer after it; quiet-machine first-byte figures of `bench/wake.py`, hello-world
-# apps): from a dormant template, from nothing resident (the template loads first), a command
-# run as given.
-DEFAULT_WAKE_MS = {"template": 15.0, "deep": 400.0, "command": 400.0}
+# apps): from a dormant template, from one paged out to swap, from nothing resident (the
+# template loads first), a command run as given.
+DEFAULT_WAKE_MS = {"template": 15.0, "paged": 40.0, "deep": 400.0, "command": 400.0}
 WAKE_SAMPLES = 50  # the last wakes of a kind that the estimate looks at
 
 

@@ -82,20 +82,23 @@ def tree_uss_kb(pid: int) -> int:
     return sum(uss_kb(p) for p in [pid, *descendants(pid)])
 
 
-def pss_uss_kb(pid: int) -> tuple[int, int]:
-    """Proportional set size (each shared page split among the processes mapping it) and
-    unique set size, in kB, from one read of ``smaps_rollup``; (0, 0) if the process is gone."""
+def memory_kb(pid: int) -> tuple[int, int, int]:
+    """Proportional set size (each shared page split among the processes mapping it), unique
+    set size and swapped-out PSS (``SwapPss``: swap shared with forks split the same way), in
+    kB, from one read of ``smaps_rollup``; (0, 0, 0) if the process is gone."""
     try:
         text = (PROC / str(pid) / "smaps_rollup").read_text()
     except OSError:
-        return 0, 0
-    pss = uss = 0
+        return 0, 0, 0
+    pss = uss = swap = 0
     for line in text.splitlines():
         if line.startswith("Pss:"):
             pss = int(line.split()[1])
         elif line.startswith(("Private_Clean:", "Private_Dirty:")):
             uss += int(line.split()[1])
-    return pss, uss
+        elif line.startswith("SwapPss:"):
+            swap = int(line.split()[1])
+    return pss, uss, swap
 
 
 def _meminfo_kb(field: str) -> int | None:

@@ -6,6 +6,9 @@ Tiers of a deployment while scaled to zero (``InstanceState.tier``):
   the app's sandbox) has imported and warmed the app and built its server configuration. A
   wake binds a listening socket here, passes it over the control socket, and the template
   forks the server(s) onto it: requests wait in the kernel backlog, none is refused.
+- ``paged``: the same dormant template, its memory paged out to swap after
+  ``Settings.page_out_after`` s unused (`paging`). A wake forks it the same way; the child
+  reads back from swap the pages its first requests touch (tens of ms).
 - ``none`` (deep tier): nothing resident. A wake launches the template first (imports take
   hundreds of ms), then forks as above. Age alone never drops a template to this tier: the
   sweep drops the least recently used dormant templates when together they keep more than the
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
-from phemeral.runtime import procs, runs
+from phemeral.runtime import paging, procs, runs
 from phemeral.runtime.app_template import AppTemplates
 from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import may_start, retry_after
@@ -50,18 +53,20 @@ from phemeral.runtime.bootcheck import answer_note, probe_http, uses_django
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.deployment import DeploymentRuntime, Supervision
-from phemeral.runtime.footprint import IdleCost, Kept, kept, measure
+from phemeral.runtime.footprint import IdleCost, Kept, kept, measure, own_pids
 from phemeral.runtime.idle import (
     DEFAULT_SHARED_KB,
     DEFAULT_TEMPLATE_KB,
     DEFAULT_WAKE_MS,
     WAKE_SAMPLES,
     DormantTemplate,
+    PageCandidate,
     WarmCandidate,
     expected_wake_ms,
     is_idle,
     sweep_interval,
     templates_to_evict,
+    templates_to_page_out,
     templates_to_warm,
 )
 from phemeral.runtime.instances import Instances
@@ -78,6 +83,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again after this many s
 SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
+PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
 # A wake's time runs to the end of the first request answered after it; longer than this (s),
 # the request was not the one that woke it (a boot check's wake, say): not a sample.
 WAKE_ANSWER_LIMIT = 60.0
@@ -296,7 +302,7 @@ class Runtime:
         if dep.instance is not None:
             tier = "running"
         elif template_alive:
-            tier = "template"
+            tier = "paged" if dep.paged else "template"
         else:
             tier = "none"
         state = dep.state
@@ -310,12 +316,14 @@ class Runtime:
             if template_alive and sample is not None and sample.template is dep.template
             else None
         )
+        dormant = tier in ("template", "paged")
         return InstanceState(
             instances=1 if dep.instance is not None and not dep.instance.stopping else 0,
             state=state,  # type: ignore[arg-type]
             tier=tier,  # type: ignore[arg-type]
-            idle_memory_kb=cost.own_uss_kb if cost is not None and tier == "template" else 0,
-            idle_pss_kb=cost.pss_kb if cost is not None and tier == "template" else 0,
+            idle_memory_kb=cost.own_uss_kb if cost is not None and dormant else 0,
+            idle_pss_kb=cost.pss_kb if cost is not None and dormant else 0,
+            idle_swap_kb=cost.own_swap_kb if cost is not None and dormant else 0,
             expected_wake_ms=None if tier == "running" else self.expected_wake_ms(dep),
             last_wake_at=dep.last_wake_at,
             last_wake_ms=dep.last_wake_ms,
@@ -326,11 +334,14 @@ class Runtime:
         )
 
     def wake_kind(self, dep: DeploymentRuntime) -> str:
-        """How its next wake starts: ``template`` (a dormant template forks), ``deep`` (the
-        template loads first) or ``command`` (the start command runs as given)."""
+        """How its next wake starts: ``template`` (a dormant template forks), ``paged`` (one
+        paged out to swap forks), ``deep`` (the template loads first) or ``command`` (the start
+        command runs as given)."""
         if dep.server is None:
             return "command"
-        return "template" if dep.template is not None and dep.template.alive else "deep"
+        if dep.template is None or not dep.template.alive:
+            return "deep"
+        return "paged" if dep.paged else "template"
 
     def expected_wake_ms(self, dep: DeploymentRuntime) -> float:
         """The median of the recent wakes of its kind, platform-wide (a default before any)."""
@@ -529,6 +540,7 @@ class Runtime:
         except Exception:
             log.exception("could not measure or save what dormant deployments keep")
         await self._evict(now)
+        await self._page_out(now)
 
     def _dormant(self) -> list[DeploymentRuntime]:
         return [d for d in self._deployments.values() if is_dormant(d)]
@@ -632,6 +644,38 @@ class Runtime:
                 )
                 await self._templates.drop(dep)
                 self._samples.pop(deployment_id, None)
+
+    async def _page_out(self, now: float) -> None:
+        """Page out the memory of the templates unused for ``page_out_after`` s (`paging`)."""
+        after = self.settings.page_out_after
+        if after <= 0:
+            return
+        candidates = []
+        for dep in self._dormant():
+            if dep.shared_key is not None:
+                continue  # forked from a shared template: it gets one of its own first
+            paged_at = dep.paged_at if dep.paged else None
+            did = dep.release.deployment_id
+            candidates.append(PageCandidate(did, self._last_used(dep, now), paged_at))
+        due = templates_to_page_out(candidates, now, after, PAGE_OUTS_PER_SWEEP)
+        if due and await asyncio.to_thread(paging.swap_free_kb) > 0:
+            for deployment_id in due:
+                await self.page_out_template(deployment_id)
+
+    async def page_out_template(self, deployment_id: str) -> int:
+        """Page out a dormant template's memory now (what ``page_out_after`` does); the bytes
+        the kernel went over (0: not dormant, or no swap takes anonymous pages)."""
+        dep = self._get(deployment_id)
+        found = kept(dep, self._sharing) if is_dormant(dep) else None
+        if found is None or dep.template is None:
+            return 0
+        template = dep.template
+        done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
+        if dep.template is template and template.alive:
+            dep.paged_template, dep.paged_at = template, self.clock()
+            self._samples.pop(deployment_id, None)  # measured again: what stays resident
+            self._sup.system(dep, "template paged out to swap (paged tier): a wake reads it back")
+        return done
 
     async def drop_template(self, deployment_id: str) -> None:
         """Force the deep tier now (what the template budget or memory pressure would do)."""

@@ -200,6 +200,7 @@ def deployment_view(
             "last_wake_ms": state.last_wake_ms,
             "idle_memory_kb": state.idle_memory_kb,
             "idle_pss_kb": state.idle_pss_kb,
+            "idle_swap_kb": state.idle_swap_kb,
             "expected_wake_ms": state.expected_wake_ms,
             "restarts": state.restarts,
             "last_exit": state.last_exit,
