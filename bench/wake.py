@@ -15,7 +15,9 @@ serves them; this process is the client, so client and platform do not share an 
 
 For each deployment and run: scale it to zero (stop the instance; the template stays dormant),
 then time one ``GET /`` through the router from ``connect`` to the first response byte.
-Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero state) and
+Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero state),
+``paged`` (``--paged-runs``: that template paged out to swap before each wake, as after
+``page_out_after``; needs swap: the host's, or a swap file this bench turns on for its run) and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
 template; each forks its own per-deployment template from it (the app imported and warmed).
@@ -45,6 +47,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -134,11 +137,24 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
     while line := (await reader.readline()).decode().strip():
         op, did = line.split()
         dep = runtime._deployments[did]
-        if op in ("idle", "deep"):
+        if op in ("idle", "deep", "paged"):
             await runtime._stop_instance(dep, "bench")
             if op == "deep":
                 await runtime.drop_template(did)
             reply: dict[str, object] = {"ok": True}
+            if op == "paged":
+                # What page_out_after leaves: a template of its own (as `_collapse` gives a
+                # dormant deployment), paged out. A new one each time: the pages an earlier
+                # wake read back linger in the swap cache, and each sample must read from swap.
+                await runtime.drop_template(did)
+                templates = runtime._templates
+                templates.share = False
+                try:
+                    async with dep.template_lock:
+                        await templates.load(dep)
+                finally:
+                    templates.share = True
+                reply["paged_bytes"] = await runtime.page_out_template(did)
         else:
             await runtime.sweep()  # measures what a dormant deployment keeps (cached figures)
             state = runtime.instances(did)
@@ -147,11 +163,31 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                 "tier": state.tier,
                 "wake_path": state.wake_path,
                 "idle_memory_kb": state.idle_memory_kb,
+                "idle_pss_kb": state.idle_pss_kb,
+                "idle_swap_kb": state.idle_swap_kb,
                 "shared_kb": shared[0]["memory_kb"] if shared else 0,
             }
         print(json.dumps(reply), flush=True)
     await router.close()
     await runtime.close()
+
+
+def turn_on_swap() -> None:
+    """The paged tier needs swap: the host's, else a swap file for this run (root)."""
+    from phemeral.runtime import paging
+
+    if paging.swap_free_kb():
+        return
+    folder = Path(tempfile.mkdtemp(prefix="phemeral-wake-swap-"))
+    swap = paging.ensure_swap_file(folder, 1024)
+    if swap is None:
+        raise SystemExit("--paged-runs needs swap (as root this bench turns on a swap file)")
+
+    def off() -> None:
+        paging.release_swap_file(swap)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(off)
 
 
 # -- contention -------------------------------------------------------------------------------
@@ -382,6 +418,12 @@ def main() -> None:
         help="e.g. fastapi,flask (procfile: the declared gunicorn command)",
     )
     parser.add_argument(
+        "--paged-runs",
+        type=int,
+        default=0,
+        help="wakes from the paged tier (the template paged out to swap before each)",
+    )
+    parser.add_argument(
         "--read-only-app-dir",
         action="store_true",
         help="no writable overlay of the app directory per instance (to measure its cost)",
@@ -411,6 +453,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit stops the burners
     with tempfile.TemporaryDirectory(prefix="phemeral-wake-") as tmp:
         Path(tmp).chmod(0o755)
+        if args.paged_runs:
+            turn_on_swap()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         procs: dict[str, subprocess.Popen[str]] = {}
         ports: dict[str, int] = {}
@@ -470,15 +514,18 @@ def main() -> None:
         plan = [(f"{s}-hello", "template", args.runs) for s in stacks]
         if "procfile" in args.stacks.split(","):
             plan.append(("procfile-gunicorn", "template", args.runs))
+        if args.paged_runs:
+            plan += [(f"{s}-hello", "paged", args.paged_runs) for s in stacks]
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
         memory: dict[str, dict[str, object]] = {}
+        paged_memory: dict[str, dict[str, object]] = {}
         for did, tier, runs in plan:
             samples: dict[str, list[float]] = {n: [] for n in networks}
             for _ in range(runs + 2):
                 for network in networks:  # interleaved: both see the same machine load
-                    call(network, "deep" if tier == "deep" else "idle", did)
+                    call(network, tier if tier in ("deep", "paged") else "idle", did)
                     time.sleep(0.05)
                     samples[network].append(first_byte_ms(ports[network], f"{did}.{BASE}"))
             for network in networks:
@@ -486,6 +533,9 @@ def main() -> None:
                     call(network, "idle", did)
                     time.sleep(1.0)  # a first deployment re-forks its template after learning
                     memory[f"{did} ({network})"] = call(network, "state", did)
+                if tier == "paged":
+                    call(network, "paged", did)
+                    paged_memory[f"{did} ({network})"] = call(network, "state", did)
                 rows.append((did, tier, network, samples[network][2:]))  # two warm-up wakes
         for proc in procs.values():
             assert proc.stdin is not None
@@ -515,6 +565,12 @@ def main() -> None:
         own = int(state["idle_memory_kb"]) / 1024  # type: ignore[call-overload]
         shared = int(state["shared_kb"]) / 1024  # type: ignore[call-overload]
         print(f"  {did:<28} {own:>8.1f} MiB {shared:>32.1f} MiB  {state.get('wake_path')}")
+    if paged_memory:
+        print("\nwhat a deployment keeps on the paged tier (its own template, paged out):")
+        for did, state in paged_memory.items():
+            pss = int(state["idle_pss_kb"]) / 1024  # type: ignore[call-overload]
+            swap = int(state["idle_swap_kb"]) / 1024  # type: ignore[call-overload]
+            print(f"  {did:<28} {pss:>6.1f} MiB resident (PSS), {swap:>6.1f} MiB in swap")
     print("  deep tier: 0 MiB (nothing resident)")
 
 
