@@ -46,7 +46,11 @@ At N also:
   number of deployments on the template tier unchanged for 10 s, or 300 s; then ``--settle``
   s): one wake per project, the warmed ones and the rest apart (warming stops at
   ``warm_budget_mb``);
-- **after forcing the longest idle tier**: a restart with ``PHEMERAL_WARM_BUDGET_MB=0``, so
+- **the longest idle tier while memory and swap last**: every template paged out to swap
+  (``--page-out-after``, default 20 s here, 300 s in the platform; the swap file sized for N
+  unless the host has swap): memory per project (resident PSS, and what is in swap), then one
+  wake per project;
+- **after forcing the deep tier**: a restart with ``PHEMERAL_WARM_BUDGET_MB=0``, so
   nothing is warmed and nothing is resident: the deep tier. The runtime keeps dormant templates
   at any age within that memory budget (least recently used dropped first, and under memory
   pressure); a budget of 0 is the setting under which it keeps none, so this is the state every
@@ -156,6 +160,7 @@ def memory(serve_pid: int) -> dict[str, int]:
     apps = [p for p in subtree(serve_pid, tree) if p not in platform]
     return {
         "apps_pss": sum(rollup_kb(p, "Pss") for p in apps),
+        "apps_swap": sum(rollup_kb(p, "SwapPss") for p in apps),
         "apps_rss": sum(rollup_kb(p, "Rss") for p in apps),
         "apps_processes": len(apps),
         "control_rss": sum(rollup_kb(p, "Rss") for p in control),
@@ -215,7 +220,14 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float =
 
 
 def all_dormant(api: httpx.Client, ids: list[str]) -> bool:
-    return all(s == ("dormant", "template") for s in states(api, ids).values())
+    return all(s in DORMANT for s in states(api, ids).values())
+
+
+DORMANT = {("dormant", "template"), ("dormant", "paged")}
+
+
+def all_paged(api: httpx.Client, ids: list[str]) -> bool:
+    return all(s == ("dormant", "paged") for s in states(api, ids).values())
 
 
 def all_projects(api: httpx.Client) -> list[dict[str, Any]]:
@@ -392,9 +404,15 @@ class Fleet:
         assert self.platform.proc is not None
         mem = memory(self.platform.proc.pid)
         n = len(self.ids)
+        with self.api() as api:
+            census: dict[str, int] = {}
+            for _, tier in states(api, self.ids).values():
+                census[tier] = census.get(tier, 0) + 1
+        tiers = ", ".join(f"{count} {tier}" for tier, count in sorted(census.items()))
         self.results.append(
-            f"memory at zero ({label}), per project: PSS {mem['apps_pss'] / n / 1024:.1f} MiB "
-            f"(RSS {mem['apps_rss'] / n / 1024:.1f} MiB; {mem['apps_processes']} processes, "
+            f"memory at zero ({label}; tiers: {tiers}), per project: resident PSS "
+            f"{mem['apps_pss'] / n / 1024:.1f} MiB, in swap {mem['apps_swap'] / n / 1024:.1f} "
+            f"MiB (RSS {mem['apps_rss'] / n / 1024:.1f} MiB; {mem['apps_processes']} processes, "
             f"total PSS {mem['apps_pss'] / 1024:.0f} MiB for {n} projects; {load()})"
         )
         self.results.append(
@@ -446,12 +464,13 @@ def seed_cache(data_dir: Path, seed_uid: int, uid: int) -> None:
 
 
 def settle_warming(fleet: Fleet, timeout: float = 300.0) -> tuple[int, float]:
-    """Wait until the number of deployments on the template tier stops changing for 10 s."""
+    """Wait until the number of deployments with a template (resident or paged out) stops
+    changing for 10 s."""
     started = time.monotonic()
     last, since = -1, time.monotonic()
     with fleet.api() as api:
         while time.monotonic() - started < timeout:
-            warm = sum(t == ("dormant", "template") for t in states(api, fleet.ids).values())
+            warm = sum(t in DORMANT for t in states(api, fleet.ids).values())
             if warm != last:
                 last, since = warm, time.monotonic()
             elif warm == len(fleet.ids) or time.monotonic() - since > 10:
@@ -477,6 +496,15 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=10.0, help="s to wait after warming, before waking"
     )
+    parser.add_argument(
+        "--page-out-after",
+        type=float,
+        default=20.0,
+        help="s unused before a dormant template is paged out (the platform's default is 300)",
+    )
+    parser.add_argument(
+        "--swap-file-mb", type=int, default=0, help="default: 1 GiB + 48 MiB per project"
+    )
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
@@ -484,7 +512,12 @@ def main() -> None:
     tmp.chmod(0o755)
     data_dir = args.data_dir or tmp / "data"
     serve_args = ["--idle-timeout", str(args.idle_timeout)]
-    env = {"PHEMERAL_BUILD_CONCURRENCY": str(args.build_concurrency)}
+    env = {
+        "PHEMERAL_BUILD_CONCURRENCY": str(args.build_concurrency),
+        "PHEMERAL_PAGE_OUT_AFTER": str(args.page_out_after),
+        # the paged tier's swap file (unless the host has swap): ~35 MiB per paged template
+        "PHEMERAL_SWAP_FILE_MB": str(args.swap_file_mb or 1024 + 48 * args.projects),
+    }
     fleet = Fleet(Platform(data_dir, args=serve_args, env=env), args)
     started = time.monotonic()
     try:
@@ -505,6 +538,20 @@ def main() -> None:
         else:
             time.sleep(3)
             fleet.memory_figures("after deploy")
+
+        with fleet.api() as api:
+            took = wait_for(
+                "every template paged out",
+                lambda: all_paged(api, fleet.ids),
+                args.page_out_after + 60 + len(fleet.ids),
+                1.0,
+            )
+        fleet.results.append(
+            f"-- longest idle while memory and swap last: all {len(fleet.ids)} paged out "
+            f"{took:.0f} s after their last wakes (page_out_after {args.page_out_after:.0f} s)"
+        )
+        fleet.memory_figures("paged tier")
+        fleet.wake_each("wake from the paged tier", by_tier=True)
 
         took = fleet.restart()
         warmed, settle = settle_warming(fleet)

@@ -88,8 +88,8 @@ class Settings:
     # tier: a wake reads back what it touches, tens of ms); 0: never.
     page_out_after: float = 300.0
     # The swap the paged tier writes to: the host's when it has some; else `phemeral serve`
-    # (as root) turns on a swap file of this size in the data dir. None: a quarter of memory,
-    # at most 8 GiB and a tenth of the free disk; 0: none (no paged tier without host swap).
+    # (as root) turns on a swap file of this size in the data dir. None: twice the memory, at
+    # most a quarter of the free disk; 0: none (no paged tier without host swap).
     swap_file_mb: int | None = None
 
     @property

@@ -264,13 +264,12 @@ def test_templates_unused_long_enough_are_paged_out_once_per_use_oldest_first() 
     assert templates_to_page_out(candidates, now=1000.0, after=30.0, limit=8)[-1] == "fresh"
 
 
-def test_the_swap_file_is_a_quarter_of_memory_within_the_disk_and_8_gib() -> None:
+def test_the_swap_file_is_twice_the_memory_within_a_quarter_of_the_free_disk() -> None:
     gib = 1024 * 1024  # kB
-    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=80 * gib) == 6 * 1024
-    assert swap_file_size_mb(mem_total_kb=128 * gib, disk_free_kb=800 * gib) == 8 * 1024
-    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=20 * gib) == 2048
-    assert swap_file_size_mb(mem_total_kb=512 * 1024, disk_free_kb=80 * gib) == 0  # too small
-    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=1 * gib) == 0
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=80 * gib) == 20 * 1024
+    assert swap_file_size_mb(mem_total_kb=4 * gib, disk_free_kb=800 * gib) == 8 * 1024
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=512 * 1024) == 0  # too small
+    assert swap_file_size_mb(mem_total_kb=100 * 1024, disk_free_kb=80 * gib) == 0
 
 
 def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None:
