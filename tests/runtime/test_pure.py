@@ -254,14 +254,29 @@ def test_templates_unused_long_enough_are_paged_out_once_per_use_oldest_first() 
         PageCandidate("used-since", last_used=600.0, paged_at=500.0),
         PageCandidate("skewed", last_used=5000.0, paged_at=None),  # a clock step: now
     ]
-    assert templates_to_page_out(candidates, now=1000.0, after=300.0, limit=8) == [
-        "older",
-        "old",
-        "used-since",
+    swap = 10**9
+
+    def due(after: float, limit: int = 8) -> list[str]:
+        return templates_to_page_out(candidates, 1000.0, after, limit, swap).deployment_ids
+
+    assert due(300.0) == ["older", "old", "used-since"]
+    assert due(300.0, limit=2) == ["older", "old"]
+    assert due(0.0) == []  # never
+    assert due(30.0)[-1] == "fresh"
+
+
+def test_templates_stay_resident_when_swap_would_not_hold_them() -> None:
+    candidates = [
+        PageCandidate("a", last_used=0.0, paged_at=None, memory_kb=30_000),
+        PageCandidate("b", last_used=1.0, paged_at=None, memory_kb=30_000),
+        PageCandidate("c", last_used=2.0, paged_at=None, memory_kb=30_000),
     ]
-    assert templates_to_page_out(candidates, now=1000.0, after=300.0, limit=2) == ["older", "old"]
-    assert templates_to_page_out(candidates, now=1000.0, after=0.0, limit=8) == []  # never
-    assert templates_to_page_out(candidates, now=1000.0, after=30.0, limit=8)[-1] == "fresh"
+    plan = templates_to_page_out(candidates, 1000.0, 300.0, 8, swap_free_kb=100_000)
+    assert (plan.deployment_ids, plan.swap_short) == (["a", "b", "c"], False)
+    plan = templates_to_page_out(candidates, 1000.0, 300.0, 8, 100_000, reserve_kb=20_000)
+    assert (plan.deployment_ids, plan.swap_short) == (["a", "b"], True)
+    plan = templates_to_page_out(candidates, 1000.0, 300.0, 8, swap_free_kb=0)
+    assert (plan.deployment_ids, plan.swap_short) == ([], True)
 
 
 def test_the_swap_file_is_twice_the_memory_within_a_quarter_of_the_free_disk() -> None:

@@ -57,16 +57,29 @@ class PageCandidate:
     deployment_id: str
     last_used: float  # as for `DormantTemplate`
     paged_at: float | None  # when its memory was last paged out (runtime clock); None: never
+    memory_kb: int = 0  # what it keeps resident (PSS), so about what paging it out writes
+
+
+@dataclass(frozen=True)
+class PageOut:
+    deployment_ids: list[str]  # to page out now, in this order
+    swap_short: bool = False  # some that are due stay resident: swap would not hold them
 
 
 def templates_to_page_out(
-    candidates: Iterable[PageCandidate], now: float, after: float, limit: int
-) -> list[str]:
+    candidates: Iterable[PageCandidate],
+    now: float,
+    after: float,
+    limit: int,
+    swap_free_kb: int,
+    reserve_kb: int = 0,
+) -> PageOut:
     """Dormant templates whose memory to page out now (the paged tier), least recently used
     first, at most ``limit``: those unused for ``after`` s and not paged out since their last
-    use. ``after`` ≤ 0 pages nothing out. A use in the future of ``now`` counts as now."""
+    use, while ``swap_free_kb`` less ``reserve_kb`` holds their memory. ``after`` ≤ 0 pages
+    nothing out. A use in the future of ``now`` counts as now."""
     if after <= 0 or limit <= 0:
-        return []
+        return PageOut([])
     due = [
         c
         for c in candidates
@@ -74,7 +87,14 @@ def templates_to_page_out(
         and (c.paged_at is None or c.paged_at < min(c.last_used, now))
     ]
     due.sort(key=lambda c: (min(c.last_used, now), c.deployment_id))
-    return [c.deployment_id for c in due[:limit]]
+    room = swap_free_kb - reserve_kb
+    chosen: list[str] = []
+    for candidate in due[:limit]:
+        if candidate.memory_kb > room:
+            return PageOut(chosen, swap_short=True)
+        room -= max(0, candidate.memory_kb)
+        chosen.append(candidate.deployment_id)
+    return PageOut(chosen)
 
 
 def sweep_interval(idle_timeouts: Iterable[float], ceiling: float = 1.0) -> float:

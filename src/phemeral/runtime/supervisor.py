@@ -84,6 +84,7 @@ log = logging.getLogger(__name__)
 SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again after this many s
 SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
 PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
+SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
 # A wake's time runs to the end of the first request answered after it; longer than this (s),
 # the request was not the one that woke it (a boot check's wake, say): not a sample.
 WAKE_ANSWER_LIMIT = 60.0
@@ -168,6 +169,7 @@ class Runtime:
         # a wake whose first answer is awaited: (kind, when it started: time.perf_counter())
         self._answer_awaited: dict[str, tuple[str, float]] = {}
         self.template_budget_kb = template_budget_kb(settings)
+        self._swap_full_logged = False
 
     @property
     def _shared(self) -> dict[str, SharedTemplate]:
@@ -655,16 +657,28 @@ class Runtime:
             if dep.shared_key is not None:
                 continue  # forked from a shared template: it gets one of its own first
             paged_at = dep.paged_at if dep.paged else None
-            did = dep.release.deployment_id
-            candidates.append(PageCandidate(did, self._last_used(dep, now), paged_at))
-        due = templates_to_page_out(candidates, now, after, PAGE_OUTS_PER_SWEEP)
-        if due and await asyncio.to_thread(paging.swap_free_kb) > 0:
-            for deployment_id in due:
-                await self.page_out_template(deployment_id)
+            did, last_used = dep.release.deployment_id, self._last_used(dep, now)
+            # what paging it out writes, about: its PSS as last measured
+            estimate = self._idle_estimate_kb(dep)
+            candidates.append(PageCandidate(did, last_used, paged_at, estimate))
+        if not candidates:
+            return
+        free_kb = await asyncio.to_thread(paging.swap_free_kb)
+        plan = templates_to_page_out(
+            candidates, now, after, PAGE_OUTS_PER_SWEEP, free_kb, SWAP_RESERVE_KB
+        )
+        if plan.swap_short and free_kb > 0 and not self._swap_full_logged:
+            self._swap_full_logged = True
+            log.warning(
+                "swap is full: dormant templates stay resident (the template budget and "
+                "memory pressure still apply); PHEMERAL_SWAP_FILE_MB sets its size"
+            )
+        for deployment_id in plan.deployment_ids:
+            await self.page_out_template(deployment_id)
 
     async def page_out_template(self, deployment_id: str) -> int:
         """Page out a dormant template's memory now (what ``page_out_after`` does); the bytes
-        the kernel went over (0: not dormant, or no swap takes anonymous pages)."""
+        the kernel went over (0: not dormant). Without free swap only file pages can go."""
         dep = self._get(deployment_id)
         found = kept(dep, self._sharing) if is_dormant(dep) else None
         if found is None or dep.template is None:
