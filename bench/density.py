@@ -158,7 +158,12 @@ def memory(serve_pid: int) -> dict[str, int]:
             routers.append(child)
     platform = {serve_pid, *control, *routers}
     apps = [p for p in subtree(serve_pid, tree) if p not in platform]
+    swap_cached = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("SwapCached:"):
+            swap_cached = int(line.split()[1])
     return {
+        "swap_cached": swap_cached,  # pages in swap and still in memory (host-wide)
         "apps_pss": sum(rollup_kb(p, "Pss") for p in apps),
         "apps_swap": sum(rollup_kb(p, "SwapPss") for p in apps),
         "apps_rss": sum(rollup_kb(p, "Rss") for p in apps),
@@ -420,7 +425,8 @@ class Fleet:
             f"memory at zero ({label}; tiers: {tiers}), per project: resident PSS "
             f"{mem['apps_pss'] / n / 1024:.1f} MiB, in swap {mem['apps_swap'] / n / 1024:.1f} "
             f"MiB (RSS {mem['apps_rss'] / n / 1024:.1f} MiB; {mem['apps_processes']} processes, "
-            f"total PSS {mem['apps_pss'] / 1024:.0f} MiB for {n} projects; {load()})"
+            f"total PSS {mem['apps_pss'] / 1024:.0f} MiB for {n} projects; host swap cache "
+            f"{mem['swap_cached'] / 1024:.0f} MiB; {load()})"
         )
         self.results.append(
             f"control plane RSS {mem['control_rss'] / 1024:.0f} MiB; "

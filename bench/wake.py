@@ -155,6 +155,10 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                 finally:
                     templates.share = True
                 reply["paged_bytes"] = await runtime.page_out_template(did)
+                # What the sweep does once the writes are done: the pages leave memory (no
+                # copy stays in the swap cache), so the wake reads them from the swap device.
+                await asyncio.sleep(1.2)
+                await runtime.reclaim_paged()
         else:
             await runtime.sweep()  # measures what a dormant deployment keeps (cached figures)
             state = runtime.instances(did)

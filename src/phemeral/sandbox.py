@@ -451,6 +451,9 @@ class Cgroup:
             else:
                 self._write("memory", "memory.limit_in_bytes", limit)
                 self._write("memory", "memory.memsw.limit_in_bytes", limit, optional=True)
+                # Its own limit never pushes it to swap (an OOM kill, as without swap); the
+                # paged tier's explicit page-out still does (`runtime.paging`).
+                self._write("memory", "memory.swappiness", "0", optional=True)
         if pids_max is not None:
             self._write("pids", "pids.max", str(pids_max))
         if cpu_quota is not None:
@@ -510,6 +513,39 @@ class Cgroup:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.02)
+
+    def allow_swap(self) -> None:
+        """Let the paged tier write its pages to swap (v2: ``memory.swap.max``, 0 since
+        `create`, up to the memory limit; v1 charges swap with memory already)."""
+        if self.v2:
+            limit = self._read("memory", "memory.max")
+            self._write("memory", "memory.swap.max", limit or "max", optional=True)
+
+    def reclaim(self) -> None:
+        """Ask the kernel to reclaim what this cgroup holds: after a page-out, the swap cache
+        (pages already written to swap stay in memory until reclaimed) and page cache."""
+        if self.v2:
+            current = self._read("memory", "memory.current")
+            if current:
+                self._write("memory", "memory.reclaim", current, optional=True)
+        else:  # with swappiness 0 (`create`) reclaim would not look at swap-cache pages
+            self._write("memory", "memory.swappiness", "100", optional=True)
+            try:
+                self._write("memory", "memory.force_empty", "0", optional=True)
+            finally:
+                self._write("memory", "memory.swappiness", "0", optional=True)
+
+    def memory_kb(self) -> int | None:
+        """What this cgroup holds in memory (kB; swap cache and page cache charged to it
+        included, swap not), or None without a memory controller."""
+        raw = self._read("memory", "memory.current" if self.v2 else "memory.usage_in_bytes")
+        return int(raw) // 1024 if raw and raw.isdigit() else None
+
+    def _read(self, controller: str, name: str) -> str | None:
+        try:
+            return (self._dir(controller) / name).read_text().strip()
+        except OSError:
+            return None
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process here for exceeding the memory limit."""

@@ -230,9 +230,11 @@ async def run_dataplane(settings: Settings) -> None:
             # After a handover our apps have no clients left to serve: they stop gracefully
             # (`stop_timeout`). On SIGTERM nothing serves until this process exited and the
             # next one started: they get `STOP_GRACE`.
-            await runtime.close(None if handed_over.is_set() else STOP_GRACE)
-            if swap is not None and not handed_over.is_set():  # a successor goes on using it
-                await asyncio.to_thread(paging.release_swap_file, swap)
+            try:
+                await runtime.close(None if handed_over.is_set() else STOP_GRACE)
+            finally:
+                if swap is not None and not handed_over.is_set():  # a successor keeps it on
+                    await asyncio.to_thread(paging.release_swap_file, swap)
     except BaseException:
         if predecessor is not None:
             predecessor.abandon()  # before `stop`: the old one goes on serving

@@ -76,6 +76,9 @@ class DeploymentRuntime:
     # clock). A template of its own loaded since is not paged out.
     paged_template: TemplateProcess | None = None
     paged_at: float = 0.0
+    # Pages written to swap stay in memory (the swap cache) until reclaimed: its cgroup is
+    # asked to, once the writes are done (``time.monotonic()`` of the page-out; None: done).
+    paged_reclaim_due: float | None = None
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
     # Each server imports the app after the fork (what the app's import opens must not be
     # shared); ``app_modules`` are what its import pulled in, for the template to preload.

@@ -85,6 +85,7 @@ SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again aft
 SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
 PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
 SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
+PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap cache is freed
 # A wake's time runs to the end of the first request answered after it; longer than this (s),
 # the request was not the one that woke it (a boot check's wake, say): not a sample.
 WAKE_ANSWER_LIMIT = 60.0
@@ -652,6 +653,7 @@ class Runtime:
         after = self.settings.page_out_after
         if after <= 0:
             return
+        await self._reclaim_paged()
         candidates = []
         for dep in self._dormant():
             if dep.shared_key is not None:
@@ -676,6 +678,26 @@ class Runtime:
         for deployment_id in plan.deployment_ids:
             await self.page_out_template(deployment_id)
 
+    async def _reclaim_paged(self) -> None:
+        """Free the swap cache of templates paged out a moment ago: their pages are written
+        (their cgroup reclaims them: no copy stays in memory). Not while one runs."""
+        now = time.monotonic()
+        for dep in self._dormant():
+            due = dep.paged_reclaim_due
+            if due is None or now < due or not dep.paged or dep.cgroup is None:
+                continue
+            dep.paged_reclaim_due = None
+            if dep.shared_key is None:  # its cgroup holds its own template alone
+                await asyncio.to_thread(dep.cgroup.reclaim)
+                self._samples.pop(dep.release.deployment_id, None)
+
+    async def reclaim_paged(self) -> None:
+        """Reclaim now what templates paged out keep in the swap cache (bench, tests)."""
+        for dep in self._dormant():
+            if dep.paged_reclaim_due is not None:
+                dep.paged_reclaim_due = 0.0
+        await self._reclaim_paged()
+
     async def page_out_template(self, deployment_id: str) -> int:
         """Page out a dormant template's memory now (what ``page_out_after`` does); the bytes
         the kernel went over (0: not dormant). Without free swap only file pages can go."""
@@ -684,9 +706,12 @@ class Runtime:
         if found is None or dep.template is None:
             return 0
         template = dep.template
+        if found.own_cgroup is not None:
+            await asyncio.to_thread(found.own_cgroup.allow_swap)
         done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
         if dep.template is template and template.alive:
             dep.paged_template, dep.paged_at = template, self.clock()
+            dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
             self._samples.pop(deployment_id, None)  # measured again: what stays resident
             self._sup.system(dep, "template paged out to swap (paged tier): a wake reads it back")
         return done
