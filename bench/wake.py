@@ -16,8 +16,10 @@ serves them; this process is the client, so client and platform do not share an 
 For each deployment and run: scale it to zero (stop the instance; the template stays dormant),
 then time one ``GET /`` through the router from ``connect`` to the first response byte.
 Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero state),
-``paged`` (``--paged-runs``: that template paged out to swap before each wake, as after
-``page_out_after``; needs swap: the host's, or a swap file this bench turns on for its run) and
+``paged`` (``--paged-runs``: a fresh template of its own paged out to swap before each wake,
+as after ``page_out_after``, then the same template paged out again after each wake: it keeps
+the hot set its last fork touched; needs swap: the host's, or a swap file this bench turns on
+for its run) and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
 template; each forks its own per-deployment template from it (the app imported and warmed).
@@ -137,7 +139,13 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
     while line := (await reader.readline()).decode().strip():
         op, did = line.split()
         dep = runtime._deployments[did]
-        if op in ("idle", "deep", "paged"):
+        if op == "repage":  # the same template paged out again: it keeps its hot set
+            await runtime._stop_instance(dep, "bench")
+            await runtime.page_out_template(did)
+            await asyncio.sleep(1.2)
+            await runtime.reclaim_paged()
+            reply = {"hot_kb": sum(n for _, n in dep.hot_set) // 1024}
+        elif op in ("idle", "deep", "paged"):
             await runtime._stop_instance(dep, "bench")
             if op == "deep":
                 await runtime.drop_template(did)
@@ -520,16 +528,21 @@ def main() -> None:
             plan.append(("procfile-gunicorn", "template", args.runs))
         if args.paged_runs:
             plan += [(f"{s}-hello", "paged", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "paged, hot set", args.paged_runs) for s in stacks]
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
         memory: dict[str, dict[str, object]] = {}
         paged_memory: dict[str, dict[str, object]] = {}
+        hot_kb: list[int] = []
         for did, tier, runs in plan:
             samples: dict[str, list[float]] = {n: [] for n in networks}
             for _ in range(runs + 2):
                 for network in networks:  # interleaved: both see the same machine load
-                    call(network, tier if tier in ("deep", "paged") else "idle", did)
+                    op = {"deep": "deep", "paged": "paged", "paged, hot set": "repage"}
+                    reply = call(network, op.get(tier, "idle"), did)
+                    if "hot_kb" in reply:
+                        hot_kb.append(int(reply["hot_kb"]))  # type: ignore[call-overload]
                     time.sleep(0.05)
                     samples[network].append(first_byte_ms(ports[network], f"{did}.{BASE}"))
             for network in networks:
@@ -537,8 +550,8 @@ def main() -> None:
                     call(network, "idle", did)
                     time.sleep(1.0)  # a first deployment re-forks its template after learning
                     memory[f"{did} ({network})"] = call(network, "state", did)
-                if tier == "paged":
-                    call(network, "paged", did)
+                if tier == "paged, hot set":
+                    call(network, "repage", did)
                     paged_memory[f"{did} ({network})"] = call(network, "state", did)
                 rows.append((did, tier, network, samples[network][2:]))  # two warm-up wakes
         for proc in procs.values():
@@ -569,8 +582,10 @@ def main() -> None:
         own = int(state["idle_memory_kb"]) / 1024  # type: ignore[call-overload]
         shared = int(state["shared_kb"]) / 1024  # type: ignore[call-overload]
         print(f"  {did:<28} {own:>8.1f} MiB {shared:>32.1f} MiB  {state.get('wake_path')}")
+    if hot_kb:
+        print(f"\nhot sets kept resident: median {statistics.median(hot_kb) / 1024:.1f} MiB")
     if paged_memory:
-        print("\nwhat a deployment keeps on the paged tier (its own template, paged out):")
+        print("\nwhat a deployment keeps on the paged tier (its hot set resident):")
         for did, state in paged_memory.items():
             pss = int(state["idle_pss_kb"]) / 1024  # type: ignore[call-overload]
             swap = int(state["idle_swap_kb"]) / 1024  # type: ignore[call-overload]

@@ -87,6 +87,10 @@ class Settings:
     # A dormant template unused this long (s) has its memory paged out to swap (the paged
     # tier: a wake reads back what it touches, tens of ms); 0: never.
     page_out_after: float = 300.0
+    # What a paged template keeps resident (MB at most): the pages its last fork touched (the
+    # hot set), so a wake starts as from a resident template; 0: all of it paged out (least
+    # memory, a slower wake: the template's memory is read back first).
+    hot_set_mb: int = 12
     # The swap the paged tier writes to: the host's when it has some; else `phemeral serve`
     # (as root) turns on a swap file of this size in the data dir. None: twice the memory, at
     # most a quarter of the free disk; 0: none (no paged tier without host swap).
@@ -156,6 +160,7 @@ _CASTS: dict[str, Any] = {
     "network": str,
     "warm_budget_mb": int,
     "page_out_after": float,
+    "hot_set_mb": int,
     "swap_file_mb": int,
 }
 
@@ -238,6 +243,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("warm budget must be 0 (no dormant templates) or more MB")
     if settings.page_out_after < 0:
         raise ConfigError("page-out-after must be 0 (never) or more seconds")
+    if settings.hot_set_mb < 0:
+        raise ConfigError("hot set must be 0 (page out everything) or more MB")
     if settings.swap_file_mb is not None and settings.swap_file_mb < 0:
         raise ConfigError("swap file must be 0 (none) or more MB")
     if settings.build_concurrency < 1:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import os
 import subprocess
 
+from phemeral.runtime import paging
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.footprint import IdleCost, Kept, measure
@@ -285,6 +289,28 @@ def test_the_swap_file_is_twice_the_memory_within_a_quarter_of_the_free_disk() -
     assert swap_file_size_mb(mem_total_kb=4 * gib, disk_free_kb=800 * gib) == 8 * 1024
     assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=512 * 1024) == 0  # too small
     assert swap_file_size_mb(mem_total_kb=100 * 1024, disk_free_kb=80 * gib) == 0
+
+
+def test_the_pages_a_process_holds_are_found_as_ranges_and_merged() -> None:
+    size = 64 * paging.PAGE
+    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        for page in (0, 1, 2, 10, 63):
+            area[page * paging.PAGE] = 1
+        start = ctypes.addressof(ctypes.c_char.from_buffer(area))
+        found = [
+            (
+                (max(a, start) - start) // paging.PAGE,
+                (min(a + n, start + size) - max(a, start)) // paging.PAGE,
+            )
+            for a, n in paging.present_ranges(os.getpid())
+            if a < start + size and a + n > start
+        ]
+        assert found == [(0, 3), (10, 1), (63, 1)]
+        assert paging.swapped_within(os.getpid(), [(start, size)]) == []  # nothing in swap
+    finally:
+        area.close()
+    assert paging.merge([(30, 1), (0, 10), (5, 10), (15, 5)]) == [(0, 20), (30, 1)]
 
 
 def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None:

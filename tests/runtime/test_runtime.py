@@ -650,12 +650,25 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
             await runtime.sweep()  # not used for page_out_after since: not paged out again
             assert runtime._deployments["paged-1"].paged_at == before
             offset[0] += 400  # used since it was paged out: paged out again, once
-            before = runtime._deployments["paged-1"].paged_at
+            dep = runtime._deployments["paged-1"]
+            # Its fork's touched pages became the template's hot set (learned at its stop).
+            hot = sum(n for _, n in dep.hot_set)
+            assert dep.hot_template is dep.template and 1 << 20 < hot <= 12 << 20, hot
+            before = dep.paged_at
             await runtime.sweep()
-            assert runtime._deployments["paged-1"].paged_at > before
+            assert dep.paged_at > before
             await wait_until(
                 lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 2
             )
+            if cgroup is not None:  # reclaimed, then the hot set read back in and mapped
+                await asyncio.sleep(1.1)
+                await runtime.sweep()
+                await runtime.sweep()
+                again = runtime.instances("paged-1")
+                assert again.tier == "paged"
+                assert paged.idle_pss_kb + hot // 2048 < again.idle_pss_kb < resident.idle_pss_kb
+            status, body = await request(runtime, "paged-1")
+            assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
         finally:
             await runtime.close()
             if swap is not None:

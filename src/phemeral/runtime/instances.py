@@ -12,9 +12,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from phemeral import sandbox
 from phemeral.errors import BootFailed, PhemeralError, RuntimeFailure
 from phemeral.models import Upstream
-from phemeral.runtime import procs
+from phemeral.runtime import paging, procs
 from phemeral.runtime.app_template import AppTemplates
 from phemeral.runtime.backoff import record_crash, retry_after
 from phemeral.runtime.deployment import DeploymentRuntime, Instance, Supervision
@@ -303,6 +304,9 @@ class Instances:
         dep.draining.append(instance)
         dep.state = "stopping"
         sup.system(dep, f"stopping instance {instance.id} ({reason})")
+        paged = dep.paged and instance.template is dep.template
+        if paged and dep.cgroup is not None and sup.settings.hot_set_mb > 0:
+            await self._learn_hot_set(dep, dep.cgroup, instance)
         await self._signal(instance, signal.SIGTERM)
         if instance.exited is not None:
             try:
@@ -322,6 +326,32 @@ class Instances:
                 sup.background(self.templates.refresh(dep))
         else:
             sup.records.remove(dep.release.deployment_id)
+
+    async def _learn_hot_set(
+        self, dep: DeploymentRuntime, cgroup: sandbox.Cgroup, instance: Instance
+    ) -> None:
+        """Before an instance forked from a paged template stops: the pages its servers
+        touched (read back from swap, or copied) are the hot set of that template, kept
+        unless larger than ``Settings.hot_set_mb`` (a busy instance touches most of the heap:
+        then the template is paged out whole)."""
+        template = dep.template
+
+        def learn() -> tuple[list[tuple[int, int]], int | None]:
+            found: list[tuple[int, int]] = []
+            parent = None
+            for pid in cgroup.pids():
+                if procs.ns_pid(pid) in instance.pids:
+                    found += paging.present_ranges(pid)
+                    fields = procs.stat_fields(pid)
+                    parent = int(fields[1]) if fields and len(fields) > 1 else parent
+            return paging.merge(found), parent
+
+        hot, parent = await asyncio.to_thread(learn)
+        size = sum(length for _, length in hot)
+        if parent is None or not hot or size > self.sup.settings.hot_set_mb * 1024 * 1024:
+            dep.hot_set, dep.hot_template, dep.hot_pid = [], None, None
+            return
+        dep.hot_set, dep.hot_template, dep.hot_pid = hot, template, parent
 
     async def _signal(self, instance: Instance, sig: int) -> None:
         if instance.pids and instance.template is not None:

@@ -680,12 +680,20 @@ class Runtime:
         for deployment_id in plan.deployment_ids:
             await self.page_out_template(deployment_id)
 
+    @staticmethod
+    def _hot_set(dep: DeploymentRuntime) -> tuple[int, list[tuple[int, int]]] | None:
+        """The hot set learned for its current template, and that template's host pid."""
+        if dep.hot_set and dep.hot_pid and dep.hot_template is dep.template:
+            return dep.hot_pid, dep.hot_set
+        return None
+
     async def _wake_paged(self, dep: DeploymentRuntime) -> Upstream:
-        """Wake from a paged template: its memory's reads are submitted first, in one batch
-        (`paging.read_back`, ms), so the template and its fork wait on reads in flight
-        instead of asking for their pages one fault at a time (a 3× faster wake)."""
+        """Wake from a paged template. Without a hot set in memory (its first wake since it
+        was paged out, or ``hot_set_mb`` 0) the reads of its whole memory are submitted first,
+        in one batch (`paging.read_back`, ms): the template and its fork then wait on reads
+        in flight instead of asking for their pages one fault at a time (2-3× faster)."""
         found = kept(dep, self._sharing)
-        if found is not None:
+        if found is not None and self._hot_set(dep) is None:  # else what it needs is in
             try:
                 await asyncio.to_thread(
                     lambda: sum(paging.read_back(pid) for pid in own_pids(found))
@@ -705,6 +713,10 @@ class Runtime:
             dep.paged_reclaim_due = None
             if dep.shared_key is None:  # its cgroup holds its own template alone
                 await asyncio.to_thread(dep.cgroup.reclaim)
+                hot = self._hot_set(dep)
+                if hot is not None:  # what its forks touch: back in, and mapped
+                    pid, ranges = hot
+                    await asyncio.to_thread(paging.bring_in, pid, ranges)
                 self._samples.pop(dep.release.deployment_id, None)
 
     async def reclaim_paged(self) -> None:
