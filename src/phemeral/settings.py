@@ -92,8 +92,8 @@ class Settings:
     # memory, a slower wake: the template's memory is read back first).
     hot_set_mb: int = 12
     # The swap the paged tier writes to: the host's when it has some; else `phemeral serve`
-    # (as root) turns on a swap file of this size in the data dir. None: twice the memory, at
-    # most a quarter of the free disk; 0: none (no paged tier without host swap).
+    # (as root) turns on a swap file of this size in the data dir. None: half the memory, at
+    # most an eighth of the free disk; 0: none (no paged tier without host swap).
     swap_file_mb: int | None = None
 
     @property

@@ -283,12 +283,12 @@ def test_templates_stay_resident_when_swap_would_not_hold_them() -> None:
     assert (plan.deployment_ids, plan.swap_short) == ([], True)
 
 
-def test_the_swap_file_is_twice_the_memory_within_a_quarter_of_the_free_disk() -> None:
+def test_the_swap_file_is_half_the_memory_within_an_eighth_of_the_free_disk() -> None:
     gib = 1024 * 1024  # kB
-    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=80 * gib) == 20 * 1024
-    assert swap_file_size_mb(mem_total_kb=4 * gib, disk_free_kb=800 * gib) == 8 * 1024
-    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=512 * 1024) == 0  # too small
-    assert swap_file_size_mb(mem_total_kb=100 * 1024, disk_free_kb=80 * gib) == 0
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=80 * gib) == 10 * 1024
+    assert swap_file_size_mb(mem_total_kb=8 * gib, disk_free_kb=800 * gib) == 4 * 1024
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=2 * gib) == 0  # too small
+    assert swap_file_size_mb(mem_total_kb=400 * 1024, disk_free_kb=80 * gib) == 0
 
 
 def test_the_pages_a_process_holds_are_found_as_ranges_and_merged() -> None:

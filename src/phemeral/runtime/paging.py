@@ -246,10 +246,11 @@ def active_swaps() -> list[Path]:
 
 
 def swap_file_size_mb(mem_total_kb: int, disk_free_kb: int) -> int:
-    """The size of the swap file made when none is set: twice the memory, at most a quarter of
-    the free disk (a paged template keeps 25-35 MiB there: 24 GiB of memory and 80 GiB free
-    give 20 GiB, about 600 paged templates); 0 (none) under `MIN_SWAP_MB`."""
-    size = min(mem_total_kb * 2, disk_free_kb // 4) // 1024
+    """The size of the swap file made when none is set: half the memory, at most an eighth of
+    the free disk (a paged template keeps 17-35 MiB there: 24 GiB of memory and 80 GiB free
+    give 10 GiB, about 300 paged templates; past that, templates stay resident); 0 (none)
+    under `MIN_SWAP_MB`."""
+    size = min(mem_total_kb // 2, disk_free_kb // 8) // 1024
     return size if size >= MIN_SWAP_MB else 0
 
 
