@@ -287,7 +287,7 @@ def test_the_swap_file_is_half_the_memory_within_an_eighth_of_the_free_disk() ->
     gib = 1024 * 1024  # kB
     assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=80 * gib) == 10 * 1024
     assert swap_file_size_mb(mem_total_kb=8 * gib, disk_free_kb=800 * gib) == 4 * 1024
-    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=2 * gib) == 0  # too small
+    assert swap_file_size_mb(mem_total_kb=24 * gib, disk_free_kb=1 * gib) == 0  # too small
     assert swap_file_size_mb(mem_total_kb=400 * 1024, disk_free_kb=80 * gib) == 0
 
 
