@@ -2,11 +2,15 @@
 
 A template long unused (``Settings.page_out_after``) is asked to give up its pages with
 ``process_madvise(MADV_PAGEOUT)`` over every mapping of every process it keeps (`footprint`):
-its anonymous memory goes to swap, its file pages back to the page cache (dropped there unless
-another process maps them). It stays a live process: a wake forks it as usual, and the child
-reads back from swap only the pages that the first requests touch. Measured here with a
-FastAPI template: 39.5 MiB PSS before, 1.2 MiB after; the first wake 38 ms instead of 19
-(`bench/wake.py --tiers paged`).
+its anonymous memory is written to swap, its file pages go back to the page cache (dropped
+there unless another process maps them). A second later its cgroup reclaims what it still
+holds (`sandbox.Cgroup.reclaim`): written pages would otherwise stay in RAM as swap cache.
+
+It stays a live process and a wake forks it as usual. Without a hot set the runtime first
+submits the reads of its whole memory in one batch (`read_back`); with one (the pages its last
+fork touched, `present_ranges`, read back into it after each page-out by `bring_in`) the fork
+starts with what it needs. Measured here with hello-world templates on a swap file: 34-50 MiB
+resident before, 1.2-3 MiB after (8-11.5 with the hot set); see `bench/wake.py --paged-runs`.
 
 Nothing is paged out without swap. The host's swap is used when it has some; otherwise
 `phemeral serve` (root) turns on a swap file of its own in the data dir
@@ -114,53 +118,29 @@ def present_ranges(pid: int) -> Ranges:
     set), since every other page of its parent's is still in swap."""
     try:
         maps = (PROC / str(pid) / "maps").read_text().splitlines()
-        pagemap = (PROC / str(pid) / "pagemap").open("rb")
     except OSError:
         return []
-    out: Ranges = []
-    with pagemap:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            name = fields[5] if len(fields) > 5 else ""
-            if name and not name.startswith("[heap") and not name.startswith("[stack"):
-                continue  # file pages come back from the page cache: only anonymous ones
-            start_s, _, end_s = fields[0].partition("-")
-            start, end = int(start_s, 16), int(end_s, 16)
-            try:
-                pagemap.seek(start // PAGE * 8)
-                raw = pagemap.read((end - start) // PAGE * 8)
-            except OSError:
-                continue
-            # The top byte of each little-endian entry holds the present bit: one byte per
-            # page, 1 where present, and runs found with bytes.find (C speed, large VMAs).
-            flags = raw[7::8].translate(_PRESENT_BYTE)
-            index = flags.find(1)
-            while index != -1:
-                stop = flags.find(0, index)
-                stop = len(flags) if stop == -1 else stop
-                out.append((start + index * PAGE, (stop - index) * PAGE))
-                index = flags.find(1, stop)
-    return out
-
-
-_PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))
-_SWAPPED_BYTE = bytes(1 if b & 0x40 else 0 for b in range(256))  # bit 62
-
-
-def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
-    """Sorted ranges with the overlapping and adjacent ones joined."""
-    out: Ranges = []
-    for start, length in sorted(ranges):
-        if out and start <= out[-1][0] + out[-1][1]:
-            last_start, last_length = out[-1]
-            out[-1] = (last_start, max(last_length, start + length - last_start))
-        else:
-            out.append((start, length))
-    return out
+    anonymous = []
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        name = fields[5] if len(fields) > 5 else ""
+        if name and not name.startswith(("[heap", "[stack")):
+            continue  # file pages come back from the page cache: only anonymous ones
+        start, _, end = fields[0].partition("-")
+        anonymous.append((int(start, 16), int(end, 16) - int(start, 16)))
+    return _pages(pid, anonymous, _PRESENT_BYTE)
 
 
 def swapped_within(pid: int, ranges: Ranges) -> Ranges:
     """The pages of ``ranges`` that ``pid`` has in swap (``pagemap``)."""
+    return _pages(pid, ranges, _SWAPPED_BYTE)
+
+
+def _pages(pid: int, ranges: Ranges, flag: bytes) -> Ranges:
+    """The runs of pages within ``ranges`` whose ``pagemap`` entry has the bit ``flag`` maps
+    to 1. The top byte of each little-endian entry holds the present (63) and swapped (62)
+    bits: one byte per page, translated to 0/1, and runs found with ``bytes.find`` (C speed,
+    for reserved areas of GBs too)."""
     out: Ranges = []
     try:
         pagemap = (PROC / str(pid) / "pagemap").open("rb")
@@ -173,13 +153,29 @@ def swapped_within(pid: int, ranges: Ranges) -> Ranges:
                 raw = pagemap.read(length // PAGE * 8)
             except OSError:
                 continue
-            flags = raw[7::8].translate(_SWAPPED_BYTE)
+            flags = raw[7::8].translate(flag)
             index = flags.find(1)
             while index != -1:
                 stop = flags.find(0, index)
                 stop = len(flags) if stop == -1 else stop
                 out.append((start + index * PAGE, (stop - index) * PAGE))
                 index = flags.find(1, stop)
+    return out
+
+
+_PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))  # bit 63
+_SWAPPED_BYTE = bytes(1 if b & 0x40 else 0 for b in range(256))  # bit 62
+
+
+def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    """Sorted ranges with the overlapping and adjacent ones joined."""
+    out: Ranges = []
+    for start, length in sorted(ranges):
+        if out and start <= out[-1][0] + out[-1][1]:
+            last_start, last_length = out[-1]
+            out[-1] = (last_start, max(last_length, start + length - last_start))
+        else:
+            out.append((start, length))
     return out
 
 
