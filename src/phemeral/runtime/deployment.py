@@ -85,6 +85,7 @@ class DeploymentRuntime:
     hot_set: list[tuple[int, int]] = field(default_factory=list)
     hot_template: TemplateProcess | None = None
     hot_pid: int | None = None
+    hot_in: bool = False  # read back into the template since its last page-out
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
     # Each server imports the app after the fork (what the app's import opens must not be
     # shared); ``app_modules`` are what its import pulled in, for the template to preload.

@@ -693,7 +693,7 @@ class Runtime:
         in one batch (`paging.read_back`, ms): the template and its fork then wait on reads
         in flight instead of asking for their pages one fault at a time (2-3× faster)."""
         found = kept(dep, self._sharing)
-        if found is not None and self._hot_set(dep) is None:  # else what it needs is in
+        if found is not None and not (dep.hot_in and self._hot_set(dep)):  # else it is in
             try:
                 await asyncio.to_thread(
                     lambda: sum(paging.read_back(pid) for pid in own_pids(found))
@@ -717,6 +717,7 @@ class Runtime:
                 if hot is not None:  # what its forks touch: back in, and mapped
                     pid, ranges = hot
                     await asyncio.to_thread(paging.bring_in, pid, ranges)
+                    dep.hot_in = True
                 self._samples.pop(dep.release.deployment_id, None)
 
     async def reclaim_paged(self) -> None:
@@ -739,6 +740,7 @@ class Runtime:
         done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
         if dep.template is template and template.alive:
             dep.paged_template, dep.paged_at = template, self.clock()
+            dep.hot_in = False
             dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
             self._samples.pop(deployment_id, None)  # measured again: what stays resident
             self._sup.system(dep, "template paged out to swap (paged tier): a wake reads it back")
