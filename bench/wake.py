@@ -18,8 +18,10 @@ then time one ``GET /`` through the router from ``connect`` to the first respons
 Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero state),
 ``paged`` (``--paged-runs``: a fresh template of its own paged out to swap before each wake,
 as after ``page_out_after``, then the same template paged out again after each wake: it keeps
-the hot set its last fork touched; needs swap: the host's, or a swap file this bench turns on
-for its run) and
+the hot set it and its last fork touched, read back in after the page-out ("paged, hot set"),
+or left in swap as past the hot-set budget ("paged, hot set out": the wake submits the reads
+of the hot set alone); needs swap: the host's, or a swap file this bench turns on for its run)
+and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
 template; each forks its own per-deployment template from it (the app imported and warmed).
@@ -136,15 +138,22 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    budget = runtime.hot_set_budget_kb
     while line := (await reader.readline()).decode().strip():
         op, did = line.split()
         dep = runtime._deployments[did]
-        if op == "repage":  # the same template paged out again: it keeps its hot set
+        if op != "state":
+            runtime.hot_set_budget_kb = budget
+        if op in ("repage", "repage-out"):
+            # The same template paged out again: it keeps its hot set, read back within the
+            # hot-set budget; "repage-out": as past the budget, left in swap until the next
+            # wake is done (the runtime's sweep applies the budget too).
             await runtime._stop_instance(dep, "bench")
             await runtime.page_out_template(did)
             await asyncio.sleep(1.2)
+            runtime.hot_set_budget_kb = 0 if op == "repage-out" else budget
             await runtime.reclaim_paged()
-            reply = {"hot_kb": sum(n for _, n in dep.hot_set) // 1024}
+            reply = {"hot_kb": dep.hot_kb, "hot_in": dep.hot_in}
         elif op in ("idle", "deep", "paged"):
             await runtime._stop_instance(dep, "bench")
             if op == "deep":
@@ -529,6 +538,7 @@ def main() -> None:
         if args.paged_runs:
             plan += [(f"{s}-hello", "paged", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "paged, hot set out", args.paged_runs) for s in stacks]
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
@@ -539,7 +549,12 @@ def main() -> None:
             samples: dict[str, list[float]] = {n: [] for n in networks}
             for _ in range(runs + 2):
                 for network in networks:  # interleaved: both see the same machine load
-                    op = {"deep": "deep", "paged": "paged", "paged, hot set": "repage"}
+                    op = {
+                        "deep": "deep",
+                        "paged": "paged",
+                        "paged, hot set": "repage",
+                        "paged, hot set out": "repage-out",
+                    }
                     reply = call(network, op.get(tier, "idle"), did)
                     if "hot_kb" in reply:
                         hot_kb.append(int(reply["hot_kb"]))  # type: ignore[call-overload]
@@ -550,9 +565,10 @@ def main() -> None:
                     call(network, "idle", did)
                     time.sleep(1.0)  # a first deployment re-forks its template after learning
                     memory[f"{did} ({network})"] = call(network, "state", did)
-                if tier == "paged, hot set":
-                    call(network, "repage", did)
-                    paged_memory[f"{did} ({network})"] = call(network, "state", did)
+                if tier in ("paged, hot set", "paged, hot set out"):
+                    call(network, "repage" if tier == "paged, hot set" else "repage-out", did)
+                    kept = "in" if tier == "paged, hot set" else "out"
+                    paged_memory[f"{did} (hot set {kept})"] = call(network, "state", did)
                 rows.append((did, tier, network, samples[network][2:]))  # two warm-up wakes
         for proc in procs.values():
             assert proc.stdin is not None
@@ -564,12 +580,12 @@ def main() -> None:
         f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'})"
     )
     print(
-        f"{'deployment':<18} {'tier':<16} {'network':<9} {'n':>3} {'p50':>7} {'p90':>7} "
+        f"{'deployment':<18} {'tier':<18} {'network':<9} {'n':>3} {'p50':>7} {'p90':>7} "
         f"{'p99':>7} {'max':>7}"
     )
     for did, tier, network, samples in rows:
         print(
-            f"{did:<18} {tier:<16} {network:<9} {len(samples):>3} "
+            f"{did:<18} {tier:<18} {network:<9} {len(samples):>3} "
             f"{statistics.median(samples):>7.1f} "
             f"{percentile(samples, 90):>7.1f} {percentile(samples, 99):>7.1f} {max(samples):>7.1f}"
         )
@@ -585,11 +601,14 @@ def main() -> None:
     if hot_kb:
         print(f"\nhot sets kept resident: median {statistics.median(hot_kb) / 1024:.1f} MiB")
     if paged_memory:
-        print("\nwhat a deployment keeps on the paged tier (its hot set resident):")
+        print("\nwhat a deployment keeps on the paged tier:")
         for did, state in paged_memory.items():
             pss = int(state["idle_pss_kb"]) / 1024  # type: ignore[call-overload]
             swap = int(state["idle_swap_kb"]) / 1024  # type: ignore[call-overload]
-            print(f"  {did:<28} {pss:>6.1f} MiB resident (PSS), {swap:>6.1f} MiB in swap")
+            print(
+                f"  {did:<28} {pss:>6.1f} MiB resident (PSS), {swap:>6.1f} MiB in swap"
+                f"  ({state['tier']})"
+            )
     print("  deep tier: 0 MiB (nothing resident)")
 
 

@@ -87,10 +87,14 @@ class Settings:
     # A dormant template unused this long (s) has its memory paged out to swap (the paged
     # tier: a wake reads back what it touches, tens of ms); 0: never.
     page_out_after: float = 300.0
-    # What a paged template keeps resident (MB at most): the pages its last fork touched (the
-    # hot set), so a wake starts as from a resident template; 0: all of it paged out (least
-    # memory, a slower wake: the template's memory is read back first).
+    # What a paged template keeps resident (MB of its own, anonymous pages, at most): the
+    # pages it and its last fork touched (the hot set), so a wake starts as from a resident
+    # template; 0: all of it paged out (least memory, a slower wake: the template's memory is
+    # read back first).
     hot_set_mb: int = 12
+    # What the hot sets of all paged templates keep together (MB): the most recently used
+    # deployments' first. None: a quarter of the host's memory.
+    hot_set_budget_mb: int | None = None
     # The swap the paged tier writes to: the host's when it has some; else `phemeral serve`
     # (as root) turns on a swap file of this size in the data dir. None: half the memory, at
     # most an eighth of the free disk; 0: none (no paged tier without host swap).
@@ -161,6 +165,7 @@ _CASTS: dict[str, Any] = {
     "warm_budget_mb": int,
     "page_out_after": float,
     "hot_set_mb": int,
+    "hot_set_budget_mb": int,
     "swap_file_mb": int,
 }
 
@@ -245,6 +250,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("page-out-after must be 0 (never) or more seconds")
     if settings.hot_set_mb < 0:
         raise ConfigError("hot set must be 0 (page out everything) or more MB")
+    if settings.hot_set_budget_mb is not None and settings.hot_set_budget_mb < 0:
+        raise ConfigError("hot set budget must be 0 (no hot set kept) or more MB")
     if settings.swap_file_mb is not None and settings.swap_file_mb < 0:
         raise ConfigError("swap file must be 0 (none) or more MB")
     if settings.build_concurrency < 1:

@@ -15,9 +15,11 @@ from phemeral.runtime.idle import (
     DEFAULT_WAKE_MS,
     WAKE_SAMPLES,
     DormantTemplate,
+    HotSet,
     PageCandidate,
     WarmCandidate,
     expected_wake_ms,
+    hot_sets_to_keep,
     is_idle,
     sweep_interval,
     templates_to_evict,
@@ -307,10 +309,28 @@ def test_the_pages_a_process_holds_are_found_as_ranges_and_merged() -> None:
             if a < start + size and a + n > start
         ]
         assert found == [(0, 3), (10, 1), (63, 1)]
-        assert paging.swapped_within(os.getpid(), [(start, size)]) == []  # nothing in swap
+        absent = paging.absent_within(os.getpid(), [(start, size)])
+        pages = [((a - start) // paging.PAGE, n // paging.PAGE) for a, n in absent]
+        assert pages == [(3, 7), (11, 52)]  # what a read would bring in
+        assert any(a <= start < a + n for a, n in paging.anonymous(os.getpid()))
     finally:
         area.close()
     assert paging.merge([(30, 1), (0, 10), (5, 10), (15, 5)]) == [(0, 20), (30, 1)]
+    bounds = [(10, 10), (30, 10), (50, 5)]
+    assert paging.within([(0, 15), (18, 15), (41, 3), (45, 20)], bounds) == [
+        (10, 5),
+        (18, 2),
+        (30, 3),
+        (50, 5),
+    ]
+
+
+def test_hot_sets_are_kept_most_recently_used_first_within_the_budget() -> None:
+    hot = [HotSet("old", 10.0, 300), HotSet("new", 30.0, 500), HotSet("mid", 20.0, 400)]
+    assert hot_sets_to_keep(hot, 1200) == {"old", "new", "mid"}
+    assert hot_sets_to_keep(hot, 900) == {"new", "mid"}
+    assert hot_sets_to_keep(hot, 800) == {"new", "old"}  # mid does not fit; the older one does
+    assert hot_sets_to_keep(hot, 0) == set()
 
 
 def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None:

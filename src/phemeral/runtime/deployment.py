@@ -79,12 +79,14 @@ class DeploymentRuntime:
     # Pages written to swap stay in memory (the swap cache) until reclaimed: its cgroup is
     # asked to, once the writes are done (``time.monotonic()`` of the page-out; None: done).
     paged_reclaim_due: float | None = None
-    # The hot set: the pages a fork of the paged template touched (`paging.present_ranges`),
-    # read back into that template (``hot_pid``, host pid) after each page-out so the next fork
-    # starts with them; only for ``hot_template``.
+    # The hot set: the pages the paged template and its fork touched for a wake
+    # (`paging.present_ranges`), read back into that template (``hot_pid``, host pid) after
+    # each page-out so the next fork starts with them, within the hot-set budget; only for
+    # ``hot_template``. ``hot_kb``: its anonymous pages (what keeping it costs).
     hot_set: list[tuple[int, int]] = field(default_factory=list)
     hot_template: TemplateProcess | None = None
     hot_pid: int | None = None
+    hot_kb: int = 0
     hot_in: bool = False  # read back into the template since its last page-out
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
     # Each server imports the app after the fork (what the app's import opens must not be

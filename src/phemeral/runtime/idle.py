@@ -97,6 +97,28 @@ def templates_to_page_out(
     return PageOut(chosen)
 
 
+@dataclass(frozen=True)
+class HotSet:
+    """The hot set of a paged template: what reading it back keeps resident."""
+
+    deployment_id: str
+    last_used: float  # as for `DormantTemplate`
+    size_kb: int  # its anonymous pages (file pages are the page cache's, shared)
+
+
+def hot_sets_to_keep(hot_sets: Iterable[HotSet], budget_kb: int) -> set[str]:
+    """The hot sets paged templates keep resident together within ``budget_kb``: those of the
+    most recently used deployments first; one that does not fit in what is left is passed
+    over (a smaller, older one may still fit)."""
+    keep: set[str] = set()
+    room = budget_kb
+    for hot in sorted(hot_sets, key=lambda h: (-h.last_used, h.deployment_id)):
+        if 0 <= hot.size_kb <= room:
+            keep.add(hot.deployment_id)
+            room -= hot.size_kb
+    return keep
+
+
 def sweep_interval(idle_timeouts: Iterable[float], ceiling: float = 1.0) -> float:
     """How often to look: a quarter of the shortest timeout, at most ``ceiling`` s."""
     shortest = min(idle_timeouts, default=ceiling * 4)

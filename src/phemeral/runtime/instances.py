@@ -330,28 +330,35 @@ class Instances:
     async def _learn_hot_set(
         self, dep: DeploymentRuntime, cgroup: sandbox.Cgroup, instance: Instance
     ) -> None:
-        """Before an instance forked from a paged template stops: the pages its servers
-        touched (read back from swap, or copied) are the hot set of that template, kept
-        unless larger than ``Settings.hot_set_mb`` (a busy instance touches most of the heap:
-        then the template is paged out whole)."""
+        """Before an instance forked from a paged template stops: the pages it and the
+        template touched since the page-out (read back from swap or from their files, or
+        copied) are the hot set of that template, kept unless its anonymous pages pass
+        ``Settings.hot_set_mb`` (a busy instance touches most of the heap: then the template
+        is paged out whole)."""
         template = dep.template
 
-        def learn() -> tuple[list[tuple[int, int]], int | None]:
-            found: list[tuple[int, int]] = []
+        def learn() -> tuple[list[tuple[int, int]], int, int | None]:
             parent = None
             for pid in cgroup.pids():
                 if procs.ns_pid(pid) in instance.pids:
-                    found += paging.present_ranges(pid)
                     fields = procs.stat_fields(pid)
                     parent = int(fields[1]) if fields and len(fields) > 1 else parent
-            return paging.merge(found), parent
+            if parent is None:
+                return [], 0, None
+            # The template's own pages count too: it runs to fork the next instance.
+            found: list[tuple[int, int]] = []
+            for pid in [parent, *procs.descendants(parent)]:
+                found += paging.present_ranges(pid)
+            hot = paging.within(paging.merge(found), paging.mappings(parent))
+            own = paging.within(hot, paging.anonymous(parent))
+            return hot, sum(length for _, length in own), parent
 
-        hot, parent = await asyncio.to_thread(learn)
-        size = sum(length for _, length in hot)
+        hot, size, parent = await asyncio.to_thread(learn)
         if parent is None or not hot or size > self.sup.settings.hot_set_mb * 1024 * 1024:
-            dep.hot_set, dep.hot_template, dep.hot_pid = [], None, None
+            dep.hot_set, dep.hot_template, dep.hot_pid, dep.hot_kb = [], None, None, 0
             return
         dep.hot_set, dep.hot_template, dep.hot_pid = hot, template, parent
+        dep.hot_kb = size // 1024
 
     async def _signal(self, instance: Instance, sig: int) -> None:
         if instance.pids and instance.template is not None:

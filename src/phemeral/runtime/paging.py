@@ -6,11 +6,14 @@ its anonymous memory is written to swap, its file pages go back to the page cach
 there unless another process maps them). A second later its cgroup reclaims what it still
 holds (`sandbox.Cgroup.reclaim`): written pages would otherwise stay in RAM as swap cache.
 
-It stays a live process and a wake forks it as usual. Without a hot set the runtime first
-submits the reads of its whole memory in one batch (`read_back`); with one (the pages its last
-fork touched, `present_ranges`, read back into it after each page-out by `bring_in`) the fork
-starts with what it needs. Measured here with hello-world templates on a swap file: 34-50 MiB
-resident before, 1.2-3 MiB after (8-11.5 with the hot set); see `bench/wake.py --paged-runs`.
+It stays a live process and a wake forks it as usual. The pages the template and its fork
+touched for a wake (`present_ranges`, anonymous and file-backed) become its hot set; after each
+later page-out the hot sets within a budget are read back into their templates (`bring_in`),
+so a fork starts with what it needs and wakes as from a resident template. Without one in
+memory a wake first submits the reads of the hot set, or of the template's whole memory if
+none is known yet, in one batch (`read_back`). Measured here with hello-world templates on a
+swap file: 34-50 MiB resident before, about 1.6 MiB after; 10-14 MiB with the hot set in (its
+anonymous part 8.7-11.2); see `bench/wake.py --paged-runs`.
 
 Nothing is paged out without swap. The host's swap is used when it has some; otherwise
 `phemeral serve` (root) turns on a swap file of its own in the data dir
@@ -19,7 +22,7 @@ it stops without a successor. The file is root's, mode 0600: what apps kept is r
 root only, as their memory is.
 
 This module acts (``/proc``, syscalls, ``mkswap``/``swapon``); what to page out and when is
-decided by `idle.templates_to_page_out`.
+decided by `idle.templates_to_page_out`, which hot sets stay in by `idle.hot_sets_to_keep`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ SPECIAL = ("[vvar", "[vdso", "[vsyscall", "[uprobes")  # not pages of the proces
 SWAP_FILE = "swap"  # in the data dir
 MIN_SWAP_MB = 256
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+Ranges = list[tuple[int, int]]  # (start, length), page-aligned, sorted
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -57,6 +63,12 @@ class _Iovec(ctypes.Structure):
 
 def mappings(pid: int) -> list[tuple[int, int]]:
     """(start, length) of each mapping of ``pid`` that holds its own pages; [] once gone."""
+    return [(start, length) for start, length, _ in _maps(pid)]
+
+
+def _maps(pid: int) -> list[tuple[int, int, str]]:
+    """(start, length, name) of the mappings of ``pid`` (``/proc/PID/maps``), the kernel's
+    special ones (vdso, vvar, ...) left out; [] once gone."""
     try:
         text = (PROC / str(pid) / "maps").read_text()
     except OSError:
@@ -68,30 +80,41 @@ def mappings(pid: int) -> list[tuple[int, int]]:
         if name.startswith(SPECIAL):
             continue
         start, _, end = fields[0].partition("-")
-        out.append((int(start, 16), int(end, 16) - int(start, 16)))
+        out.append((int(start, 16), int(end, 16) - int(start, 16), name))
     return out
 
 
-def page_out_process(pid: int) -> int:
-    """Ask the kernel to write out the pages of ``pid`` (bytes it went over; 0 if the process
-    is gone). Without swap only its clean file pages can go."""
-    return _advise(pid, MADV_PAGEOUT)
+def anonymous(pid: int) -> Ranges:
+    """The mappings of ``pid`` that hold anonymous memory (heap, stack, ``mmap``'d areas):
+    what only it holds, as opposed to pages of files shared through the page cache."""
+    return [(start, length) for start, length, name in _maps(pid) if _is_anonymous(name)]
 
 
-def read_back(pid: int) -> int:
-    """Start reading every page of ``pid`` back from swap (and its files' pages), without
-    waiting: one batch of reads, merged where its swap slots are adjacent (a page-out writes a
-    template's pages together), instead of one read per page its fork touches. Blocking for
-    the submission only (ms); bytes it went over."""
-    return _advise(pid, MADV_WILLNEED)
+def _is_anonymous(name: str) -> bool:
+    return not name or name.startswith(("[heap", "[stack", "[anon"))
 
 
-def _advise(pid: int, advice: int) -> int:
+def page_out_process(pid: int, ranges: Ranges | None = None) -> int:
+    """Ask the kernel to write out the pages of ``pid`` (all, or those within ``ranges``):
+    bytes it went over; 0 if the process is gone. Without swap only its clean file pages
+    can go."""
+    return _advise(pid, MADV_PAGEOUT, ranges)
+
+
+def read_back(pid: int, ranges: Ranges | None = None) -> int:
+    """Start reading every page of ``pid`` (or those within ``ranges``) back from swap (and
+    its files' pages), without waiting: one batch of reads, merged where its swap slots are
+    adjacent (a page-out writes a template's pages together), instead of one read per page
+    its fork touches. Blocking for the submission only (ms); bytes it went over."""
+    return _advise(pid, MADV_WILLNEED, ranges)
+
+
+def _advise(pid: int, advice: int, ranges: Ranges | None = None) -> int:
     fd = _libc.syscall(SYS_PIDFD_OPEN, pid, 0)
     if fd < 0:
         return 0
     try:
-        ranges = mappings(pid)
+        ranges = mappings(pid) if ranges is None else within(ranges, mappings(pid))
         done = 0
         for i in range(0, len(ranges), IOV_MAX):
             chunk = ranges[i : i + IOV_MAX]
@@ -108,39 +131,42 @@ def _advise(pid: int, advice: int) -> int:
         os.close(fd)
 
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-Ranges = list[tuple[int, int]]  # (start, length), page-aligned, sorted
-
-
 def present_ranges(pid: int) -> Ranges:
-    """The anonymous pages of ``pid`` present in memory, as address ranges (``pagemap``; [] if
-    the process is gone). For a fork of a paged-out template: the pages it touched (the hot
-    set), since every other page of its parent's is still in swap."""
-    try:
-        maps = (PROC / str(pid) / "maps").read_text().splitlines()
-    except OSError:
-        return []
-    anonymous = []
-    for line in maps:
-        fields = line.split(maxsplit=5)
-        name = fields[5] if len(fields) > 5 else ""
-        if name and not name.startswith(("[heap", "[stack")):
-            continue  # file pages come back from the page cache: only anonymous ones
-        start, _, end = fields[0].partition("-")
-        anonymous.append((int(start, 16), int(end, 16) - int(start, 16)))
-    return _pages(pid, anonymous, _PRESENT_BYTE)
+    """The pages of ``pid`` present in memory (anonymous and file-backed), as address ranges
+    (``pagemap``; [] if the process is gone). For a template paged out and its forks: the
+    pages they touched since (the hot set), since every other page is in swap or on disk."""
+    return _pages(pid, mappings(pid), _PRESENT_BYTE)
 
 
-def swapped_within(pid: int, ranges: Ranges) -> Ranges:
-    """The pages of ``ranges`` that ``pid`` has in swap (``pagemap``)."""
-    return _pages(pid, ranges, _SWAPPED_BYTE)
+def absent_within(pid: int, ranges: Ranges) -> Ranges:
+    """The pages of ``ranges`` that ``pid`` maps but has not in memory: in swap, or file pages
+    not faulted in (``pagemap``)."""
+    return _pages(pid, within(ranges, mappings(pid)), _ABSENT_BYTE)
+
+
+def within(ranges: Ranges, bounds: Iterable[tuple[int, int]]) -> Ranges:
+    """The parts of sorted ``ranges`` that lie within sorted, disjoint ``bounds``."""
+    out: Ranges = []
+    bounds = list(bounds)
+    i = 0
+    for start, length in ranges:
+        end = start + length
+        while i < len(bounds) and bounds[i][0] + bounds[i][1] <= start:
+            i += 1
+        j = i
+        while j < len(bounds) and bounds[j][0] < end:
+            low, high = max(start, bounds[j][0]), min(end, bounds[j][0] + bounds[j][1])
+            if low < high:
+                out.append((low, high - low))
+            j += 1
+    return out
 
 
 def _pages(pid: int, ranges: Ranges, flag: bytes) -> Ranges:
-    """The runs of pages within ``ranges`` whose ``pagemap`` entry has the bit ``flag`` maps
-    to 1. The top byte of each little-endian entry holds the present (63) and swapped (62)
-    bits: one byte per page, translated to 0/1, and runs found with ``bytes.find`` (C speed,
-    for reserved areas of GBs too)."""
+    """The runs of pages within ``ranges`` whose ``pagemap`` entry ``flag`` maps to 1. The
+    top byte of each little-endian entry holds the present bit (63): one byte per page,
+    translated to 0/1, and runs found with ``bytes.find`` (C speed, for reserved areas of
+    GBs too)."""
     out: Ranges = []
     try:
         pagemap = (PROC / str(pid) / "pagemap").open("rb")
@@ -164,7 +190,7 @@ def _pages(pid: int, ranges: Ranges, flag: bytes) -> Ranges:
 
 
 _PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))  # bit 63
-_SWAPPED_BYTE = bytes(1 if b & 0x40 else 0 for b in range(256))  # bit 62
+_ABSENT_BYTE = bytes(0 if b & 0x80 else 1 for b in range(256))
 
 
 def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
@@ -180,11 +206,11 @@ def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
 
 
 def bring_in(pid: int, ranges: Ranges, chunk: int = 1 << 20) -> int:
-    """Read the pages of ``ranges`` that ``pid`` has in swap (``process_vm_readv``): each is
-    read back and mapped in that process again, so its forks start with it. A fork's own
-    allocations in the hot set are not the template's pages and are left alone. Bytes read
-    (blocking)."""
-    ranges = swapped_within(pid, ranges)
+    """Read the pages of ``ranges`` that ``pid`` maps but has not in memory
+    (``process_vm_readv``): each is read back from swap or from its file and mapped in that
+    process again, so its forks start with it. What a fork mapped alone in the hot set is not
+    the template's and is left alone. Bytes read (blocking)."""
+    ranges = absent_within(pid, ranges)
     buffer = ctypes.create_string_buffer(chunk)
     local = _Iovec(ctypes.cast(buffer, ctypes.c_void_p), chunk)
     done = 0
