@@ -49,7 +49,9 @@ At N also:
 - **the longest idle tier while memory and swap last**: every template paged out to swap
   (``--page-out-after``, default 20 s here, 300 s in the platform; the swap file sized for N
   unless the host has swap): memory per project (resident PSS, and what is in swap), then one
-  wake per project;
+  wake per project; then, once paged out again with the hot sets those wakes taught their
+  templates read back in (within ``PHEMERAL_HOT_SET_BUDGET_MB``, default a quarter of the
+  host's memory), memory and one wake per project again;
 - **after forcing the deep tier**: a restart with ``PHEMERAL_WARM_BUDGET_MB=0``, so
   nothing is warmed and nothing is resident: the deep tier. The runtime keeps dormant templates
   at any age within that memory budget (least recently used dropped first, and under memory
@@ -569,7 +571,24 @@ def main() -> None:
             f"{took:.0f} s after their last wakes (page_out_after {args.page_out_after:.0f} s)"
         )
         fleet.memory_figures("paged tier")
-        fleet.wake_each("wake from the paged tier", by_tier=True)
+        fleet.wake_each("wake from the paged tier, no hot set learned yet", by_tier=True)
+        # Those wakes taught each template its hot set; paged out again, the hot sets within
+        # the hot-set budget are read back in: the steady state of a long idle.
+        fleet.wait_dormant()
+        with fleet.api() as api:
+            took = wait_for(
+                "every template paged out again",
+                lambda: all_paged(api, fleet.ids),
+                args.page_out_after + 60 + len(fleet.ids),
+                1.0,
+            )
+        time.sleep(5)  # reclaimed a second after the page-out, then the hot sets read back
+        fleet.results.append(
+            f"-- longest idle, paged out again {took:.0f} s after those wakes: hot sets in "
+            "within the hot-set budget"
+        )
+        fleet.memory_figures("paged tier, hot sets")
+        fleet.wake_each("wake from the paged tier, hot sets learned", by_tier=True)
 
         took = fleet.restart()
         warmed, settle = settle_warming(fleet)
