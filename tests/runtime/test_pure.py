@@ -15,6 +15,7 @@ from phemeral.runtime.idle import (
     DEFAULT_WAKE_MS,
     WAKE_SAMPLES,
     DormantTemplate,
+    Evictions,
     HotSet,
     PageCandidate,
     WarmCandidate,
@@ -104,19 +105,19 @@ def test_templates_stay_at_any_age_and_go_least_recently_used_first_over_the_bud
     ]
     plenty = {"available_kb": 10**7, "low_water_kb": 1}
     # Age alone evicts nothing, however long ago (a year, on the runtime's clock).
-    assert templates_to_evict(dormant, now=365 * 86400, budget_kb=90_000, **plenty) == []
+    assert templates_to_evict(dormant, now=365 * 86400, budget_kb=90_000, **plenty).drop == []
     # Over the budget: the least recently used go first, until the rest fit.
-    assert templates_to_evict(dormant, now=100, budget_kb=89_999, **plenty) == ["old"]
-    assert templates_to_evict(dormant, now=100, budget_kb=30_000, **plenty) == ["old", "mid"]
-    assert templates_to_evict(dormant, now=100, budget_kb=0, **plenty) == ["old", "mid", "new"]
+    assert templates_to_evict(dormant, now=100, budget_kb=89_999, **plenty).drop == ["old"]
+    assert templates_to_evict(dormant, now=100, budget_kb=30_000, **plenty).drop == ["old", "mid"]
+    assert templates_to_evict(dormant, now=100, budget_kb=0, **plenty).drop == ["old", "mid", "new"]
     # Within the budget but short of memory: least recently used first until enough is freed.
     assert templates_to_evict(
         dormant, now=100, budget_kb=10**9, available_kb=100_000, low_water_kb=150_000
-    ) == ["old", "mid"]
+    ).drop == ["old", "mid"]
     assert (
         templates_to_evict(
             dormant, now=100, budget_kb=10**9, available_kb=None, low_water_kb=150_000
-        )
+        ).drop
         == []
     )
     # A use in the future of ``now`` (a clock step) counts as now; ties go by id.
@@ -124,7 +125,33 @@ def test_templates_stay_at_any_age_and_go_least_recently_used_first_over_the_bud
         DormantTemplate("b", last_used=500, memory_kb=10),
         DormantTemplate("a", last_used=100, memory_kb=10),
     ]
-    assert templates_to_evict(stepped, now=100, budget_kb=10, **plenty) == ["a"]
+    assert templates_to_evict(stepped, now=100, budget_kb=10, **plenty).drop == ["a"]
+
+
+def test_over_the_budget_templates_go_to_swap_when_they_can_and_paged_ones_do_not_count() -> None:
+    plenty = {"available_kb": 10**7, "low_water_kb": 1}
+    dormant = [
+        DormantTemplate("paged", last_used=0, memory_kb=2_000, paged=True),
+        DormantTemplate("old", last_used=10, memory_kb=30_000, pageable=True),
+        DormantTemplate("alone", last_used=20, memory_kb=30_000, waits=True),
+        DormantTemplate("shared", last_used=30, memory_kb=30_000),
+        DormantTemplate("new", last_used=90, memory_kb=30_000, pageable=True),
+    ]
+    # 120 MB resident; the 2 MB left by a paged one is not the budget's.
+    assert templates_to_evict(dormant, now=100, budget_kb=120_000, **plenty) == Evictions([], [])
+    # Over it: the oldest to swap; the one about to get its own template waits; a shared one
+    # that swap cannot take is dropped.
+    evictions = templates_to_evict(dormant, now=100, budget_kb=60_000, swap_room_kb=10**6, **plenty)
+    assert evictions == Evictions(page_out=["old"], drop=["shared"])
+    # Swap full: dropped instead.
+    assert templates_to_evict(dormant, now=100, budget_kb=60_000, swap_room_kb=0, **plenty) == (
+        Evictions(page_out=[], drop=["old", "shared"])
+    )
+    # Short of memory: the least recently used go, paged ones too.
+    short = templates_to_evict(
+        dormant, now=100, budget_kb=10**9, available_kb=1_000, low_water_kb=2_500
+    )
+    assert short == Evictions(page_out=[], drop=["paged"])
 
 
 def test_the_expected_wake_is_the_median_of_recent_wakes_else_the_default() -> None:

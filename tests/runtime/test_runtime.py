@@ -475,7 +475,8 @@ def test_a_restarted_runtime_warms_the_most_recently_used_templates_within_its_b
             await runtime.close()
 
     async def next_run(budget_mb: int, current: set[str]) -> dict[str, tuple[str, str]]:
-        runtime = Runtime(replace(settings, warm_budget_mb=budget_mb), sink)
+        # Without the paged tier: past the budget nothing is warmed (with it, see below).
+        runtime = Runtime(replace(settings, warm_budget_mb=budget_mb, page_out_after=0), sink)
         await runtime.start()
         try:
             for release in releases:
@@ -586,6 +587,72 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
             assert (await request(runtime, "lru1"))[0] == 200
         finally:
             await runtime.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="swap and process_madvise need root")
+def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_it(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    releases = [make_release(tmp_path / n, f"over{n}", "flask") for n in ("1", "2", "3")]
+    ids = [r.deployment_id for r in releases]
+
+    async def main() -> None:
+        swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
+        assert paging.swap_free_kb() > 0, "no swap to page out to"
+        try:
+            runtime = Runtime(replace(settings, warm_budget_mb=1024), sink, share_templates=False)
+            await runtime.start()
+            try:
+                for release in releases:  # used in this order: over3 is the most recent
+                    runtime.register(release, idle_timeout=0.05)
+                    assert (await request(runtime, release.deployment_id))[0] == 200
+                    await wait_until(
+                        lambda r=release: runtime.instances(r.deployment_id).state == "dormant"
+                    )
+                await runtime.sweep()
+                assert [runtime.instances(d).tier for d in ids] == ["template"] * 3
+                # A budget that holds the most recently used one only: the others go to swap
+                # (the paged tier), oldest first, not to the deep tier.
+                newest = runtime.instances("over3").idle_pss_kb
+                runtime.template_budget_kb = newest + newest // 2
+                await runtime.sweep()
+                await runtime.sweep()
+                states = [runtime.instances(d) for d in ids]
+                assert [(s.tier, s.state) for s in states] == [
+                    ("paged", "dormant"),
+                    ("paged", "dormant"),
+                    ("template", "dormant"),
+                ]
+                said = "least recently used, over the template budget"
+                assert sum(said in m for m in sink.messages(stream="system")) == 2
+                assert (await request(runtime, "over1"))[0] == 200  # wakes from swap
+                await wait_until(lambda: runtime.instances("over1").state == "dormant")
+            finally:
+                await runtime.close()
+            # After a restart the same budget warms all three: past it into swap.
+            budget_mb = -(-(newest + newest // 2) // 1024)
+            runtime = Runtime(
+                replace(settings, warm_budget_mb=budget_mb), sink, share_templates=False
+            )
+            await runtime.start()
+            try:
+                for release in releases:
+                    runtime.register(release)
+                runtime.warm_templates()
+                await runtime.warmed()
+                await runtime.sweep()
+                await runtime.sweep()
+                tiers = [runtime.instances(d).tier for d in ids]
+                assert "none" not in tiers and tiers.count("template") >= 1, tiers
+                assert tiers.count("paged") >= 1, tiers
+            finally:
+                await runtime.close()
+        finally:
+            if swap is not None:
+                paging.release_swap_file(swap)
 
     asyncio.run(main())
 

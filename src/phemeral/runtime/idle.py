@@ -19,6 +19,17 @@ class DormantTemplate:
     deployment_id: str
     last_used: float  # its last request (else when its template was loaded), runtime clock
     memory_kb: int  # what it keeps while dormant: its idle PSS (see `footprint`)
+    paged: bool = False  # on the paged tier already: in swap, not counted against the budget
+    pageable: bool = False  # a template of its own that swap can take (the paged tier)
+    # a shared template's only user, about to get one of its own (`_collapse`): moved out at a
+    # later sweep, if still over the budget then
+    waits: bool = False
+
+
+@dataclass(frozen=True)
+class Evictions:
+    page_out: list[str]  # to the paged tier (swap), in this order
+    drop: list[str]  # to the deep tier (nothing resident), in this order
 
 
 def templates_to_evict(
@@ -27,27 +38,45 @@ def templates_to_evict(
     budget_kb: int,
     available_kb: int | None,
     low_water_kb: int,
-) -> list[str]:
-    """Dormant templates to drop to the deep tier (nothing resident), in the order to drop them.
+    swap_room_kb: int = 0,
+) -> Evictions:
+    """Dormant templates to move out of memory, and where to.
 
-    Age alone never evicts: a dormant template stays as long as memory allows. The least
-    recently used go first, while the dormant templates together keep more than ``budget_kb``;
-    then, while the host's available memory (plus what was freed) is under ``low_water_kb``,
-    the least recently used of the rest go too. A use in the future of ``now`` (a clock step)
+    Age alone never evicts: a dormant template stays as long as memory allows. While the
+    resident ones (not paged) together keep more than ``budget_kb``, the least recently used
+    go first: to the paged tier when ``pageable`` and ``swap_room_kb`` still holds them, else
+    to the deep tier (one that ``waits`` is passed over this time). Then, while the host's
+    available memory (plus what was freed) is under ``low_water_kb``, the least recently used
+    of the rest, paged ones too, are dropped. A use in the future of ``now`` (a clock step)
     counts as now; equal uses go by id, for a stable order.
     """
     items = sorted(dormant, key=lambda d: (min(d.last_used, now), d.deployment_id))
-    total = sum(max(0, d.memory_kb) for d in items)
-    evict: list[str] = []
+    resident = [d for d in items if not d.paged]
+    total = sum(max(0, d.memory_kb) for d in resident)
+    page_out: list[str] = []
+    drop: list[str] = []
     freed = 0
-    for item in items:
-        over_budget = total - freed > budget_kb
-        short = available_kb is not None and available_kb + freed < low_water_kb
-        if not over_budget and not short:
+    room = swap_room_kb
+    for item in resident:
+        if total - freed <= budget_kb:
             break
-        evict.append(item.deployment_id)
+        if item.waits:
+            continue
+        if item.pageable and max(0, item.memory_kb) <= room:
+            page_out.append(item.deployment_id)
+            room -= max(0, item.memory_kb)
+        else:
+            drop.append(item.deployment_id)
         freed += max(0, item.memory_kb)
-    return evict
+    chosen = set(page_out) | set(drop)
+    for item in items:
+        if available_kb is None or available_kb + freed >= low_water_kb:
+            break
+        if item.deployment_id in chosen:
+            continue
+        drop.append(item.deployment_id)
+        freed += max(0, item.memory_kb)
+    return Evictions(page_out, drop)
 
 
 @dataclass(frozen=True)

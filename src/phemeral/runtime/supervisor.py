@@ -627,20 +627,40 @@ class Runtime:
         return dep.dormant_since if dep.dormant_since is not None else now
 
     async def _evict(self, now: float) -> None:
+        """Keep the resident dormant templates within the template budget: past it the least
+        recently used go to the paged tier while swap holds them, else to the deep tier; and
+        drop more while the host is short of memory (`idle.templates_to_evict`)."""
         dormant = self._dormant()
         if not dormant:
             return
         available = procs.mem_available_kb()
-        candidates = [
-            DormantTemplate(
-                d.release.deployment_id, self._last_used(d, now), self._idle_estimate_kb(d)
+        paging_on = self.settings.page_out_after > 0
+        candidates = []
+        for d in dormant:
+            shared = self._sharing.get(d.shared_key) if d.shared_key is not None else None
+            did = d.release.deployment_id
+            candidates.append(
+                DormantTemplate(
+                    did,
+                    self._last_used(d, now),
+                    self._idle_estimate_kb(d),
+                    paged=d.paged,
+                    pageable=paging_on and d.shared_key is None,
+                    waits=paging_on and shared is not None and shared.users == {did},
+                )
             )
-            for d in dormant
-        ]
-        evict = templates_to_evict(
-            candidates, now, self.template_budget_kb, available, self.low_memory_kb
+        room = 0
+        if paging_on:
+            room = await asyncio.to_thread(paging.swap_free_kb) - SWAP_RESERVE_KB
+        plan = templates_to_evict(
+            candidates, now, self.template_budget_kb, available, self.low_memory_kb, room
         )
-        for deployment_id in evict:
+        for deployment_id in plan.page_out:
+            found = self._deployments.get(deployment_id)
+            if found is not None and is_dormant(found) and not found.paged:
+                self._sup.system(found, "least recently used, over the template budget")
+                await self.page_out_template(deployment_id)
+        for deployment_id in plan.drop:
             found = self._deployments.get(deployment_id)
             if found is not None and is_dormant(found):  # still, after the awaits
                 dep = found
@@ -828,7 +848,12 @@ class Runtime:
         return out
 
     async def _warm(self, current: set[str]) -> None:
+        # Past the template budget, what swap holds is warmed too: the sweep pages the least
+        # recently used out (`_evict`), so those wake from the paged tier, not the deep one.
         budget_kb = self.template_budget_kb
+        if self.settings.page_out_after > 0:
+            room = await asyncio.to_thread(paging.swap_free_kb) - SWAP_RESERVE_KB
+            budget_kb += max(0, room)
         order = templates_to_warm(self.warm_candidates(current), budget_kb, time.time())
         warmed = 0
         for did in order:
