@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -528,6 +529,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a background job may ignore) stops the platform cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="phemeral-density-"))
     tmp.chmod(0o755)
     data_dir = args.data_dir or tmp / "data"

@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -132,65 +133,67 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
         def write(self, stage: str, message: str) -> None:
             pass
 
-    for release in releases.values():
-        await runtime.boot_check(release, Log())
-    print(json.dumps({"port": listener.getsockname()[1]}), flush=True)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    budget = runtime.hot_set_budget_kb
-    while line := (await reader.readline()).decode().strip():
-        op, did = line.split()
-        dep = runtime._deployments[did]
-        if op != "state":
-            runtime.hot_set_budget_kb = budget
-        if op in ("repage", "repage-out"):
-            # The same template paged out again: it keeps its hot set, read back within the
-            # hot-set budget; "repage-out": as past the budget, left in swap until the next
-            # wake is done (the runtime's sweep applies the budget too).
-            await runtime._stop_instance(dep, "bench")
-            await runtime.page_out_template(did)
-            await asyncio.sleep(1.2)
-            runtime.hot_set_budget_kb = 0 if op == "repage-out" else budget
-            await runtime.reclaim_paged()
-            reply = {"hot_kb": dep.hot_kb, "hot_in": dep.hot_in}
-        elif op in ("idle", "deep", "paged"):
-            await runtime._stop_instance(dep, "bench")
-            if op == "deep":
-                await runtime.drop_template(did)
-            reply: dict[str, object] = {"ok": True}
-            if op == "paged":
-                # What page_out_after leaves: a template of its own (as `_collapse` gives a
-                # dormant deployment), paged out. A new one each time: the pages an earlier
-                # wake read back linger in the swap cache, and each sample must read from swap.
-                await runtime.drop_template(did)
-                templates = runtime._templates
-                templates.share = False
-                try:
-                    async with dep.template_lock:
-                        await templates.load(dep)
-                finally:
-                    templates.share = True
-                reply["paged_bytes"] = await runtime.page_out_template(did)
-                # What the sweep does once the writes are done: the pages leave memory (no
-                # copy stays in the swap cache), so the wake reads them from the swap device.
+    try:
+        for release in releases.values():
+            await runtime.boot_check(release, Log())
+        print(json.dumps({"port": listener.getsockname()[1]}), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        budget = runtime.hot_set_budget_kb
+        while line := (await reader.readline()).decode().strip():
+            op, did = line.split()
+            dep = runtime._deployments[did]
+            if op != "state":
+                runtime.hot_set_budget_kb = budget
+            if op in ("repage", "repage-out"):
+                # The same template paged out again: it keeps its hot set, read back within the
+                # hot-set budget; "repage-out": as past the budget, left in swap until the next
+                # wake is done (the runtime's sweep applies the budget too).
+                await runtime._stop_instance(dep, "bench")
+                await runtime.page_out_template(did)
                 await asyncio.sleep(1.2)
+                runtime.hot_set_budget_kb = 0 if op == "repage-out" else budget
                 await runtime.reclaim_paged()
-        else:
-            await runtime.sweep()  # measures what a dormant deployment keeps (cached figures)
-            state = runtime.instances(did)
-            shared = [s for s in runtime.shared_templates() if did in s["deployments"]]  # type: ignore[operator]
-            reply = {
-                "tier": state.tier,
-                "wake_path": state.wake_path,
-                "idle_memory_kb": state.idle_memory_kb,
-                "idle_pss_kb": state.idle_pss_kb,
-                "idle_swap_kb": state.idle_swap_kb,
-                "shared_kb": shared[0]["memory_kb"] if shared else 0,
-            }
-        print(json.dumps(reply), flush=True)
-    await router.close()
-    await runtime.close()
+                reply = {"hot_kb": dep.hot_kb, "hot_in": dep.hot_in}
+            elif op in ("idle", "deep", "paged"):
+                await runtime._stop_instance(dep, "bench")
+                if op == "deep":
+                    await runtime.drop_template(did)
+                reply: dict[str, object] = {"ok": True}
+                if op == "paged":
+                    # What page_out_after leaves: a template of its own (as `_collapse` gives a
+                    # dormant deployment), paged out. A new one each time: the pages an earlier
+                    # wake read back linger in the swap cache, and each sample must read from swap.
+                    await runtime.drop_template(did)
+                    templates = runtime._templates
+                    templates.share = False
+                    try:
+                        async with dep.template_lock:
+                            await templates.load(dep)
+                    finally:
+                        templates.share = True
+                    reply["paged_bytes"] = await runtime.page_out_template(did)
+                    # What the sweep does once the writes are done: the pages leave memory (no
+                    # copy stays in the swap cache), so the wake reads them from the swap device.
+                    await asyncio.sleep(1.2)
+                    await runtime.reclaim_paged()
+            else:
+                await runtime.sweep()  # measures what a dormant deployment keeps (cached figures)
+                state = runtime.instances(did)
+                shared = [s for s in runtime.shared_templates() if did in s["deployments"]]  # type: ignore[operator]
+                reply = {
+                    "tier": state.tier,
+                    "wake_path": state.wake_path,
+                    "idle_memory_kb": state.idle_memory_kb,
+                    "idle_pss_kb": state.idle_pss_kb,
+                    "idle_swap_kb": state.idle_swap_kb,
+                    "shared_kb": shared[0]["memory_kb"] if shared else 0,
+                }
+            print(json.dumps(reply), flush=True)
+    finally:
+        await router.close()
+        await runtime.close()
 
 
 def turn_on_swap() -> None:
@@ -466,6 +469,10 @@ def main() -> None:
     parser.add_argument("--network", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.platform:
+        # Dies with the bench (SIGTERM when it is gone), and a SIGTERM stops it cleanly: its
+        # templates, mounts and network namespaces go with it.
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         asyncio.run(platform(Path(args.platform), not args.read_only_app_dir, args.network))
         return
     networks = args.networks.split(",")
