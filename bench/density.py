@@ -526,6 +526,15 @@ def main() -> None:
         action="store_true",
         help="delete each project's seeded package cache once it is deployed (disk only)",
     )
+    parser.add_argument(
+        "--warm-budget-mb",
+        type=int,
+        help="the template budget (default: half the memory); a quick run at small N sets it "
+        "to what 1,000 projects would leave resident, so templates page out past it",
+    )
+    parser.add_argument(
+        "--hot-set-budget-mb", type=int, help="the hot-set budget (default: a quarter of memory)"
+    )
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
@@ -541,6 +550,10 @@ def main() -> None:
         # the paged tier's swap file (unless the host has swap): ~35 MiB per paged template
         "PHEMERAL_SWAP_FILE_MB": str(args.swap_file_mb or 1024 + 40 * args.projects),
     }
+    if args.warm_budget_mb is not None:
+        env["PHEMERAL_WARM_BUDGET_MB"] = str(args.warm_budget_mb)
+    if args.hot_set_budget_mb is not None:
+        env["PHEMERAL_HOT_SET_BUDGET_MB"] = str(args.hot_set_budget_mb)
     fleet = Fleet(Platform(data_dir, args=serve_args, env=env), args)
     started = time.monotonic()
     try:

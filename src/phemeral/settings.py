@@ -79,9 +79,10 @@ class Settings:
     redis_maxmemory_mb: int = 64  # per Redis service
     preview_limit: int = 10  # open pull-request previews per project; the oldest idle suspended
     router_processes: int = 1  # routers on the public port (SO_REUSEPORT when more than one)
-    # What dormant templates may keep together (MB, PSS): past it the least recently used drop
-    # to the deep tier; after a start, templates of the most recently used deployments are
-    # loaded again in the background up to it. None: half of the host's memory; 0: no
+    # What resident dormant templates may keep together (MB, PSS): past it the least recently
+    # used go to the paged tier while swap holds them, else drop to the deep tier; after a
+    # start, templates of the most recently used deployments are loaded again in the
+    # background up to it (and past it into swap). None: half of the host's memory; 0: no
     # template stays resident once its deployment scales to zero (and none is warmed).
     warm_budget_mb: int | None = None
     # A dormant template unused this long (s) has its memory paged out to swap (the paged
