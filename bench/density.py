@@ -529,8 +529,9 @@ def main() -> None:
     parser.add_argument(
         "--warm-budget-mb",
         type=int,
-        help="the template budget (default: half the memory); a quick run at small N sets it "
-        "to what 1,000 projects would leave resident, so templates page out past it",
+        help="the template budget after the first restart (default: half the memory); a quick "
+        "run at small N sets it to what 1,000 projects would leave resident, so warming goes "
+        "past it into swap",
     )
     parser.add_argument(
         "--hot-set-budget-mb", type=int, help="the hot-set budget (default: a quarter of memory)"
@@ -550,8 +551,6 @@ def main() -> None:
         # the paged tier's swap file (unless the host has swap): ~35 MiB per paged template
         "PHEMERAL_SWAP_FILE_MB": str(args.swap_file_mb or 1024 + 40 * args.projects),
     }
-    if args.warm_budget_mb is not None:
-        env["PHEMERAL_WARM_BUDGET_MB"] = str(args.warm_budget_mb)
     if args.hot_set_budget_mb is not None:
         env["PHEMERAL_HOT_SET_BUDGET_MB"] = str(args.hot_set_budget_mb)
     fleet = Fleet(Platform(data_dir, args=serve_args, env=env), args)
@@ -606,8 +605,9 @@ def main() -> None:
         fleet.memory_figures("paged tier, hot sets")
         fleet.wake_each("wake from the paged tier, hot sets learned", by_tier=True)
 
-        took = fleet.restart()
-        warmed, settle = settle_warming(fleet)
+        budget = args.warm_budget_mb
+        took = fleet.restart({"PHEMERAL_WARM_BUDGET_MB": str(budget)} if budget else None)
+        warmed, settle = settle_warming(fleet, max(300.0, 3.0 * len(fleet.ids)))
         time.sleep(args.settle)  # a warmed template is re-forked once its shared one learned
         fleet.results.append(
             f"-- after a platform restart: API back in {took:.1f} s, {warmed}/{len(fleet.ids)} "
