@@ -176,3 +176,15 @@ class Supervision:
         """Remove the deployment's namespace (nothing of it may run any more)."""
         netns, dep.netns = dep.netns, None
         await self.launcher.remove_network(netns)
+
+
+def is_dormant(dep: DeploymentRuntime) -> bool:
+    """Scaled to zero with its template resident (and not waking)."""
+    template = dep.template
+    return (
+        template is not None
+        and template.alive
+        and dep.instance is None
+        and dep.waking is None
+        and dep.dormant_since is not None
+    )

@@ -45,34 +45,31 @@ from dataclasses import dataclass
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
 from phemeral.models import BuildLog, InstanceState, Release, RuntimeLogSink, Upstream
-from phemeral.runtime import paging, procs, runs
+from phemeral.runtime import procs, runs
 from phemeral.runtime.app_template import AppTemplates
 from phemeral.runtime.appview import AppViews
 from phemeral.runtime.backoff import may_start, retry_after
 from phemeral.runtime.bootcheck import answer_note, probe_http, uses_django
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
-from phemeral.runtime.deployment import DeploymentRuntime, Supervision
-from phemeral.runtime.footprint import IdleCost, Kept, kept, measure, own_pids
+from phemeral.runtime.deployment import DeploymentRuntime, Supervision, is_dormant
+from phemeral.runtime.footprint import IdleCost, Kept, kept, measure
 from phemeral.runtime.idle import (
     DEFAULT_SHARED_KB,
     DEFAULT_TEMPLATE_KB,
     DEFAULT_WAKE_MS,
     WAKE_SAMPLES,
     DormantTemplate,
-    HotSet,
-    PageCandidate,
     WarmCandidate,
     expected_wake_ms,
-    hot_sets_to_keep,
     is_idle,
     sweep_interval,
     templates_to_evict,
-    templates_to_page_out,
     templates_to_warm,
 )
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.launch import ZYGOTE_SOURCE, Launcher
+from phemeral.runtime.paged_tier import PagedTier, swap_room_kb
 from phemeral.runtime.processes import ExtraProcesses
 from phemeral.runtime.records import Records
 from phemeral.runtime.release_phase import run_release_command
@@ -85,9 +82,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again after this many s
 SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
-PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
-SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
-PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap cache is freed
 # A wake's time runs to the end of the first request answered after it; longer than this (s),
 # the request was not the one that woke it (a boot check's wake, say): not a sample.
 WAKE_ANSWER_LIMIT = 60.0
@@ -172,8 +166,15 @@ class Runtime:
         # a wake whose first answer is awaited: (kind, when it started: time.perf_counter())
         self._answer_awaited: dict[str, tuple[str, float]] = {}
         self.template_budget_kb = template_budget_kb(settings)
-        self.hot_set_budget_kb = hot_set_budget_kb(settings)
-        self._swap_full_logged = False
+        self._paged = PagedTier(
+            self._sup,
+            self._sharing,
+            self._instances,
+            forget_sample=self._forget_sample,
+            dormant=self._dormant,
+            last_used=self._last_used,
+            idle_estimate_kb=self._idle_estimate_kb,
+        )
 
     @property
     def _shared(self) -> dict[str, SharedTemplate]:
@@ -414,7 +415,7 @@ class Runtime:
             kind = self.wake_kind(dep)  # what the wake starts from, for the expected wake
             started = time.perf_counter()
             waking = asyncio.ensure_future(
-                self._wake_paged(dep) if kind == "paged" else self._instances.wake(dep)
+                self._paged.wake(dep) if kind == "paged" else self._instances.wake(dep)
             )
 
             def woke(future: asyncio.Future[Upstream]) -> None:
@@ -548,7 +549,11 @@ class Runtime:
         except Exception:
             log.exception("could not measure or save what dormant deployments keep")
         await self._evict(now)
-        await self._page_out(now)
+        await self._paged.sweep(now)
+
+    def _forget_sample(self, deployment_id: str) -> None:
+        """What it keeps changed: measured again at the next sweep."""
+        self._samples.pop(deployment_id, None)
 
     def _dormant(self) -> list[DeploymentRuntime]:
         return [d for d in self._deployments.values() if is_dormant(d)]
@@ -651,7 +656,7 @@ class Runtime:
             )
         room = 0
         if paging_on:
-            room = await asyncio.to_thread(paging.swap_free_kb) - SWAP_RESERVE_KB
+            room = await swap_room_kb()
         plan = templates_to_evict(
             candidates, now, self.template_budget_kb, available, self.low_memory_kb, room
         )
@@ -659,7 +664,7 @@ class Runtime:
             found = self._deployments.get(deployment_id)
             if found is not None and is_dormant(found) and not found.paged:
                 self._sup.system(found, "least recently used, over the template budget")
-                await self.page_out_template(deployment_id)
+                await self._paged.page_out(found)
         for deployment_id in plan.drop:
             found = self._deployments.get(deployment_id)
             if found is not None and is_dormant(found):  # still, after the awaits
@@ -673,132 +678,23 @@ class Runtime:
                 await self._templates.drop(dep)
                 self._samples.pop(deployment_id, None)
 
-    async def _page_out(self, now: float) -> None:
-        """Page out the memory of the templates unused for ``page_out_after`` s (`paging`)."""
-        after = self.settings.page_out_after
-        if after <= 0:
-            return
-        await self._reclaim_paged()
-        candidates = []
-        for dep in self._dormant():
-            if dep.shared_key is not None:
-                continue  # forked from a shared template: it gets one of its own first
-            paged_at = dep.paged_at if dep.paged else None
-            did, last_used = dep.release.deployment_id, self._last_used(dep, now)
-            # what paging it out writes, about: its PSS as last measured
-            estimate = self._idle_estimate_kb(dep)
-            candidates.append(PageCandidate(did, last_used, paged_at, estimate))
-        if not candidates:
-            return
-        free_kb = await asyncio.to_thread(paging.swap_free_kb)
-        plan = templates_to_page_out(
-            candidates, now, after, PAGE_OUTS_PER_SWEEP, free_kb, SWAP_RESERVE_KB
-        )
-        if plan.swap_short and free_kb > 0 and not self._swap_full_logged:
-            self._swap_full_logged = True
-            log.warning(
-                "swap is full: dormant templates stay resident (the template budget and "
-                "memory pressure still apply); PHEMERAL_SWAP_FILE_MB sets its size"
-            )
-        for deployment_id in plan.deployment_ids:
-            await self.page_out_template(deployment_id)
-
-    @staticmethod
-    def _hot_set(dep: DeploymentRuntime) -> tuple[int, list[tuple[int, int]]] | None:
-        """The hot set learned for its current template, and that template's host pid."""
-        if dep.hot_set and dep.hot_pid and dep.hot_template is dep.template:
-            return dep.hot_pid, dep.hot_set
-        return None
-
-    async def _wake_paged(self, dep: DeploymentRuntime) -> Upstream:
-        """Wake from a paged template. With its hot set in memory the fork starts with what
-        it needs. Otherwise the reads are submitted first, in one batch (`paging.read_back`,
-        ms): of its hot set when one is known (kept out by the hot-set budget), else of its
-        whole memory (its first wake since the page-out, or ``hot_set_mb`` 0). The template
-        and its fork then wait on reads in flight instead of asking for their pages one
-        fault at a time (2-3× faster)."""
-        found = kept(dep, self._sharing)
-        hot = self._hot_set(dep)
-        if found is not None and not (dep.hot_in and hot):  # else it is in
-            try:
-                if hot is not None:
-                    await asyncio.to_thread(paging.read_back, *hot)
-                else:
-                    await asyncio.to_thread(
-                        lambda: sum(paging.read_back(pid) for pid in own_pids(found))
-                    )
-            except OSError as exc:
-                log.warning("reading a paged template back failed: %s", exc)
-        return await self._instances.wake(dep)
-
-    async def _reclaim_paged(self) -> None:
-        """Free the swap cache of templates paged out a moment ago: their pages are written
-        (their cgroup reclaims them: no copy stays in memory). Not while one runs. Then the
-        hot sets within the hot-set budget are read back in, and those past it paged out."""
-        now = time.monotonic()
-        for dep in self._dormant():
-            due = dep.paged_reclaim_due
-            if due is None or now < due or not dep.paged or dep.cgroup is None:
-                continue
-            dep.paged_reclaim_due = None
-            if dep.shared_key is None:  # its cgroup holds its own template alone
-                await asyncio.to_thread(dep.cgroup.reclaim)
-                self._samples.pop(dep.release.deployment_id, None)
-        await self._keep_hot_sets()
-
-    async def _keep_hot_sets(self) -> None:
-        """Read back the hot sets `hot_sets_to_keep` chooses (mapped in their templates, so
-        the next fork starts with them) and page out again those it no longer does."""
-        clock_now = self.clock()
-        held: dict[str, DeploymentRuntime] = {}
-        for dep in self._dormant():
-            if dep.paged and dep.paged_reclaim_due is None and self._hot_set(dep) is not None:
-                held[dep.release.deployment_id] = dep
-        if not held:
-            return
-        keep = hot_sets_to_keep(
-            (HotSet(did, self._last_used(dep, clock_now), dep.hot_kb) for did, dep in held.items()),
-            self.hot_set_budget_kb,
-        )
-        for did, dep in held.items():
-            hot = self._hot_set(dep)
-            if hot is None or (did in keep) == dep.hot_in:
-                continue
-            pid, ranges = hot
-            if did in keep:  # what its forks touch: back in, and mapped
-                await asyncio.to_thread(paging.bring_in, pid, ranges)
-            else:  # over the budget: out again, and no copy left in memory
-                await asyncio.to_thread(paging.page_out_process, pid, ranges)
-                if dep.cgroup is not None and dep.shared_key is None:
-                    dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
-            dep.hot_in = did in keep
-            self._samples.pop(did, None)
-
     async def reclaim_paged(self) -> None:
         """Reclaim now what templates paged out keep in the swap cache (bench, tests)."""
-        for dep in self._dormant():
-            if dep.paged_reclaim_due is not None:
-                dep.paged_reclaim_due = 0.0
-        await self._reclaim_paged()
+        await self._paged.reclaim_now()
 
     async def page_out_template(self, deployment_id: str) -> int:
         """Page out a dormant template's memory now (what ``page_out_after`` does); the bytes
         the kernel went over (0: not dormant). Without free swap only file pages can go."""
-        dep = self._get(deployment_id)
-        found = kept(dep, self._sharing) if is_dormant(dep) else None
-        if found is None or dep.template is None:
-            return 0
-        template = dep.template
-        if found.own_cgroup is not None:
-            await asyncio.to_thread(found.own_cgroup.allow_swap)
-        done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
-        if dep.template is template and template.alive:
-            dep.paged_template, dep.paged_at = template, self.clock()
-            dep.hot_in = False
-            dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
-            self._samples.pop(deployment_id, None)  # measured again: what stays resident
-            self._sup.system(dep, "template paged out to swap (paged tier): a wake reads it back")
-        return done
+        return await self._paged.page_out(self._get(deployment_id))
+
+    @property
+    def hot_set_budget_kb(self) -> int:
+        """What the hot sets of paged templates may keep together (kB; tests, bench)."""
+        return self._paged.budget_kb
+
+    @hot_set_budget_kb.setter
+    def hot_set_budget_kb(self, value: int) -> None:
+        self._paged.budget_kb = value
 
     async def drop_template(self, deployment_id: str) -> None:
         """Force the deep tier now (what the template budget or memory pressure would do)."""
@@ -852,7 +748,7 @@ class Runtime:
         # recently used out (`_evict`), so those wake from the paged tier, not the deep one.
         budget_kb = self.template_budget_kb
         if self.settings.page_out_after > 0:
-            room = await asyncio.to_thread(paging.swap_free_kb) - SWAP_RESERVE_KB
+            room = await swap_room_kb()
             budget_kb += max(0, room)
         order = templates_to_warm(self.warm_candidates(current), budget_kb, time.time())
         warmed = 0
@@ -920,24 +816,3 @@ def template_budget_kb(settings: Settings) -> int:
         return settings.warm_budget_mb * 1024
     total = procs.mem_total_kb()
     return total // 2 if total is not None else 1024 * 1024
-
-
-def hot_set_budget_kb(settings: Settings) -> int:
-    """What the hot sets of paged templates may keep together (kB): ``hot_set_budget_mb``,
-    else a quarter of the host's memory."""
-    if settings.hot_set_budget_mb is not None:
-        return settings.hot_set_budget_mb * 1024
-    total = procs.mem_total_kb()
-    return total // 4 if total is not None else 256 * 1024
-
-
-def is_dormant(dep: DeploymentRuntime) -> bool:
-    """Scaled to zero with its template resident (and not waking)."""
-    template = dep.template
-    return (
-        template is not None
-        and template.alive
-        and dep.instance is None
-        and dep.waking is None
-        and dep.dormant_since is not None
-    )

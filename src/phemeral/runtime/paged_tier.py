@@ -1,0 +1,199 @@
+"""The runtime's paged tier: when dormant templates are paged out, their hot sets kept in
+within the hot-set budget, and a wake from swap (the acting part; `paging` does the syscalls,
+`idle.templates_to_page_out` and `idle.hot_sets_to_keep` decide).
+
+A part of `Runtime` (as `instances.Instances` and `app_template.AppTemplates` are): it runs on
+the runtime's sweep and wakes, over the runtime's deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from phemeral.models import Upstream
+from phemeral.runtime import paging, procs
+from phemeral.runtime.deployment import DeploymentRuntime, Supervision, is_dormant
+from phemeral.runtime.footprint import kept, own_pids
+from phemeral.runtime.idle import HotSet, PageCandidate, hot_sets_to_keep, templates_to_page_out
+from phemeral.runtime.instances import Instances
+from phemeral.runtime.sharing import SharedTemplates
+from phemeral.settings import Settings
+
+log = logging.getLogger("phemeral.runtime")
+
+PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
+SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
+PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap cache is freed
+
+HotSetOf = tuple[int, list[tuple[int, int]]]  # a template's host pid, and its hot set
+
+
+def hot_set_budget_kb(settings: Settings) -> int:
+    """What the hot sets of paged templates may keep together (kB): ``hot_set_budget_mb``,
+    else a quarter of the host's memory."""
+    if settings.hot_set_budget_mb is not None:
+        return settings.hot_set_budget_mb * 1024
+    total = procs.mem_total_kb()
+    return total // 4 if total is not None else 256 * 1024
+
+
+async def swap_room_kb() -> int:
+    """Free swap the paged tier may still fill (kB; ≤ 0: none)."""
+    return await asyncio.to_thread(paging.swap_free_kb) - SWAP_RESERVE_KB
+
+
+class PagedTier:
+    """Pages dormant templates out and wakes them from swap."""
+
+    def __init__(
+        self,
+        sup: Supervision,
+        sharing: SharedTemplates,
+        instances: Instances,
+        *,
+        forget_sample: Callable[[str], None],
+        dormant: Callable[[], list[DeploymentRuntime]],
+        last_used: Callable[[DeploymentRuntime, float], float],
+        idle_estimate_kb: Callable[[DeploymentRuntime], int],
+    ) -> None:
+        self.sup = sup
+        self.sharing = sharing
+        self.instances = instances
+        self.forget_sample = forget_sample  # a deployment's idle cost changed: measure again
+        self.dormant = dormant
+        self.last_used = last_used
+        self.idle_estimate_kb = idle_estimate_kb
+        self.budget_kb = hot_set_budget_kb(sup.settings)
+        self._swap_full_logged = False
+
+    async def sweep(self, now: float) -> None:
+        """Page out the memory of the templates unused for ``page_out_after`` s (`paging`);
+        reclaim what the last ones left in the swap cache; keep the hot sets in budget."""
+        after = self.sup.settings.page_out_after
+        if after <= 0:
+            return
+        await self.reclaim()
+        candidates = []
+        for dep in self.dormant():
+            if dep.shared_key is not None:
+                continue  # forked from a shared template: it gets one of its own first
+            paged_at = dep.paged_at if dep.paged else None
+            did, last_used = dep.release.deployment_id, self.last_used(dep, now)
+            # what paging it out writes, about: its PSS as last measured
+            estimate = self.idle_estimate_kb(dep)
+            candidates.append(PageCandidate(did, last_used, paged_at, estimate))
+        if not candidates:
+            return
+        free_kb = await asyncio.to_thread(paging.swap_free_kb)
+        plan = templates_to_page_out(
+            candidates, now, after, PAGE_OUTS_PER_SWEEP, free_kb, SWAP_RESERVE_KB
+        )
+        if plan.swap_short and free_kb > 0 and not self._swap_full_logged:
+            self._swap_full_logged = True
+            log.warning(
+                "swap is full: dormant templates stay resident (the template budget and "
+                "memory pressure still apply); PHEMERAL_SWAP_FILE_MB sets its size"
+            )
+        for deployment_id in plan.deployment_ids:
+            found = self.sup.deployments.get(deployment_id)
+            if found is not None:
+                await self.page_out(found)
+
+    async def page_out(self, dep: DeploymentRuntime) -> int:
+        """Page out a dormant template's memory now; the bytes the kernel went over (0: not
+        dormant). Without free swap only file pages can go."""
+        found = kept(dep, self.sharing) if is_dormant(dep) else None
+        if found is None or dep.template is None:
+            return 0
+        template = dep.template
+        if found.own_cgroup is not None:
+            await asyncio.to_thread(found.own_cgroup.allow_swap)
+        done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
+        if dep.template is template and template.alive:
+            dep.paged_template, dep.paged_at = template, self.sup.clock()
+            dep.hot_in = False
+            dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
+            self.forget_sample(dep.release.deployment_id)
+            self.sup.system(dep, "template paged out to swap (paged tier): a wake reads it back")
+        return done
+
+    @staticmethod
+    def hot_set(dep: DeploymentRuntime) -> HotSetOf | None:
+        """The hot set learned for its current template, and that template's host pid."""
+        if dep.hot_set and dep.hot_pid and dep.hot_template is dep.template:
+            return dep.hot_pid, dep.hot_set
+        return None
+
+    async def wake(self, dep: DeploymentRuntime) -> Upstream:
+        """Wake from a paged template. With its hot set in memory the fork starts with what
+        it needs. Otherwise the reads are submitted first, in one batch (`paging.read_back`,
+        ms): of its hot set when one is known (kept out by the hot-set budget), else of its
+        whole memory (its first wake since the page-out, or ``hot_set_mb`` 0). The template
+        and its fork then wait on reads in flight instead of asking for their pages one
+        fault at a time (2-3× faster)."""
+        found = kept(dep, self.sharing)
+        hot = self.hot_set(dep)
+        if found is not None and not (dep.hot_in and hot):  # else it is in
+            try:
+                if hot is not None:
+                    await asyncio.to_thread(paging.read_back, *hot)
+                else:
+                    await asyncio.to_thread(
+                        lambda: sum(paging.read_back(pid) for pid in own_pids(found))
+                    )
+            except OSError as exc:
+                log.warning("reading a paged template back failed: %s", exc)
+        return await self.instances.wake(dep)
+
+    async def reclaim(self) -> None:
+        """Free the swap cache of templates paged out a moment ago: their pages are written
+        (their cgroup reclaims them: no copy stays in memory). Not while one runs. Then the
+        hot sets within the hot-set budget are read back in, and those past it paged out."""
+        now = time.monotonic()
+        for dep in self.dormant():
+            due = dep.paged_reclaim_due
+            if due is None or now < due or not dep.paged or dep.cgroup is None:
+                continue
+            dep.paged_reclaim_due = None
+            if dep.shared_key is None:  # its cgroup holds its own template alone
+                await asyncio.to_thread(dep.cgroup.reclaim)
+                self.forget_sample(dep.release.deployment_id)
+        await self._keep_hot_sets()
+
+    async def reclaim_now(self) -> None:
+        """`reclaim` without waiting for the writes' second (bench, tests)."""
+        for dep in self.dormant():
+            if dep.paged_reclaim_due is not None:
+                dep.paged_reclaim_due = 0.0
+        await self.reclaim()
+
+    async def _keep_hot_sets(self) -> None:
+        """Read back the hot sets `hot_sets_to_keep` chooses (mapped in their templates, so
+        the next fork starts with them) and page out again those it no longer does."""
+        clock_now = self.sup.clock()
+        held: dict[str, DeploymentRuntime] = {}
+        for dep in self.dormant():
+            if dep.paged and dep.paged_reclaim_due is None and self.hot_set(dep) is not None:
+                held[dep.release.deployment_id] = dep
+        if not held:
+            return
+        keep = hot_sets_to_keep(
+            (HotSet(did, self.last_used(dep, clock_now), dep.hot_kb) for did, dep in held.items()),
+            self.budget_kb,
+        )
+        for did, dep in held.items():
+            hot = self.hot_set(dep)
+            if hot is None or (did in keep) == dep.hot_in:
+                continue
+            pid, ranges = hot
+            if did in keep:  # what its forks touch: back in, and mapped
+                await asyncio.to_thread(paging.bring_in, pid, ranges)
+            else:  # over the budget: out again, and no copy left in memory
+                await asyncio.to_thread(paging.page_out_process, pid, ranges)
+                if dep.cgroup is not None and dep.shared_key is None:
+                    dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
+            dep.hot_in = did in keep
+            self.forget_sample(did)
