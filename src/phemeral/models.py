@@ -240,6 +240,9 @@ class InstanceState:
     # template (`runtime.footprint`), tier template; 0 running or on the deep tier
     idle_pss_kb: int = 0
     idle_swap_kb: int = 0  # what those processes keep in swap instead (tier paged)
+    # tier paged: the pages a wake touches (its hot set) are kept in memory, so it wakes as
+    # fast as from the template tier
+    hot_set_in: bool = False
     expected_wake_ms: float | None = None  # from its tier (recent wakes); None while running
     last_wake_at: datetime | None = None
     last_wake_ms: float | None = None

@@ -152,6 +152,10 @@ def test_the_tier_a_deployment_wakes_from_and_its_idle_memory() -> None:
     assert idle_memory(dormant).startswith("12.3 MiB (PSS")
     paged = {**dormant, "tier": "paged", "expected_wake_ms": 31.0, "idle_pss_kb": 1_536}
     assert wake_summary(paged).startswith("paged tier, ~31 ms")
+    assert "is read back" in wake_summary(paged)
+    hot = {**paged, "hot_set_in": True, "expected_wake_ms": 16.0}
+    assert wake_summary(hot).startswith("paged tier, ~16 ms")
+    assert "but for the pages a wake touches" in wake_summary(hot)
     assert idle_memory({**paged, "idle_swap_kb": 30_720}) == (
         "1.5 MiB (PSS: its template, and its share of the project's shared one); "
         "30.0 MiB paged out to swap"

@@ -85,6 +85,7 @@ def test_values_round_trip(tmp_path: Path) -> None:
         idle_memory_kb=10,
         idle_pss_kb=14,
         idle_swap_kb=30,
+        hot_set_in=True,
         expected_wake_ms=15.5,
         last_wake_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         last_wake_ms=12.5,

@@ -736,6 +736,7 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 await runtime.sweep()
                 again = runtime.instances("paged-1")
                 assert again.tier == "paged" and dep.hot_in  # the next wake needs no read-back
+                assert again.hot_set_in and again.expected_wake_ms == DEFAULT_WAKE_MS["hot"]
                 assert paged.idle_pss_kb + hot_kb // 2 < again.idle_pss_kb < resident.idle_pss_kb
                 # Past the hot-set budget it is paged out again, and leaves memory.
                 runtime.hot_set_budget_kb = hot_kb - 1
@@ -745,7 +746,7 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 await runtime.sweep()
                 await runtime.sweep()
                 out = runtime.instances("paged-1")
-                assert out.tier == "paged" and not dep.hot_in
+                assert out.tier == "paged" and not dep.hot_in and not out.hot_set_in
                 assert out.idle_pss_kb < again.idle_pss_kb - hot_kb // 2, (out, again)
             status, body = await request(runtime, "paged-1")
             assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)

@@ -147,10 +147,15 @@ def wake_summary(instances: object) -> str:
         )
     if tier == "template":
         return f"template tier{about} (a pre-loaded template forks the server)"
+    if tier == "paged" and instances.get("hot_set_in"):
+        return (
+            f"paged tier{about} (the pre-loaded template, its memory paged out to swap after a "
+            "long idle but for the pages a wake touches, forks the server)"
+        )
     if tier == "paged":
         return (
             f"paged tier{about} (the pre-loaded template, its memory paged out to swap after a "
-            "long idle, forks the server)"
+            "long idle, is read back and forks the server)"
         )
     return f"deep tier{about} (nothing resident: the template loads first)"
 

@@ -331,6 +331,7 @@ class Runtime:
             idle_memory_kb=cost.own_uss_kb if cost is not None and dormant else 0,
             idle_pss_kb=cost.pss_kb if cost is not None and dormant else 0,
             idle_swap_kb=cost.own_swap_kb if cost is not None and dormant else 0,
+            hot_set_in=tier == "paged" and self._hot_in(dep),
             expected_wake_ms=None if tier == "running" else self.expected_wake_ms(dep),
             last_wake_at=dep.last_wake_at,
             last_wake_ms=dep.last_wake_ms,
@@ -341,14 +342,21 @@ class Runtime:
         )
 
     def wake_kind(self, dep: DeploymentRuntime) -> str:
-        """How its next wake starts: ``template`` (a dormant template forks), ``paged`` (one
-        paged out to swap forks), ``deep`` (the template loads first) or ``command`` (the start
-        command runs as given)."""
+        """How its next wake starts: ``template`` (a dormant template forks), ``hot`` (one
+        paged out to swap but for its hot set forks), ``paged`` (one paged out whole forks
+        once the reads are submitted), ``deep`` (the template loads first) or ``command`` (the
+        start command runs as given)."""
         if dep.server is None:
             return "command"
         if dep.template is None or not dep.template.alive:
             return "deep"
-        return "paged" if dep.paged else "template"
+        if dep.paged:
+            return "hot" if self._hot_in(dep) else "paged"
+        return "template"
+
+    @staticmethod
+    def _hot_in(dep: DeploymentRuntime) -> bool:
+        return dep.paged and dep.hot_in and PagedTier.hot_set(dep) is not None
 
     def expected_wake_ms(self, dep: DeploymentRuntime) -> float:
         """The median of the recent wakes of its kind, platform-wide (a default before any)."""

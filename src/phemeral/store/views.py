@@ -201,6 +201,7 @@ def deployment_view(
             "idle_memory_kb": state.idle_memory_kb,
             "idle_pss_kb": state.idle_pss_kb,
             "idle_swap_kb": state.idle_swap_kb,
+            "hot_set_in": state.hot_set_in,
             "expected_wake_ms": state.expected_wake_ms,
             "restarts": state.restarts,
             "last_exit": state.last_exit,
