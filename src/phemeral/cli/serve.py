@@ -111,11 +111,29 @@ def configure_logging(settings: Settings) -> None:
 async def until_signalled(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main``; SIGTERM and SIGINT cancel it so every part shuts down in order.
 
-    Without this, SIGTERM would end the process at once and leave app instances behind.
+    Without this, SIGTERM would end the process at once and leave app instances behind. A
+    second signal while it shuts down does not cancel the cleanup again (that would leave
+    apps, mounts, network namespaces or the swap file behind): it is said on stderr, and
+    SIGKILL is what forces an exit.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main)
+
+    def stop() -> None:
+        if task.cancelling():
+            click.echo(
+                "stopping: apps, mounts and swap are being cleaned up; SIGKILL forces an exit "
+                "and leaves them behind",
+                err=True,
+            )
+            return
+        task.cancel()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+        loop.add_signal_handler(signum, stop)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
