@@ -20,7 +20,9 @@ Tiers: ``template`` (dormant pre-loaded template: the normal scaled-to-zero stat
 as after ``page_out_after``, then the same template paged out again after each wake: it keeps
 the hot set it and its last fork touched, read back in after the page-out ("paged, hot set"),
 or left in swap as past the hot-set budget ("paged, hot set out": the wake submits the reads
-of the hot set alone); needs swap: the host's, or a swap file this bench turns on for its run)
+of the hot set alone); "paged, first": a fresh template woken once on the template tier, then
+paged out (a first long idle: its hot set is what that fork wrote); needs swap: the host's,
+or a swap file this bench turns on for its run)
 and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
@@ -146,7 +148,17 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
             dep = runtime._deployments[did]
             if op != "state":
                 runtime.hot_set_budget_kb = budget
-            if op in ("repage", "repage-out"):
+            if op == "fresh":  # a template of its own, resident, as `_collapse` gives one
+                await runtime._stop_instance(dep, "bench")
+                await runtime.drop_template(did)
+                runtime._templates.share = False
+                try:
+                    async with dep.template_lock:
+                        await runtime._templates.load(dep)
+                finally:
+                    runtime._templates.share = True
+                reply = {"ok": True}
+            elif op in ("repage", "repage-out"):
                 # The same template paged out again: it keeps its hot set, read back within the
                 # hot-set budget; "repage-out": as past the budget, left in swap until the next
                 # wake is done (the runtime's sweep applies the budget too).
@@ -546,6 +558,7 @@ def main() -> None:
             plan += [(f"{s}-hello", "paged", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set out", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "paged, first", args.paged_runs) for s in stacks]
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
@@ -562,6 +575,13 @@ def main() -> None:
                         "paged, hot set": "repage",
                         "paged, hot set out": "repage-out",
                     }
+                    if tier == "paged, first":
+                        # A fresh template woken once on the template tier (its hot set learned
+                        # from what the fork wrote), then paged out: a first long idle.
+                        call(network, "fresh", did)
+                        time.sleep(0.05)
+                        first_byte_ms(ports[network], f"{did}.{BASE}")
+                        op["paged, first"] = "repage"
                     reply = call(network, op.get(tier, "idle"), did)
                     if "hot_kb" in reply:
                         hot_kb.append(int(reply["hot_kb"]))  # type: ignore[call-overload]

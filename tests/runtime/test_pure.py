@@ -336,6 +336,12 @@ def test_the_pages_a_process_holds_are_found_as_ranges_and_merged() -> None:
             if a < start + size and a + n > start
         ]
         assert found == [(0, 3), (10, 1), (63, 1)]
+        written = [
+            ((max(a, start) - start) // paging.PAGE, (min(a + n, start + size) - max(a, start)))
+            for a, n in paging.written_ranges(os.getpid())
+            if a < start + size and a + n > start
+        ]
+        assert [(p, n // paging.PAGE) for p, n in written] == found  # its own, written pages
         absent = paging.absent_within(os.getpid(), [(start, size)])
         pages = [((a - start) // paging.PAGE, n // paging.PAGE) for a, n in absent]
         assert pages == [(3, 7), (11, 52)]  # what a read would bring in

@@ -677,11 +677,15 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
             replace(settings, page_out_after=300.0), sink, clock=clock, share_templates=False
         )
         await runtime.start()
+        runtime.hot_set_budget_kb = 0  # hot sets learned but none kept in, until said below
         try:
             runtime.register(release, idle_timeout=0.05)
             status, body = await request(runtime, "paged-1")
             assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
             await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
+            dep = runtime._deployments["paged-1"]
+            # On the template tier already: the template's pages its fork wrote to.
+            assert dep.hot_template is dep.template and 512 < dep.hot_kb <= 12 * 1024
             await runtime.sweep()
             resident = runtime.instances("paged-1")
             assert (resident.tier, resident.idle_swap_kb) == ("template", 0)
@@ -703,7 +707,8 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 await runtime.sweep()
                 held = cgroup.memory_kb()
                 assert held is not None and held < 8 * 1024, held
-            # The wake forks the same template: its child reads back what it touches.
+            # The wake forks the same template: the reads of its hot set (out: past the
+            # budget) are submitted first.
             status, body = await request(runtime, "paged-1")
             assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
             assert len(runtime._wakes["paged"]) == 1
@@ -718,13 +723,13 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
             await runtime.sweep()  # not used for page_out_after since: not paged out again
             assert runtime._deployments["paged-1"].paged_at == before
             offset[0] += 400  # used since it was paged out: paged out again, once
-            dep = runtime._deployments["paged-1"]
             # The pages it and its fork touched became the template's hot set (learned at the
             # fork's stop); its anonymous part is what keeping it costs.
             hot_kb = dep.hot_kb
             assert dep.hot_template is dep.template and 1024 < hot_kb <= 12 * 1024, hot_kb
             assert sum(n for _, n in dep.hot_set) >= hot_kb * 1024
             before = dep.paged_at
+            runtime.hot_set_budget_kb = 1024 * 1024
             await runtime.sweep()
             assert dep.paged_at > before
             await wait_until(

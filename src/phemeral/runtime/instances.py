@@ -304,9 +304,15 @@ class Instances:
         dep.draining.append(instance)
         dep.state = "stopping"
         sup.system(dep, f"stopping instance {instance.id} ({reason})")
-        paged = dep.paged and instance.template is dep.template
-        if paged and dep.cgroup is not None and sup.settings.hot_set_mb > 0:
-            await self._learn_hot_set(dep, dep.cgroup, instance)
+        own = instance.template is dep.template and dep.template is not None
+        if own and dep.cgroup is not None and sup.settings.hot_set_mb > 0:
+            if dep.paged:
+                await self._learn_hot_set(dep, dep.cgroup, instance, written_only=False)
+            elif dep.hot_template is not dep.template and dep.shared_key is None:
+                # From the template tier: what its fork wrote (the template's pages it copied,
+                # nearly all it touched: Python writes reference counts), so a first wake
+                # after the page-out needs no read-back either; refined once it woke paged.
+                await self._learn_hot_set(dep, dep.cgroup, instance, written_only=True)
         await self._signal(instance, signal.SIGTERM)
         if instance.exited is not None:
             try:
@@ -328,7 +334,12 @@ class Instances:
             sup.records.remove(dep.release.deployment_id)
 
     async def _learn_hot_set(
-        self, dep: DeploymentRuntime, cgroup: sandbox.Cgroup, instance: Instance
+        self,
+        dep: DeploymentRuntime,
+        cgroup: sandbox.Cgroup,
+        instance: Instance,
+        *,
+        written_only: bool,
     ) -> None:
         """Before an instance forked from a paged template stops: the pages it and the
         template touched since the page-out (read back from swap or from their files, or
@@ -347,8 +358,12 @@ class Instances:
                 return [], 0, None
             # The template's own pages count too: it runs to fork the next instance.
             found: list[tuple[int, int]] = []
-            for pid in [parent, *procs.descendants(parent)]:
-                found += paging.present_ranges(pid)
+            if written_only:  # a resident template: all its pages are present
+                for pid in procs.descendants(parent):
+                    found += paging.written_ranges(pid)
+            else:
+                for pid in [parent, *procs.descendants(parent)]:
+                    found += paging.present_ranges(pid)
             hot = paging.within(paging.merge(found), paging.mappings(parent))
             own = paging.within(hot, paging.anonymous(parent))
             return hot, sum(length for _, length in own), parent

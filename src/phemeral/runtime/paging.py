@@ -138,6 +138,12 @@ def present_ranges(pid: int) -> Ranges:
     return _pages(pid, mappings(pid), _PRESENT_BYTE)
 
 
+def written_ranges(pid: int) -> Ranges:
+    """The pages only ``pid`` maps (``pagemap`` bit 56, present): in a fork of a resident
+    template, the template's pages it wrote to (copied on write) and its own new ones."""
+    return _pages(pid, mappings(pid), _EXCLUSIVE_BYTE)
+
+
 def absent_within(pid: int, ranges: Ranges) -> Ranges:
     """The pages of ``ranges`` that ``pid`` maps but has not in memory: in swap, or file pages
     not faulted in (``pagemap``)."""
@@ -164,9 +170,9 @@ def within(ranges: Ranges, bounds: Iterable[tuple[int, int]]) -> Ranges:
 
 def _pages(pid: int, ranges: Ranges, flag: bytes) -> Ranges:
     """The runs of pages within ``ranges`` whose ``pagemap`` entry ``flag`` maps to 1. The
-    top byte of each little-endian entry holds the present bit (63): one byte per page,
-    translated to 0/1, and runs found with ``bytes.find`` (C speed, for reserved areas of
-    GBs too)."""
+    top byte of each little-endian entry holds the present (63) and exclusive (56) bits:
+    one byte per page, translated to 0/1, and runs found with ``bytes.find`` (C speed, for
+    reserved areas of GBs too)."""
     out: Ranges = []
     try:
         pagemap = (PROC / str(pid) / "pagemap").open("rb")
@@ -191,6 +197,7 @@ def _pages(pid: int, ranges: Ranges, flag: bytes) -> Ranges:
 
 _PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))  # bit 63
 _ABSENT_BYTE = bytes(0 if b & 0x80 else 1 for b in range(256))
+_EXCLUSIVE_BYTE = bytes(1 if b & 0x81 == 0x81 else 0 for b in range(256))  # bits 63, 56
 
 
 def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
