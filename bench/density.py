@@ -402,18 +402,25 @@ class Fleet:
         auto: list[float] = []
         declared: list[float] = []
         running: list[float] = []
+        tiers: dict[str, list[float]] = {}
         for round_ in range(self.args.rounds):
             if round_:
                 self.wait_dormant()
+            with self.api() as api:
+                before = states(api, self.ids)  # paged by now if older than page_out_after
             for did in self.ids:
                 host = f"{did}.{BASE}"
-                (declared if did in self.declared else auto).append(request_ms(port, host))
+                sample = request_ms(port, host)
+                (declared if did in self.declared else auto).append(sample)
+                tiers.setdefault(before[did][1], []).append(sample)
                 running.append(request_ms(port, host))
         out.append(line("router: running app (2nd request)", running))
-        out.append(line("wake, template tier: autodetected", auto))
-        out.append(line("wake, template tier: declared (Procfile)", declared))
-        out.append(line("wake, template tier: all", auto + declared))
-        print("\n".join(out[-7:]), flush=True)
+        out.append(line("wake: autodetected", auto))
+        out.append(line("wake: declared (Procfile)", declared))
+        out.append(line("wake: all", auto + declared))
+        for tier, samples in sorted(tiers.items()):
+            out.append(line(f"  of which from the {tier} tier", samples))
+        print("\n".join(out[-7 - len(tiers) :]), flush=True)
 
     def memory_figures(self, label: str) -> None:
         assert self.platform.proc is not None
