@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -658,6 +659,22 @@ def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_
     asyncio.run(main())
 
 
+def has_sys_resource() -> bool:
+    """This process holds CAP_SYS_RESOURCE (a container may take it away from root)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & (1 << 24))
+    return False
+
+
+def locked_kb(pid: int) -> int:
+    """``VmLck`` of a process (kB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmLck:"):
+            return int(line.split()[1])
+    return 0
+
+
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="swap and process_madvise need root")
 def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
@@ -742,6 +759,12 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 again = runtime.instances("paged-1")
                 assert again.tier == "paged" and dep.hot_in  # the next wake needs no read-back
                 assert again.hot_set_in and again.expected_wake_ms == DEFAULT_WAKE_MS["hot"]
+                # Locked there: neither the kernel's reclaim nor a host's pageout takes it (as
+                # much as the memlock limit holds, if it could not be raised: anonymous first).
+                limit_kb = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] // 1024
+                can_raise = os.geteuid() == 0 and has_sys_resource()
+                expected = hot_kb if can_raise else min(hot_kb, limit_kb)
+                assert dep.hot_pid is not None and locked_kb(dep.hot_pid) >= expected - 64
                 assert paged.idle_pss_kb + hot_kb // 2 < again.idle_pss_kb < resident.idle_pss_kb
                 # Past the hot-set budget it is paged out again, and leaves memory.
                 runtime.hot_set_budget_kb = hot_kb - 1
@@ -752,6 +775,7 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 await runtime.sweep()
                 out = runtime.instances("paged-1")
                 assert out.tier == "paged" and not dep.hot_in and not out.hot_set_in
+                assert locked_kb(dep.hot_pid) == 0
                 assert out.idle_pss_kb < again.idle_pss_kb - hot_kb // 2, (out, again)
             status, body = await request(runtime, "paged-1")
             assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)

@@ -88,6 +88,9 @@ class DeploymentRuntime:
     hot_pid: int | None = None
     hot_kb: int = 0
     hot_in: bool = False  # read back into the template since its last page-out
+    # what of it is locked in the template's memory (``mlock``: neither the kernel's reclaim
+    # nor a host's proactive pageout takes it), to unlock before the next page-out
+    hot_locked: list[tuple[int, int]] = field(default_factory=list)
     draining: list[Instance] = field(default_factory=list)  # stopping, finishing requests
     # Each server imports the app after the fork (what the app's import opens must not be
     # shared); ``app_modules`` are what its import pulled in, for the template to preload.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ log = logging.getLogger("phemeral.runtime")
 PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
 SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
 PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap cache is freed
+LOCK_SLACK = 1 << 20  # bytes of memlock limit above a hot set (ranges rounded to pages)
 
 HotSetOf = tuple[int, list[tuple[int, int]]]  # a template's host pid, and its hot set
 
@@ -68,6 +70,7 @@ class PagedTier:
         self.idle_estimate_kb = idle_estimate_kb
         self.budget_kb = hot_set_budget_kb(sup.settings)
         self._swap_full_logged = False
+        self._lock_short_logged = False
 
     async def sweep(self, now: float) -> None:
         """Page out the memory of the templates unused for ``page_out_after`` s (`paging`);
@@ -111,6 +114,7 @@ class PagedTier:
         template = dep.template
         if found.own_cgroup is not None:
             await asyncio.to_thread(found.own_cgroup.allow_swap)
+        await self._unlock(dep)  # the hot set goes too: it may be learned anew since
         done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
         if dep.template is template and template.alive:
             dep.paged_template, dep.paged_at = template, self.sup.clock()
@@ -189,11 +193,50 @@ class PagedTier:
             if hot is None or (did in keep) == dep.hot_in:
                 continue
             pid, ranges = hot
-            if did in keep:  # what its forks touch: back in, and mapped
+            if did in keep:  # what its forks touch: back in, mapped, and kept there
                 await asyncio.to_thread(paging.bring_in, pid, ranges)
+                await self._lock(dep, pid, ranges)
             else:  # over the budget: out again, and no copy left in memory
+                await self._unlock(dep)
                 await asyncio.to_thread(paging.page_out_process, pid, ranges)
                 if dep.cgroup is not None and dep.shared_key is None:
                     dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
             dep.hot_in = did in keep
             self.forget_sample(did)
+
+    async def _lock(self, dep: DeploymentRuntime, pid: int, ranges: list[tuple[int, int]]) -> None:
+        """Lock the hot set in the template's memory (``mlock``, by the template itself):
+        pages it keeps in are not the kernel's to reclaim, nor a host's proactive pageout's
+        (which takes what is unused for a minute, as a hot set between wakes is). Its
+        ``RLIMIT_MEMLOCK`` is raised to the hot set first (root with ``CAP_SYS_RESOURCE``;
+        without it, what the inherited limit holds is locked, anonymous pages first)."""
+        template = dep.template
+        if template is None:
+            return
+        # Anonymous pages first: with a limit that holds only part of it, those are the ones a
+        # wake would read back from swap (file pages come back from the page cache).
+        anonymous = paging.within(ranges, paging.anonymous(pid))
+        ranges = anonymous + paging.within(ranges, paging.file_backed(pid))
+        size = sum(length for _, length in ranges)
+        try:
+            _, hard = resource.prlimit(pid, resource.RLIMIT_MEMLOCK)
+            if hard != resource.RLIM_INFINITY and hard < size + LOCK_SLACK:
+                limit = size + LOCK_SLACK
+                resource.prlimit(pid, resource.RLIMIT_MEMLOCK, (limit, limit))
+        except (OSError, ValueError) as exc:
+            log.debug("could not raise the memlock limit of %s: %s", pid, exc)
+        locked = await template.lock(ranges, True)
+        dep.hot_locked = ranges if locked else []
+        if locked < size and not self._lock_short_logged:
+            self._lock_short_logged = True
+            log.warning(
+                "a hot set could be locked in memory only in part (%d of %d bytes): the "
+                "kernel may page the rest out",
+                locked,
+                size,
+            )
+
+    async def _unlock(self, dep: DeploymentRuntime) -> None:
+        locked, dep.hot_locked = dep.hot_locked, []
+        if locked and dep.template is not None:
+            await dep.template.lock(locked, False)

@@ -90,6 +90,11 @@ def anonymous(pid: int) -> Ranges:
     return [(start, length) for start, length, name in _maps(pid) if _is_anonymous(name)]
 
 
+def file_backed(pid: int) -> Ranges:
+    """The mappings of ``pid`` that map files (its binary, libraries, extension modules)."""
+    return [(start, length) for start, length, name in _maps(pid) if not _is_anonymous(name)]
+
+
 def _is_anonymous(name: str) -> bool:
     return not name or name.startswith(("[heap", "[stack", "[anon"))
 

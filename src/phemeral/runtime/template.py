@@ -21,6 +21,7 @@ from phemeral.runtime.zygote import (
     EVENT_EXIT,
     OP_FORK_TEMPLATE,
     OP_LOAD,
+    OP_LOCK,
     OP_PRELOAD,
     OP_RELEASE,
     OP_RESPAWN,
@@ -249,6 +250,15 @@ class TemplateProcess:
     async def signal(self, pids: Sequence[int], sig: int) -> None:
         with contextlib.suppress(TemplateGone, TimeoutError):
             await self.call({"op": OP_SIGNAL, "pids": list(pids), "signal": int(sig)}, timeout=5)
+
+    async def lock(self, ranges: Sequence[tuple[int, int]], lock: bool) -> int:
+        """``mlock`` (``lock``) or ``munlock`` address ranges of the template (its hot set);
+        the bytes done (0 if it is gone or the limit refused them)."""
+        message = {"op": OP_LOCK, "ranges": [list(r) for r in ranges], "lock": lock}
+        with contextlib.suppress(TemplateGone, TimeoutError):
+            reply = await self.call(message, timeout=30)
+            return int(reply.get("locked") or 0)
+        return 0
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the control socket (the template stops its children and exits), then reap it."""

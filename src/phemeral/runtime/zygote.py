@@ -26,6 +26,10 @@ object; requests carry an ``id`` echoed in the reply, and file descriptors trave
 - ``{"op": "release", "instance": I}``: close instance I's kept fds (it stopped).
 - ``{"op": "signal", "pids": [...], "signal": S}``: signal served children and what they started
   (each leads its own process group).
+- ``{"op": "lock", "ranges": [[start, length], ...], "lock": true}``: ``mlock`` (``false``:
+  ``munlock``) those address ranges of this process (its hot set, kept in memory while the
+  rest of it is paged out). Replies ``{"ok": true, "locked": BYTES}`` (ranges that fail are
+  skipped).
 
 The names are the ``OP_*`` constants below; `phemeral.runtime.template` sends exactly those.
 
@@ -60,6 +64,7 @@ OP_SERVE = "serve"
 OP_RESPAWN = "respawn"
 OP_RELEASE = "release"
 OP_SIGNAL = "signal"
+OP_LOCK = "lock"
 EVENT_EXIT = "exit"
 
 MAX_MESSAGE = 1 << 20
@@ -231,6 +236,9 @@ class Template:
                 fds = [os.dup(fd) for fd in kept]
                 track(*fds)
                 reply.update(ok=True, pids=self.serve(fds, int(message.get("workers") or 1)))
+            elif op == OP_LOCK:
+                reply["locked"] = lock_ranges(message.get("ranges") or [], bool(message["lock"]))
+                reply["ok"] = True
             elif op == OP_RELEASE:
                 for fd in self.kept.pop(str(message.get("instance")), []):
                     close_fd(fd)
@@ -522,6 +530,20 @@ class Template:
             self.children.add(pid)
             pids.append(pid)
         return pids
+
+
+def lock_ranges(ranges: list[list[int]], lock: bool) -> int:
+    """``mlock`` (or ``munlock``) each ``[start, length]`` of this process; the bytes done."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = libc.mlock if lock else libc.munlock
+    call.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    done = 0
+    for start, length in ranges:
+        if call(int(start), int(length)) == 0:
+            done += int(length)
+    return done
 
 
 def freeze() -> None:
