@@ -460,9 +460,15 @@ class Fleet:
             self.results.append(line(f"  of which {group}", samples))
         print("\n".join(self.results[-1 - len(groups) :]), flush=True)
 
+    def stop_timeout(self) -> float:
+        """How long a stop may clean up before it is killed: stopping hundreds of templates,
+        their mounts and namespaces takes minutes on a loaded 2-core box (a kill leaves them
+        to the next start, or behind)."""
+        return max(60.0, 2.0 * len(self.ids))
+
     def restart(self, env: dict[str, str] | None = None) -> float:
         old = self.platform
-        old.stop()
+        old.stop(timeout=self.stop_timeout())
         new = Platform(old.data_dir, args=old.args, env={**old.env, **(env or {})})
         new.port = old.port
         self.platform = new
@@ -633,7 +639,7 @@ def main() -> None:
         )
         fleet.wake_each("wake on the deep tier")
     finally:
-        fleet.platform.stop()
+        fleet.platform.stop(timeout=fleet.stop_timeout())
         print(
             f"\n{len(fleet.ids)} hello-world FastAPI projects "
             f"({len(fleet.declared)} with a Procfile command), {os.cpu_count()} CPUs, "
