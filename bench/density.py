@@ -460,6 +460,16 @@ class Fleet:
             self.results.append(line(f"  of which {group}", samples))
         print("\n".join(self.results[-1 - len(groups) :]), flush=True)
 
+    def wait_paged(self, what: str) -> float:
+        """Wait until every deployment is on the paged tier; the seconds it took."""
+        with self.api() as api:
+            return wait_for(
+                what,
+                lambda: all_paged(api, self.ids),
+                self.args.page_out_after + 60 + len(self.ids),
+                1.0,
+            )
+
     def stop_timeout(self) -> float:
         """How long a stop may clean up before it is killed: stopping hundreds of templates,
         their mounts and namespaces takes minutes on a loaded 2-core box (a kill leaves them
@@ -587,13 +597,7 @@ def main() -> None:
             time.sleep(3)
             fleet.memory_figures("after deploy")
 
-        with fleet.api() as api:
-            took = wait_for(
-                "every template paged out",
-                lambda: all_paged(api, fleet.ids),
-                args.page_out_after + 60 + len(fleet.ids),
-                1.0,
-            )
+        took = fleet.wait_paged("every template paged out")
         fleet.results.append(
             f"-- longest idle while memory and swap last: all {len(fleet.ids)} paged out "
             f"{took:.0f} s after their last wakes (page_out_after {args.page_out_after:.0f} s)"
@@ -603,13 +607,7 @@ def main() -> None:
         # Those wakes taught each template its hot set; paged out again, the hot sets within
         # the hot-set budget are read back in: the steady state of a long idle.
         fleet.wait_dormant()
-        with fleet.api() as api:
-            took = wait_for(
-                "every template paged out again",
-                lambda: all_paged(api, fleet.ids),
-                args.page_out_after + 60 + len(fleet.ids),
-                1.0,
-            )
+        took = fleet.wait_paged("every template paged out again")
         time.sleep(5)  # reclaimed a second after the page-out, then the hot sets read back
         fleet.results.append(
             f"-- longest idle, paged out again {took:.0f} s after those wakes: hot sets in "

@@ -143,6 +143,18 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         budget = runtime.hot_set_budget_kb
+
+        async def fresh_template(did: str) -> None:
+            """Drop its template and load one of its own (not forked from a shared one)."""
+            dep = runtime._deployments[did]
+            await runtime.drop_template(did)
+            runtime._templates.share = False
+            try:
+                async with dep.template_lock:
+                    await runtime._templates.load(dep)
+            finally:
+                runtime._templates.share = True
+
         while line := (await reader.readline()).decode().strip():
             op, did = line.split()
             dep = runtime._deployments[did]
@@ -150,13 +162,7 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                 runtime.hot_set_budget_kb = budget
             if op == "fresh":  # a template of its own, resident, as `_collapse` gives one
                 await runtime._stop_instance(dep, "bench")
-                await runtime.drop_template(did)
-                runtime._templates.share = False
-                try:
-                    async with dep.template_lock:
-                        await runtime._templates.load(dep)
-                finally:
-                    runtime._templates.share = True
+                await fresh_template(did)
                 reply = {"ok": True}
             elif op in ("repage", "repage-out"):
                 # The same template paged out again: it keeps its hot set, read back within the
@@ -177,14 +183,7 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                     # What page_out_after leaves: a template of its own (as `_collapse` gives a
                     # dormant deployment), paged out. A new one each time: the pages an earlier
                     # wake read back linger in the swap cache, and each sample must read from swap.
-                    await runtime.drop_template(did)
-                    templates = runtime._templates
-                    templates.share = False
-                    try:
-                        async with dep.template_lock:
-                            await templates.load(dep)
-                    finally:
-                        templates.share = True
+                    await fresh_template(did)
                     reply["paged_bytes"] = await runtime.page_out_template(did)
                     # What the sweep does once the writes are done: the pages leave memory (no
                     # copy stays in the swap cache), so the wake reads them from the swap device.

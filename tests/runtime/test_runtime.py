@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from phemeral.errors import BootFailed, Unavailable
-from phemeral.models import Upstream
+from phemeral.models import Release, Upstream
 from phemeral.runtime import paging, procs
 from phemeral.runtime.idle import DEFAULT_WAKE_MS
 from phemeral.runtime.supervisor import Runtime
@@ -526,6 +526,14 @@ def test_a_restarted_runtime_warms_the_most_recently_used_templates_within_its_b
     assert "template loaded ahead of its first request (warm start)" in lines
 
 
+async def use_in_order(runtime: Runtime, releases: list[Release]) -> None:
+    """Register each, serve one request, and wait until it scaled to zero, in this order."""
+    for release in releases:
+        runtime.register(release, idle_timeout=0.05)
+        assert (await request(runtime, release.deployment_id))[0] == 200
+        await wait_until(lambda r=release: runtime.instances(r.deployment_id).state == "dormant")
+
+
 def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
     tmp_path: Path, settings: Settings, sink: ListSink
 ) -> None:
@@ -542,12 +550,7 @@ def test_dormant_templates_stay_at_any_age_and_only_the_budget_evicts_them(
         )
         await runtime.start()
         try:
-            for release in releases:  # used in this order: lru3 is the most recent
-                runtime.register(release, idle_timeout=0.05)
-                assert (await request(runtime, release.deployment_id))[0] == 200
-                await wait_until(
-                    lambda r=release: runtime.instances(r.deployment_id).state == "dormant"
-                )
+            await use_in_order(runtime, releases)  # lru3 is the most recent
             await runtime.sweep()
             assert [runtime.instances(d).tier for d in ids] == ["template"] * 3
             # Hours later than the 30 minutes that once dropped a template: nothing goes.
@@ -608,12 +611,7 @@ def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_
             runtime = Runtime(replace(settings, warm_budget_mb=1024), sink, share_templates=False)
             await runtime.start()
             try:
-                for release in releases:  # used in this order: over3 is the most recent
-                    runtime.register(release, idle_timeout=0.05)
-                    assert (await request(runtime, release.deployment_id))[0] == 200
-                    await wait_until(
-                        lambda r=release: runtime.instances(r.deployment_id).state == "dormant"
-                    )
+                await use_in_order(runtime, releases)  # over3 is the most recent
                 await runtime.sweep()
                 assert [runtime.instances(d).tier for d in ids] == ["template"] * 3
                 # A budget that holds the most recently used one only: the others go to swap

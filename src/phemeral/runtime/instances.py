@@ -341,11 +341,12 @@ class Instances:
         *,
         written_only: bool,
     ) -> None:
-        """Before an instance forked from a paged template stops: the pages it and the
-        template touched since the page-out (read back from swap or from their files, or
-        copied) are the hot set of that template, kept unless its anonymous pages pass
-        ``Settings.hot_set_mb`` (a busy instance touches most of the heap: then the template
-        is paged out whole)."""
+        """Before an instance forked from a template of the deployment's stops: its hot set.
+        From a paged template, the pages it and the template touched since the page-out
+        (read back from swap or from their files, or copied); from a resident one
+        (``written_only``), the template's pages the instance wrote to. Kept unless its
+        anonymous pages pass ``Settings.hot_set_mb`` (a busy instance touches most of the
+        heap: then the template is paged out whole)."""
         template = dep.template
 
         def learn() -> tuple[list[tuple[int, int]], int, int | None]:
