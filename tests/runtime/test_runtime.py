@@ -627,7 +627,9 @@ def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_
                     ("template", "dormant"),
                 ]
                 said = "least recently used, over the template budget"
-                assert sum(said in m for m in sink.messages(stream="system")) == 2
+                await wait_until(  # log lines reach the sink in batches
+                    lambda: sum(said in m for m in sink.messages(stream="system")) == 2
+                )
                 assert (await request(runtime, "over1"))[0] == 200  # wakes from swap
                 await wait_until(lambda: runtime.instances("over1").state == "dormant")
             finally:
