@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -568,13 +569,14 @@ def test_connections_and_threads_opened_at_import_are_per_server_unless_preload(
     async def body(runtime: Runtime) -> None:
         await runtime.boot_check(release, ListBuildLog())
         seen: dict[int, dict[str, object]] = {}
-        for _ in range(20):
+        # Without --preload each worker imports the app once it is forked: on a loaded box the
+        # second may answer seconds after the first.
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
             results = await asyncio.gather(*(request(runtime, "sharing-1") for _ in range(8)))
             for _, payload in results:
                 answer = json.loads(payload)
                 seen[answer["pid"]] = answer
-            if len(seen) == 2:
-                break
         assert len(seen) == 2
         connections = {answer["connection"] for answer in seen.values()}
         ticking = [answer["ticking"] for answer in seen.values()]
