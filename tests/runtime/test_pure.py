@@ -6,6 +6,7 @@ import ctypes
 import mmap
 import os
 import subprocess
+from pathlib import Path
 
 from phemeral.runtime import paging
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
@@ -310,6 +311,46 @@ def test_templates_stay_resident_when_swap_would_not_hold_them() -> None:
     assert (plan.deployment_ids, plan.swap_short) == (["a", "b"], True)
     plan = templates_to_page_out(candidates, 1000.0, 300.0, 8, swap_free_kb=0)
     assert (plan.deployment_ids, plan.swap_short) == ([], True)
+
+
+def test_a_fork_s_file_pages_are_the_ones_it_touched_itself(tmp_path: Path) -> None:
+    """A fork copies no page-table entries of a read-only file mapping: the file pages present
+    in it are those it faulted in (with the kernel's fault-around of up to 16 pages)."""
+    data = tmp_path / "lib.so"
+    data.write_bytes(os.urandom(128 * paging.PAGE))
+    with data.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as area:
+        start = _mapping_start(data)
+        _ = area[100 * paging.PAGE]  # the parent's page, before the fork
+        ready_r, ready_w = os.pipe()
+        done_r, done_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _ = area[0] + area[40 * paging.PAGE]
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+            os._exit(0)
+        try:
+            os.read(ready_r, 1)
+            pages = {
+                (a - start) // paging.PAGE + i
+                for a, n in paging.touched_file_pages(pid)
+                if start <= a < start + 128 * paging.PAGE
+                for i in range(n // paging.PAGE)
+            }
+        finally:
+            os.write(done_w, b"1")
+            os.waitpid(pid, 0)
+            for fd in (ready_r, ready_w, done_r, done_w):
+                os.close(fd)
+    assert {0, 40} <= pages
+    assert 100 not in pages
+
+
+def _mapping_start(path: Path) -> int:
+    for line in (Path("/proc/self/maps")).read_text().splitlines():
+        if line.endswith(str(path)):
+            return int(line.split("-", 1)[0], 16)
+    raise AssertionError(f"{path} is not mapped")
 
 
 def test_the_swap_file_is_half_the_memory_within_an_eighth_of_the_free_disk() -> None:

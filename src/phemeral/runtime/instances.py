@@ -361,7 +361,7 @@ class Instances:
             found: list[tuple[int, int]] = []
             if written_only:  # a resident template: all its pages are present
                 for pid in procs.descendants(parent):
-                    found += paging.written_ranges(pid)
+                    found += paging.written_ranges(pid) + paging.touched_file_pages(pid)
             else:
                 for pid in [parent, *procs.descendants(parent)]:
                     found += paging.present_ranges(pid)

@@ -149,6 +149,14 @@ def written_ranges(pid: int) -> Ranges:
     return _pages(pid, mappings(pid), _EXCLUSIVE_BYTE)
 
 
+def touched_file_pages(pid: int) -> Ranges:
+    """The file pages a fork of a resident template faulted in itself (``pagemap``, present):
+    a fork copies no entries of read-only file mappings, so those present are the ones it
+    touched (its libraries' and extension modules' code), shared with the template through
+    the page cache and not found by `written_ranges`."""
+    return _pages(pid, file_backed(pid), _PRESENT_BYTE)
+
+
 def absent_within(pid: int, ranges: Ranges) -> Ranges:
     """The pages of ``ranges`` that ``pid`` maps but has not in memory: in swap, or file pages
     not faulted in (``pagemap``)."""
