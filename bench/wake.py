@@ -21,8 +21,10 @@ as after ``page_out_after``, then the same template paged out again after each w
 the hot set it and its last fork touched, read back in after the page-out ("paged, hot set"),
 or left in swap as past the hot-set budget ("paged, hot set out": the wake submits the reads
 of the hot set alone); "paged, first": a fresh template woken once on the template tier, then
-paged out (a first long idle: its hot set is what that fork wrote); needs swap: the host's,
-or a swap file this bench turns on for its run)
+paged out (a first long idle: its hot set is what that fork wrote and the file pages it
+faulted in); "paged, first, 2 wakes": woken twice before (after the first wake its anonymous
+pages were written out once, so the second shows its reads too: "template, learning" is that
+second wake); needs swap: the host's, or a swap file this bench turns on for its run)
 and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
@@ -558,6 +560,8 @@ def main() -> None:
             plan += [(f"{s}-hello", "paged, hot set", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set out", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, first", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "paged, first, 2 wakes", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "template, learning", args.paged_runs) for s in stacks]
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
             plan += [("custom-hello", "custom command", args.cold_runs)]
@@ -574,13 +578,18 @@ def main() -> None:
                         "paged, hot set": "repage",
                         "paged, hot set out": "repage-out",
                     }
-                    if tier == "paged, first":
-                        # A fresh template woken once on the template tier (its hot set learned
-                        # from what the fork wrote), then paged out: a first long idle.
+                    if tier in ("paged, first", "paged, first, 2 wakes", "template, learning"):
+                        # A fresh template woken once (its hot set learned from what the fork
+                        # wrote) or twice (the second wake learns its reads too) on the
+                        # template tier, then paged out: a first long idle.
                         call(network, "fresh", did)
                         time.sleep(0.05)
                         first_byte_ms(ports[network], f"{did}.{BASE}")
-                        op["paged, first"] = "repage"
+                        if tier == "paged, first, 2 wakes":
+                            call(network, "idle", did)
+                            time.sleep(0.05)
+                            first_byte_ms(ports[network], f"{did}.{BASE}")
+                        op[tier] = "idle" if tier == "template, learning" else "repage"
                     reply = call(network, op.get(tier, "idle"), did)
                     if "hot_kb" in reply:
                         hot_kb.append(int(reply["hot_kb"]))  # type: ignore[call-overload]
@@ -606,12 +615,12 @@ def main() -> None:
         f"{'root, sandboxed' if os.geteuid() == 0 else 'not root'})"
     )
     print(
-        f"{'deployment':<18} {'tier':<18} {'network':<9} {'n':>3} {'p50':>7} {'p90':>7} "
+        f"{'deployment':<18} {'tier':<21} {'network':<9} {'n':>3} {'p50':>7} {'p90':>7} "
         f"{'p99':>7} {'max':>7}"
     )
     for did, tier, network, samples in rows:
         print(
-            f"{did:<18} {tier:<18} {network:<9} {len(samples):>3} "
+            f"{did:<18} {tier:<21} {network:<9} {len(samples):>3} "
             f"{statistics.median(samples):>7.1f} "
             f"{percentile(samples, 90):>7.1f} {percentile(samples, 99):>7.1f} {max(samples):>7.1f}"
         )

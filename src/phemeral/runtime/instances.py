@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 from phemeral import sandbox
 from phemeral.errors import BootFailed, PhemeralError, RuntimeFailure
@@ -305,14 +306,24 @@ class Instances:
         dep.state = "stopping"
         sup.system(dep, f"stopping instance {instance.id} ({reason})")
         own = instance.template is dep.template and dep.template is not None
+        learn_next = None
         if own and dep.cgroup is not None and sup.settings.hot_set_mb > 0:
             if dep.paged:
-                await self._learn_hot_set(dep, dep.cgroup, instance, written_only=False)
+                await self._learn_hot_set(dep, dep.cgroup, instance, "paged")
+            elif dep.hot_learning is not None and dep.hot_learning is dep.template:
+                # Its anonymous pages were written out after the last wake: those present
+                # again are what this wake touched, read or written.
+                dep.hot_learning = None
+                await self._learn_hot_set(dep, dep.cgroup, instance, "learning")
+                await self._map_back(dep.hot_pid)
             elif dep.hot_template is not dep.template and dep.shared_key is None:
                 # From the template tier: what its fork wrote (the template's pages it copied,
-                # nearly all it touched: Python writes reference counts), so a first wake
-                # after the page-out needs no read-back either; refined once it woke paged.
-                await self._learn_hot_set(dep, dep.cgroup, instance, written_only=True)
+                # most of what it touched: Python writes reference counts) and the file pages
+                # it faulted in, so a first wake after the page-out needs no read-back either.
+                # Then its memory is written out once (`paging.learning_page_out`) so that the
+                # next wake shows its reads too; refined again once it woke paged.
+                await self._learn_hot_set(dep, dep.cgroup, instance, "written")
+                learn_next = dep.template if dep.hot_template is dep.template else None
         await self._signal(instance, signal.SIGTERM)
         if instance.exited is not None:
             try:
@@ -330,6 +341,8 @@ class Instances:
             dep.dormant_since = sup.clock()
             if dep.needs_refresh:
                 sup.background(self.templates.refresh(dep))
+            if learn_next is dep.template and dep.hot_pid is not None:
+                await self._learning_page_out(dep, dep.cgroup, dep.hot_pid)
         else:
             sup.records.remove(dep.release.deployment_id)
 
@@ -338,15 +351,16 @@ class Instances:
         dep: DeploymentRuntime,
         cgroup: sandbox.Cgroup,
         instance: Instance,
-        *,
-        written_only: bool,
+        how: Literal["paged", "learning", "written"],
     ) -> None:
         """Before an instance forked from a template of the deployment's stops: its hot set.
-        From a paged template, the pages it and the template touched since the page-out
-        (read back from swap or from their files, or copied); from a resident one
-        (``written_only``), the template's pages the instance wrote to. Kept unless its
-        anonymous pages pass ``Settings.hot_set_mb`` (a busy instance touches most of the
-        heap: then the template is paged out whole)."""
+        ``paged``: the pages it and the paged template touched since the page-out (read back
+        from swap or from their files, or copied). ``learning``: the same of a resident
+        template whose anonymous pages were written out after its last wake (its file pages
+        stayed mapped: only its forks' count). ``written``: of a resident template, the pages
+        the instance wrote to and the file pages it faulted in. Kept unless its anonymous
+        pages pass ``Settings.hot_set_mb`` (a busy instance touches most of the heap: then
+        the template is paged out whole); a ``learning`` one that does keeps the last."""
         template = dep.template
 
         def learn() -> tuple[list[tuple[int, int]], int, int | None]:
@@ -359,11 +373,14 @@ class Instances:
                 return [], 0, None
             # The template's own pages count too: it runs to fork the next instance.
             found: list[tuple[int, int]] = []
-            if written_only:  # a resident template: all its pages are present
+            if how == "written":  # a resident template: all its pages are present
                 for pid in procs.descendants(parent):
                     found += paging.written_ranges(pid) + paging.touched_file_pages(pid)
             else:
-                for pid in [parent, *procs.descendants(parent)]:
+                found += paging.present_ranges(parent)
+                if how == "learning":
+                    found = paging.within(paging.merge(found), paging.anonymous(parent))
+                for pid in procs.descendants(parent):
                     found += paging.present_ranges(pid)
             hot = paging.within(paging.merge(found), paging.mappings(parent))
             own = paging.within(hot, paging.anonymous(parent))
@@ -371,10 +388,40 @@ class Instances:
 
         hot, size, parent = await asyncio.to_thread(learn)
         if parent is None or not hot or size > self.sup.settings.hot_set_mb * 1024 * 1024:
-            dep.hot_set, dep.hot_template, dep.hot_pid, dep.hot_kb = [], None, None, 0
+            if how != "learning":
+                dep.hot_set, dep.hot_template, dep.hot_pid, dep.hot_kb = [], None, None, 0
             return
         dep.hot_set, dep.hot_template, dep.hot_pid = hot, template, parent
         dep.hot_kb = size // 1024
+
+    async def _learning_page_out(
+        self, dep: DeploymentRuntime, cgroup: sandbox.Cgroup | None, pid: int
+    ) -> None:
+        """After the first wake of a resident template of its own: write its anonymous pages
+        out once, so that its next wake shows what it reads as well as what it writes
+        (`paging.learning_page_out`). Needs free swap; the pages stay in memory meanwhile."""
+        template = dep.template
+        if cgroup is None or template is None or dep.shared_key is not None:
+            return
+        if self.sup.settings.page_out_after <= 0:
+            return  # no paged tier: nothing to learn for
+        if await asyncio.to_thread(paging.swap_free_kb) <= 0:
+            return
+        await asyncio.to_thread(cgroup.allow_swap)
+        if dep.template is not template or not template.alive or dep.instance is not None:
+            return
+        if await asyncio.to_thread(paging.learning_page_out, pid):
+            dep.hot_learning = template
+
+    @staticmethod
+    async def _map_back(pid: int | None) -> None:
+        """After a learning wake: map the rest of a resident template's pages (``pid``, host
+        pid) back from the swap cache, so that it stays wholly resident, as its tier says
+        (and its PSS counts)."""
+        if pid:
+            await asyncio.to_thread(
+                lambda: paging.bring_in(pid, paging.swapped_within(pid, paging.anonymous(pid)))
+            )
 
     async def _signal(self, instance: Instance, sig: int) -> None:
         if instance.pids and instance.template is not None:

@@ -118,6 +118,7 @@ class PagedTier:
         done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
         if dep.template is template and template.alive:
             dep.paged_template, dep.paged_at = template, self.sup.clock()
+            dep.hot_learning = None  # its next wake learns as a paged one
             dep.hot_in = False
             dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
             self.forget_sample(dep.release.deployment_id)

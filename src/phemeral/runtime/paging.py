@@ -106,6 +106,16 @@ def page_out_process(pid: int, ranges: Ranges | None = None) -> int:
     return _advise(pid, MADV_PAGEOUT, ranges)
 
 
+def learning_page_out(pid: int) -> int:
+    """Write the anonymous pages of a resident template out to swap and unmap them, its file
+    pages left alone: until memory pressure or a reclaim frees them they stay in the swap
+    cache, and a page its next fork or itself touches is mapped back from there (a minor
+    fault, no read). What is present after that wake is what it touched, reads included,
+    which a resident template's pagemap cannot tell otherwise (`written_ranges` sees
+    writes only). Bytes it went over."""
+    return _advise(pid, MADV_PAGEOUT, anonymous(pid))
+
+
 def read_back(pid: int, ranges: Ranges | None = None) -> int:
     """Start reading every page of ``pid`` (or those within ``ranges``) back from swap (and
     its files' pages), without waiting: one batch of reads, merged where its swap slots are
@@ -163,6 +173,11 @@ def absent_within(pid: int, ranges: Ranges) -> Ranges:
     return _pages(pid, within(ranges, mappings(pid)), _ABSENT_BYTE)
 
 
+def swapped_within(pid: int, ranges: Ranges) -> Ranges:
+    """The pages of ``ranges`` that ``pid`` has in swap (``pagemap`` bit 62)."""
+    return _pages(pid, within(ranges, mappings(pid)), _SWAPPED_BYTE)
+
+
 def within(ranges: Ranges, bounds: Iterable[tuple[int, int]]) -> Ranges:
     """The parts of sorted ``ranges`` that lie within sorted, disjoint ``bounds``."""
     out: Ranges = []
@@ -210,6 +225,7 @@ def _pages(pid: int, ranges: Ranges, flag: bytes) -> Ranges:
 
 _PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))  # bit 63
 _ABSENT_BYTE = bytes(0 if b & 0x80 else 1 for b in range(256))
+_SWAPPED_BYTE = bytes(1 if b & 0x40 else 0 for b in range(256))  # bit 62
 _EXCLUSIVE_BYTE = bytes(1 if b & 0x81 == 0x81 else 0 for b in range(256))  # bits 63, 56
 
 
