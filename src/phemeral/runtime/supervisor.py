@@ -40,7 +40,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
@@ -601,6 +601,16 @@ class Runtime:
                 or now_dep.instance is not None
             ):
                 continue  # woke or changed meanwhile: the figure is not of its dormant state
+            if now_dep.hot_learning is templates[did]:
+                # What it wrote out to learn its hot set is still in memory (the swap cache)
+                # until its next wake maps it back: resident, as its tier says.
+                swapped = cost.own_swap_kb
+                cost = replace(
+                    cost,
+                    own_pss_kb=cost.own_pss_kb + swapped,
+                    own_uss_kb=cost.own_uss_kb + swapped,
+                    own_swap_kb=0,
+                )
             self._samples[did] = IdleSample(templates[did], now, cost)
             if did in self._unmeasured and not now_dep.needs_refresh:
                 self._unmeasured.discard(did)
