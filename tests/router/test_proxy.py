@@ -188,6 +188,40 @@ def test_route_switch_under_load_fails_no_request() -> None:
     run(main)
 
 
+def test_an_answer_before_the_whole_request_body_says_the_connection_closes() -> None:
+    """An app that answers without reading the body (a 413, a redirect): the router closes the
+    client connection after the answer, and says so (``Connection: close``), so that the client
+    does not send its next request into a closed connection."""
+
+    async def main() -> None:
+        async with app_server("cp") as cp, app_server("a") as a:
+            backends = BackendsTestDouble({"dep-a": a})
+            routes = snapshot({"dep-a": OK}, {})
+            async with router(routes, backends, cp) as server:
+                head = (
+                    b"POST / HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\n"
+                    b"Content-Length: 1000000\r\n\r\n"
+                )
+                response = await raw_request(server.port, head + b"x" * 1000)
+                assert status_of(response) == 200
+                head_text = response.split(b"\r\n\r\n", 1)[0].lower()
+                assert b"\r\nconnection: close" in head_text, response
+                assert response.endswith(b"hello from a")
+                # a whole body: the same answer keeps the connection
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                try:
+                    writer.write(
+                        b"POST / HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\n"
+                        b"Content-Length: 2\r\n\r\nhi"
+                    )
+                    answer = await asyncio.wait_for(reader.readuntil(b"hello from a"), 5)
+                    assert b"connection: close" not in answer.lower()
+                finally:
+                    writer.close()
+
+    run(main)
+
+
 def test_keep_alive_reuses_one_upstream_connection() -> None:
     """Regression: responses must leave the upstream connection reusable (keep-alive read at the
     end of each message), so sequential requests, even from new clients, share one connection."""

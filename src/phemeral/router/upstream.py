@@ -129,7 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
             end += len(extra)
         request = ex.request
         plain = match_plain_response(data, 0, end)
-        if plain is not None and request.keep_alive and request.method != b"HEAD":
+        if plain is not None and request.keep_alive and ex.body_done and request.method != b"HEAD":
             # The common case: an HTTP/1.1 response with a Content-Length and nothing
             # hop-by-hop, whole in this read, relayed as is (the checks below, in short).
             minor, code, length = plain.groups()
@@ -175,7 +175,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         ex.status = status
         no_body = request.method == b"HEAD" or status == 204 or status == 304
-        client_close = not request.keep_alive
+        # An answer before the whole request body arrived (a 413, a redirect): the connection
+        # closes after it (`response_done`), and the client is told so, not to reuse it.
+        client_close = not request.keep_alive or not ex.body_done
         self.dechunk = False
         if no_body:
             state = R_IDLE
