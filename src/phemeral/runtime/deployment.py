@@ -88,10 +88,13 @@ class DeploymentRuntime:
     hot_pid: int | None = None
     hot_kb: int = 0
     hot_in: bool = False  # read back into the template since its last page-out
-    # A resident template whose anonymous pages were written out once after its first wake
-    # (kept in the swap cache, so its next fork faults them back cheaply): what that fork and
+    # A resident template whose anonymous pages were written out once while dormant (kept in
+    # the swap cache, so its next fork faults them back cheaply): what that fork and
     # the template touch is then its hot set, reads included (`paging.learning_page_out`).
     hot_learning: TemplateProcess | None = None
+    # how its hot set was learned: "written" (a resident template's written and file pages,
+    # reads missing), "learning" or "paged" (all it touched)
+    hot_how: str = ""
     # what of it is locked in the template's memory (``mlock``: neither the kernel's reclaim
     # nor a host's proactive pageout takes it), to unlock before the next page-out
     hot_locked: list[tuple[int, int]] = field(default_factory=list)

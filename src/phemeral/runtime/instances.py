@@ -306,24 +306,23 @@ class Instances:
         dep.state = "stopping"
         sup.system(dep, f"stopping instance {instance.id} ({reason})")
         own = instance.template is dep.template and dep.template is not None
-        learn_next = None
+        learned = False
         if own and dep.cgroup is not None and sup.settings.hot_set_mb > 0:
             if dep.paged:
                 await self._learn_hot_set(dep, dep.cgroup, instance, "paged")
             elif dep.hot_learning is not None and dep.hot_learning is dep.template:
-                # Its anonymous pages were written out after the last wake: those present
+                # Its anonymous pages were written out while it was dormant: those present
                 # again are what this wake touched, read or written.
                 dep.hot_learning = None
                 await self._learn_hot_set(dep, dep.cgroup, instance, "learning")
-                await self._map_back(dep.hot_pid)
+                learned = True
             elif dep.hot_template is not dep.template and dep.shared_key is None:
                 # From the template tier: what its fork wrote (the template's pages it copied,
                 # most of what it touched: Python writes reference counts) and the file pages
                 # it faulted in, so a first wake after the page-out needs no read-back either.
-                # Then its memory is written out once (`paging.learning_page_out`) so that the
-                # next wake shows its reads too; refined again once it woke paged.
+                # The paged tier's sweep then writes its memory out once so that the next wake
+                # shows its reads too (`PagedTier.start_learning`), unless that came first.
                 await self._learn_hot_set(dep, dep.cgroup, instance, "written")
-                learn_next = dep.template if dep.hot_template is dep.template else None
         await self._signal(instance, signal.SIGTERM)
         if instance.exited is not None:
             try:
@@ -331,6 +330,8 @@ class Instances:
             except TimeoutError:
                 sup.system(dep, f"instance {instance.id} ignored SIGTERM; killing it")
         await self.kill(dep, instance)
+        if learned and dep.cgroup is not None:
+            await self._map_back(dep.cgroup)
         dep.draining.remove(instance)
         if dep.instance is instance:
             dep.instance = None
@@ -341,8 +342,6 @@ class Instances:
             dep.dormant_since = sup.clock()
             if dep.needs_refresh:
                 sup.background(self.templates.refresh(dep))
-            if learn_next is dep.template and dep.hot_pid is not None:
-                await self._learning_page_out(dep, dep.cgroup, dep.hot_pid)
         else:
             sup.records.remove(dep.release.deployment_id)
 
@@ -390,38 +389,22 @@ class Instances:
         if parent is None or not hot or size > self.sup.settings.hot_set_mb * 1024 * 1024:
             if how != "learning":
                 dep.hot_set, dep.hot_template, dep.hot_pid, dep.hot_kb = [], None, None, 0
+                dep.hot_how = ""
             return
         dep.hot_set, dep.hot_template, dep.hot_pid = hot, template, parent
-        dep.hot_kb = size // 1024
-
-    async def _learning_page_out(
-        self, dep: DeploymentRuntime, cgroup: sandbox.Cgroup | None, pid: int
-    ) -> None:
-        """After the first wake of a resident template of its own: write its anonymous pages
-        out once, so that its next wake shows what it reads as well as what it writes
-        (`paging.learning_page_out`). Needs free swap; the pages stay in memory meanwhile."""
-        template = dep.template
-        if cgroup is None or template is None or dep.shared_key is not None:
-            return
-        if self.sup.settings.page_out_after <= 0:
-            return  # no paged tier: nothing to learn for
-        if await asyncio.to_thread(paging.swap_free_kb) <= 0:
-            return
-        await asyncio.to_thread(cgroup.allow_swap)
-        if dep.template is not template or not template.alive or dep.instance is not None:
-            return
-        if await asyncio.to_thread(paging.learning_page_out, pid):
-            dep.hot_learning = template
+        dep.hot_kb, dep.hot_how = size // 1024, how
 
     @staticmethod
-    async def _map_back(pid: int | None) -> None:
-        """After a learning wake: map the rest of a resident template's pages (``pid``, host
-        pid) back from the swap cache, so that it stays wholly resident, as its tier says
-        (and its PSS counts)."""
-        if pid:
-            await asyncio.to_thread(
-                lambda: paging.bring_in(pid, paging.swapped_within(pid, paging.anonymous(pid)))
-            )
+    async def _map_back(cgroup: sandbox.Cgroup) -> None:
+        """After a learning wake: map the rest of its template's pages back from the swap
+        cache (every process the cgroup still holds), so that it stays wholly resident, as its
+        tier says (and its PSS counts)."""
+
+        def back() -> None:
+            for pid in cgroup.pids():
+                paging.bring_in(pid, paging.swapped_within(pid, paging.anonymous(pid)))
+
+        await asyncio.to_thread(back)
 
     async def _signal(self, instance: Instance, sig: int) -> None:
         if instance.pids and instance.template is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from phemeral.models import Upstream
 from phemeral.runtime import paging, procs
 from phemeral.runtime.deployment import DeploymentRuntime, Supervision, is_dormant
-from phemeral.runtime.footprint import kept, own_pids
+from phemeral.runtime.footprint import Kept, kept, own_pids
 from phemeral.runtime.idle import HotSet, PageCandidate, hot_sets_to_keep, templates_to_page_out
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.sharing import SharedTemplates
@@ -26,6 +26,7 @@ from phemeral.settings import Settings
 log = logging.getLogger("phemeral.runtime")
 
 PAGE_OUTS_PER_SWEEP = 8  # templates paged out at most per sweep (each takes ms of kernel time)
+LEARNING_PER_SWEEP = 4  # templates written out to learn their hot sets, at most per sweep
 SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
 PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap cache is freed
 LOCK_SLACK = 1 << 20  # bytes of memlock limit above a hot set (ranges rounded to pages)
@@ -79,6 +80,7 @@ class PagedTier:
         if after <= 0:
             return
         await self.reclaim()
+        await self.start_learning()
         candidates = []
         for dep in self.dormant():
             if dep.shared_key is not None:
@@ -104,6 +106,36 @@ class PagedTier:
             found = self.sup.deployments.get(deployment_id)
             if found is not None:
                 await self.page_out(found)
+
+    async def start_learning(self) -> None:
+        """Dormant templates of their own whose hot set misses what their wakes read (none
+        learned yet, or only a resident one's written pages): write their anonymous pages out
+        once (`paging.learning_page_out`, a few per sweep). They stay in the swap cache, so
+        the next wake maps back what it touches, and what it touched, reads included, becomes
+        the hot set when it stops (`Instances`); the rest is mapped back then."""
+        if self.sup.settings.hot_set_mb <= 0:
+            return
+        due = [
+            dep
+            for dep in self.dormant()
+            if dep.shared_key is None
+            and not dep.paged
+            and dep.template is not None
+            and dep.hot_learning is not dep.template
+            and (dep.hot_template is not dep.template or dep.hot_how == "written")
+        ][:LEARNING_PER_SWEEP]
+        if not due or await asyncio.to_thread(paging.swap_free_kb) <= SWAP_RESERVE_KB:
+            return
+        for dep in due:
+            found = kept(dep, self.sharing) if is_dormant(dep) else None
+            template = dep.template
+            if found is None or template is None or found.own_cgroup is None:
+                continue
+            await asyncio.to_thread(found.own_cgroup.allow_swap)
+            written = await asyncio.to_thread(_write_out_once, found)
+            if written and dep.template is template and is_dormant(dep):
+                dep.hot_learning = template
+                self.forget_sample(dep.release.deployment_id)
 
     async def page_out(self, dep: DeploymentRuntime) -> int:
         """Page out a dormant template's memory now; the bytes the kernel went over (0: not
@@ -241,3 +273,8 @@ class PagedTier:
         locked, dep.hot_locked = dep.hot_locked, []
         if locked and dep.template is not None:
             await dep.template.lock(locked, False)
+
+
+def _write_out_once(found: Kept) -> int:
+    """`paging.learning_page_out` over the processes a template keeps alone (blocking)."""
+    return sum(paging.learning_page_out(pid) for pid in own_pids(found))
