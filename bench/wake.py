@@ -22,9 +22,10 @@ the hot set it and its last fork touched, read back in after the page-out ("page
 or left in swap as past the hot-set budget ("paged, hot set out": the wake submits the reads
 of the hot set alone); "paged, first": a fresh template woken once on the template tier, then
 paged out (a first long idle: its hot set is what that fork wrote and the file pages it
-faulted in); "paged, first, 2 wakes": woken twice before (after the first wake its anonymous
-pages were written out once, so the second shows its reads too: "template, learning" is that
-second wake); needs swap: the host's, or a swap file this bench turns on for its run)
+faulted in); "paged, first, swept": the same after a sweep while it was dormant (which
+writes its anonymous pages out once, so that its wake shows its reads too: "template,
+learning" is that wake); needs swap: the host's, or a swap file this bench turns on for its
+run)
 and
 ``deep`` (nothing resident: what follows a long idle period, memory pressure or a platform
 restart). Deployments of one project with one dependency set (lock hash) share a framework
@@ -560,7 +561,7 @@ def main() -> None:
             plan += [(f"{s}-hello", "paged, hot set", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set out", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, first", args.paged_runs) for s in stacks]
-            plan += [(f"{s}-hello", "paged, first, 2 wakes", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "paged, first, swept", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "template, learning", args.paged_runs) for s in stacks]
         plan += [(f"{s}-hello", "deep", args.cold_runs) for s in stacks if args.cold_runs]
         if args.cold_runs:
@@ -578,19 +579,23 @@ def main() -> None:
                         "paged, hot set": "repage",
                         "paged, hot set out": "repage-out",
                     }
-                    if tier in ("paged, first", "paged, first, 2 wakes", "template, learning"):
-                        # A fresh template woken once (its hot set learned from what the fork
-                        # wrote) or twice (the second wake learns its reads too) on the
-                        # template tier, then paged out: a first long idle.
+                    if tier in ("paged, first", "paged, first, swept", "template, learning"):
+                        # A fresh template woken once on the template tier, then paged out: a
+                        # first long idle. Its hot set is what that fork wrote, or, when a
+                        # sweep ran before that wake (as one does while it is dormant), all
+                        # that the wake touched, reads included (the learning page-out).
                         call(network, "fresh", did)
+                        if tier != "paged, first":
+                            call(network, "state", did)  # a sweep
                         time.sleep(0.05)
-                        first_byte_ms(ports[network], f"{did}.{BASE}")
-                        if tier == "paged, first, 2 wakes":
-                            call(network, "idle", did)
-                            time.sleep(0.05)
+                        if tier == "template, learning":
+                            op[tier] = "none"  # that wake is the sample
+                        else:
                             first_byte_ms(ports[network], f"{did}.{BASE}")
-                        op[tier] = "idle" if tier == "template, learning" else "repage"
-                    reply = call(network, op.get(tier, "idle"), did)
+                            op[tier] = "repage"
+                    reply = (
+                        call(network, op.get(tier, "idle"), did) if op.get(tier) != "none" else {}
+                    )
                     if "hot_kb" in reply:
                         hot_kb.append(int(reply["hot_kb"]))  # type: ignore[call-overload]
                     time.sleep(0.05)
