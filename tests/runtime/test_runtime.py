@@ -661,6 +661,42 @@ def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_
     asyncio.run(main())
 
 
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="swap and process_madvise need root")
+def test_a_template_learns_its_reads_once_even_when_they_pass_the_hot_set_cap(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    release = make_release(tmp_path / "app", "once-1", "flask")
+
+    async def main() -> None:
+        swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
+        runtime = Runtime(replace(settings, hot_set_mb=1), sink, share_templates=False)
+        await runtime.start()
+        try:
+            runtime.register(release, idle_timeout=0.05)
+            assert (await request(runtime, "once-1"))[0] == 200
+            dep = runtime._deployments["once-1"]
+            # the sweep writes the dormant template out to learn its reads (before that first
+            # wake, or after it, as it came)...
+            await wait_until(lambda: dep.template in (dep.hot_learning, dep.learned_from))
+            if dep.hot_learning is dep.template:
+                assert (await request(runtime, "once-1"))[0] == 200
+            await wait_until(lambda: dep.learned_from is dep.template)
+            await wait_until(lambda: runtime.instances("once-1").state == "dormant")
+            # ...which pass a 1 MiB cap: no hot set, and not tried again for this template
+            assert dep.learned_from is dep.template and dep.hot_how != "learning"
+            for _ in range(3):
+                await runtime.sweep()
+            assert dep.hot_learning is None
+            assert runtime.instances("once-1").idle_swap_kb == 0  # all mapped back
+        finally:
+            await runtime.close()
+            if swap is not None:
+                paging.release_swap_file(swap)
+
+    asyncio.run(main())
+
+
 def has_sys_resource() -> bool:
     """This process holds CAP_SYS_RESOURCE (a container may take it away from root)."""
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -95,6 +95,7 @@ class DeploymentRuntime:
     # how its hot set was learned: "written" (a resident template's written and file pages,
     # reads missing), "learning" or "paged" (all it touched)
     hot_how: str = ""
+    learned_from: TemplateProcess | None = None  # the template a learning wake ran for, once
     # what of it is locked in the template's memory (``mlock``: neither the kernel's reclaim
     # nor a host's proactive pageout takes it), to unlock before the next page-out
     hot_locked: list[tuple[int, int]] = field(default_factory=list)

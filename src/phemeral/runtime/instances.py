@@ -313,7 +313,7 @@ class Instances:
             elif dep.hot_learning is not None and dep.hot_learning is dep.template:
                 # Its anonymous pages were written out while it was dormant: those present
                 # again are what this wake touched, read or written.
-                dep.hot_learning = None
+                dep.hot_learning, dep.learned_from = None, dep.template
                 await self._learn_hot_set(dep, dep.cgroup, instance, "learning")
                 learned = True
             elif dep.hot_template is not dep.template and dep.shared_key is None:

@@ -122,6 +122,7 @@ class PagedTier:
             and not dep.paged
             and dep.template is not None
             and dep.hot_learning is not dep.template
+            and dep.learned_from is not dep.template  # once: a busy one may pass hot_set_mb
             and (dep.hot_template is not dep.template or dep.hot_how == "written")
         ][:LEARNING_PER_SWEEP]
         if not due or await asyncio.to_thread(paging.swap_free_kb) <= SWAP_RESERVE_KB:
