@@ -90,7 +90,7 @@ class DeploymentRuntime:
     hot_in: bool = False  # read back into the template since its last page-out
     # A resident template whose anonymous pages were written out once while dormant (kept in
     # the swap cache, so its next fork faults them back cheaply): what that fork and
-    # the template touch is then its hot set, reads included (`paging.learning_page_out`).
+    # the template touch is then its hot set, reads included (`PagedTier.start_learning`).
     hot_learning: TemplateProcess | None = None
     # how its hot set was learned: "written" (a resident template's written and file pages,
     # reads missing), "learning" or "paged" (all it touched)

@@ -310,7 +310,7 @@ class Instances:
         if own and dep.cgroup is not None and sup.settings.hot_set_mb > 0:
             if dep.paged:
                 await self._learn_hot_set(dep, dep.cgroup, instance, "paged")
-            elif dep.hot_learning is not None and dep.hot_learning is dep.template:
+            elif dep.hot_learning is dep.template:
                 # Its anonymous pages were written out while it was dormant: those present
                 # again are what this wake touched, read or written.
                 dep.hot_learning, dep.learned_from = None, dep.template

@@ -110,7 +110,7 @@ class PagedTier:
     async def start_learning(self) -> None:
         """Dormant templates of their own whose hot set misses what their wakes read (none
         learned yet, or only a resident one's written pages): write their anonymous pages out
-        once (`paging.learning_page_out`, a few per sweep). They stay in the swap cache, so
+        once (`_write_out_once`, a few per sweep). They stay in the swap cache, so
         the next wake maps back what it touches, and what it touched, reads included, becomes
         the hot set when it stops (`Instances`); the rest is mapped back then."""
         if self.sup.settings.hot_set_mb <= 0:
@@ -277,5 +277,10 @@ class PagedTier:
 
 
 def _write_out_once(found: Kept) -> int:
-    """`paging.learning_page_out` over the processes a template keeps alone (blocking)."""
-    return sum(paging.learning_page_out(pid) for pid in own_pids(found))
+    """The anonymous pages of the processes a template keeps alone, written out to swap and
+    unmapped, its file pages left alone (blocking): they stay in the swap cache until memory
+    pressure or a reclaim frees them, and a page the next fork or the template touches is
+    mapped back from there (a minor fault, no read). What is present after that wake is what
+    it touched, reads included, which a resident template's pagemap cannot tell otherwise
+    (`paging.written_ranges` sees writes only)."""
+    return sum(paging.page_out_process(pid, paging.anonymous(pid)) for pid in own_pids(found))

@@ -106,16 +106,6 @@ def page_out_process(pid: int, ranges: Ranges | None = None) -> int:
     return _advise(pid, MADV_PAGEOUT, ranges)
 
 
-def learning_page_out(pid: int) -> int:
-    """Write the anonymous pages of a resident template out to swap and unmap them, its file
-    pages left alone: until memory pressure or a reclaim frees them they stay in the swap
-    cache, and a page its next fork or itself touches is mapped back from there (a minor
-    fault, no read). What is present after that wake is what it touched, reads included,
-    which a resident template's pagemap cannot tell otherwise (`written_ranges` sees
-    writes only). Bytes it went over."""
-    return _advise(pid, MADV_PAGEOUT, anonymous(pid))
-
-
 def read_back(pid: int, ranges: Ranges | None = None) -> int:
     """Start reading every page of ``pid`` (or those within ``ranges``) back from swap (and
     its files' pages), without waiting: one batch of reads, merged where its swap slots are
