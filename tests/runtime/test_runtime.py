@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -607,9 +608,8 @@ def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_
     ids = [r.deployment_id for r in releases]
 
     async def main() -> None:
-        swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
-        assert paging.swap_free_kb() > 0, "no swap to page out to"
-        try:
+        with swap_for_test(tmp_path):
+            assert paging.swap_free_kb() > 0, "no swap to page out to"
             runtime = Runtime(replace(settings, warm_budget_mb=1024), sink, share_templates=False)
             await runtime.start()
             try:
@@ -654,9 +654,6 @@ def test_over_the_template_budget_templates_go_to_swap_and_a_restart_warms_into_
                 assert tiers.count("paged") >= 1, tiers
             finally:
                 await runtime.close()
-        finally:
-            if swap is not None:
-                paging.release_swap_file(swap)
 
     asyncio.run(main())
 
@@ -669,32 +666,42 @@ def test_a_template_learns_its_reads_once_even_when_they_pass_the_hot_set_cap(
     release = make_release(tmp_path / "app", "once-1", "flask")
 
     async def main() -> None:
-        swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
-        runtime = Runtime(replace(settings, hot_set_mb=1), sink, share_templates=False)
-        await runtime.start()
-        try:
-            runtime.register(release, idle_timeout=0.05)
-            assert (await request(runtime, "once-1"))[0] == 200
-            dep = runtime._deployments["once-1"]
-            # the sweep writes the dormant template out to learn its reads (before that first
-            # wake, or after it, as it came)...
-            await wait_until(lambda: dep.template in (dep.hot_learning, dep.learned_from))
-            if dep.hot_learning is dep.template:
+        with swap_for_test(tmp_path):
+            runtime = Runtime(replace(settings, hot_set_mb=1), sink, share_templates=False)
+            await runtime.start()
+            try:
+                runtime.register(release, idle_timeout=0.05)
                 assert (await request(runtime, "once-1"))[0] == 200
-            await wait_until(lambda: dep.learned_from is dep.template)
-            await wait_until(lambda: runtime.instances("once-1").state == "dormant")
-            # ...which pass a 1 MiB cap: no hot set, and not tried again for this template
-            assert dep.learned_from is dep.template and dep.hot_how != "learning"
-            for _ in range(3):
-                await runtime.sweep()
-            assert dep.hot_learning is None
-            assert runtime.instances("once-1").idle_swap_kb == 0  # all mapped back
-        finally:
-            await runtime.close()
-            if swap is not None:
-                paging.release_swap_file(swap)
+                dep = runtime._deployments["once-1"]
+                # the sweep writes the dormant template out to learn its reads (before that first
+                # wake, or after it, as it came)...
+                await wait_until(lambda: dep.template in (dep.hot_learning, dep.learned_from))
+                if dep.hot_learning is dep.template:
+                    assert (await request(runtime, "once-1"))[0] == 200
+                await wait_until(lambda: dep.learned_from is dep.template)
+                await wait_until(lambda: runtime.instances("once-1").state == "dormant")
+                # ...which pass a 1 MiB cap: no hot set, and not tried again for this template
+                assert dep.learned_from is dep.template and dep.hot_how != "learning"
+                for _ in range(3):
+                    await runtime.sweep()
+                assert dep.hot_learning is None
+                assert runtime.instances("once-1").idle_swap_kb == 0  # all mapped back
+            finally:
+                await runtime.close()
 
     asyncio.run(main())
+
+
+@contextlib.contextmanager
+def swap_for_test(tmp_path: Path) -> Iterator[None]:
+    """The host's swap if it has some, else a small swap file of the test's own, turned off
+    after."""
+    swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
+    try:
+        yield
+    finally:
+        if swap is not None:
+            paging.release_swap_file(swap)
 
 
 def has_sys_resource() -> bool:
@@ -725,115 +732,116 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
         return time.monotonic() + offset[0]
 
     async def main() -> None:
-        # The host's swap if it has some, else a small swap file of the test's own.
-        swap = None if paging.swap_free_kb() else paging.ensure_swap_file(tmp_path, 256)
-        assert paging.swap_free_kb() > 0, "no swap to page out to"
-        runtime = Runtime(
-            replace(settings, page_out_after=300.0), sink, clock=clock, share_templates=False
-        )
-        await runtime.start()
-        runtime.hot_set_budget_kb = 0  # hot sets learned but none kept in, until said below
-        try:
-            runtime.register(release, idle_timeout=0.05)
-            status, body = await request(runtime, "paged-1")
-            assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
-            await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
-            dep = runtime._deployments["paged-1"]
-            # On the template tier already. A sweep writes a dormant template's anonymous
-            # pages out once, so that its next wake shows what it reads too; if the runtime's
-            # own sweep did not get there before this first wake, that wake taught it what its
-            # fork wrote and the file pages it faulted in, and the next sweep does it now.
-            assert dep.hot_template is dep.template and 512 < dep.hot_kb <= 12 * 1024
-            if dep.hot_how == "written":
-                written_kb = dep.hot_kb
-                await runtime.sweep()
-                assert dep.hot_learning is dep.template
+        with swap_for_test(tmp_path):
+            assert paging.swap_free_kb() > 0, "no swap to page out to"
+            runtime = Runtime(
+                replace(settings, page_out_after=300.0), sink, clock=clock, share_templates=False
+            )
+            await runtime.start()
+            runtime.hot_set_budget_kb = 0  # hot sets learned but none kept in, until said below
+            try:
+                runtime.register(release, idle_timeout=0.05)
                 status, body = await request(runtime, "paged-1")
                 assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
                 await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
-                assert written_kb < dep.hot_kb, (written_kb, dep.hot_kb)  # reads too
-            assert dep.hot_how == "learning" and dep.hot_learning is None
-            assert dep.hot_template is dep.template and dep.hot_kb <= 12 * 1024
-            await runtime.sweep()
-            resident = runtime.instances("paged-1")
-            assert (resident.tier, resident.idle_swap_kb) == ("template", 0)
-            assert resident.idle_pss_kb > 10 * 1024
-            offset[0] += 200  # unused for less than page_out_after: stays resident
-            await runtime.sweep()
-            assert runtime.instances("paged-1").tier == "template"
-            offset[0] += 200
-            await runtime.sweep()  # pages it out
-            await runtime.sweep()  # measures what stays resident
-            paged = runtime.instances("paged-1")
-            assert (paged.tier, paged.state) == ("paged", "dormant")
-            assert paged.idle_pss_kb < resident.idle_pss_kb / 3
-            assert paged.idle_swap_kb > 5 * 1024
-            assert paged.expected_wake_ms == DEFAULT_WAKE_MS["paged"]
-            cgroup = runtime._deployments["paged-1"].cgroup
-            if cgroup is not None:  # once written, its pages leave memory (no swap cache)
-                await asyncio.sleep(1.1)
+                dep = runtime._deployments["paged-1"]
+                # On the template tier already. A sweep writes a dormant template's anonymous
+                # pages out once, so that its next wake shows what it reads too; if the runtime's
+                # own sweep did not get there before this first wake, that wake taught it what its
+                # fork wrote and the file pages it faulted in, and the next sweep does it now.
+                assert dep.hot_template is dep.template and 512 < dep.hot_kb <= 12 * 1024
+                if dep.hot_how == "written":
+                    written_kb = dep.hot_kb
+                    await runtime.sweep()
+                    assert dep.hot_learning is dep.template
+                    status, body = await request(runtime, "paged-1")
+                    assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
+                    await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
+                    assert written_kb < dep.hot_kb, (written_kb, dep.hot_kb)  # reads too
+                assert dep.hot_how == "learning" and dep.hot_learning is None
+                assert dep.hot_template is dep.template and dep.hot_kb <= 12 * 1024
                 await runtime.sweep()
-                held = cgroup.memory_kb()
-                assert held is not None and held < 8 * 1024, held
-            # The wake forks the same template: the reads of its hot set (out: past the
-            # budget) are submitted first.
-            status, body = await request(runtime, "paged-1")
-            assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
-            assert len(runtime._wakes["paged"]) == 1
-            await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
-            await runtime.sweep()
-            assert runtime.instances("paged-1").tier == "paged"  # the template was not read back
-            said = "template paged out to swap"
-            await wait_until(
-                lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 1
-            )
-            before = runtime._deployments["paged-1"].paged_at
-            await runtime.sweep()  # not used for page_out_after since: not paged out again
-            assert runtime._deployments["paged-1"].paged_at == before
-            offset[0] += 400  # used since it was paged out: paged out again, once
-            # The pages it and its fork touched became the template's hot set (learned at the
-            # fork's stop); its anonymous part is what keeping it costs.
-            hot_kb = dep.hot_kb
-            assert dep.hot_template is dep.template and 1024 < hot_kb <= 12 * 1024, hot_kb
-            assert sum(n for _, n in dep.hot_set) >= hot_kb * 1024
-            before = dep.paged_at
-            runtime.hot_set_budget_kb = 1024 * 1024
-            await runtime.sweep()
-            assert dep.paged_at > before
-            await wait_until(
-                lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 2
-            )
-            if cgroup is not None:  # reclaimed, then the hot set read back in and mapped
-                await asyncio.sleep(1.1)
+                resident = runtime.instances("paged-1")
+                assert (resident.tier, resident.idle_swap_kb) == ("template", 0)
+                assert resident.idle_pss_kb > 10 * 1024
+                offset[0] += 200  # unused for less than page_out_after: stays resident
                 await runtime.sweep()
+                assert runtime.instances("paged-1").tier == "template"
+                offset[0] += 200
+                await runtime.sweep()  # pages it out
+                await runtime.sweep()  # measures what stays resident
+                paged = runtime.instances("paged-1")
+                assert (paged.tier, paged.state) == ("paged", "dormant")
+                assert paged.idle_pss_kb < resident.idle_pss_kb / 3
+                assert paged.idle_swap_kb > 5 * 1024
+                assert paged.expected_wake_ms == DEFAULT_WAKE_MS["paged"]
+                cgroup = runtime._deployments["paged-1"].cgroup
+                if cgroup is not None:  # once written, its pages leave memory (no swap cache)
+                    await asyncio.sleep(1.1)
+                    await runtime.sweep()
+                    held = cgroup.memory_kb()
+                    assert held is not None and held < 8 * 1024, held
+                # The wake forks the same template: the reads of its hot set (out: past the
+                # budget) are submitted first.
+                status, body = await request(runtime, "paged-1")
+                assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
+                assert len(runtime._wakes["paged"]) == 1
+                await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
                 await runtime.sweep()
-                again = runtime.instances("paged-1")
-                assert again.tier == "paged" and dep.hot_in  # the next wake needs no read-back
-                assert again.hot_set_in and again.expected_wake_ms == DEFAULT_WAKE_MS["hot"]
-                # Locked there: neither the kernel's reclaim nor a host's pageout takes it (as
-                # much as the memlock limit holds, if it could not be raised: anonymous first).
-                limit_kb = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] // 1024
-                can_raise = os.geteuid() == 0 and has_sys_resource()
-                expected = hot_kb if can_raise else min(hot_kb, limit_kb)
-                assert dep.hot_pid is not None and locked_kb(dep.hot_pid) >= expected - 64
-                assert paged.idle_pss_kb + hot_kb // 2 < again.idle_pss_kb < resident.idle_pss_kb
-                # Past the hot-set budget it is paged out again, and leaves memory.
-                runtime.hot_set_budget_kb = hot_kb - 1
+                assert (
+                    runtime.instances("paged-1").tier == "paged"
+                )  # the template was not read back
+                said = "template paged out to swap"
+                await wait_until(
+                    lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 1
+                )
+                before = runtime._deployments["paged-1"].paged_at
+                await runtime.sweep()  # not used for page_out_after since: not paged out again
+                assert runtime._deployments["paged-1"].paged_at == before
+                offset[0] += 400  # used since it was paged out: paged out again, once
+                # The pages it and its fork touched became the template's hot set (learned at the
+                # fork's stop); its anonymous part is what keeping it costs.
+                hot_kb = dep.hot_kb
+                assert dep.hot_template is dep.template and 1024 < hot_kb <= 12 * 1024, hot_kb
+                assert sum(n for _, n in dep.hot_set) >= hot_kb * 1024
+                before = dep.paged_at
+                runtime.hot_set_budget_kb = 1024 * 1024
                 await runtime.sweep()
-                assert not dep.hot_in
-                await asyncio.sleep(1.1)
-                await runtime.sweep()
-                await runtime.sweep()
-                out = runtime.instances("paged-1")
-                assert out.tier == "paged" and not dep.hot_in and not out.hot_set_in
-                assert locked_kb(dep.hot_pid) == 0
-                assert out.idle_pss_kb < again.idle_pss_kb - hot_kb // 2, (out, again)
-            status, body = await request(runtime, "paged-1")
-            assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
-        finally:
-            await runtime.close()
-            if swap is not None:
-                paging.release_swap_file(swap)
+                assert dep.paged_at > before
+                await wait_until(
+                    lambda: sum(said in m for m in sink.messages("paged-1", "system")) == 2
+                )
+                if cgroup is not None:  # reclaimed, then the hot set read back in and mapped
+                    await asyncio.sleep(1.1)
+                    await runtime.sweep()
+                    await runtime.sweep()
+                    again = runtime.instances("paged-1")
+                    assert again.tier == "paged" and dep.hot_in  # the next wake needs no read-back
+                    assert again.hot_set_in and again.expected_wake_ms == DEFAULT_WAKE_MS["hot"]
+                    # Locked there: neither the kernel's reclaim nor a host's pageout takes it (as
+                    # much as the memlock limit holds, if it could not be raised: anonymous first).
+                    limit_kb = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] // 1024
+                    can_raise = os.geteuid() == 0 and has_sys_resource()
+                    expected = hot_kb if can_raise else min(hot_kb, limit_kb)
+                    assert dep.hot_pid is not None and locked_kb(dep.hot_pid) >= expected - 64
+                    assert (
+                        paged.idle_pss_kb + hot_kb // 2 < again.idle_pss_kb < resident.idle_pss_kb
+                    )
+                    # Past the hot-set budget it is paged out again, and leaves memory.
+                    runtime.hot_set_budget_kb = hot_kb - 1
+                    await runtime.sweep()
+                    assert not dep.hot_in
+                    await asyncio.sleep(1.1)
+                    await runtime.sweep()
+                    await runtime.sweep()
+                    out = runtime.instances("paged-1")
+                    assert out.tier == "paged" and not dep.hot_in and not out.hot_set_in
+                    assert locked_kb(dep.hot_pid) == 0
+                    assert out.idle_pss_kb < again.idle_pss_kb - hot_kb // 2, (out, again)
+                status, body = await request(runtime, "paged-1")
+                assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
+            finally:
+                await runtime.close()
 
     asyncio.run(main())
 
