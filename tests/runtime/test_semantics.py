@@ -107,6 +107,20 @@ def post_worker_init(worker):
 """
 
 
+def process_states(pids: list[int]) -> str:
+    """Each process's state and where in the kernel it waits (for a failure's report)."""
+    states = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()[:3]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError as exc:
+            states.append(f"{pid}: {exc}")
+            continue
+        states.append(f"{pid}: {' | '.join(status)} | wchan {wchan}")
+    return "\n".join(states)
+
+
 def test_gunicorn_hooks_from_the_config_file_run_as_under_gunicorn(
     tmp_path: Path, settings: Settings, sink: ListSink
 ) -> None:
@@ -126,8 +140,14 @@ def test_gunicorn_hooks_from_the_config_file_run_as_under_gunicorn(
         def lines(word: str) -> list[str]:
             return [m for m in sink.messages("hooks-1") if word in m]
 
-        await wait_until(lambda: len(lines("hook post_worker_init")) == 2)
-        await wait_until(lambda: len(lines("hook post_fork")) == 2)
+        try:
+            await wait_until(lambda: len(lines("hook post_worker_init")) >= 2)
+            await wait_until(lambda: len(lines("hook post_fork")) >= 2)
+        except AssertionError:
+            print("\n".join(sink.messages("hooks-1")))  # what it said, and where it is now
+            print(process_states(instance.pids))
+            raise
+        assert len(lines("hook post_worker_init")) == len(lines("hook post_fork")) == 2
         forked = {m.rsplit(" ", 1)[1] for m in lines("hook post_fork")}
         initialised = {m.rsplit(" ", 1)[1] for m in lines("hook post_worker_init")}
         assert len(forked) == 2 and forked == initialised  # once in each worker
