@@ -222,6 +222,70 @@ def test_an_answer_before_the_whole_request_body_says_the_connection_closes() ->
     run(main)
 
 
+def test_a_client_still_sending_its_body_reads_the_early_answer_not_a_reset() -> None:
+    """Lingering close: after an answer given before the whole body arrived, the router stops
+    sending but reads and drops what the client still sends. A client that writes its whole
+    upload before it reads reads the answer and a clean end, not a reset that would have
+    destroyed the answer (what closing at once does, as soon as more body arrives)."""
+
+    async def main() -> None:
+        async with app_server("cp") as cp, app_server("a") as a:
+            backends = BackendsTestDouble({"dep-a": a})
+            async with router(snapshot({"dep-a": OK}, {}), backends, cp) as server:
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                try:
+                    writer.write(
+                        b"POST / HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\n"
+                        b"Content-Length: 4000000\r\n\r\n" + b"x" * 1000
+                    )
+                    await writer.drain()
+                    await asyncio.sleep(0.5)  # answered (without reading the body) meanwhile
+                    for _ in range(16):  # the rest of the upload, before reading anything
+                        writer.write(b"y" * 65536)
+                        await writer.drain()
+                        await asyncio.sleep(0.02)
+                    answer = await asyncio.wait_for(reader.read(), 10)  # to the end
+                finally:
+                    writer.close()
+                assert status_of(answer) == 200, answer
+                assert answer.endswith(b"hello from a")
+
+    run(main)
+
+
+def test_a_lingering_connection_ends_when_the_client_goes_quiet_or_sends_too_long() -> None:
+    """The lingering close is bounded: a client that stops sending without closing is closed
+    after ``linger_timeout``; one that keeps sending, after ``linger_time`` in all."""
+    limits = RouterLimits(linger_timeout=1.0, linger_time=3.0)
+    head = b"POST / HTTP/1.1\r\nHost: dep-a.phemeral.localhost\r\nContent-Length: 90000000\r\n\r\n"
+
+    async def main() -> None:
+        async with app_server("cp") as cp, app_server("a") as a:
+            backends = BackendsTestDouble({"dep-a": a})
+            async with router(snapshot({"dep-a": OK}, {}), backends, cp, limits) as server:
+                quiet = await asyncio.open_connection("127.0.0.1", server.port)
+                quiet[1].write(head + b"x" * 100)
+                assert status_of(await asyncio.wait_for(quiet[0].read(), 5)) == 200
+                started = time.monotonic()
+                while server.router.connections:  # the router's side is gone too
+                    assert time.monotonic() - started < 4, "a quiet lingering client was kept"
+                    await asyncio.sleep(0.05)
+                quiet[1].close()
+
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(head)
+                started = time.monotonic()
+                with pytest.raises(OSError):  # reset once the router closed: past linger_time
+                    while time.monotonic() - started < 10:
+                        writer.write(b"y" * 1024)
+                        await writer.drain()
+                        await asyncio.sleep(0.1)
+                assert 2.5 < time.monotonic() - started < 7
+                writer.close()
+
+    run(main)
+
+
 def test_keep_alive_reuses_one_upstream_connection() -> None:
     """Regression: responses must leave the upstream connection reusable (keep-alive read at the
     end of each message), so sequential requests, even from new clients, share one connection."""

@@ -45,7 +45,7 @@ _PROTO = {False: b"x-forwarded-proto: http\r\n", True: b"x-forwarded-proto: http
 BUFFER_LIMIT = 1024 * 1024  # early request body / pipelined bytes held before pausing reads
 
 # Deadline kinds (checked by the router's sweeper once per second).
-_NONE, _HEAD, _KEEPALIVE, _FIRST_BYTE, _IDLE = range(5)
+_NONE, _HEAD, _KEEPALIVE, _FIRST_BYTE, _IDLE, _LINGER = range(6)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -62,6 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.buf = bytearray()
         self.closed = False
         self.closing = False  # an answer that ends the connection was written
+        self.linger_until = 0.0  # lingering close: the rest of the client's bytes dropped until
         self.deadline = 0.0
         self.deadline_kind = _NONE
         self.idle_limit = router.limits.idle_timeout
@@ -111,6 +112,11 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            if self.deadline_kind == _LINGER:  # dropped; the client is still sending
+                limits = self.router.limits
+                self.deadline = min(
+                    self.router.loop.time() + limits.linger_timeout, self.linger_until
+                )
             return
         ex = self.ex
         if ex is not None:
@@ -384,9 +390,11 @@ class ClientConnection(asyncio.Protocol):
         else:
             upstream.close()
         self._finish(ex.status)
-        if close or ex.close_after or not ex.body_done or self.closed:
-            if self.transport is not None:
-                self.transport.close()
+        if not ex.body_done:
+            self._close(linger=True)  # answered before the client sent its whole body
+            return
+        if close or ex.close_after or self.closed:
+            self._close()
             return
         self.deadline_kind = _KEEPALIVE
         self.deadline = router.loop.time() + router.limits.keepalive_timeout
@@ -453,7 +461,7 @@ class ClientConnection(asyncio.Protocol):
         _, page = named_page(name, close=close)
         self.write(page)
         if close:
-            self._close()
+            self._close(linger=request.has_body)
         else:
             self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
 
@@ -466,7 +474,7 @@ class ClientConnection(asyncio.Protocol):
         close = not request.keep_alive or request.has_body
         self.write(plain_text(answer, close=close))
         if close:
-            self._close()
+            self._close(linger=request.has_body)
         else:
             self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
         return True
@@ -482,13 +490,13 @@ class ClientConnection(asyncio.Protocol):
         close = not request.keep_alive or request.has_body
         self.write(redirect_page(location, close=close))
         if close:
-            self._close()
+            self._close(linger=request.has_body)
         else:
             self._set_deadline(_KEEPALIVE, self.router.limits.keepalive_timeout)
 
     def _reject(self, status: int, reason: str) -> None:
         self.write(reject_page(status, reason))
-        self._close()
+        self._close(linger=True)  # what follows a head we refused is dropped, not reset
 
     def _fail(self, name: str) -> None:
         status, page = named_page(name, close=True)
@@ -503,7 +511,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.write(page)
         self._finish(status)
-        self._close()
+        self._close(linger=ex is not None and not ex.body_done)
 
     def abort(self) -> None:
         """Cut the client connection mid-response (the app failed after sending bytes)."""
@@ -524,11 +532,28 @@ class ClientConnection(asyncio.Protocol):
             upstream.client = None
             upstream.close()
 
-    def _close(self) -> None:
+    def _close(self, *, linger: bool = False) -> None:
+        """End the connection once what was written is sent. ``linger``: the client may still be
+        sending (a body we did not read, bytes after a refused head): stop sending (FIN), but
+        read and drop what it sends until it closes, or `RouterLimits.linger_timeout` passes
+        without a byte, or `RouterLimits.linger_time` in all, as nginx's lingering close does.
+        Closing at once would answer its next bytes with a reset, which can destroy our
+        answer before the client has read it."""
         self.deadline = 0.0
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if not linger or not transport.can_write_eof():  # TLS: no half close
+            transport.close()
+            return
+        limits = self.router.limits
+        now = self.router.loop.time()
+        self.linger_until = now + limits.linger_time
+        transport.write_eof()
+        self._set_deadline(_LINGER, min(limits.linger_timeout, limits.linger_time))
+        self.read_paused = 0
+        transport.resume_reading()
 
     # flow control and deadlines ----------------------------------------------------------
 
@@ -551,6 +576,10 @@ class ClientConnection(asyncio.Protocol):
     def on_deadline(self) -> None:
         kind = self.deadline_kind
         self.deadline = 0.0
+        if kind == _LINGER:
+            if self.transport is not None:
+                self.transport.close()
+            return
         ex = self.ex
         if ex is None:
             if kind == _HEAD and self.buf:

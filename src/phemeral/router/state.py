@@ -39,6 +39,8 @@ class RouterLimits:
     pool_idle_timeout: float = 4.0  # below uvicorn's 5 s keep-alive, to avoid reuse races
     tls_handshake_timeout: float = 15.0  # a TLS handshake must complete within this
     tls_shutdown_timeout: float = 5.0  # waiting for the client's close_notify after ours
+    linger_timeout: float = 5.0  # closing while the client still sends: the most between its
+    linger_time: float = 30.0  # bytes, and in all, that they are read and dropped (nginx's)
 
 
 class Router:
