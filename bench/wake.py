@@ -193,8 +193,14 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                     await asyncio.sleep(1.2)
                     await runtime.reclaim_paged()
             else:
-                await runtime.sweep()  # measures what a dormant deployment keeps (cached figures)
-                state = runtime.instances(did)
+                # The sweep measures what a dormant deployment keeps (a few per sweep; a change
+                # such as a page-out drops the figure until the next): no figure yet reads 0.
+                for _ in range(50):
+                    await runtime.sweep()
+                    state = runtime.instances(did)
+                    if state.idle_pss_kb or state.idle_swap_kb or state.tier == "running":
+                        break
+                    await asyncio.sleep(0.1)
                 shared = [s for s in runtime.shared_templates() if did in s["deployments"]]  # type: ignore[operator]
                 reply = {
                     "tier": state.tier,
