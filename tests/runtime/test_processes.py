@@ -14,7 +14,7 @@ from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
 
 from .conftest import ListBuildLog, ListSink, make_release
-from .test_runtime import run_with_runtime, wait_until
+from .harness import run_with_runtime, wait_until
 
 
 def test_processes_restart_after_a_crash_and_swap(

@@ -17,7 +17,7 @@ from phemeral.runtime.supervisor import Runtime
 from phemeral.settings import Settings
 
 from .conftest import FASTAPI_APP, FLASK_APP, ListBuildLog, ListSink, make_release
-from .test_runtime import request, run_with_runtime, wait_until
+from .harness import request, run_with_runtime, wait_until
 
 pytestmark = pytest.mark.slow
 
