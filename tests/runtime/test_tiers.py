@@ -462,3 +462,20 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 await runtime.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(paging.SYS_IOPRIO_SET is None, reason="ioprio_set's number is not known here")
+def test_background_paging_runs_in_the_idle_io_class_and_wakes_do_not(
+    settings: Settings, sink: ListSink
+) -> None:
+    """Page-outs, reclaims and hot sets read back run on a thread of their own whose swap
+    traffic the block layer serves after everyone else's; the threads a wake's blocking calls
+    run on keep the default class."""
+    runtime = Runtime(settings, sink)
+    try:
+        background = runtime._paged._background.submit(paging.io_priority_class).result(10)
+        assert background == paging.IOPRIO_CLASS_IDLE
+        assert asyncio.run(asyncio.to_thread(paging.io_priority_class)) == 0
+        assert paging.io_priority_class() == 0
+    finally:
+        runtime._paged.close()

@@ -9,10 +9,13 @@ the runtime's sweep and wakes, over the runtime's deployments.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 from phemeral.models import Upstream
 from phemeral.runtime import paging, procs
@@ -32,6 +35,8 @@ PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap c
 LOCK_SLACK = 1 << 20  # bytes of memlock limit above a hot set (ranges rounded to pages)
 
 HotSetOf = tuple[int, list[tuple[int, int]]]  # a template's host pid, and its hot set
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def hot_set_budget_kb(settings: Settings) -> int:
@@ -72,6 +77,22 @@ class PagedTier:
         self.budget_kb = hot_set_budget_kb(sup.settings)
         self._swap_full_logged = False
         self._lock_short_logged = False
+        # Background paging (page-outs, reclaims, hot sets read back or out, the learning
+        # write-out) runs on one thread of its own with the idle I/O class: its swap traffic
+        # (hundreds of MB after a mass page-out) neither queues ahead of a wake's reads nor
+        # holds the threads a wake's own blocking calls run on.
+        self._background = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="paging", initializer=paging.lower_io_priority
+        )
+
+    async def _quietly(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` on the background paging thread (idle I/O class)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._background, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop the background paging thread (what it runs finishes; nothing queued starts)."""
+        self._background.shutdown(wait=False, cancel_futures=True)
 
     async def sweep(self, now: float) -> None:
         """Page out the memory of the templates unused for ``page_out_after`` s (`paging`);
@@ -133,7 +154,7 @@ class PagedTier:
             if found is None or template is None or found.own_cgroup is None:
                 continue
             await asyncio.to_thread(found.own_cgroup.allow_swap)
-            written = await asyncio.to_thread(_write_out_once, found)
+            written = await self._quietly(_write_out_once, found)
             if written and dep.template is template and is_dormant(dep):
                 dep.hot_learning = template
                 self.forget_sample(dep.release.deployment_id)
@@ -148,7 +169,7 @@ class PagedTier:
         if found.own_cgroup is not None:
             await asyncio.to_thread(found.own_cgroup.allow_swap)
         await self._unlock(dep)  # the hot set goes too: it may be learned anew since
-        done = await asyncio.to_thread(lambda: paging.page_out(own_pids(found)))
+        done = await self._quietly(lambda: paging.page_out(own_pids(found)))
         if dep.template is template and template.alive:
             dep.paged_template, dep.paged_at = template, self.sup.clock()
             dep.hot_learning = None  # its next wake learns as a paged one
@@ -197,7 +218,7 @@ class PagedTier:
                 continue
             dep.paged_reclaim_due = None
             if dep.shared_key is None:  # its cgroup holds its own template alone
-                await asyncio.to_thread(dep.cgroup.reclaim)
+                await self._quietly(dep.cgroup.reclaim)
                 self.forget_sample(dep.release.deployment_id)
         await self._keep_hot_sets()
 
@@ -228,11 +249,11 @@ class PagedTier:
                 continue
             pid, ranges = hot
             if did in keep:  # what its forks touch: back in, mapped, and kept there
-                await asyncio.to_thread(paging.bring_in, pid, ranges)
+                await self._quietly(paging.bring_in, pid, ranges)
                 await self._lock(dep, pid, ranges)
             else:  # over the budget: out again, and no copy left in memory
                 await self._unlock(dep)
-                await asyncio.to_thread(paging.page_out_process, pid, ranges)
+                await self._quietly(paging.page_out_process, pid, ranges)
                 if dep.cgroup is not None and dep.shared_key is None:
                     dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
             dep.hot_in = did in keep

@@ -32,6 +32,7 @@ import ctypes
 import errno
 import logging
 import os
+import platform
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,6 +51,13 @@ IOV_MAX = 1024
 SPECIAL = ("[vvar", "[vdso", "[vsyscall", "[uprobes")  # not pages of the process's own
 SWAP_FILE = "swap"  # in the data dir
 MIN_SWAP_MB = 256
+
+# ioprio_set is older: its number differs by architecture.
+SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30}.get(platform.machine())
+SYS_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(platform.machine())
+IOPRIO_WHO_PROCESS = 1  # with id 0: the calling thread
+IOPRIO_CLASS_IDLE = 3
+IOPRIO_CLASS_SHIFT = 13
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 Ranges = list[tuple[int, int]]  # (start, length), page-aligned, sorted
@@ -272,6 +280,25 @@ _process_vm_readv.argtypes = [
 def page_out(pids: Iterable[int]) -> int:
     """`page_out_process` over ``pids`` (blocking: run it in a thread)."""
     return sum(page_out_process(pid) for pid in pids)
+
+
+def lower_io_priority() -> bool:
+    """Give this thread's disk reads and writes the idle I/O class: the block layer serves
+    them when nothing else waits (and after a few seconds at the latest), so the swap traffic
+    of background paging never queues ahead of a wake's reads. Whether it took (an unknown
+    architecture, a refusing kernel: it keeps the default class)."""
+    if SYS_IOPRIO_SET is None:
+        return False
+    value = IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT
+    return int(_libc.syscall(SYS_IOPRIO_SET, IOPRIO_WHO_PROCESS, 0, value)) == 0
+
+
+def io_priority_class() -> int | None:
+    """This thread's I/O priority class (0: none set, the default; 3: idle); None: unknown."""
+    if SYS_IOPRIO_GET is None:
+        return None
+    value = int(_libc.syscall(SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, 0))
+    return None if value < 0 else value >> IOPRIO_CLASS_SHIFT
 
 
 def swap_free_kb() -> int:

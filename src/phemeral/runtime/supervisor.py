@@ -261,6 +261,7 @@ class Runtime:
             runs.replace, self.state_dir, self.settings.data_dir, self.run, self._launcher.cgroups
         )
         self.capture.close()
+        self._paged.close()
 
     # -- registry ------------------------------------------------------------------------------
 
