@@ -156,8 +156,9 @@ class PagedTier:
             await asyncio.to_thread(found.own_cgroup.allow_swap)
             written = await self._quietly(_write_out_once, found)
             if written and dep.template is template and is_dormant(dep):
+                # Its figure stands: what it wrote out stays in the swap cache, counted as
+                # resident until its next wake maps it back (`Runtime._sample_idle_costs`).
                 dep.hot_learning = template
-                self.forget_sample(dep.release.deployment_id)
 
     async def page_out(self, dep: DeploymentRuntime) -> int:
         """Page out a dormant template's memory now; the bytes the kernel went over (0: not
