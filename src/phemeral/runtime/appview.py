@@ -115,6 +115,7 @@ class AppViews:
         self.root = root
         self.enabled = enabled and supported()
         self._libc = _Libc() if self.enabled else None
+        self._volatile = True  # until the kernel refuses it (before Linux 5.10)
         self.views: dict[str, View] = {}
         self.shared: dict[str, Path] = {}  # shared template key → its releases view
 
@@ -236,8 +237,7 @@ class AppViews:
             return
         layer = Layer(instance_id, view.dir / instance_id)
         self._dirs(layer.dir, view.lower, uid)
-        options = _options(view.base, layer.dir)
-        self._libc.mount("overlay", view.mountpoint, "overlay", 0, options)
+        self._mount_overlay(view.mountpoint, view.base, layer.dir)
         view.stack.append(layer)
 
     def end_instance(self, deployment_id: str, instance_id: str) -> list[Path]:
@@ -307,8 +307,30 @@ class AppViews:
         self._dirs(layer, lower, uid)
         merged = layer / "merged"
         merged.mkdir(exist_ok=True)
-        self._libc.mount("overlay", merged, "overlay", 0, _options(lower, layer))
+        self._mount_overlay(merged, lower, layer)
         return merged
+
+    def _mount_overlay(self, target: Path, lower: Path, layer: Path) -> None:
+        """Mount ``layer`` over ``lower`` at ``target``, ``volatile`` where the kernel has it.
+
+        Every layer is thrown away with its instance or template, so nothing in it needs to
+        reach the disk: without ``volatile`` the unmount syncs the whole host filesystem under
+        it, which on a busy disk blocked the runtime's event loop (and every wake) for seconds.
+        An app's ``fsync`` there does nothing either; nothing it writes there outlives it."""
+        assert self._libc is not None
+        options = _options(lower, layer)
+        if self._volatile:
+            try:
+                self._libc.mount("overlay", target, "overlay", 0, options + ",volatile")
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+            self._libc.mount("overlay", target, "overlay", 0, options)
+            self._volatile = False  # the same mount took without it: an older kernel
+            log.info("overlayfs has no volatile option here: unmounting a layer syncs the disk")
+            return
+        self._libc.mount("overlay", target, "overlay", 0, options)
 
     @staticmethod
     def _dirs(layer: Path, lower: Path, uid: int | None) -> None:
