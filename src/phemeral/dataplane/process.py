@@ -190,11 +190,13 @@ async def run_dataplane(settings: Settings) -> None:
                 if predecessor is not None:
                     predecessor.stop()
                     await predecessor.exited()  # one control plane per data dir
-                runtime.warm_templates(current)  # background, most recently used first
                 if settings.page_out_after > 0:  # the paged tier writes to swap
                     swap = await asyncio.to_thread(
                         paging.ensure_swap_file, data_dir, settings.swap_file_mb
                     )
+                # Background, most recently used first; after the swap is on: past the
+                # template budget the warming fills the swap's room, which it reads at once.
+                runtime.warm_templates(current)
                 extras = asyncio.create_task(
                     runtime.run_processes([r for r in known if r.deployment_id in current])
                 )
