@@ -105,7 +105,7 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     # One write: both workers print at once into one pipe, and print() with several arguments
     # writes each part apart when unbuffered (PYTHONUNBUFFERED), so two such lines interleave.
-    sys.stdout.write(f"hook post_worker_init in {os.getpid()}\n")
+    sys.stdout.write(f"hook post_worker_init in {os.getpid()}\\n")
 """
 
 
@@ -249,7 +249,7 @@ DECLARED_GUNICORN_CONF = """
 import os, sys
 timeout = 45
 def post_fork(server, worker):
-    sys.stdout.write(f"post_fork {os.getpid()}\n")  # one write (two workers, one pipe)
+    sys.stdout.write(f"post_fork {os.getpid()}\\n")  # one write (two workers, one pipe)
 """
 
 
