@@ -101,10 +101,11 @@ async def use_in_order(runtime: Runtime, releases: list[Release]) -> None:
 
 
 @contextlib.contextmanager
-def swap_for_test(tmp_path: Path, size_mb: int = 256) -> Iterator[None]:
-    """A small swap file of the test's own, on for the test's length: not the host's or another
+def swap_for_test(tmp_path: Path, size_mb: int = 1024) -> Iterator[None]:
+    """A swap file of the test's own, on for the test's length: not the host's or another
     test's (a platform under test in the other worker turns its own off when it stops, and
-    the pages this test paged out would come back)."""
+    the pages this test paged out would come back). 1 GiB: the sweep's learning write-outs
+    hold swap too, and a budget test must still find room to page out into."""
     path = tmp_path / "test.swap"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
     try:
