@@ -89,6 +89,7 @@ from tests.platformkit import Platform, tar_gz  # noqa: E402
 EXAMPLE = ROOT / "examples" / "fastapi-uv"
 BASE = "phemeral.localhost"
 PROCFILE = "web: uvicorn main:app --host 0.0.0.0 --port $PORT --proxy-headers\n"
+SLOW_MS = 300.0  # a wake at least this slow is shown with its phases
 LIST_PAGE = 50  # the dashboard's projects page: the first page is what a visit costs
 
 
@@ -225,6 +226,37 @@ def wake_groups(api: httpx.Client, ids: list[str]) -> dict[str, str]:
         tier = instances["tier"]
         out[did] = f"{tier}, hot set in" if instances.get("hot_set_in") else tier
     return out
+
+
+def wake_phases(api: httpx.Client, did: str) -> dict[str, float]:
+    """Where its last wake's time went (phase → ms), as the runtime traced it."""
+    instances: dict[str, Any] = api.get(f"/deployments/{did}").json()["instances"]
+    return dict(instances.get("last_wake_phases") or {})
+
+
+def slow_wakes(slow: list[tuple[float, str, dict[str, float]]], shown: int = 8) -> list[str]:
+    """Lines for the wakes of at least SLOW_MS: the slowest with their phases, and where the
+    time of them all went (``outside``: before the runtime's wake began or after its answer
+    left, i.e. in the router, the client or the kernel's queues)."""
+    if not slow:
+        return []
+    lines = [f"  {len(slow)} wakes took >= {SLOW_MS:.0f} ms; the slowest:"]
+    totals: dict[str, float] = {}
+    for sample, did, phases in sorted(slow, reverse=True):
+        traced = sum(ms for name, ms in phases.items() if name not in ("forked", "loop_stalled"))
+        parts = {**phases, "outside": max(0.0, sample - traced)}
+        for name, ms in parts.items():
+            totals[name] = totals.get(name, 0.0) + ms
+        if len(lines) <= shown:
+            text = ", ".join(f"{name} {ms:.0f}" for name, ms in parts.items())
+            lines.append(f"    {sample:7.0f} ms {did}: {text}")
+    whole = sum(sample for sample, _, _ in slow)
+    share = ", ".join(
+        f"{name} {100 * ms / whole:.0f}%"
+        for name, ms in sorted(totals.items(), key=lambda t: -t[1])
+    )
+    lines.append(f"    their time: {share}")
+    return lines
 
 
 def settle_hot_sets(api: httpx.Client, ids: list[str], timeout: float = 600.0) -> tuple[int, float]:
@@ -474,16 +506,22 @@ class Fleet:
         with self.api() as api:
             tiers = wake_groups(api, self.ids)
         groups: dict[str, list[float]] = {}
-        for did in self.ids:
-            sample = request_ms(self.platform.port, f"{did}.{BASE}")
-            kind = "declared" if did in self.declared else "autodetected"
-            tier = tiers[did] if by_tier else ""
-            groups.setdefault(f"{tier} {kind}".strip(), []).append(sample)
+        slow: list[tuple[float, str, dict[str, float]]] = []
+        with self.api() as api:
+            for did in self.ids:
+                sample = request_ms(self.platform.port, f"{did}.{BASE}")
+                kind = "declared" if did in self.declared else "autodetected"
+                tier = tiers[did] if by_tier else ""
+                groups.setdefault(f"{tier} {kind}".strip(), []).append(sample)
+                if sample >= SLOW_MS:  # where its time went, before the next wake of it
+                    slow.append((sample, did, wake_phases(api, did)))
         every = [s for samples in groups.values() for s in samples]
         self.results.append(line(label, every))
         for group, samples in sorted(groups.items()):
             self.results.append(line(f"  of which {group}", samples))
-        print("\n".join(self.results[-1 - len(groups) :]), flush=True)
+        described = slow_wakes(slow)
+        self.results.extend(described)
+        print("\n".join(self.results[-1 - len(groups) - len(described) :]), flush=True)
 
     def wait_paged(self, what: str) -> float:
         """Wait until every deployment is on the paged tier; the seconds it took."""

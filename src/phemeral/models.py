@@ -246,6 +246,8 @@ class InstanceState:
     expected_wake_ms: float | None = None  # from its tier (recent wakes); None while running
     last_wake_at: datetime | None = None
     last_wake_ms: float | None = None
+    # where the last wake's time went, to its first answer (`runtime.waketrace`): phase → ms
+    last_wake_phases: dict[str, float] | None = None
     restarts: int = 0
     last_exit: str | None = None
     # How a wake starts it: forked from a pre-loaded template (milliseconds) or by running the

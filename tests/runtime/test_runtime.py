@@ -122,7 +122,17 @@ def test_idle_instances_stop_and_the_next_request_wakes_a_new_one(
         await wait_until(lambda: any("(idle)" in m for m in sink.messages("idle-1", "system")))
         status, _ = await request(runtime, "idle-1")
         assert status == 200
-        assert runtime.instances("idle-1").instances == 1
+        state = runtime.instances("idle-1")
+        assert state.instances == 1
+        # The wake's trace: each phase in order, the fork timed inside the template too.
+        phases = state.last_wake_phases
+        assert phases is not None and state.last_wake_ms is not None
+        assert list(phases)[:5] == ["template", "view", "fork", "forked", "answer"]
+        assert 0 < phases["forked"] < phases["fork"]
+        assert phases["answer"] > 0
+        # The wake's own figure ends when the server is up; the trace goes on to the answer.
+        marked = sum(v for k, v in phases.items() if k not in ("forked", "loop_stalled"))
+        assert marked >= state.last_wake_ms - 1
 
     run_with_runtime(settings, sink, body)
 

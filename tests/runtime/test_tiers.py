@@ -404,6 +404,8 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 status, body = await request(runtime, "paged-1")
                 assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
                 assert len(runtime._wakes["paged"]) == 1
+                phases = runtime.instances("paged-1").last_wake_phases or {}
+                assert list(phases)[:2] == ["read_back", "template"], phases
                 await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
                 await runtime.sweep()
                 assert (

@@ -26,6 +26,7 @@ from phemeral.runtime.command import ServerCommand
 from phemeral.runtime.launch import Launcher, oom_kills
 from phemeral.runtime.records import Records
 from phemeral.runtime.template import TemplateProcess
+from phemeral.runtime.waketrace import WakeTrace
 from phemeral.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class DeploymentRuntime:
     last_exit: str | None = None
     last_wake_at: datetime | None = None
     last_wake_ms: float | None = None
+    wake_trace: WakeTrace | None = None  # the wake under way, or the last one
+    last_wake_phases: dict[str, float] | None = None  # the last wake's, to its first answer
     cgroup: sandbox.Cgroup | None = None
     netns: network.Netns | None = None  # its own network namespace (same life as the cgroup)
     oom_kills: int = 0

@@ -74,10 +74,13 @@ class Instances:
         return instance.upstream
 
     async def _wake_template(self, dep: DeploymentRuntime) -> Instance:
+        trace = dep.wake_trace
         async with dep.template_lock:
             template = dep.template
             if template is None or not template.alive:
                 template = await self.templates.load(dep)
+        if trace is not None:
+            trace.mark("template")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -91,7 +94,13 @@ class Instances:
             try:
                 # Its own throwaway layer over the template's view, at the app's path.
                 self.sup.views.start_instance(did, iid, dep.release.uid)
+                if trace is not None:
+                    trace.mark("view")
                 pids = await template.serve(listener.fileno(), out_w, err_w, template.workers, iid)
+                if trace is not None:
+                    trace.mark("fork")
+                    if template.last_serve_ms is not None:
+                        trace.note("forked", template.last_serve_ms)
             except TemplateGone as exc:
                 os.close(out_r)
                 os.close(err_r)
@@ -133,6 +142,8 @@ class Instances:
             spec = sup.launcher.spec(dep.release, env, view, netns=dep.netns)
             argv = sup.launcher.argv(["/bin/sh", "-c", dep.release.start_command], spec, dep.cgroup)
             process = await sup.launcher.exec(argv, out_w, err_w)
+            if dep.wake_trace is not None:
+                dep.wake_trace.mark("spawn")
         except BaseException:
             os.close(out_r)
             os.close(err_r)

@@ -206,6 +206,8 @@ class PagedTier:
                     )
             except OSError as exc:
                 log.warning("reading a paged template back failed: %s", exc)
+        if dep.wake_trace is not None:
+            dep.wake_trace.mark("read_back")
         return await self.instances.wake(dep)
 
     async def reclaim(self) -> None:

@@ -69,6 +69,7 @@ from phemeral.runtime.idle import (
 )
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.launch import ZYGOTE_SOURCE, Launcher
+from phemeral.runtime.loopwatch import LoopWatch
 from phemeral.runtime.paged_tier import PagedTier, swap_room_kb
 from phemeral.runtime.processes import ExtraProcesses
 from phemeral.runtime.records import Records
@@ -76,6 +77,7 @@ from phemeral.runtime.release_phase import run_release_command
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
 from phemeral.runtime.template import TemplateProcess
 from phemeral.runtime.usage import SAVE_INTERVAL, Usage, UsageFile
+from phemeral.runtime.waketrace import SLOW_WAKE_MS, WakeTrace, describe
 from phemeral.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,8 +165,9 @@ class Runtime:
         self._wakes: dict[str, deque[float]] = {
             kind: deque(maxlen=WAKE_SAMPLES) for kind in DEFAULT_WAKE_MS
         }
-        # a wake whose first answer is awaited: (kind, when it started: time.perf_counter())
-        self._answer_awaited: dict[str, tuple[str, float]] = {}
+        # a wake whose first answer is awaited: its trace (kind, phases, start)
+        self._answer_awaited: dict[str, WakeTrace] = {}
+        self.loop_watch = LoopWatch()
         self.template_budget_kb = template_budget_kb(settings)
         self._paged = PagedTier(
             self._sup,
@@ -208,6 +211,7 @@ class Runtime:
         self._replacing = asyncio.create_task(self._replace_earlier_runs())
         self._usage = await asyncio.to_thread(self._usage_file.load)
         self._sweeper = asyncio.create_task(self._sweep_loop())
+        self.loop_watch.start()
 
     async def _replace_earlier_runs(self) -> None:
         state, data, cgroups = self.state_dir, self.settings.data_dir, self._launcher.cgroups
@@ -239,6 +243,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self.loop_watch.close()
         if self._warmer is not None:
             self._warmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -336,6 +341,7 @@ class Runtime:
             expected_wake_ms=None if tier == "running" else self.expected_wake_ms(dep),
             last_wake_at=dep.last_wake_at,
             last_wake_ms=dep.last_wake_ms,
+            last_wake_phases=dep.last_wake_phases,
             restarts=dep.history.total_restarts,
             last_exit=dep.last_exit,
             wake_path="template" if dep.server is not None else "command",
@@ -381,12 +387,9 @@ class Runtime:
         dep = self._deployments.get(deployment_id)
         if dep is not None:
             dep.in_flight = max(0, dep.in_flight - 1)
-            awaited = self._answer_awaited.pop(deployment_id, None)
-            if awaited is not None:  # the first answer since a wake: how long that wake took
-                kind, started = awaited
-                ms = (time.perf_counter() - started) * 1000
-                if ms <= WAKE_ANSWER_LIMIT * 1000:
-                    self._wakes[kind].append(ms)
+            trace = self._answer_awaited.pop(deployment_id, None)
+            if trace is not None:  # the first answer since a wake: how long that wake took
+                self._answered(dep, trace)
             dep.last_request_at = self.clock()
 
     def running_deployments(self) -> list[str]:
@@ -422,7 +425,7 @@ class Runtime:
                     f"({dep.last_exit or 'crashed'}); next restart in {wait:.0f} s"
                 )
             kind = self.wake_kind(dep)  # what the wake starts from, for the expected wake
-            started = time.perf_counter()
+            trace = dep.wake_trace = WakeTrace(kind)
             waking = asyncio.ensure_future(
                 self._paged.wake(dep) if kind == "paged" else self._instances.wake(dep)
             )
@@ -431,11 +434,23 @@ class Runtime:
                 if dep.waking is waking:
                     dep.waking = None
                 if not future.cancelled() and future.exception() is None:
-                    self._answer_awaited[deployment_id] = (kind, started)
+                    self._answer_awaited[deployment_id] = trace
 
             dep.waking = waking
             waking.add_done_callback(woke)
         return await asyncio.shield(dep.waking)
+
+    def _answered(self, dep: DeploymentRuntime, trace: WakeTrace) -> None:
+        """A wake's first answer went out: its figure joins its kind's, its phases are kept
+        with the deployment's state, and a slow one is logged whole."""
+        trace.mark("answer")
+        trace.stalled_ms = self.loop_watch.stalled_ms(trace.started, time.perf_counter())
+        dep.last_wake_phases = trace.figures()
+        ms = trace.total_ms
+        if ms <= WAKE_ANSWER_LIMIT * 1000:
+            self._wakes[trace.kind].append(ms)
+        if ms >= SLOW_WAKE_MS:
+            log.warning("slow wake of %s: %s", dep.release.deployment_id, describe(trace))
 
     # -- health gate ---------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class TemplateProcess:
         self.threads = 0  # threads the app's import started
         self.preload_app = False  # gunicorn --preload asked for
         self.lazy = False  # each server imports the app after the fork
+        self.last_serve_ms: float | None = None  # its last serve's forks, timed in the template
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -233,6 +234,8 @@ class TemplateProcess:
             raise BootFailed(
                 f"the app's server did not start: {last_line(str(reply.get('error')))}"
             )
+        forked = reply.get("forked_ms")
+        self.last_serve_ms = float(forked) if isinstance(forked, (int, float)) else None
         return [int(p) for p in reply["pids"]]
 
     async def respawn(self, instance: str, workers: int = 1) -> list[int]:

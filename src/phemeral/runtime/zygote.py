@@ -20,7 +20,8 @@ object; requests carry an ``id`` echoed in the reply, and file descriptors trave
   shared framework one). Replies ``{"ok": true, "pid": P}``.
 - ``{"op": "serve", "workers": N, "instance": I}`` + fds ``[listener, stdout, stderr]``: fork
   N children that serve on the already bound and listening socket; with ``instance`` the fds are
-  kept (duplicated) to replace workers later. Replies ``{"ok": true, "pids": [...]}``.
+  kept (duplicated) to replace workers later. Replies ``{"ok": true, "pids": [...],
+  "forked_ms": F}`` (F: the forks' time in here, for the wake's trace).
 - ``{"op": "respawn", "instance": I, "workers": N}``: fork N more servers on instance I's kept
   fds (a worker that exited cleanly, e.g. after ``--max-requests``). Replies with the pids.
 - ``{"op": "release", "instance": I}``: close instance I's kept fds (it stopped).
@@ -52,6 +53,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -228,7 +230,9 @@ class Template:
                 if instance:  # kept to replace workers that exit cleanly (max requests)
                     self.kept[instance] = [os.dup(fd) for fd in fds[:3]]
                     track(*self.kept[instance])
+                began = time.perf_counter()
                 reply.update(ok=True, pids=self.serve(fds, workers))
+                reply["forked_ms"] = round((time.perf_counter() - began) * 1000, 2)
             elif op == OP_RESPAWN:
                 kept = self.kept.get(str(message.get("instance")))
                 if kept is None:

@@ -198,6 +198,7 @@ def deployment_view(
             "tier": state.tier,
             "last_wake_at": iso(state.last_wake_at),
             "last_wake_ms": state.last_wake_ms,
+            "last_wake_phases": state.last_wake_phases,
             "idle_memory_kb": state.idle_memory_kb,
             "idle_pss_kb": state.idle_pss_kb,
             "idle_swap_kb": state.idle_swap_kb,
