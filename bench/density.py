@@ -251,11 +251,14 @@ def slow_wakes(slow: list[tuple[float, str, dict[str, float]]], shown: int = 8) 
             text = ", ".join(f"{name} {ms:.0f}" for name, ms in parts.items())
             lines.append(f"    {sample:7.0f} ms {did}: {text}")
     whole = sum(sample for sample, _, _ in slow)
+    inside = ("forked", "loop_stalled")  # parts of the others' time, shown apart
     share = ", ".join(
         f"{name} {100 * ms / whole:.0f}%"
         for name, ms in sorted(totals.items(), key=lambda t: -t[1])
+        if name not in inside
     )
-    lines.append(f"    their time: {share}")
+    within = ", ".join(f"{n} {100 * totals[n] / whole:.0f}%" for n in inside if n in totals)
+    lines.append(f"    their time: {share}" + (f" (within them: {within})" if within else ""))
     return lines
 
 
