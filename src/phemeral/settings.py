@@ -96,6 +96,12 @@ class Settings:
     # What the hot sets of all paged templates keep together (MB): the most recently used
     # deployments' first. None: a quarter of the host's memory.
     hot_set_budget_mb: int | None = None
+    # A dormant template whose hot set is not known yet (after a restart, a deploy, a
+    # template never woken since its memory was written out) gets one request no user sent
+    # (a rehearsal: GET of its health-check path, in an instance stopped right after), so the
+    # first wake a user asks for after a long idle reads back only what it needs. Off: that
+    # first wake reads the template's whole memory back (tens of ms more).
+    rehearse: bool = True
     # The swap the paged tier writes to: the host's when it has some; else `phemeral serve`
     # (as root) turns on a swap file of this size in the data dir. None: half the memory, at
     # most an eighth of the free disk; 0: none (no paged tier without host swap).
@@ -175,7 +181,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _cast(key: str, raw: object) -> object:
-    if key in ("allow_local_repos", "install_missing_python"):
+    if key in ("allow_local_repos", "install_missing_python", "rehearse"):
         if isinstance(raw, bool):
             return raw
         text = str(raw).strip().lower()

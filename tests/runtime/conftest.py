@@ -267,7 +267,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, boot_timeout=20.0, idle_timeout=300.0)
+    # No rehearsals (`runtime.rehearsal`): their requests would race the tests that drive a
+    # template's hot set by hand; test_rehearsal turns them on.
+    return Settings(data_dir=data_dir, boot_timeout=20.0, idle_timeout=300.0, rehearse=False)
 
 
 @pytest.fixture

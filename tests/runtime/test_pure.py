@@ -19,10 +19,12 @@ from phemeral.runtime.idle import (
     Evictions,
     HotSet,
     PageCandidate,
+    Rehearsal,
     WarmCandidate,
     expected_wake_ms,
     hot_sets_to_keep,
     is_idle,
+    rehearsals_due,
     sweep_interval,
     templates_to_evict,
     templates_to_page_out,
@@ -405,6 +407,20 @@ def test_hot_sets_are_kept_most_recently_used_first_within_the_budget() -> None:
     assert hot_sets_to_keep(hot, 900) == {"new", "mid"}
     assert hot_sets_to_keep(hot, 800) == {"new", "old"}  # mid does not fit; the older one does
     assert hot_sets_to_keep(hot, 0) == set()
+
+
+def test_rehearsals_go_to_the_most_recently_used_quiet_templates_first() -> None:
+    candidates = [
+        Rehearsal("old", 100.0),
+        Rehearsal("recent", 900.0),
+        Rehearsal("busy", 990.0),  # used 10 s ago: a user's wake may teach it first
+        Rehearsal("future", 2000.0),  # a use past now counts as now
+        Rehearsal("middle", 500.0),
+    ]
+    assert rehearsals_due(candidates, 1000.0, 60.0, 8) == ["recent", "middle", "old"]
+    assert rehearsals_due(candidates, 1000.0, 60.0, 2) == ["recent", "middle"]
+    assert rehearsals_due(candidates, 1000.0, 0.0, 2) == ["future", "busy"]
+    assert rehearsals_due(candidates, 1000.0, 60.0, 0) == []
 
 
 def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None:

@@ -51,7 +51,12 @@ def uses_django(release: Release) -> bool:
 
 
 async def probe_http(
-    dep: DeploymentRuntime, upstream: Upstream, timeout: float, host: str, path: str = "/"
+    dep: DeploymentRuntime,
+    upstream: Upstream,
+    timeout: float,
+    host: str,
+    path: str = "/",
+    agent: str = "phemeral-boot-check",
 ) -> int | None:
     """Connect and send one GET of ``path``; any HTTP answer passes. An exit fails it at once.
 
@@ -59,8 +64,7 @@ async def probe_http(
     """
     deadline = time.monotonic() + timeout
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}"
-        "\r\nUser-Agent: phemeral-boot-check\r\nConnection: close\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
     ).encode()
     while True:
         instance = dep.instance

@@ -99,6 +99,10 @@ class DeploymentRuntime:
     # reads missing), "learning" or "paged" (all it touched)
     hot_how: str = ""
     learned_from: TemplateProcess | None = None  # the template a learning wake ran for, once
+    # A rehearsal (`rehearsal`): under way (its wake is not a use), and the template it ran
+    # for (once per template).
+    rehearsing: bool = False
+    rehearsed: TemplateProcess | None = None
     # what of it is locked in the template's memory (``mlock``: neither the kernel's reclaim
     # nor a host's proactive pageout takes it), to unlock before the next page-out
     hot_locked: list[tuple[int, int]] = field(default_factory=list)

@@ -127,6 +127,25 @@ def templates_to_page_out(
 
 
 @dataclass(frozen=True)
+class Rehearsal:
+    """A dormant template that a request would teach its hot set (`rehearsal`)."""
+
+    deployment_id: str
+    last_used: float  # as for `DormantTemplate`
+
+
+def rehearsals_due(
+    candidates: Iterable[Rehearsal], now: float, quiet: float, limit: int
+) -> list[str]:
+    """The deployments to rehearse now, most recently used first (the likeliest to be woken
+    next), at most ``limit``: those unused for ``quiet`` s (a user's request may come first
+    and teach the same). A use in the future of ``now`` counts as now."""
+    due = [c for c in candidates if now - min(c.last_used, now) >= quiet]
+    due.sort(key=lambda c: (-min(c.last_used, now), c.deployment_id))
+    return [c.deployment_id for c in due[: max(0, limit)]]
+
+
+@dataclass(frozen=True)
 class HotSet:
     """The hot set of a paged template: what reading it back keeps resident."""
 

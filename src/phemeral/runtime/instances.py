@@ -68,9 +68,10 @@ class Instances:
             raise
         dep.instance = instance
         dep.state = "running"
-        dep.last_request_at = self.sup.clock()
-        dep.last_wake_ms = (time.perf_counter() - started) * 1000
-        dep.last_wake_at = datetime.now(UTC)
+        if not dep.rehearsing:  # a rehearsal is not a use, nor a wake to report
+            dep.last_request_at = self.sup.clock()
+            dep.last_wake_ms = (time.perf_counter() - started) * 1000
+            dep.last_wake_at = datetime.now(UTC)
         return instance.upstream
 
     async def _wake_template(self, dep: DeploymentRuntime) -> Instance:

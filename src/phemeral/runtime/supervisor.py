@@ -73,6 +73,7 @@ from phemeral.runtime.loopwatch import LoopWatch
 from phemeral.runtime.paged_tier import PagedTier, swap_room_kb
 from phemeral.runtime.processes import ExtraProcesses
 from phemeral.runtime.records import Records
+from phemeral.runtime.rehearsal import Rehearsals
 from phemeral.runtime.release_phase import run_release_command
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
 from phemeral.runtime.template import TemplateProcess
@@ -178,6 +179,15 @@ class Runtime:
             last_used=self._last_used,
             idle_estimate_kb=self._idle_estimate_kb,
         )
+        self._rehearsals = Rehearsals(
+            self._sup,
+            self._instances,
+            self._paged,
+            ensure_running=self.ensure_running,
+            forget_answer=self._forget_answer,
+            dormant=self._dormant,
+            last_used=self._last_used,
+        )
 
     @property
     def _shared(self) -> dict[str, SharedTemplate]:
@@ -244,6 +254,7 @@ class Runtime:
                 await self._sweeper
             self._sweeper = None
         await self.loop_watch.close()
+        await self._rehearsals.close()
         if self._warmer is not None:
             self._warmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -440,6 +451,10 @@ class Runtime:
             waking.add_done_callback(woke)
         return await asyncio.shield(dep.waking)
 
+    def _forget_answer(self, deployment_id: str) -> None:
+        """The wake's first answer is not awaited (a rehearsal's is not a user's)."""
+        self._answer_awaited.pop(deployment_id, None)
+
     def _answered(self, dep: DeploymentRuntime, trace: WakeTrace) -> None:
         """A wake's first answer went out: its figure joins its kind's, its phases are kept
         with the deployment's state, and a slow one is logged whole."""
@@ -574,6 +589,7 @@ class Runtime:
             log.exception("could not measure or save what dormant deployments keep")
         await self._evict(now)
         await self._paged.sweep(now)
+        self._rehearsals.sweep(now)
 
     def _forget_sample(self, deployment_id: str) -> None:
         """What it keeps changed: measured again at the next sweep."""
