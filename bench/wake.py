@@ -114,8 +114,12 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
         custom=True,
         start_command="echo starting; exec uvicorn main:app --port $PORT",
     )
-    settings = Settings(
-        data_dir=workdir / "data", base_domain=BASE, boot_timeout=60, network=network
+    settings = Settings(  # rehearsals only when a row asks for one ("rehearsed")
+        data_dir=workdir / "data",
+        base_domain=BASE,
+        boot_timeout=60,
+        network=network,
+        rehearse=False,
     )
     runtime = Runtime(settings, NullSink(), writable_app_dir=writable_app_dir)
     await runtime.start()
@@ -177,12 +181,12 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                 runtime.hot_set_budget_kb = 0 if op == "repage-out" else budget
                 await runtime.reclaim_paged()
                 reply = {"hot_kb": dep.hot_kb, "hot_in": dep.hot_in}
-            elif op in ("idle", "deep", "paged"):
+            elif op in ("idle", "deep", "paged", "rehearsed"):
                 await runtime._stop_instance(dep, "bench")
                 if op == "deep":
                     await runtime.drop_template(did)
                 reply: dict[str, object] = {"ok": True}
-                if op == "paged":
+                if op in ("paged", "rehearsed"):
                     # What page_out_after leaves: a template of its own (as `_collapse` gives a
                     # dormant deployment), paged out. A new one each time: the pages an earlier
                     # wake read back linger in the swap cache, and each sample must read from swap.
@@ -190,6 +194,13 @@ async def platform(workdir: Path, writable_app_dir: bool, network: str) -> None:
                     reply["paged_bytes"] = await runtime.page_out_template(did)
                     # What the sweep does once the writes are done: the pages leave memory (no
                     # copy stays in the swap cache), so the wake reads them from the swap device.
+                    await asyncio.sleep(1.2)
+                    await runtime.reclaim_paged()
+                if op == "rehearsed":
+                    # As after a restart: paged out with no hot set known, then the
+                    # background's rehearsal (a wake, its health-check request, a stop that
+                    # learns the hot set, paged out again), the hot set kept within the budget.
+                    reply["rehearsed"] = await runtime._rehearsals.rehearse(dep)
                     await asyncio.sleep(1.2)
                     await runtime.reclaim_paged()
             else:
@@ -564,6 +575,7 @@ def main() -> None:
             plan.append(("procfile-gunicorn", "template", args.runs))
         if args.paged_runs:
             plan += [(f"{s}-hello", "paged", args.paged_runs) for s in stacks]
+            plan += [(f"{s}-hello", "paged, rehearsed", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, hot set out", args.paged_runs) for s in stacks]
             plan += [(f"{s}-hello", "paged, first", args.paged_runs) for s in stacks]
@@ -582,6 +594,7 @@ def main() -> None:
                     op = {
                         "deep": "deep",
                         "paged": "paged",
+                        "paged, rehearsed": "rehearsed",
                         "paged, hot set": "repage",
                         "paged, hot set out": "repage-out",
                     }
