@@ -384,7 +384,7 @@ def test_deployments_of_one_project_share_a_framework_template_but_not_their_env
         assert 0 < runtime.instances("share-2").idle_memory_kb < solo_kb / 2
         # Its idle PSS counts its half of the shared template as well: the two deployments'
         # figures add up to their own templates and the shared one.
-        shared_costs = [runtime._samples[did].cost for did in ("share-1", "share-2")]
+        shared_costs = [runtime._ledger.samples[did].cost for did in ("share-1", "share-2")]
         assert [c.shared_by for c in shared_costs] == [2, 2]
         assert all(c.shared_pss_kb > 1000 for c in shared_costs)
         for did, cost in zip(("share-1", "share-2"), shared_costs, strict=True):

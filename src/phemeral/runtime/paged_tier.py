@@ -157,7 +157,7 @@ class PagedTier:
             written = await self._quietly(_write_out_once, found)
             if written and dep.template is template and is_dormant(dep):
                 # Its figure stands: what it wrote out stays in the swap cache, counted as
-                # resident until its next wake maps it back (`Runtime._sample_idle_costs`).
+                # resident until its next wake maps it back (`Ledger.sample`).
                 dep.hot_learning = template
 
     async def page_out(self, dep: DeploymentRuntime) -> int:

@@ -15,8 +15,9 @@ Tiers of a deployment while scaled to zero (``InstanceState.tier``):
   template budget (``Settings.warm_budget_mb``), or when the host runs short of memory.
 
 What a dormant deployment keeps (`footprint`: PSS of its processes and its share of a shared
-template) is measured by the idle sweep, off the event loop, and cached; `instances` reports it
-with the expected wake time of its tier (`idle.expected_wake_ms` over the recent wakes).
+template) is measured by the idle sweep, off the event loop, and cached (`ledger`); `instances`
+reports it with the expected wake time of its tier (`idle.expected_wake_ms` over the recent
+wakes).
 
 A start command that is a gunicorn or uvicorn command line (autodetected, declared or custom;
 see `command.parse_server_command`) wakes through the template. Any other command runs as given
@@ -28,7 +29,8 @@ allows it; records in ``{data_dir}/runtime/`` let a restarted platform find and 
 an earlier run left behind.
 
 `Runtime` is the facade; the parts are `instances` (instance sets), `app_template` and
-`sharing` (the template tier), `launch` (sandbox argv), `records`, `bootcheck`.
+`sharing` (the template tier), `paged_tier`, `rehearsal`, `ledger` (idle costs, last uses),
+`launch` (sandbox argv), `records`, `bootcheck`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 
 from phemeral import network, sandbox
 from phemeral.errors import BootFailed, NotFound, PhemeralError, RuntimeFailure, Unavailable
@@ -53,10 +54,7 @@ from phemeral.runtime.bootcheck import answer_note, probe_http, uses_django
 from phemeral.runtime.capture import LogCapture
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.deployment import DeploymentRuntime, Supervision, is_dormant
-from phemeral.runtime.footprint import IdleCost, Kept, kept, measure
 from phemeral.runtime.idle import (
-    DEFAULT_SHARED_KB,
-    DEFAULT_TEMPLATE_KB,
     DEFAULT_WAKE_MS,
     WAKE_SAMPLES,
     DormantTemplate,
@@ -69,6 +67,7 @@ from phemeral.runtime.idle import (
 )
 from phemeral.runtime.instances import Instances
 from phemeral.runtime.launch import ZYGOTE_SOURCE, Launcher
+from phemeral.runtime.ledger import Ledger
 from phemeral.runtime.loopwatch import LoopWatch
 from phemeral.runtime.paged_tier import PagedTier, swap_room_kb
 from phemeral.runtime.processes import ExtraProcesses
@@ -77,27 +76,15 @@ from phemeral.runtime.rehearsal import Rehearsals
 from phemeral.runtime.release_phase import run_release_command
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
 from phemeral.runtime.template import TemplateProcess
-from phemeral.runtime.usage import SAVE_INTERVAL, Usage, UsageFile
+from phemeral.runtime.usage import UsageFile
 from phemeral.runtime.waketrace import SLOW_WAKE_MS, WakeTrace, describe
 from phemeral.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAMPLE_INTERVAL = 30.0  # a dormant deployment's idle cost is measured again after this many s
-SAMPLES_PER_SWEEP = 64  # measured at most per sweep (the rest wait for the next ones)
 # A wake's time runs to the end of the first request answered after it; longer than this (s),
 # the request was not the one that woke it (a boot check's wake, say): not a sample.
 WAKE_ANSWER_LIMIT = 60.0
-
-
-@dataclass(frozen=True)
-class IdleSample:
-    """A dormant deployment's measured idle cost, and of which template (a new one is measured
-    again)."""
-
-    template: TemplateProcess
-    at: float  # runtime clock
-    cost: IdleCost
 
 
 class Runtime:
@@ -154,15 +141,9 @@ class Runtime:
         self._instances = Instances(self._sup, self._templates, self.ensure_running)
         self._sweeper: asyncio.Task[None] | None = None
         self._extras = ExtraProcesses(self._sup)
-        self._usage_file = UsageFile(self.state_dir / "usage.json")
-        self._usage: dict[str, Usage] = {}  # when each deployment last served (wall clock)
-        self._usage_seen: dict[str, float] = {}  # last_request_at already in ``_usage``
-        self._unmeasured: set[str] = set()  # used since its template's memory was measured
-        self._usage_dirty = False
-        self._usage_saved_at = float("-inf")
+        self._ledger = Ledger(self._sup, self._sharing, UsageFile(self.state_dir / "usage.json"))
         self._warmer: asyncio.Task[None] | None = None
         self._sweeping = asyncio.Lock()
-        self._samples: dict[str, IdleSample] = {}  # idle cost of dormant deployments
         self._wakes: dict[str, deque[float]] = {
             kind: deque(maxlen=WAKE_SAMPLES) for kind in DEFAULT_WAKE_MS
         }
@@ -174,10 +155,10 @@ class Runtime:
             self._sup,
             self._sharing,
             self._instances,
-            forget_sample=self._forget_sample,
+            forget_sample=self._ledger.forget_sample,
             dormant=self._dormant,
-            last_used=self._last_used,
-            idle_estimate_kb=self._idle_estimate_kb,
+            last_used=self._ledger.last_used,
+            idle_estimate_kb=self._ledger.estimate_kb,
         )
         self._rehearsals = Rehearsals(
             self._sup,
@@ -186,7 +167,7 @@ class Runtime:
             ensure_running=self.ensure_running,
             forget_answer=self._forget_answer,
             dormant=self._dormant,
-            last_used=self._last_used,
+            last_used=self._ledger.last_used,
         )
 
     @property
@@ -219,7 +200,7 @@ class Runtime:
         tmp.chmod(0o644)
         tmp.replace(self._zygote_path)
         self._replacing = asyncio.create_task(self._replace_earlier_runs())
-        self._usage = await asyncio.to_thread(self._usage_file.load)
+        await self._ledger.load()
         self._sweeper = asyncio.create_task(self._sweep_loop())
         self.loop_watch.start()
 
@@ -261,7 +242,7 @@ class Runtime:
                 await self._warmer
             self._warmer = None
         try:
-            self._record_usage(self.clock(), force=True)
+            self._ledger.record(self.clock(), force=True)
         except Exception:
             log.exception("could not save when deployments were last used")
         await self._extras.close()
@@ -334,12 +315,7 @@ class Runtime:
             state = "dormant"
         if state in ("crashed", "backoff") and may_start(dep.history, self.clock()):
             state = "crashed"
-        sample = self._samples.get(deployment_id)
-        cost = (
-            sample.cost
-            if template_alive and sample is not None and sample.template is dep.template
-            else None
-        )
+        cost = self._ledger.cost(dep) if template_alive else None
         dormant = tier in ("template", "paged")
         return InstanceState(
             instances=1 if dep.instance is not None and not dep.instance.stopping else 0,
@@ -526,8 +502,7 @@ class Runtime:
         await self._shutdown(dep, drain=True)
         self._deployments.pop(deployment_id, None)
         self._answer_awaited.pop(deployment_id, None)
-        if self._usage.pop(deployment_id, None) is not None:
-            self._usage_dirty = True
+        self._ledger.forget(deployment_id)
 
     async def _shutdown(self, dep: DeploymentRuntime, *, drain: bool) -> None:
         if dep.restart_task is not None:
@@ -582,104 +557,17 @@ class Runtime:
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
         try:
-            self._record_usage(now, save=False)
-            await self._sample_idle_costs(now)
-            self._record_usage(now)
+            self._ledger.record(now, save=False)
+            await self._ledger.sample(now)
+            self._ledger.record(now)
         except Exception:
             log.exception("could not measure or save what dormant deployments keep")
         await self._evict(now)
         await self._paged.sweep(now)
         self._rehearsals.sweep(now)
 
-    def _forget_sample(self, deployment_id: str) -> None:
-        """What it keeps changed: measured again at the next sweep."""
-        self._samples.pop(deployment_id, None)
-
     def _dormant(self) -> list[DeploymentRuntime]:
         return [d for d in self._deployments.values() if is_dormant(d)]
-
-    async def _sample_idle_costs(self, now: float) -> None:
-        """Measure (in a thread) the dormant deployments never measured with their current
-        template, or not for `SAMPLE_INTERVAL` s; at most `SAMPLES_PER_SWEEP` per pass."""
-        dormant = self._dormant()
-        for did in [d for d in self._samples if d not in self._deployments]:
-            del self._samples[did]
-        due: list[tuple[float, DeploymentRuntime]] = []
-        for dep in dormant:
-            sample = self._samples.get(dep.release.deployment_id)
-            did = dep.release.deployment_id
-            used = did in self._unmeasured and not dep.needs_refresh  # since last measured
-            if sample is None or sample.template is not dep.template or used:
-                due.append((float("-inf"), dep))
-            elif now - sample.at >= SAMPLE_INTERVAL:
-                due.append((sample.at, dep))
-        if not due:
-            return
-        due.sort(key=lambda item: item[0])
-        chosen = [dep for _, dep in due[:SAMPLES_PER_SWEEP]]
-        what: dict[str, Kept] = {}
-        templates: dict[str, TemplateProcess] = {}
-        for dep in chosen:
-            found = kept(dep, self._sharing)
-            if found is not None and dep.template is not None:
-                what[dep.release.deployment_id] = found
-                templates[dep.release.deployment_id] = dep.template
-        costs = await asyncio.to_thread(measure, what)
-        for did, cost in costs.items():
-            now_dep = self._deployments.get(did)
-            if (
-                now_dep is None
-                or now_dep.template is not templates[did]
-                or now_dep.instance is not None
-            ):
-                continue  # woke or changed meanwhile: the figure is not of its dormant state
-            if now_dep.hot_learning is templates[did]:
-                # What it wrote out to learn its hot set is still in memory (the swap cache)
-                # until its next wake maps it back: resident, as its tier says.
-                swapped = cost.own_swap_kb
-                cost = replace(
-                    cost,
-                    own_pss_kb=cost.own_pss_kb + swapped,
-                    own_uss_kb=cost.own_uss_kb + swapped,
-                    own_swap_kb=0,
-                )
-            self._samples[did] = IdleSample(templates[did], now, cost)
-            if did in self._unmeasured and not now_dep.needs_refresh:
-                self._unmeasured.discard(did)
-                old = self._usage.get(did, Usage(None))
-                self._usage[did] = Usage(
-                    old.last_used,
-                    cost.own_pss_kb,
-                    now_dep.shared_key,
-                    cost.shared_pss_kb if now_dep.shared_key is not None else None,
-                )
-                self._usage_dirty = True
-
-    def _idle_estimate_kb(self, dep: DeploymentRuntime) -> int:
-        """What a dormant deployment keeps: measured, else as last measured (``usage.json``),
-        else the defaults."""
-        did = dep.release.deployment_id
-        sample = self._samples.get(did)
-        if sample is not None and sample.template is dep.template:
-            return sample.cost.pss_kb
-        used = self._usage.get(did)
-        own = (used.memory_kb if used is not None else None) or DEFAULT_TEMPLATE_KB
-        if dep.shared_key is None:
-            return own
-        shared = self._sharing.get(dep.shared_key)
-        users = len(shared.users) if shared is not None else 1
-        group_kb = (used.group_kb if used is not None else None) or DEFAULT_SHARED_KB
-        return own + group_kb // max(1, users)
-
-    def _last_used(self, dep: DeploymentRuntime, now: float) -> float:
-        """When it last served, on the runtime's clock: its last request here, else the last
-        one recorded before this start (``usage.json``), else when its template was loaded."""
-        if dep.last_request_at > 0:
-            return dep.last_request_at
-        used = self._usage.get(dep.release.deployment_id)
-        if used is not None and used.last_used is not None:
-            return now - max(0.0, time.time() - used.last_used)
-        return dep.dormant_since if dep.dormant_since is not None else now
 
     async def _evict(self, now: float) -> None:
         """Keep the resident dormant templates within the template budget: past it the least
@@ -697,8 +585,8 @@ class Runtime:
             candidates.append(
                 DormantTemplate(
                     did,
-                    self._last_used(d, now),
-                    self._idle_estimate_kb(d),
+                    self._ledger.last_used(d, now),
+                    self._ledger.estimate_kb(d),
                     paged=d.paged,
                     pageable=paging_on and d.shared_key is None,
                     waits=paging_on and shared is not None and shared.users == {did},
@@ -726,7 +614,7 @@ class Runtime:
                     f"template dropped, least recently used ({why}): deep tier, nothing resident",
                 )
                 await self._templates.drop(dep)
-                self._samples.pop(deployment_id, None)
+                self._ledger.forget_sample(deployment_id)
 
     async def reclaim_paged(self) -> None:
         """Reclaim now what templates paged out keep in the swap cache (bench, tests)."""
@@ -751,7 +639,7 @@ class Runtime:
         dep = self._get(deployment_id)
         if dep.instance is None:
             await self._templates.drop(dep)
-            self._samples.pop(deployment_id, None)
+            self._ledger.forget_sample(deployment_id)
 
     # -- warming templates after a restart --------------------------------------------------
 
@@ -773,25 +661,7 @@ class Runtime:
 
     def warm_candidates(self, current: set[str]) -> list[WarmCandidate]:
         """Registered deployments with a template tier that were used before, or are current."""
-        out = []
-        for did, dep in self._deployments.items():
-            used = self._usage.get(did)
-            if dep.server is None or (used is None and did not in current):
-                continue
-            release = dep.release
-            group = None
-            if self.share_templates and release.lock_hash:
-                group = f"{release.project}:{release.lock_hash}:{release.python_version}"
-            out.append(
-                WarmCandidate(
-                    did,
-                    used.last_used if used is not None else None,
-                    (used.memory_kb if used is not None else None) or DEFAULT_TEMPLATE_KB,
-                    group,
-                    (used.group_kb if used is not None else None) or DEFAULT_SHARED_KB,
-                )
-            )
-        return out
+        return self._ledger.warm_candidates(current, self.share_templates)
 
     async def _warm(self, current: set[str]) -> None:
         # Past the template budget, what swap holds is warmed too: the sweep pages the least
@@ -823,27 +693,6 @@ class Runtime:
             warmed += 1
             self._sup.system(dep, "template loaded ahead of its first request (warm start)")
         log.info("warmed %d of %d template(s) after start", warmed, len(order))
-
-    def _record_usage(self, now: float, *, force: bool = False, save: bool = True) -> None:
-        """Note when each deployment last served (what its dormant template holds is noted by
-        `_sample_idle_costs`); save ``usage.json`` when something changed (at most every
-        `SAVE_INTERVAL` s, unless forced)."""
-        wall = time.time()
-        for did, dep in self._deployments.items():
-            if dep.last_request_at > 0 and self._usage_seen.get(did) != dep.last_request_at:
-                self._usage_seen[did] = dep.last_request_at
-                old = self._usage.get(did, Usage(None))
-                used = wall - max(0.0, now - dep.last_request_at)
-                self._usage[did] = Usage(used, old.memory_kb, old.group, old.group_kb)
-                self._unmeasured.add(did)
-                self._usage_dirty = True
-        if not save or not self._usage_dirty:
-            return
-        if not force and now - self._usage_saved_at < SAVE_INTERVAL:
-            return
-        self._usage_file.save(self._usage)
-        self._usage_dirty = False
-        self._usage_saved_at = now
 
     # -- the parts' callbacks --------------------------------------------------------------------
 
