@@ -1,7 +1,9 @@
 """A pre-loaded template process that forks ready-to-serve app servers on demand.
 
 Run BY PATH with a release's own venv python (standard library only: it cannot import
-phemeral, and it must run on every Python a release may use, 3.8 included)::
+phemeral, and it must run on every Python a release may use, 3.8 included). It is one file on
+purpose, longer than the project's other modules: the runtime copies it into each run's folder
+and the sandbox binds that one file read-only, so nothing else of the platform reaches an app::
 
     .venv/bin/python zygote.py CONTROL_FD
 
