@@ -57,7 +57,7 @@ def test_the_watch_sees_a_call_that_blocks_the_loop(caplog: pytest.LogCaptureFix
         await asyncio.sleep(0.1)
         quiet = watch.stalled_ms(time.perf_counter() - 0.1, time.perf_counter())
         began = time.perf_counter()
-        time.sleep(0.4)  # a blocking call on the loop
+        a_blocking_call()
         await asyncio.sleep(0.05)
         blocked = watch.stalled_ms(began, time.perf_counter())
         await watch.close()
@@ -68,3 +68,10 @@ def test_the_watch_sees_a_call_that_blocks_the_loop(caplog: pytest.LogCaptureFix
     assert blocked >= 300
     assert quiet < 100  # a quiet loop: a late timer now and then at most (a shared box)
     assert any("the event loop stalled for" in r.getMessage() for r in caplog.records)
+    # The watchdog saw where: the blocking call and its caller.
+    held = [r.getMessage() for r in caplog.records if "has been held" in r.getMessage()]
+    assert held and "a_blocking_call" in held[0] and "in main" in held[0], held
+
+
+def a_blocking_call() -> None:
+    time.sleep(0.4)
