@@ -6,7 +6,10 @@ import ctypes
 import mmap
 import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from phemeral.runtime import paging
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
@@ -449,3 +452,87 @@ def test_idle_cost_adds_own_pss_and_an_even_share_of_a_shared_template() -> None
         for process in (own, shared):
             process.kill()
             process.wait()
+
+
+def test_ranges_are_cut_into_steps_of_at_most_the_step() -> None:
+    mib = 1 << 20
+    groups = paging.steps([(0, 20 * mib), (100 * mib, 3 * mib)], 8 * mib)
+    assert [sum(length for _, length in g) for g in groups] == [8 * mib, 8 * mib, 7 * mib]
+    assert groups[2] == [(16 * mib, 4 * mib), (100 * mib, 3 * mib)]
+    flat = [r for g in groups for r in g]
+    assert paging.merge(flat) == [(0, 20 * mib), (100 * mib, 3 * mib)]  # nothing lost
+    assert paging.steps([], 8 * mib) == []
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self.pages = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_pacer_keeps_swap_traffic_under_its_rate_with_a_window_of_credit() -> None:
+    t = FakeTime()
+    rate = 64 * paging.PAGE * 1000  # 64,000 pages a second
+    pacer = paging.Pacer(rate, lambda: False, traffic=lambda: t.pages, clock=t.clock, sleep=t.sleep)
+    t.pages += 32_000  # half a second's worth, written at once
+    pacer()
+    assert t.slept == [pytest.approx(0.5)]
+    t.now += 10.0  # a long quiet time earns one window of credit, not ten
+    pacer()
+    t.pages += 128_000  # two seconds' worth
+    pacer()
+    assert t.slept[-1] == pytest.approx(1.0)  # at most a window at a time
+    assert pacer.waited >= 1.5
+
+
+def test_the_pacer_steps_aside_while_a_wake_is_under_way_for_at_most_its_hold() -> None:
+    t = FakeTime()
+    busy_until = [0.3]
+    pacer = paging.Pacer(
+        1e12,
+        lambda: t.now < busy_until[0],
+        hold=2.0,
+        traffic=lambda: 0,
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+    pacer()
+    assert 0.3 <= t.now < 0.32  # waited out the wake
+    busy_until[0] = 100.0  # a wake that never ends: it goes on after the hold
+    start = t.now
+    pacer()
+    assert t.now - start == pytest.approx(2.0, abs=0.01)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="process_madvise of another process needs root")
+def test_a_paced_page_out_steps_through_a_large_mapping(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; held = bytearray(b'x' * (40 << 20)); "
+            "print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        calls = []
+        done = paging.page_out_process(
+            child.pid, paging.anonymous(child.pid), lambda: calls.append(1)
+        )
+        assert done >= 40 << 20
+        assert len(calls) >= 4  # 40 MiB in steps of 8 MiB at most
+    finally:
+        child.kill()
+        child.wait()

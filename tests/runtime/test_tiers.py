@@ -481,3 +481,35 @@ def test_background_paging_runs_in_the_idle_io_class_and_wakes_do_not(
         assert paging.io_priority_class() == 0
     finally:
         runtime._paged.close()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="swap and process_madvise need root")
+def test_a_wake_goes_on_when_its_reads_cannot_be_submitted_at_once(
+    tmp_path: Path, settings: Settings, sink: ListSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = make_release(tmp_path / "app", "stuck-1", "flask")
+    real = paging.read_back
+
+    def stuck(pid: int, ranges: paging.Ranges | None = None) -> int:
+        time.sleep(1.5)  # as when the disk's queue is full of page-outs
+        return real(pid, ranges)
+
+    async def main() -> None:
+        with swap_for_test(tmp_path):
+            runtime = Runtime(settings, sink, share_templates=False)
+            await runtime.start()
+            try:
+                runtime.register(release, idle_timeout=0.05)
+                assert (await request(runtime, "stuck-1"))[0] == 200
+                await wait_until(lambda: runtime.instances("stuck-1").state == "dormant")
+                await runtime.page_out_template("stuck-1")
+                monkeypatch.setattr(paging, "read_back", stuck)
+                assert (await request(runtime, "stuck-1"))[0] == 200
+                phases = runtime.instances("stuck-1").last_wake_phases or {}
+                assert "read_back_cut" in phases, phases
+                assert phases["read_back"] < 1000, phases  # not the 1.5 s the reads took
+            finally:
+                await runtime.close()
+
+    asyncio.run(main())

@@ -33,6 +33,16 @@ LEARNING_PER_SWEEP = 4  # templates written out to learn their hot sets, at most
 SWAP_RESERVE_KB = 64 * 1024  # swap the paged tier leaves free (for whatever else swaps)
 PAGED_RECLAIM_AFTER = 1.0  # s after a page-out: its writes are done, its swap cache is freed
 LOCK_SLACK = 1 << 20  # bytes of memlock limit above a hot set (ranges rounded to pages)
+# Background paging keeps the host's swap traffic under this (bytes/s; `paging.Pacer`), and
+# waits while a wake is under way (at most PACE_HOLD s at a time): a wake's reads must be
+# submitted into the same disk queue, and behind gigabytes of page-outs they waited seconds.
+BACKGROUND_SWAP_RATE = 64 << 20
+PACE_HOLD = 2.0
+FOREGROUND_AFTER_WAKE = 0.5  # s after a wake began that background paging still waits
+# A wake waits this long at most for the submission of its reads (`paging.read_back`): when
+# the disk's queue is full the submission itself blocks, and the fork does better to go on,
+# asking for its pages as it touches them, while the rest are still being submitted.
+READ_BACK_WAIT = 0.05
 
 HotSetOf = tuple[int, list[tuple[int, int]]]  # a template's host pid, and its hot set
 P = ParamSpec("P")
@@ -84,6 +94,19 @@ class PagedTier:
         self._background = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="paging", initializer=paging.lower_io_priority
         )
+        self.foreground_until = 0.0  # time.monotonic(): background paging waits until then
+        self.pacer = paging.Pacer(
+            BACKGROUND_SWAP_RATE,
+            lambda: time.monotonic() < self.foreground_until,
+            hold=PACE_HOLD,
+        )
+        # A wake's reads are submitted on threads of their own: never behind another blocking
+        # call of the runtime's (the default executor measures memory, learns hot sets).
+        self._foreground = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wake-reads")
+
+    def note_wake(self) -> None:
+        """A wake begins: background paging steps aside for a moment (`paging.Pacer`)."""
+        self.foreground_until = max(self.foreground_until, time.monotonic() + FOREGROUND_AFTER_WAKE)
 
     async def _quietly(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn`` on the background paging thread (idle I/O class)."""
@@ -91,8 +114,9 @@ class PagedTier:
         return await loop.run_in_executor(self._background, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
-        """Stop the background paging thread (what it runs finishes; nothing queued starts)."""
+        """Stop the paging threads (what they run finishes; nothing queued starts)."""
         self._background.shutdown(wait=False, cancel_futures=True)
+        self._foreground.shutdown(wait=False, cancel_futures=True)
 
     async def sweep(self, now: float) -> None:
         """Page out the memory of the templates unused for ``page_out_after`` s (`paging`);
@@ -154,7 +178,7 @@ class PagedTier:
             if found is None or template is None or found.own_cgroup is None:
                 continue
             await asyncio.to_thread(found.own_cgroup.allow_swap)
-            written = await self._quietly(_write_out_once, found)
+            written = await self._quietly(_write_out_once, found, self.pacer)
             if written and dep.template is template and is_dormant(dep):
                 # Its figure stands: what it wrote out stays in the swap cache, counted as
                 # resident until its next wake maps it back (`Ledger.sample`).
@@ -170,7 +194,7 @@ class PagedTier:
         if found.own_cgroup is not None:
             await asyncio.to_thread(found.own_cgroup.allow_swap)
         await self._unlock(dep)  # the hot set goes too: it may be learned anew since
-        done = await self._quietly(lambda: paging.page_out(own_pids(found)))
+        done = await self._quietly(lambda: paging.page_out(own_pids(found), self.pacer))
         if dep.template is template and template.alive:
             dep.paged_template, dep.paged_at = template, self.sup.clock()
             dep.hot_learning = None  # its next wake learns as a paged one
@@ -197,15 +221,17 @@ class PagedTier:
         found = kept(dep, self.sharing)
         hot = self.hot_set(dep)
         if found is not None and not (dep.hot_in and hot):  # else it is in
-            try:
-                if hot is not None:
-                    await asyncio.to_thread(paging.read_back, *hot)
-                else:
-                    await asyncio.to_thread(
-                        lambda: sum(paging.read_back(pid) for pid in own_pids(found))
-                    )
-            except OSError as exc:
-                log.warning("reading a paged template back failed: %s", exc)
+            if hot is not None:
+                pid, ranges = hot
+                submit: Callable[[], int] = functools.partial(paging.read_back, pid, ranges)
+            else:
+                pids = own_pids(found)
+                submit = lambda: sum(paging.read_back(pid) for pid in pids)  # noqa: E731
+            reads = asyncio.get_running_loop().run_in_executor(self._foreground, submit)
+            reads.add_done_callback(_log_failure)
+            done, _ = await asyncio.wait({reads}, timeout=READ_BACK_WAIT)
+            if not done and dep.wake_trace is not None:
+                dep.wake_trace.note("read_back_cut", READ_BACK_WAIT * 1000)
         if dep.wake_trace is not None:
             dep.wake_trace.mark("read_back")
         return await self.instances.wake(dep)
@@ -252,11 +278,11 @@ class PagedTier:
                 continue
             pid, ranges = hot
             if did in keep:  # what its forks touch: back in, mapped, and kept there
-                await self._quietly(paging.bring_in, pid, ranges)
+                await self._quietly(paging.bring_in, pid, ranges, pace=self.pacer)
                 await self._lock(dep, pid, ranges)
             else:  # over the budget: out again, and no copy left in memory
                 await self._unlock(dep)
-                await self._quietly(paging.page_out_process, pid, ranges)
+                await self._quietly(paging.page_out_process, pid, ranges, self.pacer)
                 if dep.cgroup is not None and dep.shared_key is None:
                     dep.paged_reclaim_due = time.monotonic() + PAGED_RECLAIM_AFTER
             dep.hot_in = did in keep
@@ -300,11 +326,16 @@ class PagedTier:
             await dep.template.lock(locked, False)
 
 
-def _write_out_once(found: Kept) -> int:
+def _log_failure(reads: asyncio.Future[int]) -> None:
+    if not reads.cancelled() and reads.exception() is not None:
+        log.warning("reading a paged template back failed: %s", reads.exception())
+
+
+def _write_out_once(found: Kept, pace: paging.Pace | None = None) -> int:
     """The anonymous pages of the processes a template keeps alone, written out to swap and
     unmapped, its file pages left alone (blocking): they stay in the swap cache until memory
     pressure or a reclaim frees them, and a page the next fork or the template touches is
     mapped back from there (a minor fault, no read). What is present after that wake is what
     it touched, reads included, which a resident template's pagemap cannot tell otherwise
     (`paging.written_ranges` sees writes only)."""
-    return sum(paging.page_out_process(pid, paging.anonymous(pid)) for pid in own_pids(found))
+    return sum(paging.page_out_process(pid, paging.anonymous(pid), pace) for pid in own_pids(found))

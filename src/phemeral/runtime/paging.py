@@ -34,7 +34,8 @@ import logging
 import os
 import platform
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from phemeral.runtime import procs
@@ -61,6 +62,8 @@ IOPRIO_CLASS_SHIFT = 13
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 Ranges = list[tuple[int, int]]  # (start, length), page-aligned, sorted
+PACE_STEP = 8 << 20  # bytes of address space per paced call (see `Pacer`)
+Pace = Callable[[], None]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -107,11 +110,11 @@ def _is_anonymous(name: str) -> bool:
     return not name or name.startswith(("[heap", "[stack", "[anon"))
 
 
-def page_out_process(pid: int, ranges: Ranges | None = None) -> int:
+def page_out_process(pid: int, ranges: Ranges | None = None, pace: Pace | None = None) -> int:
     """Ask the kernel to write out the pages of ``pid`` (all, or those within ``ranges``):
     bytes it went over; 0 if the process is gone. Without swap only its clean file pages
-    can go."""
-    return _advise(pid, MADV_PAGEOUT, ranges)
+    can go. With ``pace``, in steps of `PACE_STEP` with ``pace()`` between them."""
+    return _advise(pid, MADV_PAGEOUT, ranges, pace)
 
 
 def read_back(pid: int, ranges: Ranges | None = None) -> int:
@@ -122,15 +125,39 @@ def read_back(pid: int, ranges: Ranges | None = None) -> int:
     return _advise(pid, MADV_WILLNEED, ranges)
 
 
-def _advise(pid: int, advice: int, ranges: Ranges | None = None) -> int:
+def steps(ranges: Ranges, step: int) -> list[Ranges]:
+    """``ranges`` cut into groups of at most ``step`` bytes each (and `IOV_MAX` ranges)."""
+    out: list[Ranges] = []
+    group: Ranges = []
+    size = 0
+    for start, length in ranges:
+        while length > 0:
+            take = min(length, step - size)
+            group.append((start, take))
+            size += take
+            start, length = start + take, length - take
+            if size >= step or len(group) >= IOV_MAX:
+                out.append(group)
+                group, size = [], 0
+    if group:
+        out.append(group)
+    return out
+
+
+def _advise(pid: int, advice: int, ranges: Ranges | None = None, pace: Pace | None = None) -> int:
     fd = _libc.syscall(SYS_PIDFD_OPEN, pid, 0)
     if fd < 0:
         return 0
     try:
         ranges = mappings(pid) if ranges is None else within(ranges, mappings(pid))
+        if pace is None:
+            groups = [ranges[i : i + IOV_MAX] for i in range(0, len(ranges), IOV_MAX)]
+        else:
+            groups = steps(ranges, PACE_STEP)
         done = 0
-        for i in range(0, len(ranges), IOV_MAX):
-            chunk = ranges[i : i + IOV_MAX]
+        for index, chunk in enumerate(groups):
+            if pace is not None and index:
+                pace()
             vec = (_Iovec * len(chunk))(*(_Iovec(start, size) for start, size in chunk))
             result = _libc.syscall(SYS_PROCESS_MADVISE, fd, vec, len(chunk), advice, 0)
             if result < 0:
@@ -239,7 +266,7 @@ def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
     return out
 
 
-def bring_in(pid: int, ranges: Ranges, chunk: int = 1 << 20) -> int:
+def bring_in(pid: int, ranges: Ranges, chunk: int = 1 << 20, pace: Pace | None = None) -> int:
     """Read the pages of ``ranges`` that ``pid`` maps but has not in memory
     (``process_vm_readv``): each is read back from swap or from its file and mapped in that
     process again, so its forks start with it. What a fork mapped alone in the hot set is not
@@ -262,6 +289,8 @@ def bring_in(pid: int, ranges: Ranges, chunk: int = 1 << 20) -> int:
                 break  # EFAULT: unmapped since; the rest of this range is skipped
             done += result
             offset += size
+            if pace is not None and done % PACE_STEP < chunk:
+                pace()
     return done
 
 
@@ -277,9 +306,66 @@ _process_vm_readv.argtypes = [
 ]
 
 
-def page_out(pids: Iterable[int]) -> int:
+def page_out(pids: Iterable[int], pace: Pace | None = None) -> int:
     """`page_out_process` over ``pids`` (blocking: run it in a thread)."""
-    return sum(page_out_process(pid) for pid in pids)
+    return sum(page_out_process(pid, None, pace) for pid in pids)
+
+
+def swap_traffic_pages() -> int:
+    """Pages read from and written to swap since boot, host-wide (``pswpin`` + ``pswpout``)."""
+    total = 0
+    try:
+        for line in (PROC / "vmstat").read_text().splitlines():
+            if line.startswith(("pswpin ", "pswpout ")):
+                total += int(line.split()[1])
+    except OSError:
+        pass
+    return total
+
+
+class Pacer:
+    """Paces background paging (called between its steps, on its own thread): it waits while
+    the foreground is busy (``busy()``: a wake is under way), at most ``hold`` s each time, and
+    keeps the host's swap traffic under ``rate`` bytes/s. A mass page-out (hundreds of
+    templates after a deploy or a restart) otherwise fills the disk's queue with gigabytes of
+    writes, and a wake's reads, which must be submitted into the same queue, waited seconds
+    behind them. Credit for quiet time is at most a ``window`` s of traffic."""
+
+    def __init__(
+        self,
+        rate: float,
+        busy: Callable[[], bool],
+        *,
+        hold: float = 2.0,
+        window: float = 1.0,
+        traffic: Callable[[], int] = swap_traffic_pages,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.busy = busy
+        self.hold = hold
+        self.window = window
+        self._traffic = traffic
+        self._clock = clock
+        self._sleep = sleep
+        self._since = clock()
+        self._base = traffic()
+        self.waited = 0.0  # s spent waiting, in all (for figures and tests)
+
+    def __call__(self) -> None:
+        start = self._clock()
+        while self.busy() and self._clock() - start < self.hold:
+            self._sleep(0.005)
+        now = self._clock()
+        moved = (self._traffic() - self._base) * PAGE
+        ahead = moved / self.rate - (now - self._since)
+        if ahead > 0:
+            self._sleep(min(ahead, self.window))
+            now = self._clock()
+        if now - self._since >= self.window:
+            self._since, self._base = now, self._traffic()
+        self.waited += now - start
 
 
 def lower_io_priority() -> bool:

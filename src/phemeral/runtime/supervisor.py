@@ -413,6 +413,7 @@ class Runtime:
                 )
             kind = self.wake_kind(dep)  # what the wake starts from, for the expected wake
             trace = dep.wake_trace = WakeTrace(kind)
+            self._paged.note_wake()
             waking = asyncio.ensure_future(
                 self._paged.wake(dep) if kind == "paged" else self._instances.wake(dep)
             )
