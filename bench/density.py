@@ -589,6 +589,30 @@ def settle_warming(fleet: Fleet, timeout: float = 300.0) -> tuple[int, float]:
     return last, time.monotonic() - started
 
 
+def settle_rehearsals(fleet: Fleet, offset: int, timeout: float = 900.0) -> tuple[int, float]:
+    """Wait until the platform says no rehearsal is left to do (its log, from ``offset``), or
+    none started for 90 s; the rehearsals done and the seconds it took."""
+    started = time.monotonic()
+    done = 0
+    while time.monotonic() - started < timeout:
+        text = fleet.platform.log.read_bytes()[offset:].decode(errors="replace")
+        lines = [ln for ln in text.splitlines() if "more to rehearse" in ln]
+        done = sum(int(ln.split("rehearsed ")[1].split()[0]) for ln in lines)
+        if lines and " 0 more to rehearse" in lines[-1]:
+            break
+        if not lines and time.monotonic() - started > 90:
+            break
+        time.sleep(2.0)
+    return done, time.monotonic() - started
+
+
+def log_size(fleet: Fleet) -> int:
+    try:
+        return fleet.platform.log.stat().st_size
+    except OSError:
+        return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=1000, help="quick mode: 10 or 100")
@@ -642,6 +666,7 @@ def main() -> None:
     env = {
         "PHEMERAL_BUILD_CONCURRENCY": str(args.build_concurrency),
         "PHEMERAL_PAGE_OUT_AFTER": str(args.page_out_after),
+        "PHEMERAL_LOG_LEVEL": "info",  # rehearsals' progress (`settle_rehearsals`)
         # the paged tier's swap file (unless the host has swap): ~35 MiB per paged template
         "PHEMERAL_SWAP_FILE_MB": str(args.swap_file_mb or 1024 + 40 * args.projects),
     }
@@ -674,7 +699,9 @@ def main() -> None:
             f"{took:.0f} s after their last wakes (page_out_after {args.page_out_after:.0f} s)"
         )
         fleet.memory_figures("paged tier")
-        fleet.wake_each("wake from the paged tier, no hot set learned yet", by_tier=True)
+        rehearsed, took = settle_rehearsals(fleet, 0)
+        fleet.results.append(f"-- {rehearsed} rehearsals by now (the last {took:.0f} s)")
+        fleet.wake_each("wake from the paged tier, woken once before", by_tier=True)
         # Those wakes taught each template its hot set; paged out again, the hot sets within
         # the hot-set budget are read back in: the steady state of a long idle.
         fleet.wait_dormant()
@@ -690,12 +717,15 @@ def main() -> None:
         fleet.wake_each("wake from the paged tier, hot sets learned", by_tier=True)
 
         budget = args.warm_budget_mb
+        offset = log_size(fleet)
         took = fleet.restart({"PHEMERAL_WARM_BUDGET_MB": str(budget)} if budget else None)
         warmed, settle = settle_warming(fleet, max(300.0, 3.0 * len(fleet.ids)))
         time.sleep(args.settle)  # a warmed template is re-forked once its shared one learned
+        rehearsed, took_rehearsals = settle_rehearsals(fleet, offset)
         fleet.results.append(
             f"-- after a platform restart: API back in {took:.1f} s, {warmed}/{len(fleet.ids)} "
-            f"warmed {settle:.0f} s later"
+            f"warmed {settle:.0f} s later; {rehearsed} rehearsed in the next "
+            f"{took_rehearsals:.0f} s"
         )
         fleet.memory_figures("after restart, warmed")
         fleet.wake_each("wake after a platform restart", by_tier=True)

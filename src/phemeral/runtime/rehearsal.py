@@ -116,13 +116,16 @@ class Rehearsals:
                 await task
 
     async def _run(self, deployment_ids: list[str]) -> None:
+        done = 0
         for did in deployment_ids:
             dep = self.sup.deployments.get(did)
             if dep is not None and self.needs(dep):
                 try:
-                    await self.rehearse(dep)
+                    done += await self.rehearse(dep)
                 except Exception:
                     log.exception("rehearsing %s failed", did)
+        left = sum(self.needs(dep) for dep in self.dormant())
+        log.info("rehearsed %d template(s); %d more to rehearse", done, left)
 
     async def rehearse(self, dep: DeploymentRuntime) -> bool:
         """Wake it, send it its health-check request, stop it (which learns its hot set); a
