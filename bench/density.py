@@ -234,6 +234,17 @@ def wake_phases(api: httpx.Client, did: str) -> dict[str, float]:
     return dict(instances.get("last_wake_phases") or {})
 
 
+def median_phases(traces: list[dict[str, float]]) -> str:
+    """Each phase's median over the wakes (a wake without the phase counts 0)."""
+    names: list[str] = []
+    for trace in traces:
+        names += [n for n in trace if n not in names]
+    return (
+        ", ".join(f"{n} {statistics.median(t.get(n, 0.0) for t in traces):.1f}" for n in names)
+        or "none traced"
+    )
+
+
 def slow_wakes(slow: list[tuple[float, str, dict[str, float]]], shown: int = 8) -> list[str]:
     """Lines for the wakes of at least SLOW_MS: the slowest with their phases, and where the
     time of them all went (``outside``: before the runtime's wake began or after its answer
@@ -509,22 +520,27 @@ class Fleet:
         with self.api() as api:
             tiers = wake_groups(api, self.ids)
         groups: dict[str, list[float]] = {}
+        phases: dict[str, list[dict[str, float]]] = {}
         slow: list[tuple[float, str, dict[str, float]]] = []
         with self.api() as api:
             for did in self.ids:
                 sample = request_ms(self.platform.port, f"{did}.{BASE}")
                 kind = "declared" if did in self.declared else "autodetected"
                 tier = tiers[did] if by_tier else ""
-                groups.setdefault(f"{tier} {kind}".strip(), []).append(sample)
-                if sample >= SLOW_MS:  # where its time went, before the next wake of it
-                    slow.append((sample, did, wake_phases(api, did)))
+                group = f"{tier} {kind}".strip()
+                groups.setdefault(group, []).append(sample)
+                traced = wake_phases(api, did)  # where its time went, before its next wake
+                phases.setdefault(group, []).append(traced)
+                if sample >= SLOW_MS:
+                    slow.append((sample, did, traced))
         every = [s for samples in groups.values() for s in samples]
         self.results.append(line(label, every))
         for group, samples in sorted(groups.items()):
             self.results.append(line(f"  of which {group}", samples))
+            self.results.append(f"    median phases: {median_phases(phases[group])}")
         described = slow_wakes(slow)
         self.results.extend(described)
-        print("\n".join(self.results[-1 - len(groups) - len(described) :]), flush=True)
+        print("\n".join(self.results[-1 - 2 * len(groups) - len(described) :]), flush=True)
 
     def wait_paged(self, what: str) -> float:
         """Wait until every deployment is on the paged tier; the seconds it took."""
