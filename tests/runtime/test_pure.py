@@ -7,11 +7,12 @@ import mmap
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from phemeral.runtime import paging
+from phemeral.runtime import paging, procs
 from phemeral.runtime.backoff import CrashHistory, may_start, record_crash, restart_delay
 from phemeral.runtime.command import parse_server_command
 from phemeral.runtime.footprint import IdleCost, Kept, measure
@@ -536,3 +537,28 @@ def test_a_paced_page_out_steps_through_a_large_mapping(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_walking_down_a_process_tree_finds_what_a_whole_scan_finds() -> None:
+    # A shell with two children, one of which has a child of its own.
+    tree = subprocess.Popen(
+        ["sh", "-c", "sleep 30 & (sleep 30 & wait) & wait"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if len(procs.descendants(tree.pid)) >= 3:
+                break
+            time.sleep(0.02)
+        scanned = procs.descendants(tree.pid, procs.parent_map())
+        walked = procs.descendants(tree.pid)
+        assert len(scanned) >= 3  # sleep, the subshell, its sleep
+        assert sorted(walked) == sorted(scanned)
+        assert procs.children(tree.pid) == [
+            p for p in scanned if procs.stat_fields(p)[1] == str(tree.pid)
+        ]  # type: ignore[index]
+    finally:
+        procs.kill_tree(tree.pid)
+        tree.kill()
+        tree.wait()
+    assert procs.children(tree.pid) == []  # gone
