@@ -622,6 +622,24 @@ def settle_rehearsals(fleet: Fleet, offset: int, timeout: float = 900.0) -> tupl
     return done, time.monotonic() - started
 
 
+def restart_only(fleet: Fleet) -> None:
+    """The after-restart phase alone, on the projects of an earlier run (`--restart-only`)."""
+    fleet.deploy(0, fleet.args.projects)  # all reused: no build
+    warmed, settle = settle_warming(fleet, max(300.0, 3.0 * len(fleet.ids)))
+    rehearsed, took = settle_rehearsals(fleet, 0)
+    time.sleep(fleet.args.settle)
+    fleet.results.append(
+        f"-- after a start on {len(fleet.ids)} projects: {warmed} warmed in {settle:.0f} s, "
+        f"{rehearsed} rehearsed ({took:.0f} s more)"
+    )
+    fleet.memory_figures("after start, warmed")
+    fleet.wake_each("wake after a platform start", by_tier=True)
+    fleet.wait_dormant()
+    time.sleep(30)  # the background paging that the wakes held back catches up
+    fleet.memory_figures("after start, 30 s later")
+    fleet.wake_each("wake after a platform start, again", by_tier=True)
+
+
 def log_size(fleet: Fleet) -> int:
     try:
         return fleet.platform.log.stat().st_size
@@ -670,6 +688,12 @@ def main() -> None:
     parser.add_argument(
         "--hot-set-budget-mb", type=int, help="the hot-set budget (default: a quarter of memory)"
     )
+    parser.add_argument(
+        "--restart-only",
+        action="store_true",
+        help="with --data-dir of an earlier run: start on it (the warming of a restart, with "
+        "--warm-budget-mb), wait for warming and rehearsals, measure memory and one wake each",
+    )
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
@@ -688,12 +712,17 @@ def main() -> None:
     }
     if args.hot_set_budget_mb is not None:
         env["PHEMERAL_HOT_SET_BUDGET_MB"] = str(args.hot_set_budget_mb)
+    if args.restart_only and args.warm_budget_mb:
+        env["PHEMERAL_WARM_BUDGET_MB"] = str(args.warm_budget_mb)
     fleet = Fleet(Platform(data_dir, args=serve_args, env=env), args)
     started = time.monotonic()
     try:
         fleet.platform.start(timeout=120)
         print(f"phemeral serve on port {fleet.platform.port}, log {fleet.platform.log}")
         print(f"deploying {args.projects} projects ({load()})", flush=True)
+        if args.restart_only:
+            restart_only(fleet)
+            return
         small = min(10, args.projects)
         fleet.deploy(0, small)
         fleet.wait_dormant()
