@@ -89,6 +89,7 @@ def test_values_round_trip(tmp_path: Path) -> None:
         expected_wake_ms=15.5,
         last_wake_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         last_wake_ms=12.5,
+        last_wake_phases={"read_back": 0.4, "fork": 3.1, "forked": 1.2, "answer": 8.0},
         restarts=2,
         last_exit="exited with code 1",
         wake_path="template",
