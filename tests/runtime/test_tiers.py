@@ -405,7 +405,9 @@ def test_a_long_unused_template_is_paged_out_to_swap_and_still_wakes_from_it(
                 assert (status, body.startswith(b'{"hello":"fastapi"')) == (200, True)
                 assert len(runtime._wakes["paged"]) == 1
                 phases = runtime.instances("paged-1").last_wake_phases or {}
-                assert list(phases)[:2] == ["read_back", "template"], phases
+                # (``read_back_cut`` first when a loaded box took over 50 ms to submit them)
+                marked = [p for p in phases if p != "read_back_cut"]
+                assert marked[:2] == ["read_back", "template"], phases
                 await wait_until(lambda: runtime.instances("paged-1").state == "dormant")
                 await runtime.sweep()
                 assert (
