@@ -274,10 +274,13 @@ def bring_in(pid: int, ranges: Ranges, chunk: int = 1 << 20, pace: Pace | None =
     ranges = absent_within(pid, ranges)
     buffer = ctypes.create_string_buffer(chunk)
     local = _Iovec(ctypes.cast(buffer, ctypes.c_void_p), chunk)
-    done = 0
+    done = unpaced = 0
     for start, length in ranges:
         offset = 0
         while offset < length:
+            if pace is not None and unpaced >= PACE_STEP:
+                pace()
+                unpaced = 0
             size = min(chunk, length - offset)
             local.len = size
             remote = _Iovec(start + offset, size)
@@ -288,9 +291,8 @@ def bring_in(pid: int, ranges: Ranges, chunk: int = 1 << 20, pace: Pace | None =
                     return done
                 break  # EFAULT: unmapped since; the rest of this range is skipped
             done += result
+            unpaced += result
             offset += size
-            if pace is not None and done % PACE_STEP < chunk:
-                pace()
     return done
 
 
