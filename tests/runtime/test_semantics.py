@@ -594,3 +594,47 @@ def test_connections_and_threads_opened_at_import_are_per_server_unless_preload(
         assert runtime.instances("sharing-1").wake_path == "template"
 
     run_with_runtime(settings, sink, body)
+
+
+# Each request reports whether `wave` (standard library) and `helper` (the app's own module)
+# were imported when it began, then imports both, as lazily imported modules are.
+LAZY_APP_FASTAPI = """
+import sys
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.get("/lazy")
+def lazy():
+    had = {"wave": "wave" in sys.modules, "helper": "helper" in sys.modules}
+    import wave, helper
+    return had
+"""
+LAZY_APP_FLASK = LAZY_APP_FASTAPI.replace("from fastapi import FastAPI", "from flask import Flask")
+LAZY_APP_FLASK = LAZY_APP_FLASK.replace("app = FastAPI()", "app = Flask(__name__)")
+
+
+@pytest.mark.parametrize("stack", ["fastapi", "flask"])
+def test_what_a_server_imported_after_its_fork_the_next_fork_starts_with(
+    stack: str, tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    main = "main.py" if stack == "fastapi" else "app.py"
+    app = LAZY_APP_FASTAPI if stack == "fastapi" else LAZY_APP_FLASK
+    did = f"lazy-{stack}"
+    release = make_release(tmp_path, did, stack, files={main: app, "helper.py": "X = 1\n"})
+
+    async def body(runtime: Runtime) -> None:
+        runtime.register(release, idle_timeout=0.05)
+        status, payload = await request(runtime, did, "/lazy")
+        assert status == 200
+        assert json.loads(payload) == {"wave": False, "helper": False}
+        dep = runtime._deployments[did]
+        # Its server, stopped, told its template what it imported; the template imported it.
+        await wait_until(lambda: runtime.instances(did).state == "dormant")
+        await wait_until(lambda: "wave" in dep.learned_imports)
+        assert "helper" not in dep.learned_imports  # the app's own code stays the server's
+        status, payload = await request(runtime, did, "/lazy")
+        assert status == 200
+        assert json.loads(payload) == {"wave": True, "helper": False}
+
+    run_with_runtime(settings, sink, body, share_templates=False)

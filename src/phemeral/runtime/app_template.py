@@ -18,7 +18,7 @@ from phemeral.errors import BootFailed
 from phemeral.runtime import procs
 from phemeral.runtime.deployment import DeploymentRuntime, Supervision
 from phemeral.runtime.sharing import SharedTemplate, SharedTemplates
-from phemeral.runtime.template import TemplateGone, TemplateProcess
+from phemeral.runtime.template import MAX_IMPORTED, TemplateGone, TemplateProcess
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class AppTemplates:
             await template.close(timeout=2)
             await sup.capture.drain(dep.template_logs, 1.0)
             raise
+        await self._import_learned(dep, template)
         return template
 
     def _adopt(self, dep: DeploymentRuntime, template: TemplateProcess) -> None:
@@ -154,7 +155,21 @@ class AppTemplates:
         def on_exit(pid: int, code: int | None, sig: int | None) -> None:
             self._on_child_exit(dep, pid, code, sig)
 
-        return TemplateProcess(on_exit)
+        def on_imported(names: list[str]) -> None:
+            known = set(dep.learned_imports)
+            added = [n for n in names if n not in known]
+            dep.learned_imports = (dep.learned_imports + added)[:MAX_IMPORTED]
+
+        template = TemplateProcess(on_exit)
+        template.on_imported = on_imported
+        return template
+
+    @staticmethod
+    async def _import_learned(dep: DeploymentRuntime, template: TemplateProcess) -> None:
+        """Import, once the app is loaded, what the servers of an earlier template of it
+        imported after their fork (so the first fork of this one does not)."""
+        if dep.learned_imports and not dep.import_per_server:
+            await template.preload(dep.learned_imports)
 
     async def _run_pre_command(
         self,
@@ -270,6 +285,7 @@ class AppTemplates:
             await template.close(timeout=2)
             await self.sup.capture.drain(logs, 1.0)
             raise
+        await self._import_learned(dep, template)
         return logs
 
     async def _learn(

@@ -111,6 +111,9 @@ class DeploymentRuntime:
     # shared); ``app_modules`` are what its import pulled in, for the template to preload.
     import_per_server: bool = False
     app_modules: list[str] = field(default_factory=list)
+    # What its servers imported after their fork (the template imports it too: `zygote`'s
+    # learned imports); a later template of it imports these once the app is loaded.
+    learned_imports: list[str] = field(default_factory=list)
 
     @property
     def paged(self) -> bool:

@@ -19,6 +19,7 @@ from phemeral.errors import BootFailed
 from phemeral.runtime import procs
 from phemeral.runtime.zygote import (
     EVENT_EXIT,
+    EVENT_IMPORTED,
     OP_FORK_TEMPLATE,
     OP_LOAD,
     OP_LOCK,
@@ -30,6 +31,9 @@ from phemeral.runtime.zygote import (
 )
 
 MAX_MESSAGE = 1 << 20
+# What a template may say it imported (it runs the app's code: its word is bounded).
+MAX_IMPORTED = 2000
+MAX_MODULE_NAME = 200
 
 ExitCallback = Callable[[int, int | None, int | None], None]  # (pid, code, signal)
 
@@ -55,6 +59,8 @@ class TemplateProcess:
         self.preload_app = False  # gunicorn --preload asked for
         self.lazy = False  # each server imports the app after the fork
         self.last_serve_ms: float | None = None  # its last serve's forks, timed in the template
+        # called with the modules it imported after its servers did (`zygote`: learned imports)
+        self.on_imported: Callable[[list[str]], None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -136,6 +142,8 @@ class TemplateProcess:
                         self.on_exit(
                             int(message["pid"]), message.get("code"), message.get("signal")
                         )
+                    elif message["event"] == EVENT_IMPORTED and self.on_imported is not None:
+                        self.on_imported(module_names(message.get("modules")))
                     continue
                 future = self._pending.pop(message.get("id"), None)
                 if future is not None and not future.done():
@@ -285,3 +293,11 @@ class TemplateProcess:
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else "unknown error"
+
+
+def module_names(value: object) -> list[str]:
+    """The module names in a template's ``imported`` event, bounded (`MAX_IMPORTED`)."""
+    if not isinstance(value, list):
+        return []
+    names = [n for n in value if isinstance(n, str) and 0 < len(n) <= MAX_MODULE_NAME]
+    return names[:MAX_IMPORTED]

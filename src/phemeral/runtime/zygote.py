@@ -36,8 +36,17 @@ object; requests carry an ``id`` echoed in the reply, and file descriptors trave
 
 The names are the ``OP_*`` constants below; `phemeral.runtime.template` sends exactly those.
 
-Events (no ``id``): ``{"event": "exit", "pid": P, "code": C, "signal": S}`` when a child ends.
-The template exits when its control socket closes; its children then run on until stopped.
+Events (no ``id``): ``{"event": "exit", "pid": P, "code": C, "signal": S}`` when a child ends;
+``{"event": "imported", "modules": [...]}`` when the template imported what its servers imported
+after their fork (below). The template exits when its control socket closes; its children then
+run on until stopped.
+
+*Learned imports.* A server imports lazily what its first requests need (a loop module, a
+framework's request-time modules): after every fork, at a cost in the wake's first answer. So
+each server, as it exits, writes the modules it imported since its fork (outside the app's own
+directory) to a pipe of its template's (one write of at most ``PIPE_BUF`` bytes), and the
+template imports them too, so the next fork starts with them. An import that opens files or
+starts threads here ends the learning for this template (the fork would share them).
 """
 
 from __future__ import annotations
@@ -70,11 +79,20 @@ OP_RELEASE = "release"
 OP_SIGNAL = "signal"
 OP_LOCK = "lock"
 EVENT_EXIT = "exit"
+EVENT_IMPORTED = "imported"
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
 # Imported lazily on a first real request (thread pools, lifespan); import them before forking.
-ASGI_LAZY_MODULES = ["anyio._backends._asyncio", "anyio.to_thread", "uvicorn.lifespan.on"]
+ASGI_LAZY_MODULES = [
+    "anyio._backends._asyncio",
+    "anyio.to_thread",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.auto",  # what `Server.run` imports to set its loop up
+    "uvicorn.loops.asyncio",
+]
+# A server's report of what it imported after its fork: one write, atomic below PIPE_BUF.
+REPORT_LIMIT = 4000
 
 
 # Every descriptor the template itself holds (control sockets, its wake pipe and selector, fds
@@ -127,6 +145,9 @@ class Template:
         # Seconds children get between TERM and KILL when this template goes; a template
         # forked from another one gets less than its parent gives it.
         self.grace = 8.0
+        self.report_fd: int | None = None  # write end of the pipe servers report imports on
+        self.known: frozenset[str] = frozenset()  # sys.modules as the last fork saw it
+        self.learn_imports = True
 
     # -- messaging -------------------------------------------------------------------------
 
@@ -171,9 +192,19 @@ class Template:
             track(sel.fileno())
         sel.register(self.control, selectors.EVENT_READ, "control")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
+        report_r, self.report_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        track(report_r, self.report_fd)
+        sel.register(report_r, selectors.EVENT_READ, "report")
         try:
             while True:
-                for key, _ in sel.select():
+                # A server's report comes before its exit is told: the runtime may page this
+                # template out once it knows the server is gone.
+                events = sorted(sel.select(), key=lambda event: event[0].data != "report")
+                for key, _ in events:
+                    if key.data == "report":
+                        with contextlib.suppress(BlockingIOError):
+                            self.learn(os.read(report_r, 1 << 16))
+                        continue
                     if key.data == "signal":
                         with contextlib.suppress(BlockingIOError):
                             os.read(wake_r, 4096)
@@ -268,6 +299,36 @@ class Template:
                     os.killpg(pid, sig)
                 with contextlib.suppress(OSError):
                     os.kill(pid, sig)
+
+    def learn(self, data: bytes) -> None:
+        """Import what servers reported they imported after their fork (`report_imports`)."""
+        names: list[str] = []
+        for line in data.split(b"\n"):
+            with contextlib.suppress(ValueError):
+                got = json.loads(line)
+                if isinstance(got, list):
+                    names += [n for n in got if isinstance(n, str) and n.isascii()]
+        names = [n for n in dict.fromkeys(names) if n not in sys.modules and len(n) < 200]
+        if not names or not self.learn_imports:
+            return
+        descriptors, threads = open_descriptors(), threading_count()
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGCHLD, signal.SIGTERM)}
+        failed = set(preload(names))
+        for sig, handler in handlers.items():
+            if signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        if open_descriptors() != descriptors or threading_count() != threads:
+            self.learn_imports = False
+            print(
+                "phemeral: importing what the app's server imported after its fork opened "
+                "files or started threads in its template: no more imports are learned",
+                file=sys.stderr,
+                flush=True,
+            )
+        freeze()
+        imported = [n for n in names if n not in failed]
+        if imported:
+            self.send({"event": EVENT_IMPORTED, "modules": imported})
 
     def shutdown(self) -> None:
         """The runtime is gone (or TERM came): stop every child, TERM then KILL."""
@@ -510,10 +571,25 @@ class Template:
             raise RuntimeError("no app is loaded in this template")
         listen_fd, out_fd, err_fd = fds[:3]
         pids = []
+        if len(self.known) != len(sys.modules):
+            self.known = frozenset(sys.modules)
+        known, report_fd, workdir = self.known, self.report_fd, self.workdir
+        keep = [listen_fd] if report_fd is None else [listen_fd, report_fd]
+
+        reported: list[bool] = []
+
+        def report() -> None:
+            if report_fd is not None and not reported:
+                reported.append(True)
+                report_imports(report_fd, known, workdir)
 
         def worker() -> int:
             os.setpgid(0, 0)
-            after_fork(self.control, out_fd, err_fd, keep=[listen_fd])
+            after_fork(self.control, out_fd, err_fd, keep=keep)
+            if report_fd is not None:
+                # A server that ends by the signal itself (uvicorn raises the SIGTERM it caught
+                # again once it has shut down) reports first, then dies by it all the same.
+                signal.signal(signal.SIGTERM, lambda sig, _frame: die_by(sig, report))
             serving_environment(listen_fd, self.workdir)
             if self.server == "uvicorn":
                 config = self.config
@@ -532,7 +608,7 @@ class Template:
             )
 
         for _ in range(max(1, workers)):
-            pid = fork_child(worker, exit_status=True)
+            pid = fork_child(worker, exit_status=True, before_exit=report)
             self.children.add(pid)
             pids.append(pid)
         return pids
@@ -572,8 +648,9 @@ def preload(modules: list[str]) -> list[str]:
     return failed
 
 
-def shareable_modules(workdir: str) -> list[str]:
-    """Imported modules that are not the app's own (a shared template may preload them)."""
+def shareable_modules(workdir: str, ordered: bool = False) -> list[str]:
+    """Imported modules that are not the app's own (a shared template may preload them); by
+    name, or ``ordered`` as they were imported."""
     names = []
     root = str(pathlib.Path(workdir).absolute()) + os.sep if workdir else None
     for name, module in list(sys.modules.items()):
@@ -583,7 +660,7 @@ def shareable_modules(workdir: str) -> list[str]:
         if root and str(pathlib.Path(path).absolute()).startswith(root):
             continue
         names.append(name)
-    return sorted(names)
+    return names if ordered else sorted(names)
 
 
 def held_files(workdir: str) -> list[str]:
@@ -806,11 +883,17 @@ def serve_gunicorn(
     return 0
 
 
-def fork_child(body: Callable[[], int], *, exit_status: bool = False) -> int:
+def fork_child(
+    body: Callable[[], int],
+    *,
+    exit_status: bool = False,
+    before_exit: Callable[[], None] | None = None,
+) -> int:
     """Fork; the child runs ``body`` and exits with what it returns, never returning here.
 
     If it raises, the child prints the traceback and exits 1; with ``exit_status`` a
     SystemExit ends it with its own code instead (as a server's own exit does).
+    ``before_exit`` runs in the child last (its failures are ignored).
     """
     pid = os.fork()
     if pid != 0:
@@ -825,7 +908,36 @@ def fork_child(body: Callable[[], int], *, exit_status: bool = False) -> int:
             traceback.print_exc()
             code = 1
     finally:
+        if before_exit is not None:
+            with contextlib.suppress(BaseException):
+                before_exit()
         flush_and_exit(code)
+
+
+def die_by(sig: int, before: Callable[[], None]) -> None:
+    """``before`` (its failures ignored), then end by ``sig`` with its default action."""
+    with contextlib.suppress(BaseException):
+        before()
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+
+
+def report_imports(fd: int, known: frozenset[str], workdir: str) -> None:
+    """In a server, as it exits: the modules it imported since its fork, outside the app's own
+    directory, in import order, written to its template in one write (the first ones that fit
+    in `REPORT_LIMIT` bytes: the rest are learned at a later exit)."""
+    names = [n for n in shareable_modules(workdir, ordered=True) if n not in known]
+    if not names:
+        return
+    data = json.dumps(names).encode()
+    while len(data) > REPORT_LIMIT and names:
+        names = names[: len(names) * 3 // 4]
+        data = json.dumps(names).encode()
+    if names:
+        os.write(fd, data + b"\n")
 
 
 def flush_and_exit(code: int) -> NoReturn:
