@@ -34,8 +34,10 @@ from phemeral.runtime.idle import (
     templates_to_page_out,
     templates_to_warm,
 )
+from phemeral.runtime.ledger import warm_group
 from phemeral.runtime.loglines import LineSplitter, RateLimiter, dropped_marker, split_long
 from phemeral.runtime.paging import swap_file_size_mb
+from phemeral.runtime.usage import Usage
 
 
 def test_lines_are_split_on_newlines_and_partial_lines_wait() -> None:
@@ -278,6 +280,19 @@ def test_a_shared_template_counts_once_per_group() -> None:
     assert templates_to_warm(candidates, budget_kb=70, now=50.0) == ["p1-a", "p1-b"]
     assert templates_to_warm(candidates, budget_kb=130, now=50.0) == ["p1-a", "p1-b", "p2-a"]
     assert templates_to_warm(candidates, budget_kb=129, now=50.0) == ["p1-a", "p1-b"]
+
+
+def test_a_template_last_measured_as_one_of_its_own_counts_no_shared_one() -> None:
+    # A project's only deployment ends with a template of its own: warming it again after a
+    # restart leaves no framework template beside it, so none is counted (the budget would
+    # otherwise charge each such project the default shared template, 48 MB, and warm a
+    # hundred 13 MB templates as if they were 61 MB each).
+    own = Usage(1000.0, memory_kb=13_406, group=None, group_kb=None)
+    forked = Usage(1000.0, memory_kb=4_000, group="p1:L:3.12", group_kb=40_000)
+    assert warm_group("p1:L:3.12", own) is None
+    assert warm_group("p1:L:3.12", forked) == "p1:L:3.12"
+    assert warm_group("p1:L:3.12", None) == "p1:L:3.12"  # never measured: as the lock says
+    assert warm_group("p1:L:3.12", Usage(1000.0)) == "p1:L:3.12"
 
 
 def test_a_use_in_the_future_counts_as_now() -> None:

@@ -183,7 +183,9 @@ class Ledger:
             release = dep.release
             group = None
             if share and release.lock_hash:
-                group = f"{release.project}:{release.lock_hash}:{release.python_version}"
+                group = warm_group(
+                    f"{release.project}:{release.lock_hash}:{release.python_version}", used
+                )
             out.append(
                 WarmCandidate(
                     did,
@@ -194,3 +196,12 @@ class Ledger:
                 )
             )
         return out
+
+
+def warm_group(group: str, used: Usage | None) -> str | None:
+    """The framework template a restart's warming counts for a deployment of a shareable
+    dependency set (``group``): none when its template was last measured as one of its own
+    (a project's only deployment gets one: no shared template stays beside it)."""
+    if used is not None and used.memory_kb and used.group is None:
+        return None
+    return group
