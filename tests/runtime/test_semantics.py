@@ -638,3 +638,36 @@ def test_what_a_server_imported_after_its_fork_the_next_fork_starts_with(
         assert json.loads(payload) == {"wave": True, "helper": False}
 
     run_with_runtime(settings, sink, body, share_templates=False)
+
+
+def test_learned_imports_outlive_a_platform_restart(
+    tmp_path: Path, settings: Settings, sink: ListSink
+) -> None:
+    did = "lazy-restart"
+    release = make_release(
+        tmp_path, did, "fastapi", files={"main.py": LAZY_APP_FASTAPI, "helper.py": "X = 1\n"}
+    )
+
+    async def main() -> None:
+        first = Runtime(settings, sink, share_templates=False)
+        await first.start()
+        try:
+            first.register(release, idle_timeout=0.05)
+            status, payload = await request(first, did, "/lazy")
+            assert (status, json.loads(payload)) == (200, {"wave": False, "helper": False})
+            await wait_until(lambda: first.instances(did).state == "dormant")
+            await wait_until(lambda: "wave" in first._deployments[did].learned_imports)
+        finally:
+            await first.close()  # saves usage.json, learned imports included
+        second = Runtime(settings, sink, share_templates=False)
+        await second.start()
+        try:
+            second.register(release, idle_timeout=0.05)
+            assert "wave" in second._deployments[did].learned_imports
+            # Its first template after the restart imports them once the app is loaded.
+            status, payload = await request(second, did, "/lazy")
+            assert (status, json.loads(payload)) == (200, {"wave": True, "helper": False})
+        finally:
+            await second.close()
+
+    asyncio.run(main())

@@ -52,6 +52,11 @@ class Ledger:
     async def load(self) -> None:
         self.usage = await asyncio.to_thread(self.usage_file.load)
 
+    def learned_imports(self, deployment_id: str) -> list[str]:
+        """What its servers imported after their fork, as saved before this start."""
+        used = self.usage.get(deployment_id)
+        return list(used.imports) if used is not None else []
+
     def forget(self, deployment_id: str) -> None:
         """A retired deployment: nothing of it is kept."""
         self.samples.pop(deployment_id, None)
@@ -79,8 +84,13 @@ class Ledger:
                 self._seen[did] = dep.last_request_at
                 old = self.usage.get(did, Usage(None))
                 used = wall - max(0.0, now - dep.last_request_at)
-                self.usage[did] = Usage(used, old.memory_kb, old.group, old.group_kb)
+                self.usage[did] = replace(old, last_used=used)
                 self._unmeasured.add(did)
+                self._dirty = True
+            # Kept with its use (a deployment never used gets no entry: none would be warmed).
+            saved, learned = self.usage.get(did), tuple(dep.learned_imports)
+            if saved is not None and learned and learned != saved.imports:
+                self.usage[did] = replace(saved, imports=learned)
                 self._dirty = True
         if not save or not self._dirty:
             return
@@ -139,11 +149,11 @@ class Ledger:
             if did in self._unmeasured and not now_dep.needs_refresh:
                 self._unmeasured.discard(did)
                 old = self.usage.get(did, Usage(None))
-                self.usage[did] = Usage(
-                    old.last_used,
-                    cost.own_pss_kb,
-                    now_dep.shared_key,
-                    cost.shared_pss_kb if now_dep.shared_key is not None else None,
+                self.usage[did] = replace(
+                    old,
+                    memory_kb=cost.own_pss_kb,
+                    group=now_dep.shared_key,
+                    group_kb=cost.shared_pss_kb if now_dep.shared_key is not None else None,
                 )
                 self._dirty = True
 

@@ -273,7 +273,9 @@ class Runtime:
         if self.use_templates:  # autodetected, declared or custom: the command line decides
             env = self._launcher.env(release, 8000)
             server = parse_server_command(release.start_command, 8000, env)
-        self._deployments[release.deployment_id] = DeploymentRuntime(release, timeout, server)
+        dep = DeploymentRuntime(release, timeout, server)
+        dep.learned_imports = self._ledger.learned_imports(release.deployment_id)
+        self._deployments[release.deployment_id] = dep
 
     def _idle_timeout(self, release: Release) -> float:
         """The release's own (phemeral.toml ``idle_timeout``), else the platform's."""

@@ -2,7 +2,9 @@
 
 ``{data_dir}/runtime/usage.json`` maps a deployment id to ``{"last_used": epoch seconds,
 "memory_kb": the PSS of its own processes when last measured dormant, "group": its shared
-framework template, "group_kb": that whole template's PSS}`` (`footprint`). The runtime writes
+framework template, "group_kb": that whole template's PSS, "imports": what its servers imported
+after their fork (learned imports: a template loaded after a restart imports them too)}``
+(`footprint`). The runtime writes
 it from its idle sweep (when something changed, at most every `SAVE_INTERVAL` seconds) and at
 close; after a platform restart it orders the templates to load again
 (`idle.templates_to_warm`) and estimates what a template keeps until the sweep measured it.
@@ -27,6 +29,13 @@ class Usage:
     memory_kb: int | None = None
     group: str | None = None
     group_kb: int | None = None
+    imports: tuple[str, ...] = ()
+
+
+# What a saved list of learned imports may hold (the file is the runtime's, but a template's
+# word is what filled it).
+MAX_IMPORTS = 2000
+MAX_IMPORT_NAME = 200
 
 
 class UsageFile:
@@ -53,6 +62,7 @@ class UsageFile:
                     _int(item.get("memory_kb")),
                     str(item["group"]) if item.get("group") is not None else None,
                     _int(item.get("group_kb")),
+                    _names(item.get("imports")),
                 )
             except (TypeError, ValueError):
                 continue
@@ -72,3 +82,10 @@ def _number(value: object) -> float | None:
 
 def _int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    names = [n for n in value if isinstance(n, str) and 0 < len(n) <= MAX_IMPORT_NAME]
+    return tuple(names[:MAX_IMPORTS])
