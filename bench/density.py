@@ -622,16 +622,22 @@ def settle_rehearsals(fleet: Fleet, offset: int, timeout: float = 900.0) -> tupl
     return done, time.monotonic() - started
 
 
+def settle_after_start(fleet: Fleet, offset: int) -> str:
+    """Wait for a start's warming, then ``--settle`` s (a warmed template is re-forked once
+    its shared one learned), then its rehearsals (the log from ``offset``); what happened."""
+    warmed, settle = settle_warming(fleet, max(300.0, 3.0 * len(fleet.ids)))
+    time.sleep(fleet.args.settle)
+    rehearsed, took = settle_rehearsals(fleet, offset)
+    return (
+        f"{warmed}/{len(fleet.ids)} warmed {settle:.0f} s later; {rehearsed} rehearsed in the "
+        f"next {took:.0f} s"
+    )
+
+
 def restart_only(fleet: Fleet) -> None:
     """The after-restart phase alone, on the projects of an earlier run (`--restart-only`)."""
     fleet.deploy(0, fleet.args.projects)  # all reused: no build
-    warmed, settle = settle_warming(fleet, max(300.0, 3.0 * len(fleet.ids)))
-    rehearsed, took = settle_rehearsals(fleet, 0)
-    time.sleep(fleet.args.settle)
-    fleet.results.append(
-        f"-- after a start on {len(fleet.ids)} projects: {warmed} warmed in {settle:.0f} s, "
-        f"{rehearsed} rehearsed ({took:.0f} s more)"
-    )
+    fleet.results.append(f"-- after a start: {settle_after_start(fleet, 0)}")
     fleet.memory_figures("after start, warmed")
     fleet.wake_each("wake after a platform start", by_tier=True)
     fleet.wait_dormant()
@@ -764,13 +770,9 @@ def main() -> None:
         budget = args.warm_budget_mb
         offset = log_size(fleet)
         took = fleet.restart({"PHEMERAL_WARM_BUDGET_MB": str(budget)} if budget else None)
-        warmed, settle = settle_warming(fleet, max(300.0, 3.0 * len(fleet.ids)))
-        time.sleep(args.settle)  # a warmed template is re-forked once its shared one learned
-        rehearsed, took_rehearsals = settle_rehearsals(fleet, offset)
         fleet.results.append(
-            f"-- after a platform restart: API back in {took:.1f} s, {warmed}/{len(fleet.ids)} "
-            f"warmed {settle:.0f} s later; {rehearsed} rehearsed in the next "
-            f"{took_rehearsals:.0f} s"
+            f"-- after a platform restart: API back in {took:.1f} s, "
+            f"{settle_after_start(fleet, offset)}"
         )
         fleet.memory_figures("after restart, warmed")
         fleet.wake_each("wake after a platform restart", by_tier=True)

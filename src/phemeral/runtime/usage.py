@@ -18,6 +18,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from phemeral.runtime.template import module_names
+
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 5.0
@@ -30,12 +32,6 @@ class Usage:
     group: str | None = None
     group_kb: int | None = None
     imports: tuple[str, ...] = ()
-
-
-# What a saved list of learned imports may hold (the file is the runtime's, but a template's
-# word is what filled it).
-MAX_IMPORTS = 2000
-MAX_IMPORT_NAME = 200
 
 
 class UsageFile:
@@ -62,7 +58,8 @@ class UsageFile:
                     _int(item.get("memory_kb")),
                     str(item["group"]) if item.get("group") is not None else None,
                     _int(item.get("group_kb")),
-                    _names(item.get("imports")),
+                    # a template's word filled it: bounded as when it was said
+                    tuple(module_names(item.get("imports"))),
                 )
             except (TypeError, ValueError):
                 continue
@@ -82,10 +79,3 @@ def _number(value: object) -> float | None:
 
 def _int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def _names(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        return ()
-    names = [n for n in value if isinstance(n, str) and 0 < len(n) <= MAX_IMPORT_NAME]
-    return tuple(names[:MAX_IMPORTS])
